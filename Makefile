@@ -1,0 +1,33 @@
+# Two entry points do all set-up on a fresh machine:
+#   make demo   - create .venv if needed, install debias, run `debias demo` on real data
+#   make test   - create .venv if needed, install debias[dev], run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DEBIAS_DATA ?= $(abspath ../shared/data)
+
+.PHONY: demo test install lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/debias demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	bash bench/run
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
