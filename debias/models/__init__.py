@@ -1,1 +1,26 @@
+"""Encoders and heads.
 
+Every classifier here exposes the same three things so training, probing and auditing never
+special-case a model:
+
+- ``model.features(x) -> [B, feature_dim]``: the representation (the vector audits look at);
+- ``model.fc``: the linear classifier on top of it;
+- ``model(x) == model.fc(model.features(x))``: logits.
+"""
+
+from __future__ import annotations
+
+from debias.models.convnets import SimpleConvNet, SmallConvNet
+from debias.models.heads import LinearProbe, ProjectionHead
+from debias.models.registry import MODELS, build_model
+from debias.models.resnet import ResNet18
+
+__all__ = [
+    "MODELS",
+    "LinearProbe",
+    "ProjectionHead",
+    "ResNet18",
+    "SimpleConvNet",
+    "SmallConvNet",
+    "build_model",
+]

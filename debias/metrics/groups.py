@@ -1,0 +1,468 @@
+"""Group metrics over (target, bias) groups (PROTOCOLS §5).
+
+A group is ``g = (y, b)``: the true label and the bias attribute. ``acc_g`` is the accuracy
+inside ``g``. Every metric here is a function of three per-group count matrices (samples,
+correct predictions, predictions per class) built with one ``numpy.bincount`` each on a
+combined group id, so a report on 100k rows costs milliseconds and can run every epoch on
+every split. The plain functions (:func:`unbiased_accuracy`, ...) and :func:`group_report`
+share the same reducers, so they cannot disagree.
+
+Aligned groups: which ``(y, b)`` pairs are bias-aligned is dataset-specific. The diagonal
+``b == y`` (the default when ``aligned=None``) is right for Biased-MNIST only; CelebA
+(Blond_Hair, Male) is aligned on ``{(0, 1), (1, 0)}`` and UTKFace on its own pairs. Every
+dataset in ``debias.data`` exports its pairs as ``TensorImageDataset.aligned_groups``: pass
+``aligned=ds.aligned_groups``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from debias.metrics._inputs import Group, as_aligned, check_arrays
+from debias.metrics.bootstrap import stratified_bootstrap
+
+# Largest dense (label x bias) table built straight from non-negative label values; beyond it
+# labels are re-coded with np.unique (sparse or negative label values).
+_DENSE_CELLS = 1 << 20
+
+# The metrics that depend only on per-group correct counts, hence can be bootstrapped.
+BOOTSTRAP_METRICS = (
+    "accuracy",
+    "unbiased_accuracy",
+    "worst_group_accuracy",
+    "aligned_accuracy",
+    "conflicting_accuracy",
+    "balanced_accuracy",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Counting
+# --------------------------------------------------------------------------------------------
+def _encode(arrays: list[np.ndarray], max_codes: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Map label arrays onto codes ``0..K-1`` shared across ``arrays``; return (values, codes)."""
+    lo = min(int(a.min()) for a in arrays)
+    hi = max(int(a.max()) for a in arrays)
+    if lo >= 0 and hi < max_codes:
+        # Labels are already small non-negative ints (the usual case): use them as codes.
+        return np.arange(hi + 1, dtype=np.int64), arrays
+    values, inverse = np.unique(np.concatenate(arrays), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    splits = np.cumsum([len(a) for a in arrays])[:-1]
+    return values.astype(np.int64), np.split(inverse.astype(np.int64), splits)
+
+
+class _GroupTable:
+    """Per-(y, b) counts of one prediction set, plus the non-empty groups in (y, b) order."""
+
+    def __init__(
+        self,
+        y_true: np.ndarray,
+        y_pred: np.ndarray,
+        bias: np.ndarray,
+        aligned: frozenset[Group] | None,
+    ) -> None:
+        bias_values, (b,) = _encode([bias], _DENSE_CELLS)
+        nb = len(bias_values)
+        labels, (y, p) = _encode([y_true, y_pred], max(1, _DENSE_CELLS // nb))
+        nc = len(labels)
+        cells = nc * nb
+        gid = y * nb + b
+        hit = y == p
+        self.labels = labels
+        self.bias_values = bias_values
+        # [C, B] matrices; row = label code (of y_true, or of y_pred for `predicted`).
+        self.n = np.bincount(gid, minlength=cells).reshape(nc, nb)
+        self.correct = np.bincount(gid[hit], minlength=cells).reshape(nc, nb)
+        self.predicted = np.bincount(p * nb + b, minlength=cells).reshape(nc, nb)
+        if aligned is None:
+            self.aligned = labels[:, None] == bias_values[None, :]
+        else:
+            self.aligned = np.zeros((nc, nb), dtype=bool)
+            for ya, ba in aligned:
+                ci = int(np.searchsorted(labels, ya))
+                bi = int(np.searchsorted(bias_values, ba))
+                if ci < nc and bi < nb and labels[ci] == ya and bias_values[bi] == ba:
+                    self.aligned[ci, bi] = True
+        # Non-empty groups, row-major, i.e. sorted by y then b.
+        rows, cols = np.nonzero(self.n)
+        self.g_y = labels[rows]
+        self.g_b = bias_values[cols]
+        self.g_n = self.n[rows, cols]
+        self.g_correct = self.correct[rows, cols]
+        self.g_aligned = self.aligned[rows, cols]
+        # Groups are sorted by class, so per-class sums are contiguous runs (np.add.reduceat).
+        self.class_starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+
+    @classmethod
+    def from_inputs(
+        cls, y_true: Any, y_pred: Any, bias: Any, aligned: Iterable[Any] | None = None
+    ) -> _GroupTable:
+        y, p, b = check_arrays(y_true=y_true, y_pred=y_pred, bias=bias)
+        return cls(y, p, b, as_aligned(aligned))
+
+
+# --------------------------------------------------------------------------------------------
+# Reducers: each maps correct counts [..., G] (G non-empty groups) to values [...], so the same
+# code gives the point estimate ([G]) and the bootstrap replicates ([R, G]).
+# --------------------------------------------------------------------------------------------
+def _accuracy(g_n: np.ndarray, g_correct: np.ndarray) -> np.ndarray:
+    return g_correct.sum(-1) / g_n.sum()
+
+
+def _unbiased(g_n: np.ndarray, g_correct: np.ndarray) -> np.ndarray:
+    return (g_correct / g_n).mean(-1)
+
+
+def _worst(g_n: np.ndarray, g_correct: np.ndarray) -> np.ndarray:
+    return (g_correct / g_n).min(-1)
+
+
+def _subset_mean(g_n: np.ndarray, g_correct: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    if not mask.any():
+        return np.full(g_correct.shape[:-1], np.nan)
+    return (g_correct[..., mask] / g_n[mask]).mean(-1)
+
+
+def _balanced(g_n: np.ndarray, g_correct: np.ndarray, class_starts: np.ndarray) -> np.ndarray:
+    recall = np.add.reduceat(g_correct, class_starts, axis=-1) / np.add.reduceat(g_n, class_starts)
+    return recall.mean(-1)
+
+
+def _count_metrics(t: _GroupTable, g_correct: np.ndarray) -> dict[str, np.ndarray]:
+    """All :data:`BOOTSTRAP_METRICS` from correct counts ``[..., G]`` of table ``t``."""
+    return {
+        "accuracy": _accuracy(t.g_n, g_correct),
+        "unbiased_accuracy": _unbiased(t.g_n, g_correct),
+        "worst_group_accuracy": _worst(t.g_n, g_correct),
+        "aligned_accuracy": _subset_mean(t.g_n, g_correct, t.g_aligned),
+        "conflicting_accuracy": _subset_mean(t.g_n, g_correct, ~t.g_aligned),
+        "balanced_accuracy": _balanced(t.g_n, g_correct, t.class_starts),
+    }
+
+
+def _range_over_bias(rate: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """max - min of ``rate`` [K, B] over the valid bias groups of each row; NaN if none valid."""
+    hi = np.where(valid, rate, -np.inf).max(1)
+    lo = np.where(valid, rate, np.inf).min(1)
+    return np.where(valid.any(1), hi - lo, np.nan)
+
+
+def _equalized_odds(t: _GroupTable) -> tuple[float, float]:
+    """Equalized-odds gaps from the count matrices; see :func:`equalized_odds`."""
+    present = t.n.sum(0) > 0
+    n = t.n[:, present]
+    tp_all = t.correct[:, present]
+    pred_all = t.predicted[:, present]
+    n_bias = n.sum(0)  # samples per bias group
+    if t.labels.min() >= 0 and t.labels.max() <= 1:
+        # Binary: positive class 1 only (class 0 one-vs-rest swaps TPR and TNR: same gaps).
+        rows = np.flatnonzero(t.labels == 1)
+        if rows.size:
+            pos, tp, pred = n[rows], tp_all[rows], pred_all[rows]
+        else:  # nobody is, or is predicted, 1: TPR undefined, TNR = 1 everywhere
+            pos = tp = pred = np.zeros((1, n.shape[1]), dtype=np.int64)
+    else:
+        rows = np.flatnonzero(n.sum(1) > 0)  # classes present in y_true
+        pos, tp, pred = n[rows], tp_all[rows], pred_all[rows]
+    neg = n_bias[None, :] - pos
+    fp = pred - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tpr = tp / pos
+        tnr = 1.0 - fp / neg
+    gaps = np.stack([_range_over_bias(tpr, pos > 0), _range_over_bias(tnr, neg > 0)], axis=1)
+    defined = ~np.isnan(gaps)
+    count = defined.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_c = np.where(defined, gaps, 0.0).sum(1) / count
+    max_c = np.where(defined, gaps, -np.inf).max(1)
+    ok = count > 0
+    if not ok.any():
+        return float("nan"), float("nan")
+    return float(mean_c[ok].mean()), float(max_c[ok].max())
+
+
+# --------------------------------------------------------------------------------------------
+# Plain functions
+# --------------------------------------------------------------------------------------------
+def accuracy(y_true: Any, y_pred: Any) -> float:
+    """Plain top-1 accuracy: ``(1/N) Σ_i [ŷ_i = y_i]``."""
+    y, p = check_arrays(y_true=y_true, y_pred=y_pred)
+    return float(_accuracy(np.array([len(y)]), np.array([np.count_nonzero(y == p)])))
+
+
+def unbiased_accuracy(y_true: Any, y_pred: Any, bias: Any) -> float:
+    """Unbiased accuracy: ``(1/|G|) Σ_{g∈G} acc_g`` over the non-empty ``(y, b)`` groups ``G``.
+
+    Every group counts equally whatever its size (ReBias / EnD "unbiased" test metric).
+    """
+    t = _GroupTable.from_inputs(y_true, y_pred, bias)
+    return float(_unbiased(t.g_n, t.g_correct))
+
+
+def worst_group_accuracy(y_true: Any, y_pred: Any, bias: Any) -> float:
+    """Worst-group accuracy: ``min_{g∈G} acc_g`` over the non-empty ``(y, b)`` groups ``G``."""
+    t = _GroupTable.from_inputs(y_true, y_pred, bias)
+    return float(_worst(t.g_n, t.g_correct))
+
+
+def bias_aligned_accuracy(
+    y_true: Any, y_pred: Any, bias: Any, aligned: Iterable[Any] | None = None
+) -> float:
+    """Bias-aligned accuracy: ``mean_{g∈G, g∈A} acc_g`` over the non-empty aligned groups.
+
+    ``aligned`` is the explicit set ``A`` of aligned ``(y, b)`` pairs (a dataset's
+    ``aligned_groups``); ``None`` means the diagonal ``b == y``, right for Biased-MNIST only.
+    NaN when no aligned group is present.
+    """
+    t = _GroupTable.from_inputs(y_true, y_pred, bias, aligned)
+    return float(_subset_mean(t.g_n, t.g_correct, t.g_aligned))
+
+
+def bias_conflicting_accuracy(
+    y_true: Any, y_pred: Any, bias: Any, aligned: Iterable[Any] | None = None
+) -> float:
+    """Bias-conflicting accuracy: ``mean_{g∈G, g∉A} acc_g`` over non-empty conflicting groups.
+
+    ``aligned`` as in :func:`bias_aligned_accuracy`. NaN when no conflicting group is present.
+    """
+    t = _GroupTable.from_inputs(y_true, y_pred, bias, aligned)
+    return float(_subset_mean(t.g_n, t.g_correct, ~t.g_aligned))
+
+
+def balanced_accuracy(y_true: Any, y_pred: Any) -> float:
+    """Balanced accuracy: ``(1/|C|) Σ_{c∈C} recall_c``, ``C`` = classes present in ``y_true``.
+
+    Equals ``sklearn.metrics.balanced_accuracy_score`` (without ``adjusted``).
+    """
+    y, p = check_arrays(y_true=y_true, y_pred=y_pred)
+    t = _GroupTable(y, p, np.zeros_like(y), None)
+    return float(_balanced(t.g_n, t.g_correct, t.class_starts))
+
+
+def equalized_odds(y_true: Any, y_pred: Any, bias: Any) -> tuple[float, float]:
+    """Equalized-odds gaps across bias groups: ``(mean_gap, max_gap)``.
+
+    For a bias group ``b``: ``TPR_b = P(ŷ=1 | y=1, b)``, ``TNR_b = P(ŷ=0 | y=0, b)``,
+    ``FPR_b = 1 - TNR_b``. ``ΔR = max_b R_b - min_b R_b``.
+
+    Binary targets (all labels in {0, 1}, positive class 1):
+
+    * mean gap ``= (ΔTPR + ΔTNR) / 2``; for two bias groups this is FSCL's
+      ``(|TPR_0 - TPR_1| + |TNR_0 - TNR_1|) / 2`` (Park et al. 2022);
+    * max gap ``= max(ΔTPR, ΔFPR)``, which is
+      ``fairlearn.metrics.equalized_odds_difference`` (``ΔFPR = ΔTNR``).
+
+    Multiclass (**ours**): one-vs-rest for each class ``c`` present in ``y_true``
+    (positive = ``c``), the same two quantities per class; mean gap = mean over classes of the
+    per-class mean gap, max gap = max over classes of the per-class max gap.
+
+    A bias group with no positives (negatives) for a class is skipped for that class's TPR
+    (TNR), where fairlearn would count its rate as 0. A rate defined in no bias group is left
+    out of the class's gaps; a class with neither rate is left out; NaN if nothing is left.
+    """
+    return _equalized_odds(_GroupTable.from_inputs(y_true, y_pred, bias))
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+@dataclass
+class GroupReport:
+    """All §5 metrics of one prediction set, with per-group counts and optional bootstrap CIs.
+
+    Fields (accuracies are fractions in [0, 1]):
+        accuracy: plain top-1.
+        unbiased_accuracy: mean of ``acc_g`` over the non-empty ``(y, b)`` groups.
+        worst_group_accuracy: min of ``acc_g`` over the non-empty groups.
+        worst_group: the ``(y, b)`` attaining it (the first in (y, b) order on ties).
+        aligned_accuracy / conflicting_accuracy: mean of ``acc_g`` over the non-empty aligned /
+            conflicting groups; NaN when the data has no such group (e.g. a "conflicting" test
+            split at rho 0 has no aligned group).
+        balanced_accuracy: mean per-class recall over classes present in ``y_true``.
+        equalized_odds_mean_gap / equalized_odds_max_gap: see :func:`equalized_odds`.
+        n, n_aligned, n_conflicting: sample counts.
+        groups: one row per non-empty group, columns ``y, b, n, correct, accuracy, aligned``,
+            sorted by ``(y, b)``.
+        ci: ``{metric: (low, high)}`` bootstrap intervals; empty unless ``bootstrap > 0``.
+        ci_level: the confidence level of ``ci``.
+    """
+
+    accuracy: float
+    unbiased_accuracy: float
+    worst_group_accuracy: float
+    worst_group: tuple[int, int]
+    aligned_accuracy: float
+    conflicting_accuracy: float
+    balanced_accuracy: float
+    equalized_odds_mean_gap: float
+    equalized_odds_max_gap: float
+    n: int
+    n_aligned: int
+    n_conflicting: int
+    groups: pd.DataFrame = field(repr=False)
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    ci_level: float = 0.95
+
+    def to_dict(self) -> dict[str, float | int]:
+        """Flat, JSON-serialisable dict (NaN stays a float NaN, which ``json.dumps`` accepts).
+
+        Keys: the scalar fields, ``n_groups``, ``worst_group_y`` / ``worst_group_b``, and for
+        each bootstrapped metric ``<metric>_ci_low`` / ``<metric>_ci_high``.
+        """
+        out: dict[str, float | int] = {
+            "accuracy": float(self.accuracy),
+            "unbiased_accuracy": float(self.unbiased_accuracy),
+            "worst_group_accuracy": float(self.worst_group_accuracy),
+            "worst_group_y": int(self.worst_group[0]),
+            "worst_group_b": int(self.worst_group[1]),
+            "aligned_accuracy": float(self.aligned_accuracy),
+            "conflicting_accuracy": float(self.conflicting_accuracy),
+            "balanced_accuracy": float(self.balanced_accuracy),
+            "equalized_odds_mean_gap": float(self.equalized_odds_mean_gap),
+            "equalized_odds_max_gap": float(self.equalized_odds_max_gap),
+            "n": int(self.n),
+            "n_aligned": int(self.n_aligned),
+            "n_conflicting": int(self.n_conflicting),
+            "n_groups": len(self.groups),
+        }
+        for name, (low, high) in self.ci.items():
+            out[f"{name}_ci_low"] = float(low)
+            out[f"{name}_ci_high"] = float(high)
+        return out
+
+    def accuracy_table(self) -> pd.DataFrame:
+        """``acc_g`` as a table: rows ``y``, columns ``b``; NaN for empty groups.
+
+        On Biased-MNIST this is the 10x10 digit-by-colour table.
+        """
+        return self.groups.pivot(index="y", columns="b", values="accuracy")
+
+    def count_table(self) -> pd.DataFrame:
+        """Group sizes as a table: rows ``y``, columns ``b``; 0 for empty groups."""
+        return self.groups.pivot(index="y", columns="b", values="n").fillna(0).astype(np.int64)
+
+    def summary(self) -> str:
+        """A compact multi-line, human-readable summary (percentages)."""
+
+        def pct(x: float) -> str:
+            return "   n/a" if math.isnan(x) else f"{100 * x:6.2f}"
+
+        def interval(name: str) -> str:
+            if name not in self.ci:
+                return ""
+            low, high = self.ci[name]
+            if math.isnan(low):
+                return ""
+            return f"  [{100 * low:.2f}, {100 * high:.2f}]"
+
+        wy, wb = self.worst_group
+        wn = self.groups.loc[(self.groups.y == wy) & (self.groups.b == wb), "n"]
+        worst_n = int(wn.iloc[0]) if len(wn) else 0
+        head = (
+            f"GroupReport: n={self.n:,} in {len(self.groups)} (y, b) groups "
+            f"(aligned {self.n_aligned:,}, conflicting {self.n_conflicting:,})"
+        )
+        if self.ci:
+            head += f"; {100 * self.ci_level:g}% bootstrap CIs"
+        rows = [
+            ("accuracy", "accuracy", ""),
+            ("unbiased accuracy", "unbiased_accuracy", ""),
+            ("worst-group accuracy", "worst_group_accuracy", f"  (y={wy}, b={wb}, n={worst_n})"),
+            ("bias-aligned acc.", "aligned_accuracy", ""),
+            ("bias-conflicting acc.", "conflicting_accuracy", ""),
+            ("balanced accuracy", "balanced_accuracy", ""),
+        ]
+        lines = [head]
+        for label, key, extra in rows:
+            lines.append(f"  {label:<22}{pct(getattr(self, key))}%{interval(key)}{extra}")
+        lines.append(
+            f"  {'equalized odds gap':<22}mean {pct(self.equalized_odds_mean_gap).strip()}%"
+            f"  max {pct(self.equalized_odds_max_gap).strip()}%"
+        )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def group_report(
+    y_true: Any,
+    y_pred: Any,
+    bias: Any,
+    aligned: Iterable[Any] | None = None,
+    *,
+    bootstrap: int = 0,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> GroupReport:
+    """Every §5 metric of one prediction set in one pass.
+
+    Args:
+        y_true, y_pred, bias: 1-D integer labels of equal length (numpy, lists, pandas,
+            torch tensors on any device).
+        aligned: explicit aligned ``(y, b)`` pairs, e.g. ``ds.aligned_groups``. ``None`` means
+            ``b == y``, which is right for Biased-MNIST only; other datasets export their own
+            ``aligned_groups``.
+        bootstrap: number of stratified bootstrap replicates (0 = no intervals). Rows are
+            resampled with replacement within each ``(y, b)`` group (see
+            :func:`debias.metrics.bootstrap.stratified_bootstrap`), and :data:`BOOTSTRAP_METRICS`
+            are recomputed on each replicate. The worst-group interval is a minimum over
+            resampled groups, so it leans low (a known trait of bootstrapping an extremum).
+        ci: confidence level of the percentile intervals, in (0, 1).
+        seed: bootstrap seed.
+
+    See :class:`GroupReport` for the fields and :func:`equalized_odds` for the gaps.
+    """
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
+        raise ValueError(f"bootstrap must be a non-negative integer; got {bootstrap!r}")
+    if not isinstance(ci, (int, float)) or not 0.0 < float(ci) < 1.0:
+        raise ValueError(f"ci must be a confidence level strictly between 0 and 1; got {ci!r}")
+    t = _GroupTable.from_inputs(y_true, y_pred, bias, aligned)
+    point = _count_metrics(t, t.g_correct)
+    eo_mean, eo_max = _equalized_odds(t)
+    acc_g = t.g_correct / t.g_n
+    worst = int(np.argmin(acc_g))
+    groups = pd.DataFrame(
+        {
+            "y": t.g_y,
+            "b": t.g_b,
+            "n": t.g_n,
+            "correct": t.g_correct,
+            "accuracy": acc_g,
+            "aligned": t.g_aligned,
+        }
+    )
+    intervals: dict[str, tuple[float, float]] = {}
+    if bootstrap > 0:
+        intervals = stratified_bootstrap(
+            t.g_n,
+            t.g_correct,
+            lambda draws: _count_metrics(t, draws),
+            n_boot=int(bootstrap),
+            ci=ci,
+            seed=seed,
+        )
+    return GroupReport(
+        accuracy=float(point["accuracy"]),
+        unbiased_accuracy=float(point["unbiased_accuracy"]),
+        worst_group_accuracy=float(point["worst_group_accuracy"]),
+        worst_group=(int(t.g_y[worst]), int(t.g_b[worst])),
+        aligned_accuracy=float(point["aligned_accuracy"]),
+        conflicting_accuracy=float(point["conflicting_accuracy"]),
+        balanced_accuracy=float(point["balanced_accuracy"]),
+        equalized_odds_mean_gap=eo_mean,
+        equalized_odds_max_gap=eo_max,
+        n=int(t.g_n.sum()),
+        n_aligned=int(t.g_n[t.g_aligned].sum()),
+        n_conflicting=int(t.g_n[~t.g_aligned].sum()),
+        groups=groups,
+        ci=intervals,
+        ci_level=float(ci),
+    )

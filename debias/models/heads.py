@@ -1,0 +1,31 @@
+"""Heads put on top of an encoder's features."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ProjectionHead(nn.Module):
+    """The SupContrast projection MLP: ``Linear(d, d) → ReLU → Linear(d, out_dim)``.
+
+    Contrastive losses act on the projection; the classifier (linear probe) reads the encoder's
+    features before it, as in SupCon, SimCLR and ConTeX.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 128, hidden_dim: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden_dim or in_dim
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class LinearProbe(nn.Linear):
+    """A linear classifier on frozen (detached) features."""
+
+    def __init__(self, in_dim: int, num_classes: int) -> None:
+        super().__init__(in_dim, num_classes)

@@ -1,0 +1,79 @@
+"""Models: the ReBias architecture exactly, the shared features/fc interface, the registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from debias.models import MODELS, ProjectionHead, ResNet18, SimpleConvNet, SmallConvNet, build_model
+
+
+def test_simpleconvnet_is_the_rebias_architecture():
+    m = SimpleConvNet(num_classes=10)
+    convs = [x for x in m.extracter if isinstance(x, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(3, 16), (16, 32), (32, 64), (64, 128)]
+    assert all(c.kernel_size == (7, 7) and c.padding == (3, 3) and c.stride == (1, 1) for c in convs)
+    assert sum(isinstance(x, nn.BatchNorm2d) for x in m.extracter) == 4
+    assert sum(isinstance(x, nn.ReLU) for x in m.extracter) == 4
+    assert (m.fc.in_features, m.fc.out_features) == (128, 10)
+    # parameter count of the ReBias network: convs + BN affine + fc
+    expected = sum(7 * 7 * i * o + o + 2 * o for i, o in [(3, 16), (16, 32), (32, 64), (64, 128)])
+    expected += 128 * 10 + 10
+    assert sum(p.numel() for p in m.parameters()) == expected
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_features_then_fc_equals_forward(name):
+    torch.manual_seed(0)
+    m = build_model(name, num_classes=3).eval()
+    size = 64 if name == "resnet18" else 28
+    x = torch.randn(2, 3, size, size)
+    f = m.features(x)
+    assert f.shape == (2, m.feature_dim)
+    torch.testing.assert_close(m.fc(f), m(x))
+
+
+def test_smallconvnet_is_much_cheaper_than_simpleconvnet():
+    def macs(model):
+        total = 0
+
+        def hook(mod, inp, out):
+            nonlocal total
+            if isinstance(mod, nn.Conv2d):
+                total += out.numel() * mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1]
+
+        hs = [mm.register_forward_hook(hook) for mm in model.modules()]
+        model(torch.zeros(1, 3, 28, 28))
+        for h in hs:
+            h.remove()
+        return total
+
+    big, small = macs(SimpleConvNet().eval()), macs(SmallConvNet().eval())
+    assert 0.35e9 < big < 0.45e9  # "about 0.4 GMAC per image" (PROTOCOLS §1)
+    assert big / small > 300
+
+
+def test_resnet18_weights_file(tmp_path):
+    from torchvision.models import resnet18
+
+    ref = resnet18(weights=None)
+    path = tmp_path / "r18.pth"
+    torch.save(ref.state_dict(), path)
+    m = ResNet18(num_classes=2, weights=path)
+    torch.testing.assert_close(m.encoder.layer4[1].conv2.weight, ref.layer4[1].conv2.weight)
+    assert m.encoder.conv1.stride == (1, 1)
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        ResNet18(weights=tmp_path / "missing.pth")
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="unknown model 'vgg'"):
+        build_model("vgg", 10)
+    with pytest.raises(ValueError, match="only supported for resnet18"):
+        build_model("smallconvnet", 10, weights="x.pth")
+
+
+def test_projection_head_shape():
+    h = ProjectionHead(64, 128)
+    assert h(torch.randn(5, 64)).shape == (5, 128)
