@@ -1,0 +1,117 @@
+"""The configuration of one training run: everything that determines its numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+METHODS = ("ce", "supcon", "simclr", "contex", "cacr", "biascon", "fairkl")
+MODES = ("ce", "two-stage", "joint")
+
+# Fields that say where or how a run executes, not what it computes: they may differ between
+# an interrupted run and its resumption.
+RUNTIME_FIELDS = frozenset({"out", "device", "root", "save_embeddings", "progress", "download"})
+
+
+class RunConflictError(RuntimeError):
+    """The output folder holds a different run than the one asked for."""
+
+
+@dataclass
+class TrainConfig:
+    """One run. Defaults follow ReBias on Biased-MNIST (PROTOCOLS §1).
+
+    Selection (``select``): ``"last"`` reports the last epoch; ``"val/<metric>"`` (e.g.
+    ``"val/worst_group_accuracy"``) reports the epoch with the best value of that GroupReport
+    metric on the validation split. Test splits are never used for selection.
+    """
+
+    out: str = "runs/run"
+    # data
+    dataset: str = "biased-mnist"
+    rho: float | None = None
+    target: str | None = None
+    bias: str | None = None
+    bias_rate: float = 0.9
+    protocol: str = "groupdro"
+    image_size: int = 64
+    val_size: int = 5000
+    palette: str = "rebias"
+    data_seed: int = 0
+    root: str | None = None
+    download: bool = False
+    # method
+    method: str = "ce"
+    mode: str = "auto"
+    model: str = "simpleconvnet"
+    weights: str | None = None
+    temperature: float | None = None
+    base_temperature: float | None = None
+    loss_options: dict[str, Any] = field(default_factory=dict)
+    lambda_con: float = 1.0
+    # optimisation
+    epochs: int = 80
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_milestones: list[int] | None = None
+    lr_gamma: float = 0.1
+    linear_epochs: int = 10
+    linear_lr: float = 1e-3
+    augment: bool | None = None
+    colour_jitter: float = 0.0
+    max_steps: int | None = None
+    seed: int = 0
+    # evaluation and output
+    select: str = "last"
+    eval_batch_size: int = 1024
+    save_embeddings: bool = False
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; expected one of {list(METHODS)}")
+        if self.mode == "auto":
+            self.mode = "ce" if self.method == "ce" else "two-stage"
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; expected one of {list(MODES)}")
+        if (self.method == "ce") != (self.mode == "ce"):
+            raise ValueError(
+                f"method {self.method!r} with mode {self.mode!r}: cross-entropy runs use mode "
+                "'ce'; contrastive methods use 'two-stage' or 'joint'"
+            )
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
+        if self.select != "last":
+            split, _, metric = self.select.partition("/")
+            if split != "val" or not metric:
+                raise ValueError(
+                    f"select={self.select!r}: expected 'last' or 'val/<metric>' such as "
+                    "'val/worst_group_accuracy'; selection on a test split is not allowed"
+                )
+        if self.augment is None:
+            # ReBias trains cross-entropy without augmentation; contrastive methods need views.
+            self.augment = self.mode != "ce"
+        if self.lr_milestones is None:
+            # ReBias: x0.1 every 20 of 80 epochs, i.e. at each quarter of the run.
+            q = max(self.epochs // 4, 1)
+            self.lr_milestones = [q * k for k in (1, 2, 3) if q * k < self.epochs]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide the numbers (compared before resuming a run)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(names)}")
+        return cls(**d)

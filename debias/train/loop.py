@@ -1,0 +1,536 @@
+"""One training run, start to finish: data → model → epochs → selection → files.
+
+Three protocols share this loop:
+
+- ``ce``: cross-entropy on the classifier (the Vanilla baseline of ReBias).
+- ``two-stage``: pretrain encoder + projection head with a contrastive loss (stage ``pretrain``),
+  then fit a linear classifier on frozen features (stage ``linear``): the SupContrast/ConTeX
+  protocol. During pretraining an *online linear probe* (a linear layer on detached features,
+  trained alongside) makes convergence visible epoch by epoch.
+- ``joint``: cross-entropy + λ·contrastive on the same batch: the BiasCon protocol.
+
+Every evaluated epoch gets a GroupReport on each evaluation split. The reported epoch is chosen by
+``config.select`` among the epochs of the final stage, never on a test split. Files written under
+``config.out``: ``checkpoint.pt`` (after every epoch; a rerun of the same command resumes from
+it), ``history.csv`` (one row per epoch), ``metrics.json`` (when the run is complete) and, with
+``save_embeddings``, ``embeddings.npz``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from debias.data.augment import AugmentConfig, BatchAugment
+from debias.data.base import TensorImageDataset
+from debias.data.registry import COLOUR_BIAS, DEFAULT_AUGMENT, load_splits
+from debias.metrics import group_report
+from debias.models import LinearProbe, ProjectionHead, build_model
+from debias.train.checkpoint import load_torch, save_json, save_text, save_torch
+from debias.train.config import RunConflictError, TrainConfig
+from debias.train.evaluate import encode, predict
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+EMBEDDINGS = "embeddings.npz"
+
+# Probe numbers logged per epoch during contrastive pretraining (convergence curves).
+PROBE_SPLITS = ("val", "test")
+PROBE_METRICS = ("accuracy", "unbiased_accuracy")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def versions() -> dict[str, str]:
+    import debias
+
+    out = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "debias": debias.__version__,
+    }
+    for name in ("torch", "torchvision", "numpy", "pandas", "sklearn", "fairlearn"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:  # a missing optional package is not a reason to fail a run
+            out[name] = "not installed"
+    return out
+
+
+def _loss_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    kw = dict(cfg.loss_options)
+    if cfg.method != "cacr":
+        if cfg.temperature is not None:
+            kw.setdefault("temperature", cfg.temperature)
+        if cfg.base_temperature is not None:
+            kw.setdefault("base_temperature", cfg.base_temperature)
+    return kw
+
+
+class Trainer:
+    """Runs one :class:`TrainConfig`. Use :func:`train` unless you need the pieces."""
+
+    def __init__(self, cfg: TrainConfig, *, log=print) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.out = Path(cfg.out)
+        self.device = resolve_device(cfg.device)
+
+    # -- set-up --------------------------------------------------------------------------------
+    def _load_data(self) -> None:
+        cfg = self.cfg
+        options = dict(
+            rho=cfg.rho,
+            root=cfg.root,
+            data_seed=cfg.data_seed,
+            val_size=cfg.val_size,
+            download=cfg.download,
+            palette=cfg.palette,
+            bias_rate=cfg.bias_rate,
+            protocol=cfg.protocol,
+            image_size=cfg.image_size,
+        )
+        if cfg.target is not None:
+            options["target"] = cfg.target
+        if cfg.bias is not None:
+            options["bias"] = cfg.bias
+        self.splits: dict[str, TensorImageDataset] = {
+            name: ds.to(self.device) for name, ds in load_splits(cfg.dataset, **options).items()
+        }
+        self.train_set = self.splits["train"]
+        self.eval_splits = [s for s in self.splits if s != "train"]
+        aug_options = dict(DEFAULT_AUGMENT.get(cfg.dataset, {}), colour_jitter=cfg.colour_jitter)
+        self.augment = BatchAugment(
+            AugmentConfig(**aug_options), bias_is_colour=cfg.dataset in COLOUR_BIAS
+        )
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        ds = self.train_set
+        self.model = build_model(cfg.model, ds.num_classes, weights=cfg.weights).to(self.device)
+        self.head: nn.Module | None = None
+        self.probe: nn.Module | None = None
+        self.criterion = None
+        params = list(self.model.parameters())
+        if cfg.mode != "ce":
+            from debias.losses import get_loss
+
+            self.criterion = get_loss(cfg.method, **_loss_kwargs(cfg))
+            self.head = ProjectionHead(self.model.feature_dim).to(self.device)
+            params += list(self.head.parameters())
+        if cfg.mode == "two-stage":
+            self.probe = LinearProbe(self.model.feature_dim, ds.num_classes).to(self.device)
+            params += list(self.probe.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=cfg.lr_milestones, gamma=cfg.lr_gamma
+        )
+        self.linear: nn.Module | None = None
+        self.linear_optimizer = None
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None  # {"epoch", "value", "state"} under val selection
+        self.epochs_done = 0
+        self.elapsed = 0.0
+
+    @property
+    def total_epochs(self) -> int:
+        return self.cfg.epochs + (self.cfg.linear_epochs if self.cfg.mode == "two-stage" else 0)
+
+    # -- checkpointing ---------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        def sd(m):
+            return None if m is None else m.state_dict()
+
+        return {
+            "config": self.cfg.identity(),
+            "epochs_done": self.epochs_done,
+            "elapsed": self.elapsed,
+            "model": sd(self.model),
+            "head": sd(self.head),
+            "probe": sd(self.probe),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "linear": sd(self.linear),
+            "linear_optimizer": sd(self.linear_optimizer),
+            "history": self.history,
+            "best": self.best,
+        }
+
+    def _check_identity(self, saved: dict[str, Any], what: str) -> None:
+        mine = self.cfg.identity()
+        diff = {
+            k: (saved.get(k), mine.get(k))
+            for k in set(saved) | set(mine)
+            if saved.get(k) != mine.get(k)
+        }
+        if diff:
+            lines = ", ".join(
+                f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in sorted(diff.items())
+            )
+            raise RunConflictError(
+                f"{self.out} already holds {what} with a different configuration ({lines}). "
+                "Use another --out, or --force to start over in this folder."
+            )
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self._check_identity(state["config"], "a checkpoint")
+        self.model.load_state_dict(state["model"])
+        if self.head is not None:
+            self.head.load_state_dict(state["head"])
+        if self.probe is not None:
+            self.probe.load_state_dict(state["probe"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.history = state["history"]
+        self.best = state["best"]
+        self.epochs_done = state["epochs_done"]
+        self.elapsed = state["elapsed"]
+        if state.get("linear") is not None:
+            self._make_linear()
+            self.linear.load_state_dict(state["linear"])
+            self.linear_optimizer.load_state_dict(state["linear_optimizer"])
+
+    # -- batches ---------------------------------------------------------------------------------
+    def _generator(self, epoch: int) -> torch.Generator:
+        # One stream per (seed, epoch): a resumed run draws exactly what an uninterrupted one would.
+        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+
+    def _batches(self, n: int, gen: torch.Generator):
+        perm = torch.randperm(n, generator=gen)
+        bs = self.cfg.batch_size
+        # Drop a ragged last batch of size 1: BatchNorm and contrastive losses need >= 2 rows.
+        steps = n // bs + (1 if n % bs > 1 else 0)
+        if self.cfg.max_steps is not None:
+            steps = min(steps, self.cfg.max_steps)
+        for s in range(steps):
+            yield perm[s * bs : (s + 1) * bs].to(self.device)
+
+    def _normalize01(self, x: torch.Tensor) -> torch.Tensor:
+        ds = self.train_set
+        mean = torch.tensor(ds.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(ds.std, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    # -- one epoch ---------------------------------------------------------------------------------
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg, ds = self.cfg, self.train_set
+        gen = self._generator(epoch)
+        self.model.train()
+        if self.head is not None:
+            self.head.train()
+        sums: dict[str, float] = {}
+        steps = 0
+        batches = list(self._batches(len(ds), gen))
+        for idx in _progress(batches, cfg.progress, f"epoch {epoch + 1}/{self.total_epochs}"):
+            y, b = ds.targets[idx], ds.bias[idx]
+            x01 = ds.images[idx].float().div_(255.0)
+            terms: dict[str, torch.Tensor] = {}
+            if cfg.mode == "ce":
+                x = self.augment(x01, gen) if cfg.augment else x01
+                terms["ce"] = F.cross_entropy(self.model(self._normalize01(x)), y)
+                loss = terms["ce"]
+            else:
+                views = self.augment.views(x01, 2, gen)  # [B, 2, C, H, W]
+                bsz = views.shape[0]
+                flat = self._normalize01(torch.cat([views[:, 0], views[:, 1]], 0))
+                feats = self.model.features(flat)  # view-major rows: r = v*B + i
+                z = self.head(feats)
+                z = torch.stack([z[:bsz], z[bsz:]], dim=1)  # [B, V=2, D]
+                terms["contrastive"] = self.criterion(z, labels=y, bias=b)
+                if cfg.mode == "joint":
+                    terms["ce"] = F.cross_entropy(self.model.fc(feats), y.repeat(2))
+                    loss = terms["ce"] + cfg.lambda_con * terms["contrastive"]
+                else:
+                    terms["probe_ce"] = F.cross_entropy(self.probe(feats.detach()), y.repeat(2))
+                    loss = terms["contrastive"] + terms["probe_ce"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite loss {loss.item()} at epoch {epoch + 1}; terms "
+                    f"{ {k: v.item() for k, v in terms.items()} }"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            steps += 1
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+        self.scheduler.step()
+        return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()} | {"steps": steps}
+
+    def _make_linear(self) -> None:
+        ds = self.train_set
+        torch.manual_seed(self.cfg.seed + 1)
+        self.linear = nn.Linear(self.model.feature_dim, ds.num_classes).to(self.device)
+        self.linear_optimizer = torch.optim.Adam(self.linear.parameters(), lr=self.cfg.linear_lr)
+
+    def _linear_epoch(self, epoch: int, feats: torch.Tensor) -> dict[str, float]:
+        ds = self.train_set
+        gen = self._generator(epoch)
+        total, steps = 0.0, 0
+        self.linear.train()
+        for idx in self._batches(len(ds), gen):
+            loss = F.cross_entropy(self.linear(feats[idx]), ds.targets[idx])
+            self.linear_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.linear_optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+        return {"train_loss": total / max(steps, 1), "steps": steps}
+
+    # -- evaluation --------------------------------------------------------------------------------
+    def _report(self, split: str, pred: torch.Tensor):
+        ds = self.splits[split]
+        return group_report(
+            ds.targets.cpu().numpy(),
+            pred.cpu().numpy(),
+            ds.bias.cpu().numpy(),
+            aligned=ds.aligned_groups,
+        )
+
+    def _evaluate(self, classify) -> dict[str, float]:
+        """GroupReport numbers of ``classify(split) -> predictions`` on every evaluation split."""
+        row: dict[str, float] = {}
+        for split in self.eval_splits:
+            for k, v in self._report(split, classify(split)).to_dict().items():
+                row[f"{split}/{k}"] = v
+        return row
+
+    def _model_predictions(self, split: str) -> torch.Tensor:
+        return predict(self.model, self.splits[split], batch_size=self.cfg.eval_batch_size)
+
+    def _probe_row(self) -> dict[str, float]:
+        row = {}
+        for split in PROBE_SPLITS:
+            if split not in self.splits:
+                continue
+            feats = encode(self.model, self.splits[split], batch_size=self.cfg.eval_batch_size)
+            with torch.no_grad():
+                pred = self.probe(feats).argmax(1)
+            rep = self._report(split, pred).to_dict()
+            for m in PROBE_METRICS:
+                row[f"probe/{split}/{m}"] = rep[m]
+        return row
+
+    def _consider(self, epoch: int, row: dict[str, float], state_fn) -> None:
+        """Track the selected epoch under a validation rule (``last`` needs no tracking)."""
+        if self.cfg.select == "last":
+            return
+        value = row.get(self.cfg.select)
+        if value is None:
+            raise ValueError(
+                f"select={self.cfg.select!r}: no such validation metric; available: "
+                f"{sorted(k for k in row if k.startswith('val/'))}"
+            )
+        if self.best is None or (not math.isnan(value) and value > self.best["value"]):
+            self.best = {"epoch": epoch + 1, "value": value, "state": copy.deepcopy(state_fn())}
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self, *, force: bool = False) -> dict[str, Any]:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        metrics_path = self.out / METRICS
+        ckpt_path = self.out / CHECKPOINT
+        if force:
+            for name in (METRICS, CHECKPOINT, HISTORY, EMBEDDINGS):
+                (self.out / name).unlink(missing_ok=True)
+        if metrics_path.exists():
+            import json
+
+            done = json.loads(metrics_path.read_text())
+            self._check_identity(
+                {k: v for k, v in done["config"].items() if k not in _runtime()}, "a finished run"
+            )
+            self.log(f"{self.out}: already finished (metrics.json present); nothing to do")
+            return done
+
+        if cfg.device == "cpu" or self.device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self._load_data()
+        self._build()
+        if ckpt_path.exists():
+            self._restore(load_torch(ckpt_path))
+            self.log(f"resuming {self.out} after epoch {self.epochs_done}/{self.total_epochs}")
+
+        feats_cache: dict[str, torch.Tensor] = {}
+        try:
+            while self.epochs_done < self.total_epochs:
+                epoch = self.epochs_done
+                t0 = time.perf_counter()
+                stage = (
+                    "linear"
+                    if epoch >= cfg.epochs
+                    else ("train" if cfg.mode != "two-stage" else "pretrain")
+                )
+                row: dict[str, Any] = {"epoch": epoch + 1, "stage": stage}
+                if stage == "linear":
+                    if not feats_cache:
+                        feats_cache = self._freeze_features()
+                    if self.linear is None:
+                        self._make_linear()
+                    row["lr"] = self.cfg.linear_lr
+                    row |= self._linear_epoch(epoch, feats_cache["train"])
+                    self.linear.eval()
+                    with torch.no_grad():
+                        row |= self._evaluate(lambda s, f=feats_cache: self.linear(f[s]).argmax(1))
+                    self._consider(epoch, row, lambda: {"linear": self.linear.state_dict()})
+                else:
+                    row["lr"] = self.optimizer.param_groups[0]["lr"]
+                    row |= self._train_epoch(epoch)
+                    if stage == "pretrain":
+                        row |= self._probe_row()
+                    else:
+                        row |= self._evaluate(self._model_predictions)
+                        self._consider(epoch, row, lambda: {"model": self.model.state_dict()})
+                row["epoch_seconds"] = time.perf_counter() - t0
+                self.elapsed += row["epoch_seconds"]
+                self.history.append(row)
+                self.epochs_done += 1
+                save_torch(self._state(), ckpt_path)
+                save_text(pd.DataFrame(self.history).to_csv(index=False), self.out / HISTORY)
+                self.log(_epoch_line(row))
+        except KeyboardInterrupt:
+            self.log(
+                f"\ninterrupted: {self.epochs_done} epoch(s) are saved in {ckpt_path}; "
+                "run the same command again to resume"
+            )
+            raise
+        return self._finish(feats_cache)
+
+    def _freeze_features(self) -> dict[str, torch.Tensor]:
+        bs = self.cfg.eval_batch_size
+        return {name: encode(self.model, ds, batch_size=bs) for name, ds in self.splits.items()}
+
+    def _finish(self, feats_cache: dict[str, torch.Tensor]) -> dict[str, Any]:
+        cfg = self.cfg
+        final_stage = [r for r in self.history if r["stage"] in ("train", "linear")]
+        if cfg.select == "last":
+            chosen_epoch = final_stage[-1]["epoch"]
+        else:
+            chosen_epoch = self.best["epoch"]
+            state = self.best["state"]
+            if "model" in state:
+                self.model.load_state_dict(state["model"])
+            if "linear" in state:
+                self.linear.load_state_dict(state["linear"])
+        if cfg.mode == "two-stage":
+            # From here on model(x) is the full classifier: encoder + the fitted linear layer.
+            self.model.fc.load_state_dict(self.linear.state_dict())
+        reports = {
+            split: self._report(split, self._model_predictions(split)) for split in self.eval_splits
+        }
+        rule = "last epoch" if cfg.select == "last" else f"best {cfg.select} (validation split)"
+        result = {
+            "config": cfg.to_dict(),
+            "selection": {
+                "rule": cfg.select,
+                "description": rule,
+                "epoch": chosen_epoch,
+                "stage": "linear" if cfg.mode == "two-stage" else "train",
+            },
+            "splits": {
+                split: {
+                    **rep.to_dict(),
+                    "groups": rep.groups.to_dict(orient="records"),
+                }
+                for split, rep in reports.items()
+            },
+            "data": {
+                split: {
+                    "n": len(ds),
+                    "aligned_groups": [list(g) for g in ds.aligned_groups],
+                    "n_aligned": int(ds.aligned.sum()),
+                }
+                for split, ds in self.splits.items()
+            },
+            "epochs_run": self.epochs_done,
+            "wall_time_seconds": self.elapsed,
+            "device": str(self.device),
+            "versions": versions(),
+            "history": HISTORY,
+        }
+        if cfg.save_embeddings:
+            self._save_embeddings()
+            result["embeddings"] = EMBEDDINGS
+        save_torch(
+            {"config": cfg.to_dict(), "model": self.model.state_dict()}, self.out / "model.pt"
+        )
+        save_json(result, self.out / METRICS)
+        return result
+
+    def _save_embeddings(self) -> None:
+        ds = self.splits["test"]
+        z = (
+            encode(self.model, ds, batch_size=self.cfg.eval_batch_size)
+            .cpu()
+            .numpy()
+            .astype(np.float32)
+        )
+        path = self.out / EMBEDDINGS
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(
+            tmp,
+            Z=z,
+            targets=ds.targets.cpu().numpy(),
+            bias=ds.bias.cpu().numpy(),
+            aligned_groups=np.asarray(ds.aligned_groups, dtype=np.int64).reshape(-1, 2),
+            split=np.asarray("test"),
+        )
+        tmp.replace(path)
+
+
+def _runtime() -> frozenset[str]:
+    from debias.train.config import RUNTIME_FIELDS
+
+    return RUNTIME_FIELDS
+
+
+def _epoch_line(row: dict[str, Any]) -> str:
+    parts = [f"epoch {row['epoch']:>3} [{row['stage']}]"]
+    if "train_loss" in row:
+        parts.append(f"loss {row['train_loss']:.4f}")
+    for key, label in (
+        ("val/accuracy", "val acc"),
+        ("test/unbiased_accuracy", "unbiased"),
+        ("test/worst_group_accuracy", "worst-group"),
+        ("test_biased/accuracy", "biased"),
+        ("probe/val/accuracy", "probe val acc"),
+        ("probe/test/unbiased_accuracy", "probe unbiased"),
+    ):
+        if key in row:
+            parts.append(f"{label} {100 * row[key]:.1f}%")
+    parts.append(f"{row['epoch_seconds']:.1f}s")
+    return " | ".join(parts)
+
+
+def _progress(items, enabled: bool, desc: str):
+    if not enabled or not sys.stderr.isatty():
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False)
+
+
+def train(cfg: TrainConfig | dict[str, Any], *, force: bool = False, log=print) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) one training run; returns the ``metrics.json`` dict."""
+    if isinstance(cfg, dict):
+        cfg = TrainConfig.from_dict(cfg)
+    return Trainer(cfg, log=log).run(force=force)
