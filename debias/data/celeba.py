@@ -1,0 +1,386 @@
+"""CelebA with the Group DRO and BiasCon protocols, working on partial copies (PROTOCOLS §3).
+
+Layout (torchvision's): a folder holding ``img_align_celeba/NNNNNN.jpg``,
+``list_attr_celeba.txt`` (image count, 40 attribute names, then ``<file> <40 x -1/1>``) and
+``list_eval_partition.txt`` (``<file> <0 train | 1 valid | 2 test>``). The folder is
+``<root>/celeba`` if it holds the attribute file, else ``root`` itself, so both torchvision's
+parent layout and the folder itself are accepted. The list files are parsed by whitespace
+splitting, so CRLF endings, the header's trailing space and runs of spaces are all fine.
+Attribute values -1/1 become 0/1.
+
+Only images whose file is present are used (real copies are often partial). Images are decoded
+once through :mod:`debias.data.cache`: a centred square of side ``min(H, W)`` is cropped (for
+the aligned 178x218 images, or the 89x109 ones here, this removes the vertical margin; the
+face stays centred) and resized to ``image_size``. ``mean``/``std`` default to ``(0.5,) * 3``.
+
+Protocols (``protocol=``):
+
+``"groupdro"`` (Group DRO / JTT / SubpopBench): splits are the official partitions, train 0,
+``"val"`` 1, ``"test"`` 2; four groups ``g = 2 * y + bias`` (:attr:`CelebA.groups`).
+
+``"biascon"`` (Hong & Yang 2021): ``"test"`` is the official *valid* partition, as in BiasCon;
+``"val"`` is **ours**: a seeded 10 % of the official train partition, stratified by
+``(target, bias)``, held out so that nothing is selected on test. ``"train"`` is the rest of the
+train partition; for target ``Blond_Hair`` with bias ``Male`` it keeps only
+:data:`BIASCON_NON_BLOND_WOMEN` = 2,000 seeded random non-blond women (``y=0, b=0``) plus every
+other training image. Other targets are not subsampled.
+
+Fallback. When the partition file is missing or leaves a split of the protocol empty among the
+present images (the copy in ``shared/data`` is all partition 0), all present images are split
+80/10/10 per ``(target, bias)`` group by a seeded permutation (``round(0.1 n)`` val and test
+images per group, at least one each for groups of 3+ images; the rest train), a warning is
+issued once per process, and ``split_source`` is ``"stratified-fallback"`` instead of
+``"official"``. The BiasCon subsampling is then applied to that train split.
+
+Aligned groups (explicit, needed by the metrics). Computed from the labels of the training pool
+of the protocol (after any subsampling): bias value ``b`` is aligned with the target value ``y``
+most over-represented among images with bias ``b`` relative to its overall rate, i.e.
+``argmax_y n(y, b) / n(y)`` (a tie, i.e. no correlation, falls back to ``y = b``). For
+Blond_Hair/Male this gives the literature's (blond, female) and (non-blond, male); the plain
+"most frequent ``y`` given ``b``" would call non-blond aligned with both sexes, because most
+women are not blond either. The rule is in
+:attr:`CelebA.aligned_rule`.
+
+Split membership depends on labels only, never on which files decode: with
+``on_error="skip"`` an unreadable image is dropped from its split afterwards and counted in
+:attr:`CelebA.skipped`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from debias.data.base import TensorImageDataset
+from debias.data.cache import load_images
+from debias.data.root import data_root
+
+__all__ = ["CelebA", "read_attributes", "read_partition", "BIASCON_NON_BLOND_WOMEN"]
+
+SPLITS = ("train", "val", "test")
+PROTOCOLS = ("groupdro", "biascon")
+BIASCON_NON_BLOND_WOMEN = 2000
+ATTR_FILE = "list_attr_celeba.txt"
+PARTITION_FILE = "list_eval_partition.txt"
+IMAGE_DIR = "img_align_celeba"
+SKIP_UNREADABLE = "unreadable image"
+ALIGNED_RULE = (
+    "bias value b is aligned with argmax_y n(y, b) / n(y) over the training pool "
+    "(the target value most over-represented among images with bias b)"
+)
+
+_fallback_warned = False
+
+
+def _lines(path: Path) -> list[str]:
+    # utf-8-sig drops a BOM; splitlines() handles CRLF; blank lines are noise.
+    return [ln for ln in path.read_bytes().decode("utf-8-sig").splitlines() if ln.strip()]
+
+
+def read_attributes(path: str | os.PathLike) -> tuple[list[str], list[str], torch.Tensor]:
+    """Parse ``list_attr_celeba.txt`` -> (attribute names, file names, uint8 ``[N, A]`` 0/1)."""
+    path = Path(path)
+    lines = _lines(path)
+    start = 1 if lines and lines[0].strip().isdigit() else 0  # the optional image-count line
+    if len(lines) <= start:
+        raise ValueError(f"{path}: no attribute header line found")
+    names = lines[start].split()
+    files: list[str] = []
+    rows: list[list[int]] = []
+    for lineno, line in enumerate(lines[start + 1 :], start=start + 2):
+        parts = line.split()
+        if len(parts) != len(names) + 1:
+            raise ValueError(
+                f"{path}, line {lineno}: expected a file name and {len(names)} values, "
+                f"got {len(parts)} fields"
+            )
+        try:
+            values = [int(v) for v in parts[1:]]
+        except ValueError as err:
+            raise ValueError(f"{path}, line {lineno}: attribute values must be -1 or 1") from err
+        if any(v not in (-1, 1) for v in values):
+            raise ValueError(f"{path}, line {lineno}: attribute values must be -1 or 1")
+        files.append(parts[0])
+        rows.append(values)
+    attrs = torch.tensor(rows, dtype=torch.int8).reshape(len(rows), len(names))
+    return names, files, (attrs > 0).to(torch.uint8)
+
+
+def read_partition(path: str | os.PathLike) -> dict[str, int]:
+    """Parse ``list_eval_partition.txt`` -> ``{file name: 0 train | 1 valid | 2 test}``."""
+    path = Path(path)
+    out: dict[str, int] = {}
+    for lineno, line in enumerate(_lines(path), start=1):
+        parts = line.split()
+        if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+            raise ValueError(
+                f"{path}, line {lineno}: expected '<file> <0|1|2>', got {line.strip()!r}"
+            )
+        out[parts[0]] = int(parts[1])
+    return out
+
+
+def _resolve_folder(root: Path) -> Path:
+    candidates = list(dict.fromkeys([root / "celeba", root]))
+    for folder in candidates:
+        if (folder / ATTR_FILE).is_file():
+            return folder
+    looked = ", ".join(str(c / ATTR_FILE) for c in candidates)
+    raise FileNotFoundError(
+        f"CelebA attribute file not found; looked for {looked}. Set DEBIAS_DATA or pass root= "
+        "to the folder holding celeba/ (or the CelebA folder itself)"
+    )
+
+
+def _check_attr(name: str, role: str, names: Sequence[str]) -> int:
+    if name in names:
+        return names.index(name)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    close += [n for n in names if n.lower() == name.lower() and n not in close]
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(
+        f"unknown CelebA attribute {name!r} for {role} (names are case-sensitive).{hint} "
+        f"Valid names: {', '.join(names)}"
+    )
+
+
+def _stratified(
+    idx: torch.Tensor, groups: torch.Tensor, fracs: Sequence[float], gen: torch.Generator
+) -> list[torch.Tensor]:
+    """Split ``idx`` per group: part k > 0 gets ``round(fracs[k] * n)`` (>= 1 if n > len(fracs)
+    - 1), part 0 the rest; each group is permuted by ``gen`` in ascending group order."""
+    parts: list[list[torch.Tensor]] = [[] for _ in fracs]
+    for g in torch.unique(groups[idx]).tolist():
+        members = idx[groups[idx] == g]
+        members = members[torch.randperm(len(members), generator=gen)]
+        n = len(members)
+        counts = [int(f * n + 0.5) for f in fracs[1:]]
+        if n >= len(fracs):
+            counts = [max(1, c) for c in counts]
+        pos = n - sum(counts)
+        parts[0].append(members[:pos])
+        for k, c in enumerate(counts, start=1):
+            parts[k].append(members[pos : pos + c])
+            pos += c
+    return [torch.cat(p) if p else idx[:0] for p in parts]
+
+
+def _warn_fallback_once(message: str) -> None:
+    global _fallback_warned
+    if not _fallback_warned:
+        _fallback_warned = True
+        warnings.warn(message + " (This warning is shown once per process.)", stacklevel=3)
+
+
+def _aligned_from_pool(y: torch.Tensor, b: torch.Tensor) -> list[tuple[int, int]]:
+    """For each bias value b present: ``argmax_y n(y, b) / n(y)``; a tie (y and b independent
+    in the pool, so nothing is aligned by the data) falls back to the diagonal ``y = b``."""
+    n_y = [int((y == t).sum()) for t in (0, 1)]
+    aligned = []
+    for bv in (0, 1):
+        n_yb = [int(((y == t) & (b == bv)).sum()) for t in (0, 1)]
+        if sum(n_yb) == 0:
+            continue
+        if n_y[0] == 0 or n_y[1] == 0:
+            aligned.append((0 if n_y[0] else 1, bv))
+            continue
+        # Exact integer comparison of n(1, b) / n(1) against n(0, b) / n(0).
+        left, right = n_yb[1] * n_y[0], n_yb[0] * n_y[1]
+        aligned.append((bv if left == right else int(left > right), bv))
+    return aligned
+
+
+class CelebA(TensorImageDataset):
+    """CelebA faces with a binary target and bias attribute; see the module docstring.
+
+    Args:
+        root: data root (default :func:`debias.data.root.data_root`); the dataset folder is
+            ``<root>/celeba`` if it holds ``list_attr_celeba.txt``, else ``root``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        target, bias: any two of the 40 attribute names (case-sensitive).
+        protocol: ``"groupdro"`` or ``"biascon"``.
+        seed: seeds the fallback split, BiasCon's val hold-out and its subsampling.
+        image_size: side of the stored square images.
+        transform: optional per-image callable (else :meth:`normalize`).
+        cache_dir: decode cache folder (default ``$DEBIAS_CACHE`` or ``~/.cache/debias``).
+        on_error: ``"raise"`` on an unreadable image, or ``"skip"`` to drop and count it.
+
+    Attributes beyond :class:`TensorImageDataset`: ``root`` (dataset folder), ``image_dir``,
+    ``files``, ``attributes`` (uint8 ``[N, 40]``),
+    ``attr_names``, ``partition`` (official partition per image), ``groups`` (``2 y + b``),
+    ``split_source``, ``split_info``, ``aligned_rule``, ``n_listed``, ``n_present``,
+    ``skipped``, ``skipped_files``, ``cache_path``, ``cache_hit``.
+    """
+
+    name = "celeba"
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        split: str = "train",
+        *,
+        target: str = "Blond_Hair",
+        bias: str = "Male",
+        protocol: str = "groupdro",
+        seed: int = 0,
+        image_size: int = 64,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        on_error: str = "raise",
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}; got {protocol!r}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
+
+        self.root = _resolve_folder(data_root(root))
+        image_dir = self.root / IMAGE_DIR
+        if (image_dir / IMAGE_DIR).is_dir():  # a Kaggle zip unpacked into its own folder
+            image_dir = image_dir / IMAGE_DIR
+        if not image_dir.is_dir():
+            raise FileNotFoundError(f"CelebA image folder not found: {image_dir}")
+        self.image_dir = image_dir
+        names, listed, attrs = read_attributes(self.root / ATTR_FILE)
+        t_col = _check_attr(target, "target", names)
+        b_col = _check_attr(bias, "bias", names)
+        if t_col == b_col:
+            raise ValueError(f"target and bias must differ; both are {target!r}")
+        self.attr_names = names
+        self.target_name, self.bias_name = target, bias
+        self.protocol, self.split, self.seed = protocol, split, int(seed)
+
+        # Partial copies: keep the listed images whose file exists.
+        on_disk = set(os.listdir(image_dir))
+        present = torch.tensor([f in on_disk for f in listed], dtype=torch.bool)
+        self.n_listed, self.n_present = len(listed), int(present.sum())
+        if self.n_present == 0:
+            raise FileNotFoundError(
+                f"none of the {len(listed)} images listed in {self.root / ATTR_FILE} exist in "
+                f"{image_dir}"
+            )
+        keep = present.nonzero().flatten()
+        order = sorted(keep.tolist(), key=listed.__getitem__)
+        files = [listed[i] for i in order]
+        attrs = attrs[order].long()
+        y_all, b_all = attrs[:, t_col], attrs[:, b_col]
+        groups_all = 2 * y_all + b_all
+
+        part_path = self.root / PARTITION_FILE
+        if part_path.is_file():
+            part_map = read_partition(part_path)
+            partition = torch.tensor([part_map.get(f, -1) for f in files], dtype=torch.long)
+        else:
+            partition = torch.full((len(files),), -1, dtype=torch.long)
+
+        # Which official partitions feed which split.
+        sources = (
+            {"train": (0,), "val": (1,), "test": (2,)}
+            if protocol == "groupdro"
+            else {"train": (0,), "val": (0,), "test": (1,)}
+        )
+        needed = sorted({p for v in sources.values() for p in v})
+        empty = [p for p in needed if not bool((partition == p).any())]
+        gen = torch.Generator().manual_seed(self.seed)
+        everything = torch.arange(len(files))
+        if not empty:
+            self.split_source = "official"
+            if protocol == "groupdro":
+                parts = {s: everything[partition == p[0]] for s, p in sources.items()}
+            else:
+                train_pool = everything[partition == 0]
+                tr, va = _stratified(train_pool, groups_all, (0.9, 0.1), gen)
+                parts = {"train": tr, "val": va, "test": everything[partition == 1]}
+            decode_pool = everything[torch.isin(partition, torch.tensor(sources[split]))]
+        else:
+            self.split_source = "stratified-fallback"
+            why = (
+                f"{part_path} is missing"
+                if not part_path.is_file()
+                else f"{part_path} leaves official partition(s) {empty} empty among the "
+                f"{len(files)} images present"
+            )
+            _warn_fallback_once(
+                f"CelebA at {self.root}: {why}; using a seeded 80/10/10 split stratified by "
+                f"({target}, {bias}) instead (split_source='stratified-fallback')"
+            )
+            tr, va, te = _stratified(everything, groups_all, (0.8, 0.1, 0.1), gen)
+            parts = {"train": tr, "val": va, "test": te}
+            decode_pool = everything
+
+        info: dict = {
+            "protocol": protocol,
+            "split": split,
+            "split_source": self.split_source,
+            "n_listed": self.n_listed,
+            "n_present": self.n_present,
+            "n_split": {s: len(v) for s, v in parts.items()},
+            "before": _group_counts(groups_all[parts[split]]),
+        }
+        if protocol == "biascon" and target == "Blond_Hair" and bias == "Male":
+            tr = parts["train"]
+            women = tr[groups_all[tr] == 0]  # y=0 non-blond, b=0 female
+            chosen = women[torch.randperm(len(women), generator=gen)[:BIASCON_NON_BLOND_WOMEN]]
+            parts["train"] = torch.cat([tr[groups_all[tr] != 0], chosen])
+            info["non_blond_women"] = {
+                "available": len(women),
+                "kept": len(chosen),
+                "short": len(women) < BIASCON_NON_BLOND_WOMEN,
+            }
+        train = parts["train"]
+        self.aligned_rule = ALIGNED_RULE
+        aligned = _aligned_from_pool(y_all[train], b_all[train])
+
+        idx = parts[split].sort().values
+        decoded = load_images(
+            [f"{image_dir.relative_to(self.root).as_posix()}/{files[i]}" for i in decode_pool],
+            image_size,
+            root=self.root,
+            name=self.name,
+            crop="center-square",
+            cache_dir=cache_dir,
+            on_error=on_error,
+        )
+        self.cache_path, self.cache_hit = decoded.cache_path, decoded.cache_hit
+        # Row of each image in the decoded tensor.
+        row = torch.full((len(files),), -1, dtype=torch.long)
+        row[decode_pool] = torch.arange(len(decode_pool))
+        failed_rows = torch.tensor(sorted(decoded.failed), dtype=torch.long)
+        ok = ~torch.isin(row[idx], failed_rows)
+        self.skipped: dict[str, int] = {}
+        self.skipped_files = [files[i] for i in idx[~ok].tolist()]
+        if self.skipped_files:
+            self.skipped[SKIP_UNREADABLE] = len(self.skipped_files)
+        idx = idx[ok]
+        info["after"] = _group_counts(groups_all[idx])
+        self.split_info = info
+
+        self.files = [files[i] for i in idx.tolist()]
+        self.attributes = attrs[idx].to(torch.uint8)
+        self.partition = partition[idx]
+        super().__init__(
+            decoded.images[row[idx]],
+            y_all[idx],
+            b_all[idx],
+            aligned_groups=aligned,
+            num_classes=2,
+            num_bias=2,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            transform=transform,
+        )
+
+    @property
+    def groups(self) -> torch.Tensor:
+        """int64 ``[N]``: Group DRO's group index ``2 * target + bias``."""
+        return 2 * self.targets + self.bias
+
+
+def _group_counts(groups: torch.Tensor) -> dict[str, int]:
+    return {f"y={g // 2},b={g % 2}": int((groups == g).sum()) for g in range(4)}
