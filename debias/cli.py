@@ -90,6 +90,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     o.add_argument("--max-steps", type=int, help="cap on steps per epoch (smoke tests)")
     o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--amp", choices=("bf16",), help="bfloat16 autocast for the network (GPU speed)")
+    o.add_argument("--channels-last", action="store_true", help="NHWC activations (GPU speed)")
 
     e = p.add_argument_group("evaluation and output")
     e.add_argument(
@@ -157,6 +159,8 @@ def config_from_args(args: argparse.Namespace):
         colour_jitter=args.colour_jitter,
         max_steps=args.max_steps,
         seed=args.seed,
+        amp=args.amp,
+        channels_last=args.channels_last,
         select=args.select,
         save_embeddings=args.save_embeddings,
         device=args.device,

@@ -51,7 +51,7 @@ def run_demo(
 
     t0 = time.perf_counter()
     dataset, note = _pick_dataset(root)
-    print(f"debias demo: {note}")
+    print(f"debias demo: {note}", flush=True)
     small = dataset == "digits"
     cfg = TrainConfig(
         out=out,
@@ -68,9 +68,10 @@ def run_demo(
     )
     print(
         f"training cross-entropy ({cfg.model}, {cfg.epochs} epochs) on {dataset} at rho={rho}: "
-        f"{100 * rho:.1f}% of training digits have the background colour of their class"
+        f"{100 * rho:.1f}% of training digits have the background colour of their class",
+        flush=True,
     )
-    result = train(cfg, log=lambda line: print("  " + line))
+    result = train(cfg, log=lambda line: print("  " + line, flush=True))
     summarise(result, out)
     print(f"demo finished in {time.perf_counter() - t0:.0f}s; files in {out}/")
     return result
@@ -150,7 +151,7 @@ def save_figure(acc: pd.DataFrame, table: pd.DataFrame, path: Path) -> Path:
     sns.barplot(data=data, y="split", x="accuracy (%)", hue="metric", ax=axes[1])
     axes[1].set_xlim(0, 100)
     axes[1].set_ylabel("")
-    axes[1].set_title("The shortcut: right when colour agrees, wrong when not")
+    axes[1].set_title("Right when the colour agrees,\nwrong when it does not")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -11,7 +11,9 @@ MODES = ("ce", "two-stage", "joint")
 
 # Fields that say where or how a run executes, not what it computes: they may differ between
 # an interrupted run and its resumption.
-RUNTIME_FIELDS = frozenset({"out", "device", "root", "save_embeddings", "progress", "download"})
+RUNTIME_FIELDS = frozenset(
+    {"out", "device", "root", "save_embeddings", "progress", "download", "eval_batch_size"}
+)
 
 
 class RunConflictError(RuntimeError):
@@ -21,6 +23,9 @@ class RunConflictError(RuntimeError):
 @dataclass
 class TrainConfig:
     """One run. Defaults follow ReBias on Biased-MNIST (PROTOCOLS §1).
+
+    Speed options: ``amp="bf16"`` runs the network under bfloat16 autocast (losses are computed in
+    float32); ``channels_last`` stores activations NHWC, faster for convolutions on GPUs.
 
     Selection (``select``): ``"last"`` reports the last epoch; ``"val/<metric>"`` (e.g.
     ``"val/worst_group_accuracy"``) reports the epoch with the best value of that GroupReport
@@ -63,6 +68,8 @@ class TrainConfig:
     colour_jitter: float = 0.0
     max_steps: int | None = None
     seed: int = 0
+    amp: str | None = None
+    channels_last: bool = False
     # evaluation and output
     select: str = "last"
     eval_batch_size: int = 1024
@@ -93,6 +100,9 @@ class TrainConfig:
                     f"select={self.select!r}: expected 'last' or 'val/<metric>' such as "
                     "'val/worst_group_accuracy'; selection on a test split is not allowed"
                 )
+        if self.amp not in (None, "bf16"):
+            # fp16 would need loss scaling; bf16 has float32's range and needs none.
+            raise ValueError(f"amp={self.amp!r}: expected None or 'bf16'")
         if self.augment is None:
             # ReBias trains cross-entropy without augmentation; contrastive methods need views.
             self.augment = self.mode != "ce"

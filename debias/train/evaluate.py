@@ -17,18 +17,24 @@ def encode(
     *,
     batch_size: int = 1024,
     fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Apply ``fn(model, x)`` (default ``model.features``) to the whole dataset in eval mode.
+    """Apply ``fn(model, x)`` (default ``model.features``) to the dataset in eval mode.
 
-    The model's train/eval mode is restored afterwards, so this is safe to call mid-training.
+    ``rows`` restricts it to those rows (a rank's shard). The model's train/eval mode is restored
+    afterwards, so this is safe to call mid-training.
     """
     fn = fn or (lambda m, x: m.features(x))
+    rows = torch.arange(len(dataset)) if rows is None else rows
     was_training = model.training
     model.eval()
     try:
         out = [
-            fn(model, dataset.normalize(dataset.images[i : i + batch_size]))
-            for i in range(0, len(dataset), batch_size)
+            fn(
+                model,
+                dataset.normalize(dataset.images[rows[i : i + batch_size].to(dataset.device)]),
+            )
+            for i in range(0, len(rows), batch_size)
         ]
     finally:
         model.train(was_training)

@@ -39,7 +39,8 @@ from debias.metrics import group_report
 from debias.models import LinearProbe, ProjectionHead, build_model
 from debias.train.checkpoint import load_torch, save_json, save_text, save_torch
 from debias.train.config import RunConflictError, TrainConfig
-from debias.train.evaluate import encode, predict
+from debias.train.distributed import DistContext
+from debias.train.evaluate import encode
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
@@ -84,14 +85,45 @@ def _loss_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return kw
 
 
+class Network(nn.Module):
+    """Encoder + optional projection head + optional online probe behind one ``forward``.
+
+    DistributedDataParallel synchronises gradients only for computations that go through the
+    wrapped module's ``forward``, so everything a training step needs is computed here.
+    """
+
+    def __init__(
+        self, model: nn.Module, head: nn.Module | None, probe: nn.Module | None, use_fc: bool
+    ) -> None:
+        super().__init__()
+        self.model, self.head, self.probe, self.use_fc = model, head, probe, use_fc
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.model.features(x)
+        out = {"feats": feats}
+        if self.use_fc:
+            out["logits"] = self.model.fc(feats)
+        if self.head is not None:
+            out["z"] = self.head(feats)
+        if self.probe is not None:
+            # Detached: the probe watches the representation, it must not shape it.
+            out["probe"] = self.probe(feats.detach())
+        return out
+
+
 class Trainer:
     """Runs one :class:`TrainConfig`. Use :func:`train` unless you need the pieces."""
 
     def __init__(self, cfg: TrainConfig, *, log=print) -> None:
         self.cfg = cfg
-        self.log = log
         self.out = Path(cfg.out)
         self.device = resolve_device(cfg.device)
+        self.dist = DistContext.from_env(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        # Only rank 0 talks and writes.
+        self.log = log if self.dist.is_main else (lambda *a, **k: None)
 
     # -- set-up --------------------------------------------------------------------------------
     def _load_data(self) -> None:
@@ -126,6 +158,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         ds = self.train_set
         self.model = build_model(cfg.model, ds.num_classes, weights=cfg.weights).to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.head: nn.Module | None = None
         self.probe: nn.Module | None = None
         self.criterion = None
@@ -139,6 +173,17 @@ class Trainer:
         if cfg.mode == "two-stage":
             self.probe = LinearProbe(self.model.feature_dim, ds.num_classes).to(self.device)
             params += list(self.probe.parameters())
+            # The classifier of a two-stage run is fitted on frozen features afterwards.
+            self.model.fc.requires_grad_(False)
+            params = [p for p in params if p.requires_grad]
+        self.net: nn.Module = Network(
+            self.model, self.head, self.probe, use_fc=cfg.mode != "two-stage"
+        )
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.net, device_ids=ids)
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=cfg.lr_milestones, gamma=cfg.lr_gamma
@@ -221,7 +266,7 @@ class Trainer:
         if self.cfg.max_steps is not None:
             steps = min(steps, self.cfg.max_steps)
         for s in range(steps):
-            yield perm[s * bs : (s + 1) * bs].to(self.device)
+            yield self.dist.shard(perm[s * bs : (s + 1) * bs]).to(self.device)
 
     def _normalize01(self, x: torch.Tensor) -> torch.Tensor:
         ds = self.train_set
@@ -230,51 +275,65 @@ class Trainer:
         return (x - mean) / std
 
     # -- one epoch ---------------------------------------------------------------------------------
+    def _autocast(self):
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else None
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def _step_loss(
+        self, x01: torch.Tensor, y: torch.Tensor, b: torch.Tensor, gen
+    ) -> dict[str, torch.Tensor]:
+        """The loss terms of one batch; ``terms["loss"]`` is what is minimised."""
+        cfg = self.cfg
+        if cfg.mode == "ce":
+            x = self.augment(x01, gen) if cfg.augment else x01
+            x = self._normalize01(x)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                out = self.net(x)
+            ce = F.cross_entropy(out["logits"].float(), y)
+            return {"ce": ce, "loss": ce}
+        views = self.augment.views(x01, 2, gen)  # [B, 2, C, H, W]
+        bsz = views.shape[0]
+        x = self._normalize01(torch.cat([views[:, 0], views[:, 1]], 0))  # view-major: r = v*B + i
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            out = self.net(x)
+        z = torch.stack([out["z"][:bsz], out["z"][bsz:]], dim=1)  # [B, V=2, D]
+        terms = {"contrastive": self.criterion(z, labels=y, bias=b)}
+        if cfg.mode == "joint":
+            terms["ce"] = F.cross_entropy(out["logits"].float(), y.repeat(2))
+            terms["loss"] = terms["ce"] + cfg.lambda_con * terms["contrastive"]
+        else:
+            terms["probe_ce"] = F.cross_entropy(out["probe"].float(), y.repeat(2))
+            terms["loss"] = terms["contrastive"] + terms["probe_ce"]
+        return terms
+
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         cfg, ds = self.cfg, self.train_set
         gen = self._generator(epoch)
-        self.model.train()
-        if self.head is not None:
-            self.head.train()
-        sums: dict[str, float] = {}
+        self.net.train()
+        sums: dict[str, torch.Tensor] = {}
         steps = 0
         batches = list(self._batches(len(ds), gen))
-        for idx in _progress(batches, cfg.progress, f"epoch {epoch + 1}/{self.total_epochs}"):
-            y, b = ds.targets[idx], ds.bias[idx]
+        for idx in _progress(
+            batches, cfg.progress and self.dist.is_main, f"epoch {epoch + 1}/{self.total_epochs}"
+        ):
             x01 = ds.images[idx].float().div_(255.0)
-            terms: dict[str, torch.Tensor] = {}
-            if cfg.mode == "ce":
-                x = self.augment(x01, gen) if cfg.augment else x01
-                terms["ce"] = F.cross_entropy(self.model(self._normalize01(x)), y)
-                loss = terms["ce"]
-            else:
-                views = self.augment.views(x01, 2, gen)  # [B, 2, C, H, W]
-                bsz = views.shape[0]
-                flat = self._normalize01(torch.cat([views[:, 0], views[:, 1]], 0))
-                feats = self.model.features(flat)  # view-major rows: r = v*B + i
-                z = self.head(feats)
-                z = torch.stack([z[:bsz], z[bsz:]], dim=1)  # [B, V=2, D]
-                terms["contrastive"] = self.criterion(z, labels=y, bias=b)
-                if cfg.mode == "joint":
-                    terms["ce"] = F.cross_entropy(self.model.fc(feats), y.repeat(2))
-                    loss = terms["ce"] + cfg.lambda_con * terms["contrastive"]
-                else:
-                    terms["probe_ce"] = F.cross_entropy(self.probe(feats.detach()), y.repeat(2))
-                    loss = terms["contrastive"] + terms["probe_ce"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite loss {loss.item()} at epoch {epoch + 1}; terms "
-                    f"{ {k: v.item() for k, v in terms.items()} }"
-                )
+            terms = self._step_loss(x01, ds.targets[idx], ds.bias[idx], gen)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            terms["loss"].backward()
             self.optimizer.step()
             steps += 1
+            # Summed on the device: a .item() per step would stall a GPU pipeline every batch.
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+                sums[k] = sums.get(k, 0.0) + v.detach().float()
         self.scheduler.step()
-        return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()} | {"steps": steps}
+        means = {f"train_{k}": float(v) / max(steps, 1) for k, v in sums.items()}
+        if not all(math.isfinite(v) for v in means.values()):
+            raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}: {means}")
+        return means | {"steps": steps}
 
     def _make_linear(self) -> None:
         ds = self.train_set
@@ -314,15 +373,22 @@ class Trainer:
                 row[f"{split}/{k}"] = v
         return row
 
+    def _encode(self, split: str, fn=None) -> torch.Tensor:
+        """``fn`` (default: features) over a whole split; sharded over ranks and re-assembled."""
+        ds = self.splits[split]
+        rows = torch.arange(self.dist.rank, len(ds), self.dist.world_size)
+        local = encode(self.model, ds, batch_size=self.cfg.eval_batch_size, fn=fn, rows=rows)
+        return self.dist.gather_rows(local, len(ds))
+
     def _model_predictions(self, split: str) -> torch.Tensor:
-        return predict(self.model, self.splits[split], batch_size=self.cfg.eval_batch_size)
+        return self._encode(split, fn=lambda m, x: m(x).argmax(1))
 
     def _probe_row(self) -> dict[str, float]:
         row = {}
         for split in PROBE_SPLITS:
             if split not in self.splits:
                 continue
-            feats = encode(self.model, self.splits[split], batch_size=self.cfg.eval_batch_size)
+            feats = self._encode(split)
             with torch.no_grad():
                 pred = self.probe(feats).argmax(1)
             rep = self._report(split, pred).to_dict()
@@ -349,9 +415,10 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / METRICS
         ckpt_path = self.out / CHECKPOINT
-        if force:
+        if force and self.dist.is_main:
             for name in (METRICS, CHECKPOINT, HISTORY, EMBEDDINGS):
                 (self.out / name).unlink(missing_ok=True)
+        self.dist.barrier()
         if metrics_path.exists():
             import json
 
@@ -404,8 +471,9 @@ class Trainer:
                 self.elapsed += row["epoch_seconds"]
                 self.history.append(row)
                 self.epochs_done += 1
-                save_torch(self._state(), ckpt_path)
-                save_text(pd.DataFrame(self.history).to_csv(index=False), self.out / HISTORY)
+                if self.dist.is_main:
+                    save_torch(self._state(), ckpt_path)
+                    save_text(pd.DataFrame(self.history).to_csv(index=False), self.out / HISTORY)
                 self.log(_epoch_line(row))
         except KeyboardInterrupt:
             self.log(
@@ -413,11 +481,14 @@ class Trainer:
                 "run the same command again to resume"
             )
             raise
-        return self._finish(feats_cache)
+        try:
+            return self._finish(feats_cache)
+        finally:
+            self.dist.close()
 
     def _freeze_features(self) -> dict[str, torch.Tensor]:
-        bs = self.cfg.eval_batch_size
-        return {name: encode(self.model, ds, batch_size=bs) for name, ds in self.splits.items()}
+        # Every rank holds all features and fits the (cheap) linear classifier identically.
+        return {name: self._encode(name) for name in self.splits}
 
     def _finish(self, feats_cache: dict[str, torch.Tensor]) -> dict[str, Any]:
         cfg = self.cfg
@@ -470,20 +541,18 @@ class Trainer:
         if cfg.save_embeddings:
             self._save_embeddings()
             result["embeddings"] = EMBEDDINGS
-        save_torch(
-            {"config": cfg.to_dict(), "model": self.model.state_dict()}, self.out / "model.pt"
-        )
-        save_json(result, self.out / METRICS)
+        if self.dist.is_main:
+            state = {"config": cfg.to_dict(), "model": self.model.state_dict()}
+            save_torch(state, self.out / "model.pt")
+            save_json(result, self.out / METRICS)
+        self.dist.barrier()
         return result
 
     def _save_embeddings(self) -> None:
         ds = self.splits["test"]
-        z = (
-            encode(self.model, ds, batch_size=self.cfg.eval_batch_size)
-            .cpu()
-            .numpy()
-            .astype(np.float32)
-        )
+        z = self._encode("test").float().cpu().numpy()
+        if not self.dist.is_main:
+            return
         path = self.out / EMBEDDINGS
         tmp = path.with_suffix(".tmp.npz")
         np.savez_compressed(

@@ -1,0 +1,45 @@
+"""Short training runs on the real face copies write metrics.json with the datasets' own groups."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from debias.train import TrainConfig, train
+
+ROOT = Path(os.environ.get("DEBIAS_DATA", "data"))
+
+
+def _run(tmp_path, monkeypatch, **kw):
+    monkeypatch.setenv("DEBIAS_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig(out=str(tmp_path / "run"), model="smallconvnet", epochs=1, max_steps=2,
+                      batch_size=32, progress=False, device="cpu", image_size=32, **kw)
+    return train(cfg, log=lambda *_: None)
+
+
+@pytest.mark.skipif(not (ROOT / "utkface").is_dir(), reason=f"UTKFace not found under {ROOT}")
+def test_utkface_run_uses_its_aligned_groups(tmp_path, monkeypatch):
+    res = _run(tmp_path, monkeypatch, dataset="utkface", target="gender", bias="race")
+    assert set(res["splits"]) == {"val", "test"}
+    for split in ("train", "val", "test"):
+        assert res["data"][split]["aligned_groups"] == [[0, 0], [1, 1]]
+    train_info = res["data"]["train"]
+    # BiasCon biasing: about 1/11 of the training split is bias-conflicting
+    frac = 1 - train_info["n_aligned"] / train_info["n"]
+    assert 0.08 < frac < 0.10
+    test = res["splits"]["test"]
+    assert test["n_groups"] == 4 and sum(g["n"] for g in test["groups"]) == test["n"]
+
+
+@pytest.mark.skipif(not (ROOT / "celeba").is_dir(), reason=f"CelebA not found under {ROOT}")
+def test_celeba_run_uses_its_aligned_groups(tmp_path, monkeypatch):
+    with pytest.warns(UserWarning):  # the partial copy has no valid/test partition: fallback split
+        res = _run(tmp_path, monkeypatch, dataset="celeba", target="Blond_Hair", bias="Male")
+    # (blond, female) and (non-blond, male) are the aligned pairs, not the diagonal
+    assert res["data"]["test"]["aligned_groups"] == [[0, 1], [1, 0]]
+    test = res["splits"]["test"]
+    aligned = {(g["y"], g["b"]) for g in test["groups"] if g["aligned"]}
+    assert aligned == {(0, 1), (1, 0)}
+    assert test["n_groups"] == 4
