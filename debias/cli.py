@@ -211,13 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="data root (default: $DEBIAS_DATA, else ./data)")
     p.set_defaults(func=cmd_demo)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    # Sub-commands that live beside their concept add their own parsers.
+    from debias.audit.cli import register as register_audit
+
+    register_audit(sub)
     return parser
-
-
-# Sub-commands that live beside their concept (sweep, report, audit) register themselves here.
-_EXTRA_COMMANDS: list = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 from debias.train.config import METHODS, MODES, TrainConfig
 from debias.train.evaluate import encode, predict
-from debias.train.loop import RunConflictError, Trainer, resolve_device, train
+from debias.train.loop import RunConflictError, Trainer, load_trained, resolve_device, train
 
 __all__ = [
     "METHODS",
@@ -11,6 +11,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "encode",
+    "load_trained",
     "predict",
     "resolve_device",
     "train",

@@ -603,3 +603,32 @@ def train(cfg: TrainConfig | dict[str, Any], *, force: bool = False, log=print) 
     if isinstance(cfg, dict):
         cfg = TrainConfig.from_dict(cfg)
     return Trainer(cfg, log=log).run(force=force)
+
+
+def load_trained(
+    run_dir: str | Path, *, root: str | None = None, device: str = "auto"
+) -> tuple[nn.Module, dict[str, TensorImageDataset], TrainConfig]:
+    """A finished run's model (its selected classifier) and data splits, rebuilt from its files.
+
+    ``root`` overrides the data root recorded in the run (runs move between machines).
+    """
+    run_dir = Path(run_dir)
+    metrics, weights = run_dir / METRICS, run_dir / "model.pt"
+    for path in (metrics, weights):
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} not found: {run_dir} is not a finished debias run "
+                "(expected metrics.json and model.pt written by `debias train`)"
+            )
+    import json
+
+    config = json.loads(metrics.read_text())["config"]
+    config.update(out=str(run_dir), device=device, progress=False)
+    if root is not None:
+        config["root"] = root
+    cfg = TrainConfig.from_dict(config)
+    trainer = Trainer(cfg, log=lambda *a, **k: None)
+    trainer._load_data()
+    model = build_model(cfg.model, trainer.train_set.num_classes).to(trainer.device)
+    model.load_state_dict(load_torch(weights)["model"])
+    return model.eval(), trainer.splits, cfg

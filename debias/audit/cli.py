@@ -1,0 +1,55 @@
+"""``debias audit``: audit saved embeddings, or a finished run's encoder on its test split."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="bias leakage, group metrics and geometry of embeddings",
+        description="Audit an embeddings file (written by `debias train --save-embeddings`) or, "
+        "with --run, embed a finished run's split with its encoder and audit that.",
+    )
+    p.add_argument("embeddings", nargs="?", help="an .npz with Z, targets, bias (aligned_groups optional)")
+    p.add_argument("--run", help="a finished `debias train` run directory (uses its model.pt)")
+    p.add_argument("--split", default="test", help="with --run: the split to embed (test)")
+    p.add_argument("--root", help="with --run: data root, if not where the run was trained")
+    p.add_argument("--out", required=True, help="directory for audit.md, CSV and PNG files")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cv", type=int, default=5, help="cross-validation folds of the probes")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from debias.audit import Embeddings, audit_embeddings, embed
+
+    if (args.embeddings is None) == (args.run is None):
+        raise ValueError("give exactly one of EMBEDDINGS.npz or --run RUN_DIR")
+    if args.run is not None:
+        from debias.train import load_trained
+
+        model, splits, _ = load_trained(args.run, root=args.root, device=args.device)
+        if args.split not in splits:
+            raise ValueError(f"--split {args.split!r}: the run's dataset has {sorted(splits)}")
+        ds = splits[args.split]
+        emb = embed(model, ds, device=ds.device, feature_fn=lambda m, x: m.features(x))
+        source = f"{args.run} ({args.split} split)"
+    else:
+        path = Path(args.embeddings)
+        if not path.is_file():
+            raise FileNotFoundError(f"embeddings file not found: {path}")
+        emb = Embeddings.load(path)
+        source = str(path)
+    report = audit_embeddings(
+        emb.Z, emb.targets, emb.bias, aligned_groups=emb.aligned_groups, seed=args.seed, cv=args.cv
+    )
+    paths = report.save(args.out, plots=not args.no_plots)
+    print(f"audit of {source}: {len(emb)} embeddings of dimension {emb.Z.shape[1]}")
+    print(report.summary())
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
