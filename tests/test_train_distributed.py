@@ -21,11 +21,36 @@ def _free_port() -> int:
 def _torchrun(out, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        "-m", "debias", "train", "--dataset", "digits", "--rho", "0.95",
-        "--model", "smallconvnet", "--epochs", "2", "--batch-size", "64", "--max-steps", "3",
-        "--device", "cpu", "--quiet", "--out", str(out), *extra,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "debias",
+        "train",
+        "--dataset",
+        "digits",
+        "--rho",
+        "0.95",
+        "--model",
+        "smallconvnet",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--max-steps",
+        "3",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
     ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
@@ -45,5 +70,7 @@ def test_two_gloo_processes_train_and_write_once(tmp_path, method):
     assert test["n"] == metrics["data"]["test"]["n"]
     assert sum(g["n"] for g in test["groups"]) == test["n"]
     # rank 0 alone logs: one line per epoch in stdout
-    assert proc.stdout.count("epoch ") == expected_epochs, proc.stdout
+    lines = proc.stdout.splitlines()
+    assert sum(line.startswith("epoch ") for line in lines) == expected_epochs, proc.stdout
+    assert sum(line.startswith("done:") for line in lines) == 1, proc.stdout
     assert not list(out.glob(".*.tmp"))

@@ -14,8 +14,17 @@ ROOT = Path(os.environ.get("DEBIAS_DATA", "data"))
 
 def _run(tmp_path, monkeypatch, **kw):
     monkeypatch.setenv("DEBIAS_CACHE", str(tmp_path / "cache"))
-    cfg = TrainConfig(out=str(tmp_path / "run"), model="smallconvnet", epochs=1, max_steps=2,
-                      batch_size=32, progress=False, device="cpu", image_size=32, **kw)
+    cfg = TrainConfig(
+        out=str(tmp_path / "run"),
+        model="smallconvnet",
+        epochs=1,
+        max_steps=2,
+        batch_size=32,
+        progress=False,
+        device="cpu",
+        image_size=32,
+        **kw,
+    )
     return train(cfg, log=lambda *_: None)
 
 

@@ -10,6 +10,7 @@ made the original code slow). ``__getitem__`` still works, so the object is a no
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Sequence
 
 import pandas as pd
@@ -99,6 +100,18 @@ class TensorImageDataset(Dataset):
             if isinstance(value, torch.Tensor):
                 setattr(self, key, value.to(device))
         return self
+
+    def subset(self, rows: torch.Tensor | Sequence[int]) -> TensorImageDataset:
+        """A shallow copy holding only ``rows``: every per-sample tensor or list is indexed."""
+        n = len(self)
+        rows_t = torch.as_tensor(rows, dtype=torch.long)
+        out = copy.copy(self)
+        for key, value in vars(self).items():
+            if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == n:
+                setattr(out, key, value[rows_t.to(value.device)])
+            elif isinstance(value, list) and len(value) == n:
+                setattr(out, key, [value[i] for i in rows_t.tolist()])
+        return out
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``[..., C, H, W]`` -> float32 ``(x / 255 - mean) / std``."""

@@ -24,6 +24,10 @@ class RunConflictError(RuntimeError):
 class TrainConfig:
     """One run. Defaults follow ReBias on Biased-MNIST (PROTOCOLS §1).
 
+    Smoke-test options (change the protocol; recorded in the config like everything else):
+    ``max_steps`` caps the optimisation steps per epoch; ``train_limit`` keeps only the first N
+    images of the (already seeded, already biased) training split.
+
     Speed options: ``amp="bf16"`` runs the network under bfloat16 autocast (losses are computed in
     float32); ``channels_last`` stores activations NHWC, faster for convolutions on GPUs.
 
@@ -67,6 +71,7 @@ class TrainConfig:
     augment: bool | None = None
     colour_jitter: float = 0.0
     max_steps: int | None = None
+    train_limit: int | None = None
     seed: int = 0
     amp: str | None = None
     channels_last: bool = False

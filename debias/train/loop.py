@@ -146,6 +146,8 @@ class Trainer:
         self.splits: dict[str, TensorImageDataset] = {
             name: ds.to(self.device) for name, ds in load_splits(cfg.dataset, **options).items()
         }
+        if cfg.train_limit is not None:
+            self.splits["train"] = self.splits["train"].subset(range(cfg.train_limit))
         self.train_set = self.splits["train"]
         self.eval_splits = [s for s in self.splits if s != "train"]
         aug_options = dict(DEFAULT_AUGMENT.get(cfg.dataset, {}), colour_jitter=cfg.colour_jitter)
