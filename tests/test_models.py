@@ -12,8 +12,15 @@ from debias.models import MODELS, ProjectionHead, ResNet18, SimpleConvNet, Small
 def test_simpleconvnet_is_the_rebias_architecture():
     m = SimpleConvNet(num_classes=10)
     convs = [x for x in m.extracter if isinstance(x, nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels) for c in convs] == [(3, 16), (16, 32), (32, 64), (64, 128)]
-    assert all(c.kernel_size == (7, 7) and c.padding == (3, 3) and c.stride == (1, 1) for c in convs)
+    assert [(c.in_channels, c.out_channels) for c in convs] == [
+        (3, 16),
+        (16, 32),
+        (32, 64),
+        (64, 128),
+    ]
+    assert all(
+        c.kernel_size == (7, 7) and c.padding == (3, 3) and c.stride == (1, 1) for c in convs
+    )
     assert sum(isinstance(x, nn.BatchNorm2d) for x in m.extracter) == 4
     assert sum(isinstance(x, nn.ReLU) for x in m.extracter) == 4
     assert (m.fc.in_features, m.fc.out_features) == (128, 10)
