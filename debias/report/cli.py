@@ -1,0 +1,33 @@
+"""``debias report SWEEP_DIR [--out DIR]``: Markdown + CSV + figures for a sweep."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["cmd_report", "register"]
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from debias.report.report import make_report
+
+    out = args.out or str(Path(args.sweep_dir[0]) / "report")
+    paths = make_report(args.sweep_dir if len(args.sweep_dir) > 1 else args.sweep_dir[0], out)
+    for key, path in paths.items():
+        print(f"{key:>16}: {path}")
+    return 0
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``report`` sub-command to an argparse ``add_subparsers()`` object."""
+    p = subparsers.add_parser(
+        "report",
+        help="summarise a sweep: mean ± 95%% CI over seeds per method x bias level, figures",
+        description="Write report.md, summary.csv and PNG figures (accuracy vs bias level, "
+        "group-accuracy heatmap, convergence) for one or more sweep (or run) folders.",
+    )
+    p.add_argument("sweep_dir", nargs="+", help="sweep folder(s) written by debias sweep")
+    p.add_argument("--out", help="output folder (default: <first sweep_dir>/report)")
+    p.set_defaults(func=cmd_report)
+    return p

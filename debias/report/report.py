@@ -1,0 +1,523 @@
+"""The sweep report: mean ± 95% CI over seeds per method x bias level, with figures.
+
+:func:`summarize` turns :func:`debias.results.load` rows into the summary table; :func:`make_report`
+writes ``report.md``, ``summary.csv`` and three PNG figures.
+
+Statistics. For a condition (every option that varies across the sweep except ``seed``, e.g.
+method x rho) with per-seed values ``v_1..v_n`` (in %):
+``mean = (1/n) Σ v_i``, ``s = sqrt(Σ (v_i − mean)² / (n − 1))`` and the 95% Student
+t-interval ``mean ± t_{0.975, n−1} · s / sqrt(n)``. With ``n = 1`` there is no interval and the
+report says so.
+
+Reported metrics (each from the run's ``metrics.json``, i.e. at the epoch its selection rule
+picked; test splits are never used for selection):
+
+* unbiased: ``test/unbiased_accuracy``: mean of the group accuracies on the unbiased test split;
+* worst-group: ``test/worst_group_accuracy``: min group accuracy on it;
+* bias-conflicting: ``test_conflicting/accuracy`` (Biased-MNIST's rho = 0 test split), else
+  ``test/conflicting_accuracy`` (mean accuracy of the conflicting groups; faces);
+* biased: ``test_biased/accuracy`` (the rho = 1 split), else ``test/aligned_accuracy``
+  (bias-aligned groups; faces).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from debias import results
+from debias.report import plots
+from debias.train.config import RUNTIME_FIELDS
+
+__all__ = [
+    "METRICS",
+    "REBIAS_VANILLA",
+    "SweepData",
+    "format_ci",
+    "load_sweep_data",
+    "make_figures",
+    "make_report",
+    "mean_ci",
+    "summarize",
+]
+
+# label -> candidate (split, metric) sources, first present wins (per run).
+METRICS: dict[str, tuple[tuple[str, str], ...]] = {
+    "unbiased": (("test", "unbiased_accuracy"),),
+    "worst-group": (("test", "worst_group_accuracy"),),
+    "bias-conflicting": (("test_conflicting", "accuracy"), ("test", "conflicting_accuracy")),
+    "biased": (("test_biased", "accuracy"), ("test", "aligned_accuracy")),
+}
+# PROTOCOLS §1: ReBias Table 1, Vanilla (cross-entropy), SimpleConvNet, 80 epochs, mean of 3
+# runs, unbiased test accuracy in %.
+REBIAS_VANILLA: dict[float, float] = {0.999: 10.4, 0.997: 33.4, 0.995: 72.1, 0.99: 89.1}
+PUBLISHED_COLUMN = "ReBias Vanilla unbiased, published"
+# Which options say how biased the training data is, per dataset.
+LEVEL_KEYS: dict[str, tuple[str, ...]] = {
+    "biased-mnist": ("rho",),
+    "digits": ("rho",),
+    "utkface": ("bias", "bias_rate"),
+    "celeba": ("target", "bias", "protocol"),
+}
+_REPLICATE = ("seed",)
+_NOT_CONDITIONS = set(RUNTIME_FIELDS) | set(_REPLICATE)
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """``n, mean, std`` (ddof 1) and the Student t-interval ``mean ± t·s/sqrt(n)``.
+
+    With one value ``std`` and the interval are NaN: there is no spread to estimate.
+    """
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    n = len(v)
+    if n == 0:
+        return {
+            "n": 0,
+            "mean": math.nan,
+            "std": math.nan,
+            "ci95_half_width": math.nan,
+            "ci95_low": math.nan,
+            "ci95_high": math.nan,
+        }
+    mean = float(v.mean())
+    if n == 1:
+        std = half = math.nan
+    else:
+        from scipy import stats
+
+        std = float(v.std(ddof=1))
+        half = float(stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n))
+    return {
+        "n": n,
+        "mean": mean,
+        "std": std,
+        "ci95_half_width": half,
+        "ci95_low": mean - half,
+        "ci95_high": mean + half,
+    }
+
+
+def _published(row: pd.Series) -> float:
+    if row.get("dataset") != "biased-mnist" or row.get("method") != "ce":
+        return math.nan
+    rho = row.get("rho")
+    for r, v in REBIAS_VANILLA.items():
+        if rho is not None and not pd.isna(rho) and math.isclose(float(rho), r):
+            return v
+    return math.nan
+
+
+def _condition_keys(runs: pd.DataFrame, config_cols: Sequence[str]) -> tuple[list[str], str | None]:
+    """(condition columns, the bias-level column to use as x axis or None)."""
+
+    def varies(c: str) -> bool:
+        return runs[c].astype(str).nunique() > 1
+
+    level_cols: list[str] = []
+    for ds in runs["dataset"].dropna().unique():
+        for k in LEVEL_KEYS.get(ds, ()):
+            if k in runs and runs[k].notna().any() and k not in level_cols:
+                level_cols.append(k)
+    keys = [c for c in ("dataset", "method") if c in runs and (c == "method" or varies(c))]
+
+    def informative(c: str) -> bool:
+        # Options that follow from the method (mode "auto", augment's default, ...) would only
+        # repeat it: keep an option only if it varies for some dataset and method.
+        return bool(
+            (runs.groupby(keys, dropna=False)[c].agg(lambda s: s.astype(str).nunique()) > 1).any()
+        )
+
+    keys += [
+        c
+        for c in config_cols
+        if c not in keys
+        and c not in level_cols
+        and c not in _NOT_CONDITIONS
+        and varies(c)
+        and informative(c)
+    ]
+    keys += level_cols
+    numeric = [k for k in level_cols if pd.api.types.is_numeric_dtype(runs[k])]
+    level = next((k for k in numeric if varies(k)), numeric[0] if numeric else None)
+    return keys, level
+
+
+def _label(row: pd.Series, keys: Sequence[str]) -> str:
+    """``contex`` or, with more condition keys, ``contex (mode=joint, temperature=0.1)``."""
+    if not keys:
+        return "all runs"
+    rest = ", ".join(f"{k}={_fmt(row[k])}" for k in keys[1:])
+    return _fmt(row[keys[0]]) + (f" ({rest})" if rest else "")
+
+
+def _per_run(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, set[str]]]:
+    """One row per run with a column per report metric (in %), and the sources used."""
+    runs = df.drop_duplicates("run_key").set_index("run_key")
+    sources: dict[str, set[str]] = {m: set() for m in METRICS}
+    lookup = df.set_index(["run_key", "split", "metric"])["value"]
+    for label, candidates in METRICS.items():
+        vals = []
+        for key in runs.index:
+            v = math.nan
+            for split, metric in candidates:
+                if (key, split, metric) in lookup.index:
+                    v = 100 * float(lookup.loc[(key, split, metric)])
+                    sources[label].add(f"{split}/{metric}")
+                    break
+            vals.append(v)
+        runs[label] = vals
+    return runs.reset_index(), sources
+
+
+def summarize(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Summary rows (condition x metric) from :func:`debias.results.load` output.
+
+    Returns ``(summary, info)``: ``summary`` columns are the condition keys, ``label``,
+    ``metric``, ``source``, ``n``, ``seeds``, ``mean``, ``std``, ``ci95_half_width``,
+    ``ci95_low``, ``ci95_high`` (accuracies in %) and ``published_rebias_vanilla`` (unbiased
+    metric of CE runs at the ReBias rho values, else NaN); ``info`` holds the condition keys,
+    the bias-level key and the metric sources.
+    """
+    if df.empty:
+        raise ValueError("no finished runs to summarize (no metrics.json found)")
+    df = df.copy()
+    df["run_key"] = df["sweep"].astype(str) + "::" + df["run"].astype(str)
+    per_run, sources = _per_run(df)
+    fixed = {"sweep", "run", "status", "run_key", *results.RESULT_COLUMNS}
+    config_cols = [c for c in df.columns if c not in fixed]
+    keys, level = _condition_keys(per_run, config_cols)
+    per_run["label"] = per_run.apply(lambda r: _label(r, [k for k in keys if k != level]), axis=1)
+    rows = []
+    # Conditions keep the sweep's own order (first appearance), bias levels strongest first.
+    per_run["_order"] = range(len(per_run))
+    grouped = per_run.groupby(keys, dropna=False, sort=False)
+    for _, g in grouped:
+        head = {k: g[k].iloc[0] for k in keys} | {"label": g["label"].iloc[0]}
+        seeds = ",".join(str(s) for s in sorted(g["seed"].dropna().unique())) if "seed" in g else ""
+        for label in METRICS:
+            stats = mean_ci(g[label].tolist())
+            if stats["n"] == 0:
+                continue
+            pub = _published(g.iloc[0]) if label == "unbiased" else math.nan
+            rows.append(
+                head
+                | {
+                    "metric": label,
+                    "source": "; ".join(sorted(sources[label])),
+                    "seeds": seeds,
+                    "_order": g["_order"].min(),
+                }
+                | stats
+                | {"published_rebias_vanilla": pub}
+            )
+    summary = pd.DataFrame(rows)
+    labels_order = {lab: i for i, lab in enumerate(dict.fromkeys(per_run["label"]))}
+    summary["_lab"] = summary["label"].map(labels_order)
+    summary["_met"] = summary["metric"].map({m: i for i, m in enumerate(METRICS)})
+    sort_cols = ["_lab"] + ([level] if level else []) + ["_met"]
+    asc = [True] + ([False] if level else []) + [True]
+    summary = summary.sort_values(sort_cols, ascending=asc, kind="stable")
+    summary = summary.drop(columns=["_order", "_lab", "_met"]).reset_index(drop=True)
+    info = {
+        "keys": keys,
+        "level": level,
+        "sources": {k: sorted(v) for k, v in sources.items()},
+        "per_run": per_run,
+    }
+    return summary, info
+
+
+# -- markdown ---------------------------------------------------------------------------------
+def format_ci(mean: float, half: float, n: int) -> str:
+    """``"65.0 ± 63.5"`` (%, one decimal); ``"72.0 (n=1, no CI)"`` for a single seed."""
+    if n == 0 or math.isnan(mean):
+        return "–"
+    if n == 1 or math.isnan(half):
+        return f"{mean:.1f} (n=1, no CI)"
+    return f"{mean:.1f} ± {half:.1f}"
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(x: Any) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "| " + " | ".join(cell(h) for h in header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "–" if math.isnan(v) else f"{v:g}"
+    return "–" if v is None else str(v)
+
+
+def _results_table(summary: pd.DataFrame, keys: Sequence[str]) -> str:
+    with_pub = summary["published_rebias_vanilla"].notna().any()
+    header = [*keys, "seeds (n)", *METRICS]
+    if with_pub:
+        header.append(f"{PUBLISHED_COLUMN} (%)")
+    rows = []
+    for _, g in summary.groupby(list(keys) + ["label"], dropna=False, sort=False):
+        first = g.iloc[0]
+        by = {r["metric"]: r for _, r in g.iterrows()}
+        row = [_fmt(first[k]) for k in keys] + [f"{first['seeds']} ({int(first['n'])})"]
+        row += [
+            format_ci(by[m]["mean"], by[m]["ci95_half_width"], int(by[m]["n"])) if m in by else "–"
+            for m in METRICS
+        ]
+        if with_pub:
+            pub = by["unbiased"]["published_rebias_vanilla"] if "unbiased" in by else math.nan
+            row.append("–" if math.isnan(pub) else f"{pub:.1f}")
+        rows.append(row)
+    return _md_table(header, rows)
+
+
+def _pivot_table(summary: pd.DataFrame, level: str, metric: str = "unbiased") -> str:
+    s = summary[summary["metric"] == metric]
+    levels = sorted(s[level].dropna().unique(), reverse=True)
+    rows = []
+    for lab, g in s.groupby("label", sort=False):
+        cells = []
+        for lv in levels:
+            r = g[g[level] == lv]
+            cells.append(
+                format_ci(r["mean"].iloc[0], r["ci95_half_width"].iloc[0], int(r["n"].iloc[0]))
+                if len(r)
+                else "–"
+            )
+        rows.append([lab, *cells])
+    pub = s.dropna(subset=["published_rebias_vanilla"])
+    if len(pub):
+        vals = dict(zip(pub[level], pub["published_rebias_vanilla"]))
+        rows.append(
+            [
+                f"*{PUBLISHED_COLUMN}*",
+                *[f"*{vals[lv]:.1f}*" if lv in vals else "–" for lv in levels],
+            ]
+        )
+    return _md_table(["condition", *[f"{level}={lv:g}" for lv in levels]], rows)
+
+
+def _selection_lines(df: pd.DataFrame) -> list[str]:
+    sel = (
+        df.drop_duplicates("run")
+        .groupby(["selection_rule", "selection_description"], dropna=False)["run"]
+        .count()
+    )
+    return [
+        f"- `{rule}`: {desc} ({n} run{'s' if n != 1 else ''})" for (rule, desc), n in sel.items()
+    ]
+
+
+# -- the report -------------------------------------------------------------------------------
+@dataclass
+class SweepData:
+    """Everything a report is made of, loaded once from the sweep folder(s)."""
+
+    source: Any
+    df: pd.DataFrame  # debias.results.load
+    summary: pd.DataFrame  # summarize(df)[0]
+    info: dict[str, Any]  # summarize(df)[1]
+    groups: pd.DataFrame  # load_groups on the "test" split, with a "label" column
+    history: pd.DataFrame | None  # load_history with a "label" column
+    not_done: list[results.RunRecord]
+
+
+def load_sweep_data(sweep_dir: str | Path | Sequence[str | Path]) -> SweepData:
+    """Load a sweep's results, summary, group accuracies and histories (labelled by condition)."""
+    import warnings
+
+    every = results.find_runs(sweep_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the incomplete runs are listed in the report instead
+        df = results.load(sweep_dir)
+        groups = results.load_groups(sweep_dir)
+    summary, info = summarize(df)
+    per_run = info["per_run"]
+    label_of = dict(zip(per_run["run_key"], per_run["label"]))
+
+    def key(frame: pd.DataFrame) -> pd.Series:
+        return frame["sweep"].astype(str) + "::" + frame["run"].astype(str)
+
+    groups = groups[groups["split"] == "test"].copy()
+    groups["label"] = key(groups).map(label_of)
+    try:
+        history = results.load_history(sweep_dir)
+        history = history[key(history).isin(label_of)].copy()
+        history["label"] = key(history).map(label_of)
+    except FileNotFoundError:
+        history = None
+    return SweepData(
+        sweep_dir, df, summary, info, groups, history, [r for r in every if r.status != "done"]
+    )
+
+
+def make_figures(
+    data: SweepData | str | Path | Sequence[str | Path], out_dir: str | Path | None = None
+) -> dict[str, Figure]:
+    """The report's figures (``accuracy_vs_bias``, ``group_heatmap``, ``convergence``).
+
+    ``data`` is a :class:`SweepData` or what :func:`load_sweep_data` takes; with ``out_dir``
+    each figure is also saved there as ``<name>.png``.
+    """
+    if not isinstance(data, SweepData):
+        data = load_sweep_data(data)
+    summary, info = data.summary, data.info
+    level = info["level"]
+
+    def path(name: str) -> Path | None:
+        return None if out_dir is None else Path(out_dir) / f"{name}.png"
+
+    figs: dict[str, Figure] = {}
+    titles = {m: f"{m} accuracy ({', '.join(info['sources'][m])})" for m in METRICS}
+    published = None
+    if summary["published_rebias_vanilla"].notna().any() and level == "rho":
+        published = dict(REBIAS_VANILLA)
+    figs["accuracy_vs_bias"] = plots.plot_accuracy_vs_bias(
+        summary,
+        level=level,
+        metrics=list(METRICS),
+        titles=titles,
+        published=published,
+        path=path("accuracy_vs_bias"),
+    )
+    groups = data.groups
+    if len(groups):
+        note = ""
+        if level is not None:
+            top = groups[level].max()
+            groups = groups[groups[level] == top]
+            note = f" at the strongest bias, {level} = {top:g}"
+        mnist = set(groups["dataset"]) <= {"biased-mnist", "digits"}
+        figs["group_heatmap"] = plots.plot_group_heatmap(
+            groups,
+            title=f"test-split accuracy per group (%){note}",
+            ylabel="digit" if mnist else "target y",
+            xlabel="background colour index" if mnist else "bias attribute b",
+            path=path("group_heatmap"),
+        )
+        info["heatmap_note"] = note
+    if data.history is not None and len(data.history):
+        figs["convergence"] = plots.plot_convergence(
+            data.history, level=level, path=path("convergence")
+        )
+    return figs
+
+
+def make_report(
+    sweep_dir: str | Path | Sequence[str | Path], out_dir: str | Path
+) -> dict[str, Path]:
+    """Write ``report.md``, ``summary.csv`` and the figures for a sweep; returns their paths.
+
+    Keys of the returned dict: ``report``, ``summary``, ``accuracy_vs_bias``, ``group_heatmap``
+    and ``convergence`` (the last two only when group records / histories exist).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_sweep_data(sweep_dir)
+    paths: dict[str, Path] = {"summary": out / "summary.csv"}
+    data.summary[[c for c in data.summary.columns if c != "label"]].to_csv(
+        paths["summary"], index=False
+    )
+    for name in make_figures(data, out):
+        paths[name] = out / f"{name}.png"
+    paths["report"] = out / "report.md"
+    paths["report"].write_text(_markdown(data, paths, out))
+    return paths
+
+
+def _markdown(data: SweepData, paths: dict[str, Path], out: Path) -> str:
+    import debias
+
+    sweep_dir, df, summary, info, not_done = (
+        data.source,
+        data.df,
+        data.summary,
+        data.info,
+        data.not_done,
+    )
+    heat_note = info.get("heatmap_note", "")
+    keys, level = info["keys"], info["level"]
+    names = sorted(df["sweep"].unique())
+    n_done = (
+        df["run"].nunique() if len(names) == 1 else df[["sweep", "run"]].drop_duplicates().shape[0]
+    )
+    md = [f"# Sweep report: {', '.join(names)}", ""]
+    md += [
+        f"Source: `{sweep_dir}`. {n_done} finished run(s)"
+        + (f", {len(not_done)} not finished (listed at the end)" if not_done else "")
+        + f". Generated {_dt.datetime.now().isoformat(timespec='seconds')} by debias "
+        f"{debias.__version__}.",
+        "",
+    ]
+    md += ["## How the numbers were selected", ""]
+    md += [
+        "Each number is taken at the epoch chosen by the run's own selection rule "
+        "(recorded in its `metrics.json`):"
+    ]
+    md += _selection_lines(df)
+    md += [
+        "",
+        "Test data is never used for selection: rules are `last` (the final epoch) or "
+        "`val/<metric>` on the validation split, which is held out of the training images "
+        "and disjoint from every test split (PROTOCOLS §1).",
+        "",
+    ]
+    md += [
+        "Each cell is the mean over seeds ± the half-width of the 95% Student t-interval, "
+        "t(0.975, n−1)·s/√n with s the sample standard deviation (n−1 denominator). With a "
+        "single seed there is no interval: the cell says `n=1, no CI`. Accuracies in %.",
+        "",
+    ]
+    md += ["## Results", ""]
+    md += [_results_table(summary, keys), ""]
+    md += [
+        "Metric sources (split/metric in `metrics.json`): "
+        + "; ".join(
+            f"**{m}** = {', '.join(f'`{s}`' for s in info['sources'][m]) or '–'}" for m in METRICS
+        )
+        + ".",
+        "",
+    ]
+    if summary["published_rebias_vanilla"].notna().any():
+        ce = df[(df["method"] == "ce")].drop_duplicates("run")
+        models = ", ".join(sorted(ce["model"].astype(str).unique()))
+        epochs = ", ".join(sorted(ce["epochs"].astype(str).unique()))
+        md += [
+            f"*{PUBLISHED_COLUMN}*: published numbers, not run here: ReBias (Bahng et al., "
+            "ICML 2020) Table 1, Vanilla = cross-entropy, SimpleConvNet, 80 epochs, mean of 3 "
+            f"runs, unbiased test accuracy. The CE runs of this sweep use model {models}, "
+            f"epochs {epochs}: the comparison is like-for-like only when these match.",
+            "",
+        ]
+    if level is not None and summary[level].nunique() > 1:
+        md += [f"### Unbiased accuracy by {level}", "", _pivot_table(summary, level), ""]
+    md += ["## Figures", ""]
+    captions = {
+        "accuracy_vs_bias": "Accuracy against the bias level per condition (band: 95% t-interval)",
+        "group_heatmap": f"Test accuracy per (target, bias) group{heat_note}, mean over seeds",
+        "convergence": "Train loss and validation accuracy per epoch (probe during pretraining)",
+    }
+    for key, cap in captions.items():
+        if key in paths:
+            rel = Path(paths[key]).relative_to(out)
+            md += [f"![{cap}]({rel.as_posix()})", "", f"*{cap}.*", ""]
+    if not_done:
+        md += ["## Runs not included", ""]
+        rows = []
+        for r in not_done:
+            rows.append([r.run, r.status, r.error or "–"])
+        md += [_md_table(["run", "status", "error"], rows), ""]
+    return "\n".join(md)

@@ -1,0 +1,294 @@
+"""Tidy tables of finished runs: one place to read sweeps, single runs, or lists of both.
+
+``path`` may be a sweep folder (one written by ``debias sweep``, with ``sweep.json``; or any
+folder holding run folders), a run folder (holding ``metrics.json`` / ``history.csv``), or a
+list of those. Every table carries, per run:
+
+* ``sweep``: the sweep's name (or the folder's name), ``run``: the run folder relative to it
+  (``rho=0.997/method=contex/seed=1``; a lone run folder is named by itself);
+* ``status``: ``done`` (``metrics.json`` present), else the sweep's recorded status
+  (``failed``, ``interrupted``, ``pending``) or ``incomplete`` (a checkpoint but no result);
+* every option of the run's :class:`~debias.train.TrainConfig`, flattened (``loss_options``
+  entries become ``loss_options.<key>``; lists become tuples so that columns stay hashable).
+
+Tables:
+
+* :func:`load`: one row per (run, split, metric) with ``split, metric, value,
+  selection_rule, selection_description, selected_epoch, selected_stage, wall_time_seconds,
+  device``: the numbers in ``metrics.json`` (the selected epoch's GroupReport on each split).
+* :func:`load_history`: one row per (run, epoch): ``history.csv`` as written by ``train``
+  (``epoch, stage, lr, train_loss, ..., <split>/<metric>, probe/<split>/<metric>``).
+* :func:`load_groups`: one row per (run, split, y, b): ``n, correct, accuracy, aligned``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "RunRecord",
+    "error_line",
+    "find_runs",
+    "flatten_config",
+    "load",
+    "load_groups",
+    "load_history",
+]
+
+PathLike = str | Path
+_MANIFEST = "sweep.json"
+_STATUS = "sweep_status.json"
+_METRICS = "metrics.json"
+_HISTORY = "history.csv"
+_RUN_CONFIG = "run_config.json"
+_CHECKPOINT = "checkpoint.pt"
+_RUN_MARKERS = (_METRICS, _HISTORY, _RUN_CONFIG, _CHECKPOINT)
+RESULT_COLUMNS = (
+    "split",
+    "metric",
+    "value",
+    "selection_rule",
+    "selection_description",
+    "selected_epoch",
+    "selected_stage",
+    "wall_time_seconds",
+    "device",
+)
+
+
+@dataclass
+class RunRecord:
+    """One run folder found under ``path``, with its options and status."""
+
+    sweep: str
+    run: str
+    path: Path
+    config: dict[str, Any]
+    status: str
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        f = self.path / _METRICS
+        return json.loads(f.read_text()) if f.exists() else None
+
+    @property
+    def error(self) -> str:
+        """The line of ``error.txt`` that says what went wrong ("" if the run has none)."""
+        f = self.path / "error.txt"
+        return error_line(f.read_text(errors="replace")) if f.exists() else ""
+
+
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning)\b")
+
+
+def error_line(text: str, limit: int = 300) -> str:
+    """The line of a traceback that names the error (``FileNotFoundError: ...``), shortened."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    found = [ln for ln in lines if _EXC_LINE.match(ln)]
+    line = found[-1] if found else (lines[-1] if lines else "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _is_run(d: Path) -> bool:
+    return any((d / m).exists() for m in _RUN_MARKERS)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _run_config(d: Path, fallback: dict[str, Any] | None = None) -> dict[str, Any]:
+    m = _read_json(d / _METRICS)
+    if m and "config" in m:
+        return m["config"]
+    c = _read_json(d / _RUN_CONFIG)
+    if c:
+        return c
+    return dict(fallback or {})
+
+
+def _status(d: Path, recorded: str | None) -> str:
+    if (d / _METRICS).exists():
+        return "done"
+    if recorded in ("failed", "interrupted"):
+        return recorded
+    if (d / _CHECKPOINT).exists() or (d / _HISTORY).exists():
+        return "incomplete"
+    return recorded if recorded and recorded not in ("done", "skipped", "running") else "pending"
+
+
+def _runs_under(root: Path) -> list[RunRecord]:
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"{root} does not exist (expected a sweep or run folder)")
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder (expected a sweep or run folder)")
+    manifest = _read_json(root / _MANIFEST)
+    if manifest is not None:
+        recorded = {
+            r["run"]: r["status"] for r in (_read_json(root / _STATUS) or {}).get("runs", [])
+        }
+        name = manifest.get("name") or root.name
+        out = []
+        for r in manifest["runs"]:
+            d = root / r["run"]
+            out.append(
+                RunRecord(
+                    name,
+                    r["run"],
+                    d,
+                    _run_config(d, r.get("config")),
+                    _status(d, recorded.get(r["run"])),
+                )
+            )
+        return out
+    if _is_run(root):
+        return [
+            RunRecord(
+                root.parent.name or root.name,
+                root.name,
+                root,
+                _run_config(root),
+                _status(root, None),
+            )
+        ]
+    # A folder of runs without a manifest: every folder below that looks like a run.
+    dirs = sorted({p.parent for m in _RUN_MARKERS for p in root.rglob(m)})
+    return [
+        RunRecord(root.name, d.relative_to(root).as_posix(), d, _run_config(d), _status(d, None))
+        for d in dirs
+    ]
+
+
+def find_runs(path: PathLike | Sequence[PathLike]) -> list[RunRecord]:
+    """Every run folder under ``path`` (see the module docstring for what ``path`` may be)."""
+    paths: Iterable[PathLike] = [path] if isinstance(path, (str, Path)) else path
+    runs: list[RunRecord] = []
+    for p in paths:
+        runs += _runs_under(Path(p))
+    if not runs:
+        raise FileNotFoundError(f"no run folders (with {_METRICS} or {_HISTORY}) under {path}")
+    return runs
+
+
+def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Config as flat, hashable columns: dicts -> ``key.sub``, lists -> tuples."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                out[f"{key}.{sub}"] = tuple(v) if isinstance(v, list) else v
+        elif isinstance(value, list):
+            out[key] = tuple(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _frame(rows: list[dict[str, Any]], front: Sequence[str]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    cols = [c for c in front if c in df.columns] + [c for c in df.columns if c not in front]
+    return df[cols] if len(df.columns) else df
+
+
+def _drop_incomplete(runs: list[RunRecord], what: str) -> list[RunRecord]:
+    done = [r for r in runs if r.status == "done"]
+    if len(done) < len(runs):
+        missing = [f"{r.run} ({r.status})" for r in runs if r.status != "done"]
+        warnings.warn(
+            f"{what}: {len(missing)} run(s) without metrics.json left out: "
+            + ", ".join(missing[:5])
+            + (" ..." if len(missing) > 5 else ""),
+            stacklevel=3,
+        )
+    return done
+
+
+def load(path: PathLike | Sequence[PathLike], *, include_incomplete: bool = False) -> pd.DataFrame:
+    """One row per (run, split, metric) of every finished run under ``path``.
+
+    Columns: ``sweep, run, status``, the flattened config, then ``split, metric, value,
+    selection_rule, selection_description, selected_epoch, selected_stage,
+    wall_time_seconds, device``. ``value`` is the number in ``metrics.json`` (accuracies are
+    fractions in [0, 1]). Runs without ``metrics.json`` are left out with a warning, or kept
+    as one row with empty split/metric/value when ``include_incomplete`` is true.
+    """
+    runs = find_runs(path)
+    if not include_incomplete:
+        runs = _drop_incomplete(runs, "debias.results.load")
+    rows: list[dict[str, Any]] = []
+    for r in runs:
+        head = {"sweep": r.sweep, "run": r.run, "status": r.status} | flatten_config(r.config)
+        m = r.metrics
+        if m is None:
+            rows.append(head | dict.fromkeys(RESULT_COLUMNS))
+            continue
+        sel = m.get("selection", {})
+        tail = {
+            "selection_rule": sel.get("rule"),
+            "selection_description": sel.get("description"),
+            "selected_epoch": sel.get("epoch"),
+            "selected_stage": sel.get("stage"),
+            "wall_time_seconds": m.get("wall_time_seconds"),
+            "device": m.get("device"),
+        }
+        for split, values in m.get("splits", {}).items():
+            for metric, value in values.items():
+                if isinstance(value, (list, dict)):  # "groups": see load_groups
+                    continue
+                rows.append(
+                    head
+                    | {
+                        "split": split,
+                        "metric": metric,
+                        "value": float("nan") if value is None else float(value),
+                    }
+                    | tail
+                )
+    return _frame(rows, ["sweep", "run", "status"])
+
+
+def load_history(path: PathLike | Sequence[PathLike]) -> pd.DataFrame:
+    """One row per (run, epoch): every run's ``history.csv`` with run and config columns.
+
+    Interrupted runs are included (their history is what they finished), with their status.
+    """
+    rows = []
+    for r in find_runs(path):
+        f = r.path / _HISTORY
+        if not f.exists():
+            continue
+        h = pd.read_csv(f)
+        meta = {"sweep": r.sweep, "run": r.run, "status": r.status} | flatten_config(r.config)
+        meta = {k: v for k, v in meta.items() if k not in h.columns}
+        h = pd.concat([pd.DataFrame([meta] * len(h), index=h.index), h], axis=1)
+        rows.append(h)
+    if not rows:
+        raise FileNotFoundError(f"no {_HISTORY} under {path}")
+    return pd.concat(rows, ignore_index=True)
+
+
+def load_groups(path: PathLike | Sequence[PathLike]) -> pd.DataFrame:
+    """One row per (run, split, y, b) of every finished run: ``n, correct, accuracy, aligned``.
+
+    ``accuracy`` is ``correct / n`` inside the group (a fraction); on Biased-MNIST ``y`` is the
+    digit and ``b`` the background colour index.
+    """
+    rows: list[dict[str, Any]] = []
+    for r in _drop_incomplete(find_runs(path), "debias.results.load_groups"):
+        head = {"sweep": r.sweep, "run": r.run, "status": r.status} | flatten_config(r.config)
+        for split, values in r.metrics.get("splits", {}).items():
+            for g in values.get("groups", []):
+                rows.append(head | {"split": split} | g)
+    return _frame(rows, ["sweep", "run", "status"])

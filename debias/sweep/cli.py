@@ -1,0 +1,88 @@
+"""``debias sweep CONFIG.yaml [--jobs N] [--backend local|ray] [--out DIR] [--dry-run]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+BACKENDS = ("local", "ray")  # as debias.sweep.runner.BACKENDS (not imported: keeps --help fast)
+
+__all__ = ["cmd_sweep", "register"]
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    """``["epochs=2", "device=cpu"]`` -> ``{"epochs": 2, "device": "cpu"}`` (values read as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set device=cpu")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        out[key.strip().replace("-", "_")] = parsed
+    return out
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run the sweep; exit code 1 when any run failed (the others still ran)."""
+    from debias.sweep.runner import run_sweep
+
+    try:
+        result = run_sweep(
+            args.config,
+            jobs=args.jobs,
+            backend=args.backend,
+            out=args.out,
+            dry_run=args.dry_run,
+            ray_address=args.ray_address,
+            overrides=_parse_set(args.set),
+        )
+    except ImportError as exc:  # --backend ray without Ray installed
+        print(f"debias sweep: error: {exc}", file=sys.stderr)
+        return 2
+    if result.failed:
+        print(
+            f"{len(result.failed)} run(s) failed; see error.txt in: "
+            + ", ".join(result.failed[:10])
+            + (" ..." if len(result.failed) > 10 else "")
+        )
+        return 1
+    return 0
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``sweep`` sub-command to an argparse ``add_subparsers()`` object."""
+    p = subparsers.add_parser(
+        "sweep",
+        help="run a grid of training runs from a YAML file (skips finished runs, resumes others)",
+        description="Run every run of a sweep YAML (see debias.sweep.config for the schema). "
+        "Finished runs are skipped, interrupted ones resumed, failed ones recorded in "
+        "<out>/sweep_status.csv and <run>/error.txt without stopping the others.",
+    )
+    p.add_argument("config", help="sweep YAML file, e.g. sweeps/biased_mnist_quick.yaml")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="runs at once (each gets cores // jobs threads)"
+    )
+    p.add_argument(
+        "--backend",
+        default="local",
+        choices=BACKENDS,
+        help="local processes or Ray tasks (pip install 'debias-toolkit[ray]')",
+    )
+    p.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--out", help="sweep folder (default: the YAML's out, else runs/sweeps/<name>)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a base option for every run, e.g. --set device=cpu (repeatable)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
+    p.set_defaults(func=cmd_sweep)
+    return p

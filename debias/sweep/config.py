@@ -1,0 +1,277 @@
+"""Sweep specification: a YAML grid over training options, expanded into named runs.
+
+Schema (every key but ``grid``/``base`` is optional)::
+
+    name: biased_mnist_quick            # default: the YAML file's stem
+    description: free text shown in the report
+    out: runs/sweeps/biased_mnist_quick # default runs/sweeps/<name>; relative to the current
+                                        # directory (like `debias train --out`); --out overrides
+    base:                               # TrainConfig options shared by every run
+      dataset: biased-mnist
+      model: smallconvnet
+      epochs: 4
+    grid:                               # cartesian product, in this key order
+      rho: [0.999, 0.997, 0.995, 0.99]
+      method: [ce, supcon, contex]
+      seed: [0, 1, 2]
+    methods:                            # per-method overrides, applied last (they win over grid)
+      ce: {mode: ce}
+      contex: {temperature: 0.1}
+
+Rules:
+
+* Every key of ``base``, ``grid`` and ``methods.<m>`` must be a :class:`TrainConfig` field
+  (``debias train --help`` lists them with ``-`` for ``_``); ``out`` is set by the sweep. Unknown
+  keys are an error that names them, raised before any run starts; every expanded run is also
+  validated by ``TrainConfig`` first, and all problems are reported together.
+* ``grid`` values are non-empty lists (a list-valued option such as ``lr_milestones`` is a list
+  of lists). ``base`` and ``methods`` values are literal.
+* A run's options are ``base``, then its grid point, then ``methods[<its method>]``; dict-valued
+  options (``loss_options``) are merged key by key instead of replaced.
+* Each run lives in ``<out>/<k1>=<v1>/<k2>=<v2>/...`` with one level per grid key, in grid
+  order, using the run's *final* value (so with ``methods: {ce: {mode: ce}}`` and a ``mode`` grid,
+  CE runs are named ``mode=ce``; grid points that end up as the same run are run once). Values
+  are written filesystem-safe: floats in shortest round-trip form (``0.997``, ``1e-05``),
+  ``true``/``false``/``none``, lists joined by ``-``, any other character than
+  ``[A-Za-z0-9._+-]`` replaced by ``_``. A grid with no keys gives one run named ``run``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from debias.train.config import METHODS, TrainConfig
+
+__all__ = ["SWEEP_KEYS", "RunSpec", "SweepSpec", "load_sweep", "run_dir_name", "format_value"]
+
+SWEEP_KEYS = ("name", "description", "out", "base", "grid", "methods")
+_TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+# Set per run by the sweep itself; a value in the YAML would be silently wrong.
+_RESERVED = ("out",)
+_SAFE = re.compile(r"[^A-Za-z0-9._+\-]")
+
+
+def format_value(value: Any) -> str:
+    """A grid value as a filesystem-safe path component (see the module docstring)."""
+    if value is None:
+        text = "none"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = repr(value)
+    elif isinstance(value, Mapping):
+        text = "_".join(f"{k}-{format_value(v)}" for k, v in sorted(value.items())) or "empty"
+    elif isinstance(value, (list, tuple)):
+        text = "-".join(format_value(v) for v in value) or "empty"
+    else:
+        text = str(value)
+    text = _SAFE.sub("_", text)
+    # "." and ".." would walk the tree instead of naming a folder.
+    return text if text.strip(".") else text.replace(".", "_")
+
+
+def run_dir_name(params: Mapping[str, Any]) -> str:
+    """``{"rho": 0.997, "method": "ce"}`` -> ``"rho=0.997/method=ce"`` (``"run"`` if empty)."""
+    if not params:
+        return "run"
+    return "/".join(f"{_SAFE.sub('_', k)}={format_value(v)}" for k, v in params.items())
+
+
+def _merge(cfg: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(cfg)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One expanded run: its folder name (relative to the sweep's out), grid values, options."""
+
+    name: str
+    params: dict[str, Any]
+    config: dict[str, Any]
+
+    def train_config(self, out: str | Path) -> TrainConfig:
+        """The run's :class:`TrainConfig` with ``out`` set to ``<sweep out>/<name>``."""
+        return TrainConfig.from_dict({**self.config, "out": str(Path(out) / self.name)})
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep YAML (see the module docstring for the schema)."""
+
+    name: str
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    base: dict[str, Any] = field(default_factory=dict)
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    out: str | None = None
+    description: str = ""
+    source: str | None = None
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_dict(
+        cls, d: Mapping[str, Any], *, name: str | None = None, source: str | None = None
+    ) -> SweepSpec:
+        """Validate the schema (not yet the expanded runs: see :meth:`expand`)."""
+        if not isinstance(d, Mapping):
+            raise ValueError(
+                f"a sweep config must be a mapping with keys {list(SWEEP_KEYS)}; "
+                f"got {type(d).__name__}"
+            )
+        where = f"sweep {source}" if source else "sweep config"
+        unknown = sorted(set(d) - set(SWEEP_KEYS))
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown top-level key(s) {unknown}; expected {list(SWEEP_KEYS)}"
+            )
+        base = _mapping(d.get("base"), f"{where}: 'base'")
+        grid = _mapping(d.get("grid"), f"{where}: 'grid'")
+        methods = _mapping(d.get("methods"), f"{where}: 'methods'")
+        _check_keys(base, f"{where}: base")
+        _check_keys(grid, f"{where}: grid")
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(
+                    f"{where}: grid.{key} must be a non-empty list of values, got {values!r} "
+                    f"(write [{values!r}] for a single value)"
+                )
+        bad = sorted(m for m in methods if m not in METHODS)
+        if bad:
+            raise ValueError(
+                f"{where}: methods has unknown method(s) {bad}; expected names from {list(METHODS)}"
+            )
+        for m, over in methods.items():
+            _check_keys(_mapping(over, f"{where}: methods.{m}"), f"{where}: methods.{m}")
+        sweep_name = d.get("name") or name
+        if not sweep_name:
+            raise ValueError(f"{where}: needs a 'name'")
+        return cls(
+            name=str(sweep_name),
+            grid={k: list(v) for k, v in grid.items()},
+            base=dict(base),
+            methods={m: dict(o or {}) for m, o in methods.items()},
+            out=None if d.get("out") is None else str(d["out"]),
+            description=str(d.get("description") or ""),
+            source=source,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> SweepSpec:
+        """Read a sweep YAML file (or a ``.json`` with the same schema)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"sweep config {path} does not exist (expected a YAML file)")
+        text = path.read_text()
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"sweep config {path} is not valid YAML: {exc}") from None
+        return cls.from_dict(data or {}, name=path.stem, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name}
+        if self.description:
+            d["description"] = self.description
+        if self.out is not None:
+            d["out"] = self.out
+        d |= {"base": self.base, "grid": self.grid}
+        if self.methods:
+            d["methods"] = self.methods
+        return d
+
+    @property
+    def default_out(self) -> Path:
+        return Path(self.out) if self.out is not None else Path("runs") / "sweeps" / self.name
+
+    # -- expansion ---------------------------------------------------------------------------------
+    def expand(self, *, overrides: Mapping[str, Any] | None = None) -> list[RunSpec]:
+        """All runs in grid order, each validated by :class:`TrainConfig`.
+
+        ``overrides`` replace ``base`` options (``debias sweep --set key=value``). Raises
+        ValueError listing every invalid run, or two different runs that map to one folder.
+        """
+        base = dict(self.base)
+        if overrides:
+            _check_keys(dict(overrides), "--set")
+            base = _merge(base, overrides)
+        keys = list(self.grid)
+        used_methods: set[str] = set()
+        runs: dict[str, RunSpec] = {}
+        errors: list[str] = []
+        for point in itertools.product(*(self.grid[k] for k in keys)):
+            cfg = _merge(base, dict(zip(keys, point)))
+            method = cfg.get("method", TrainConfig.method)
+            used_methods.add(method)
+            cfg = _merge(cfg, self.methods.get(method, {}))
+            params = {k: cfg[k] for k in keys}
+            name = run_dir_name(params)
+            try:
+                TrainConfig.from_dict({**cfg, "out": name})
+            except (ValueError, TypeError) as exc:
+                errors.append(f"  {name}: {exc}")
+                continue
+            if name in runs:
+                if runs[name].config != cfg:
+                    errors.append(
+                        f"  {name}: two different runs map to this folder name "
+                        f"({runs[name].config} vs {cfg})"
+                    )
+                continue
+            runs[name] = RunSpec(name=name, params=params, config=cfg)
+        unused = sorted(set(self.methods) - used_methods)
+        if unused:
+            errors.append(
+                f"  methods: overrides for {unused}, which no run uses (methods in "
+                f"this sweep: {sorted(used_methods)})"
+            )
+        if errors:
+            where = f"sweep {self.source or self.name}"
+            raise ValueError(
+                f"{where}: {len(errors)} invalid run(s); nothing was started:\n" + "\n".join(errors)
+            )
+        return list(runs.values())
+
+
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a mapping of option: value, got {value!r}")
+    return dict(value)
+
+
+def _check_keys(d: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(k for k in d if k not in _TRAIN_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown training option(s) {unknown}; known options: "
+            f"{sorted(set(_TRAIN_FIELDS) - set(_RESERVED))}"
+        )
+    reserved = sorted(k for k in d if k in _RESERVED)
+    if reserved:
+        raise ValueError(
+            f"{where}: {reserved} cannot be set here: each run's out is "
+            "<sweep out>/<run name> (set the sweep's top-level 'out' or --out)"
+        )
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep YAML file; see :class:`SweepSpec`."""
+    return SweepSpec.load(path)

@@ -1,0 +1,490 @@
+"""Run every run of a sweep: locally in N processes or as Ray tasks; skip, resume, record.
+
+Files under the sweep's out folder:
+
+* ``sweep.json``: the sweep spec and every expanded run (name, grid values, options), written
+  before anything runs; :func:`debias.results.load` reads it.
+* ``sweep_status.csv`` / ``sweep_status.json``: one row per run (``run, status, returncode,
+  seconds, started, finished, resumed, error, log``), rewritten as each run ends. Status is
+  ``done`` (ran now), ``skipped`` (``metrics.json`` was already there), ``failed``,
+  ``interrupted`` or ``pending`` (not reached / dry run).
+* per run ``<run>/``: ``run_config.json`` (the options it runs with), ``log.txt`` (its stdout
+  and stderr, appended per attempt), ``error.txt`` (the traceback, only if it failed) and what
+  :func:`debias.train.train` writes (``checkpoint.pt``, ``history.csv``, ``metrics.json``, ...).
+
+Each run is a child process (``python -c ... _worker(<run dir>)``) so that a crash, an
+out-of-memory kill or a C-level error in one run never takes the others down, and its output
+(C-level included) lands in its own log. A finished run is skipped without starting a process
+(its recorded options must match, else it fails with the difference); an interrupted one is
+resumed from its checkpoint by ``train``. Each child gets ``cores // jobs`` threads
+(``OMP_NUM_THREADS`` and ``torch.set_num_threads``) so parallel runs do not oversubscribe the
+CPU; with CUDA present every run uses it (``device: auto``) and they share the GPU.
+
+Ray (``backend="ray"``): each run is a Ray task asking for ``cluster CPUs // jobs`` CPUs (and
+``GPUs / jobs`` of a GPU when the cluster has GPUs) that starts the same child process. With
+``ray_address`` the sweep folder, the data root and this Python environment must be reachable
+under the same paths on every node (a shared filesystem); relative ``DEBIAS_DATA`` /
+``DEBIAS_CACHE`` are made absolute before they are passed on.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from debias.results import error_line
+from debias.sweep.config import RunSpec, SweepSpec
+from debias.train.config import RUNTIME_FIELDS, TrainConfig
+
+__all__ = ["BACKENDS", "SweepResult", "run_sweep", "threads_per_job"]
+
+BACKENDS = ("local", "ray")
+MANIFEST = "sweep.json"
+STATUS_CSV = "sweep_status.csv"
+STATUS_JSON = "sweep_status.json"
+RUN_CONFIG = "run_config.json"
+LOG = "log.txt"
+ERROR = "error.txt"
+METRICS = "metrics.json"
+CHECKPOINT = "checkpoint.pt"
+STATUS_FIELDS = (
+    "run",
+    "status",
+    "returncode",
+    "seconds",
+    "started",
+    "finished",
+    "resumed",
+    "error",
+    "log",
+)
+_FIELD_DEFAULTS = {
+    f.name: f.default
+    for f in dataclasses.fields(TrainConfig)
+    if f.default is not dataclasses.MISSING and f.name not in RUNTIME_FIELDS
+}
+# Environment variables that point at folders: children may start elsewhere (Ray workers do),
+# so relative values are made absolute before they are passed on.
+_PATH_ENV = ("DEBIAS_DATA", "DEBIAS_CACHE")
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "DEBIAS_NUM_THREADS")
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` did: one status dict per run (see ``sweep_status.csv``)."""
+
+    out: Path
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        return [r["run"] for r in self.runs if r["status"] in ("failed", "interrupted")]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.runs:
+            out[r["status"]] = out.get(r["status"], 0) + 1
+        return out
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_job(jobs: int, cores: int | None = None) -> int:
+    """``cores // jobs`` (at least 1): the CPU threads each of ``jobs`` parallel runs gets."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    return max(1, (cores or available_cores()) // jobs)
+
+
+def _now() -> str:
+    return _dt.datetime.now().isoformat(timespec="seconds")
+
+
+# -- the child process -------------------------------------------------------------------------
+def _worker(run_dir: str) -> int:
+    """Run the config in ``<run_dir>/run_config.json``; on failure write ``error.txt``."""
+    run = Path(run_dir)
+    try:
+        threads = os.environ.get("DEBIAS_NUM_THREADS")
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        from debias.train import train
+
+        cfg = json.loads((run / RUN_CONFIG).read_text())
+        print(f"[sweep] {run} | start {_now()} | threads {threads or 'default'}", flush=True)
+        train(cfg, log=lambda msg: print(msg, flush=True))
+        print(f"[sweep] {run} | finished {_now()}", flush=True)
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - every failure must leave error.txt behind
+        tb = traceback.format_exc()
+        (run / ERROR).write_text(tb)
+        print(tb, file=sys.stderr, flush=True)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+
+
+def _child_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for key in _THREAD_ENV:
+        env[key] = str(threads)
+    for key in _PATH_ENV:
+        if env.get(key):
+            env[key] = os.path.abspath(env[key])
+    # The child must import this very debias, wherever it is started.
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+# Not ``-m debias.sweep.runner``: the package imports this module first, which runpy warns about.
+_CHILD = "import sys; from debias.sweep.runner import _worker; sys.exit(_worker(sys.argv[1]))"
+
+
+def _launch(run_dir: Path, env: Mapping[str, str], cwd: str) -> tuple[subprocess.Popen, Any]:
+    log = open(run_dir / LOG, "a")  # noqa: SIM115 - closed by the caller when the run ends
+    log.write(f"\n===== attempt {_now()} =====\n")
+    log.flush()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(run_dir)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(env),
+        cwd=cwd,
+    )
+    return proc, log
+
+
+def execute_run(run_dir: str, threads: int, env_extra: Mapping[str, str], cwd: str) -> dict:
+    """Run one prepared run folder in a child process and wait (what a Ray task executes)."""
+    env = _child_env(threads) | dict(env_extra)
+    t0 = time.time()
+    proc, log = _launch(Path(run_dir), env, cwd)
+    try:
+        rc = proc.wait()
+    finally:
+        log.close()
+    return {"returncode": rc, "seconds": time.time() - t0}
+
+
+# -- the parent ---------------------------------------------------------------------------------
+class _Sweep:
+    def __init__(self, spec: SweepSpec, runs: list[RunSpec], out: Path, log: Callable) -> None:
+        self.spec, self.runs, self.out, self.log = spec, runs, out, log
+        self.status: dict[str, dict[str, Any]] = {
+            r.name: {
+                "run": r.name,
+                "status": "pending",
+                "returncode": "",
+                "seconds": "",
+                "started": "",
+                "finished": "",
+                "resumed": "",
+                "error": "",
+                "log": f"{r.name}/{LOG}",
+            }
+            for r in runs
+        }
+
+    def dir(self, run: RunSpec) -> Path:
+        return self.out / run.name
+
+    def write_manifest(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "name": self.spec.name,
+            "description": self.spec.description,
+            "source": self.spec.source,
+            "spec": self.spec.to_dict(),
+            "written": _now(),
+            "runs": [{"run": r.name, "params": r.params, "config": r.config} for r in self.runs],
+        }
+        _atomic_write(self.out / MANIFEST, json.dumps(manifest, indent=2, default=str))
+
+    def write_status(self) -> None:
+        rows = [self.status[r.name] for r in self.runs]
+        tmp = self.out / (STATUS_CSV + ".tmp")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=STATUS_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        tmp.replace(self.out / STATUS_CSV)
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        _atomic_write(
+            self.out / STATUS_JSON,
+            json.dumps(
+                {"name": self.spec.name, "updated": _now(), "counts": counts, "runs": rows},
+                indent=2,
+            ),
+        )
+
+    def prepare(self, run: RunSpec) -> str | None:
+        """Write run_config.json; return None to run it, or a final status (skip / conflict)."""
+        d = self.dir(run)
+        d.mkdir(parents=True, exist_ok=True)
+        cfg = run.train_config(self.out.resolve())
+        if cfg.root is not None:
+            cfg.root = os.path.abspath(cfg.root)
+        metrics = d / METRICS
+        st = self.status[run.name]
+        if metrics.exists():
+            try:
+                done = json.loads(metrics.read_text())["config"]
+            except (json.JSONDecodeError, KeyError) as exc:
+                return self._fail(run, f"unreadable {metrics}: {exc}")
+            # An option added to TrainConfig after that run finished had its default value then.
+            saved = _FIELD_DEFAULTS | {k: v for k, v in done.items() if k not in RUNTIME_FIELDS}
+            mine = cfg.identity()
+            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+            if diff:
+                return self._fail(
+                    run,
+                    (
+                        f"{d} holds a finished run with different options "
+                        + ", ".join(
+                            f"{k}: {saved.get(k)!r} there vs {mine.get(k)!r} now" for k in diff
+                        )
+                        + "; use another sweep out folder or delete that run"
+                    ),
+                )
+            st["status"] = "skipped"
+            return "skipped"
+        st["resumed"] = (d / CHECKPOINT).exists()
+        (d / ERROR).unlink(missing_ok=True)
+        _atomic_write(d / RUN_CONFIG, json.dumps(cfg.to_dict(), indent=2))
+        return None
+
+    def _fail(self, run: RunSpec, message: str) -> str:
+        (self.dir(run) / ERROR).write_text(message + "\n")
+        self.status[run.name] |= {"status": "failed", "error": error_line(message)}
+        return "failed"
+
+    def started(self, run: RunSpec) -> None:
+        self.status[run.name]["started"] = _now()
+        self.status[run.name]["status"] = "running"
+
+    def finished(self, run: RunSpec, returncode: int, seconds: float) -> None:
+        d = self.dir(run)
+        st = self.status[run.name]
+        st |= {"returncode": returncode, "seconds": round(seconds, 1), "finished": _now()}
+        if returncode == 0 and (d / METRICS).exists():
+            st["status"] = "done"
+        else:
+            err = d / ERROR
+            if not err.exists():  # killed before the child could write it
+                tail = _tail(d / LOG)
+                err.write_text(
+                    f"run exited with code {returncode} without a traceback; "
+                    f"last lines of {LOG}:\n{tail}\n"
+                )
+            st["status"] = "interrupted" if returncode in (130, -2) else "failed"
+            st["error"] = error_line(err.read_text())
+        self.log(
+            f"[{self.progress()}] {st['status']:>7} {run.name} ({seconds:.1f}s)"
+            + (f": {st['error']}" if st["error"] else "")
+        )
+        self.write_status()
+
+    def progress(self) -> str:
+        n_end = sum(
+            s["status"] in ("done", "skipped", "failed", "interrupted")
+            for s in self.status.values()
+        )
+        return f"{n_end}/{len(self.runs)}"
+
+
+def _tail(path: Path, n: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _run_local(sw: _Sweep, todo: list[RunSpec], jobs: int) -> None:
+    env = _child_env(threads_per_job(jobs))
+    cwd = os.getcwd()
+    queue = deque(todo)
+    active: dict[str, tuple[RunSpec, subprocess.Popen, Any, float]] = {}
+    try:
+        while queue or active:
+            while queue and len(active) < jobs:
+                run = queue.popleft()
+                sw.started(run)
+                proc, log = _launch(sw.dir(run), env, cwd)
+                active[run.name] = (run, proc, log, time.time())
+            time.sleep(0.05)
+            for name, (run, proc, log, t0) in list(active.items()):
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                log.close()
+                del active[name]
+                sw.finished(run, rc, time.time() - t0)
+    except KeyboardInterrupt:
+        # Ctrl-C reached the children too (same process group); give them a moment to save.
+        for run, proc, log, t0 in active.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+            sw.finished(run, 130, time.time() - t0)
+        raise
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(
+            "the ray backend needs Ray: pip install 'debias-toolkit[ray]' (or use --backend local)"
+        ) from None
+    return ray
+
+
+def _run_ray(sw: _Sweep, todo: list[RunSpec], jobs: int, address: str | None) -> None:
+    ray = _import_ray()
+    started_here = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=available_cores(), include_dashboard=False)
+        started_here = True
+    try:
+        res = ray.cluster_resources()
+        cpus, gpus = float(res.get("CPU", 1)), float(res.get("GPU", 0))
+        num_cpus = max(1, int(cpus // jobs))
+        num_gpus = min(1.0, gpus / jobs) if gpus else 0
+        task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(execute_run)
+        env_extra = {k: os.path.abspath(os.environ[k]) for k in _PATH_ENV if os.environ.get(k)}
+        cwd = os.getcwd()
+        pending = {}
+        for run in todo:
+            sw.started(run)
+            ref = task.remote(str(sw.dir(run).resolve()), num_cpus, env_extra, cwd)
+            pending[ref] = run
+        sw.write_status()
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                run = pending.pop(ready[0])
+                try:
+                    result = ray.get(ready[0])
+                    sw.finished(run, result["returncode"], result["seconds"])
+                except Exception as exc:  # the task itself broke (worker died, ...)
+                    (sw.dir(run) / ERROR).write_text(f"Ray task failed: {exc!r}\n")
+                    sw.finished(run, -1, 0.0)
+        except KeyboardInterrupt:
+            for ref, run in pending.items():
+                ray.cancel(ref, force=True)
+                sw.status[run.name] |= {"status": "interrupted", "error": "sweep interrupted"}
+            sw.write_status()
+            raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def run_sweep(
+    spec: SweepSpec | str | Path | Mapping[str, Any],
+    *,
+    jobs: int = 1,
+    backend: str = "local",
+    out: str | Path | None = None,
+    dry_run: bool = False,
+    ray_address: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    log: Callable[[str], Any] = print,
+) -> SweepResult:
+    """Run (or resume, or dry-run) a sweep; returns every run's status.
+
+    Args:
+        spec: a :class:`SweepSpec`, a path to its YAML file, or the YAML's dict.
+        jobs: runs at once (local processes, or the Ray concurrency used to size each task).
+        backend: ``"local"`` (child processes) or ``"ray"`` (one Ray task per run; joins the
+            cluster at ``ray_address`` or the running Ray instance, else starts a local one).
+        out: the sweep folder (default: the YAML's ``out``, else ``runs/sweeps/<name>``).
+        dry_run: validate, list the runs and what would happen to each, run nothing.
+        overrides: options that replace the YAML's ``base`` (e.g. ``{"device": "cpu"}``).
+        log: where progress lines go.
+
+    Every run is validated before any starts (ValueError otherwise). A failing run is recorded
+    (``error.txt``, ``sweep_status.csv``) and the others go on; check ``result.ok``.
+    """
+    if isinstance(spec, (str, Path)):
+        spec = SweepSpec.load(spec)
+    elif not isinstance(spec, SweepSpec):
+        spec = SweepSpec.from_dict(spec)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    runs = spec.expand(overrides=overrides)
+    out_dir = Path(out) if out is not None else spec.default_out
+    sw = _Sweep(spec, runs, out_dir, log)
+    if dry_run:
+        for r in runs:
+            d = out_dir / r.name
+            what = (
+                "finished: skip"
+                if (d / METRICS).exists()
+                else "resume from checkpoint"
+                if (d / CHECKPOINT).exists()
+                else "run"
+            )
+            cfg = TrainConfig.from_dict({**r.config, "out": str(d)})
+            log(f"{r.name}: {what} | method {cfg.method}, mode {cfg.mode}, epochs {cfg.epochs}")
+        log(f"dry run: {len(runs)} run(s) in {out_dir}; nothing was started")
+        return SweepResult(out=out_dir, runs=list(sw.status.values()))
+
+    sw.write_manifest()
+    todo = [r for r in runs if sw.prepare(r) is None]
+    sw.write_status()
+    n_skip = sum(s["status"] == "skipped" for s in sw.status.values())
+    log(
+        f"sweep {spec.name}: {len(runs)} run(s) in {out_dir} | {n_skip} already finished | "
+        f"{len(todo)} to run with {jobs} job(s) on {backend} "
+        f"({threads_per_job(jobs)} thread(s) each)"
+    )
+    if todo:
+        if backend == "local":
+            _run_local(sw, todo, jobs)
+        else:
+            _run_ray(sw, todo, jobs, ray_address)
+    sw.write_status()
+    result = SweepResult(out=out_dir, runs=[sw.status[r.name] for r in runs])
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts().items()))
+    log(f"sweep {spec.name}: {counts}; status in {out_dir / STATUS_CSV}")
+    return result

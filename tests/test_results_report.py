@@ -1,0 +1,431 @@
+"""Tidy results (``debias.results``) and the sweep report (``debias.report``).
+
+No training here: the runs are ``metrics.json`` / ``history.csv`` files written by the test in
+the exact layout ``debias train`` and ``debias sweep`` produce, with numbers chosen so that the
+report's mean ± 95% t-interval can be checked by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from debias import results
+from debias.report import REBIAS_VANILLA, format_ci, make_report, mean_ci, summarize
+from debias.report.cli import register
+from debias.train import TrainConfig
+
+# Student t quantiles t(0.975, df) from a printed table (not computed with scipy).
+T975 = {1: 12.706204736, 2: 4.302652730}
+SCALARS = (
+    "accuracy",
+    "unbiased_accuracy",
+    "worst_group_accuracy",
+    "worst_group_y",
+    "worst_group_b",
+    "aligned_accuracy",
+    "conflicting_accuracy",
+    "balanced_accuracy",
+    "equalized_odds_mean_gap",
+    "equalized_odds_max_gap",
+    "n",
+    "n_aligned",
+    "n_conflicting",
+    "n_groups",
+)
+
+
+def split_dict(*, acc, unbiased=None, worst=0.0, aligned=1.0, conflicting=0.5, groups=None):
+    d = dict.fromkeys(SCALARS, 0.0)
+    d |= {
+        "accuracy": acc,
+        "unbiased_accuracy": acc if unbiased is None else unbiased,
+        "worst_group_accuracy": worst,
+        "aligned_accuracy": aligned,
+        "conflicting_accuracy": conflicting,
+        "n": 1000,
+        "n_groups": 100,
+    }
+    d["groups"] = groups or []
+    return d
+
+
+def mnist_groups(off_diagonal: float) -> list[dict]:
+    return [
+        {
+            "y": y,
+            "b": b,
+            "n": 10,
+            "correct": round(10 * (1.0 if y == b else off_diagonal)),
+            "accuracy": 1.0 if y == b else off_diagonal,
+            "aligned": y == b,
+        }
+        for y in range(10)
+        for b in range(10)
+    ]
+
+
+def write_run(
+    d: Path,
+    *,
+    method: str,
+    rho: float,
+    seed: int,
+    unbiased: float,
+    worst: float,
+    conflicting: float,
+    biased: float,
+    dataset: str = "biased-mnist",
+) -> dict:
+    d.mkdir(parents=True, exist_ok=True)
+    extra = {"loss_options": {"tau": 0.5}} if method == "contex" else {}
+    if dataset == "biased-mnist":
+        cfg = TrainConfig(
+            out=str(d),
+            dataset=dataset,
+            rho=rho,
+            method=method,
+            seed=seed,
+            model="smallconvnet",
+            epochs=2,
+            linear_epochs=1,
+            **extra,
+        )
+        splits = {
+            "val": split_dict(acc=0.5),
+            "test": split_dict(
+                acc=unbiased + 0.01,
+                unbiased=unbiased,
+                worst=worst,
+                conflicting=conflicting - 0.01,
+                groups=mnist_groups(conflicting),
+            ),
+            "test_biased": split_dict(acc=biased),
+            "test_conflicting": split_dict(acc=conflicting),
+        }
+    else:
+        cfg = TrainConfig(
+            out=str(d),
+            dataset=dataset,
+            bias="race",
+            bias_rate=rho,
+            method=method,
+            seed=seed,
+            model="resnet18",
+            epochs=2,
+            **extra,
+        )
+        groups = [
+            {"y": y, "b": b, "n": 50, "correct": 40, "accuracy": 0.8, "aligned": y == b}
+            for y in (0, 1)
+            for b in (0, 1)
+        ]
+        splits = {
+            "val": split_dict(acc=0.5),
+            "test": split_dict(
+                acc=unbiased, worst=worst, aligned=biased, conflicting=conflicting, groups=groups
+            ),
+        }
+    metrics = {
+        "config": cfg.to_dict(),
+        "selection": {"rule": "last", "description": "last epoch", "epoch": 2, "stage": "train"},
+        "splits": splits,
+        "data": {},
+        "epochs_run": 2,
+        "wall_time_seconds": 12.5 + seed,
+        "device": "cpu",
+        "versions": {},
+        "history": "history.csv",
+    }
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    if method == "ce":
+        hist = pd.DataFrame(
+            {
+                "epoch": [1, 2],
+                "stage": ["train", "train"],
+                "lr": [1e-3, 1e-4],
+                "train_loss": [2.0, 1.0 + seed],
+                "val/accuracy": [0.3, 0.5],
+            }
+        )
+    else:
+        hist = pd.DataFrame(
+            {
+                "epoch": [1, 2, 3],
+                "stage": ["pretrain", "pretrain", "linear"],
+                "lr": [1e-3] * 3,
+                "train_loss": [6.0, 5.0, 2.0],
+                "probe/val/accuracy": [0.2, 0.3, None],
+                "val/accuracy": [None, None, 0.4],
+            }
+        )
+    hist.to_csv(d / "history.csv", index=False)
+    return metrics
+
+
+RUNS = [  # method, rho, seed, unbiased, worst, conflicting, biased
+    ("ce", 0.997, 0, 0.60, 0.10, 0.55, 0.99),
+    ("ce", 0.997, 1, 0.70, 0.20, 0.65, 0.97),
+    ("contex", 0.997, 0, 0.80, 0.30, 0.78, 0.95),
+    ("contex", 0.997, 1, 0.84, 0.40, 0.80, 0.93),
+    ("ce", 0.99, 0, 0.90, 0.50, 0.88, 0.99),
+]
+
+
+def run_name(method, rho, seed):
+    return f"rho={rho}/method={method}/seed={seed}"
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """A sweep folder as `debias sweep` leaves it: 5 finished runs and 1 failed run."""
+    root = tmp_path / "sweep"
+    manifest_runs, status = [], []
+    for method, rho, seed, *vals in RUNS:
+        name = run_name(method, rho, seed)
+        m = write_run(
+            root / name,
+            method=method,
+            rho=rho,
+            seed=seed,
+            unbiased=vals[0],
+            worst=vals[1],
+            conflicting=vals[2],
+            biased=vals[3],
+        )
+        manifest_runs.append({"run": name, "params": {}, "config": m["config"]})
+        status.append({"run": name, "status": "done"})
+    failed = run_name("contex", 0.99, 0)
+    (root / failed).mkdir(parents=True)
+    (root / failed / "error.txt").write_text(
+        "Traceback (most recent call last):\n  File x\nFloatingPointError: non-finite loss nan\n"
+    )
+    manifest_runs.append(
+        {
+            "run": failed,
+            "params": {},
+            "config": {"dataset": "biased-mnist", "rho": 0.99, "method": "contex"},
+        }
+    )
+    status.append({"run": failed, "status": "failed"})
+    (root / "sweep.json").write_text(json.dumps({"name": "fake", "runs": manifest_runs}))
+    (root / "sweep_status.json").write_text(json.dumps({"runs": status}))
+    return root
+
+
+# -- results ----------------------------------------------------------------------------------
+def test_load_is_tidy_and_matches_metrics_json(sweep):
+    with pytest.warns(UserWarning, match=r"1 run\(s\) without metrics.json left out"):
+        df = results.load(sweep)
+    for col in (
+        "sweep",
+        "run",
+        "status",
+        "dataset",
+        "rho",
+        "method",
+        "mode",
+        "seed",
+        "epochs",
+        "loss_options.tau",
+        "split",
+        "metric",
+        "value",
+        "selection_rule",
+        "selected_epoch",
+        "wall_time_seconds",
+    ):
+        assert col in df.columns, col
+    assert list(df.columns[:3]) == ["sweep", "run", "status"]
+    # 5 runs x 4 splits x 14 scalar metrics; the "groups" records are not metric rows.
+    assert len(df) == 5 * 4 * len(SCALARS)
+    assert set(df["metric"]) == set(SCALARS)
+    assert set(df["sweep"]) == {"fake"} and set(df["status"]) == {"done"}
+    assert not df.duplicated(["run", "split", "metric"]).any()
+    for method, rho, seed, *_ in RUNS:
+        r = df[df["run"] == run_name(method, rho, seed)]
+        m = json.loads((sweep / run_name(method, rho, seed) / "metrics.json").read_text())
+        for split, values in m["splits"].items():
+            for metric in SCALARS:
+                got = r[(r["split"] == split) & (r["metric"] == metric)]["value"]
+                assert got.tolist() == [pytest.approx(values[metric])]
+        assert set(r["method"]) == {method} and set(r["rho"]) == {rho} and set(r["seed"]) == {seed}
+        assert set(r["selection_rule"]) == {"last"} and set(r["selected_epoch"]) == {2}
+        assert set(r["wall_time_seconds"]) == {12.5 + seed}
+    row = df[
+        (df["run"] == run_name("ce", 0.997, 1))
+        & (df["split"] == "test")
+        & (df["metric"] == "unbiased_accuracy")
+    ].iloc[0]
+    assert row["value"] == 0.70 and row["mode"] == "ce" and math.isnan(row["loss_options.tau"])
+    assert set(df[df["method"] == "contex"]["loss_options.tau"]) == {0.5}
+    assert isinstance(row["lr_milestones"], tuple)  # hashable: groupby works on every column
+
+
+def test_load_incomplete_history_groups_and_paths(sweep):
+    full = results.load(sweep, include_incomplete=True)
+    failed = full[full["status"] == "failed"]
+    assert failed["run"].tolist() == [run_name("contex", 0.99, 0)]
+    assert failed["split"].isna().all() and failed["value"].isna().all()
+    assert [r.error for r in results.find_runs(sweep) if r.status == "failed"] == [
+        "FloatingPointError: non-finite loss nan"
+    ]
+
+    hist = results.load_history(sweep)
+    assert len(hist) == 2 * 3 + 3 * 2  # two contex runs (3 epochs), three ce runs (2 epochs)
+    ce1 = hist[hist["run"] == run_name("ce", 0.997, 1)]
+    assert ce1["epoch"].tolist() == [1, 2] and ce1["train_loss"].tolist() == [2.0, 2.0]
+    assert set(ce1["method"]) == {"ce"} and set(ce1["seed"]) == {1}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        groups = results.load_groups(sweep)
+    assert len(groups) == 5 * 100 and set(groups["split"]) == {"test"}
+    cell = groups[
+        (groups["run"] == run_name("ce", 0.997, 0)) & (groups["y"] == 3) & (groups["b"] == 7)
+    ].iloc[0]
+    assert cell["accuracy"] == 0.55 and not cell["aligned"] and cell["n"] == 10
+
+    # A lone run folder, a folder of runs without a manifest, and a list of paths.
+    one = results.load(sweep / run_name("ce", 0.99, 0))
+    assert set(one["run"]) == {"seed=0"} and len(one) == 4 * len(SCALARS)
+    bare = sweep.parent / "bare"
+    write_run(
+        bare / "a",
+        method="ce",
+        rho=0.99,
+        seed=3,
+        unbiased=0.5,
+        worst=0.1,
+        conflicting=0.4,
+        biased=0.9,
+    )
+    both = results.load([bare, sweep / run_name("ce", 0.99, 0)])
+    assert set(both["run"]) == {"a", "seed=0"} and set(both["sweep"]) == {"bare", "method=ce"}
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        results.load(sweep / "nope")
+
+
+def test_mean_ci_by_hand():
+    s = mean_ci([60.0, 70.0])
+    assert s["n"] == 2 and s["mean"] == 65.0
+    assert s["std"] == pytest.approx(math.sqrt(50))
+    assert s["ci95_half_width"] == pytest.approx(T975[1] * math.sqrt(50) / math.sqrt(2))
+    assert s["ci95_low"] == pytest.approx(65.0 - 63.531024, abs=1e-5)
+    s3 = mean_ci([1.0, 2.0, 3.0])
+    assert s3["ci95_half_width"] == pytest.approx(T975[2] / math.sqrt(3))
+    one = mean_ci([72.0])
+    assert one["mean"] == 72.0 and math.isnan(one["ci95_half_width"])
+    assert format_ci(65.0, 63.531, 2) == "65.0 ± 63.5"
+    assert format_ci(72.0, math.nan, 1) == "72.0 (n=1, no CI)"
+
+
+def test_report_numbers_files_and_text(sweep, tmp_path):
+    out = tmp_path / "report"
+    paths = make_report(sweep, out)
+    assert set(paths) == {"report", "summary", "accuracy_vs_bias", "group_heatmap", "convergence"}
+    for key in ("accuracy_vs_bias", "group_heatmap", "convergence"):
+        data = paths[key].read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, key
+
+    with open(paths["summary"]) as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["metric"] for r in rows} == {"unbiased", "worst-group", "bias-conflicting", "biased"}
+
+    def row(method, rho, metric):
+        (r,) = [
+            r
+            for r in rows
+            if r["method"] == method and float(r["rho"]) == rho and r["metric"] == metric
+        ]
+        return r
+
+    r = row("ce", 0.997, "unbiased")
+    assert r["n"] == "2" and r["seeds"] == "0,1" and r["source"] == "test/unbiased_accuracy"
+    assert float(r["mean"]) == pytest.approx(65.0)
+    assert float(r["ci95_half_width"]) == pytest.approx(T975[1] * math.sqrt(50) / math.sqrt(2))
+    assert float(r["published_rebias_vanilla"]) == 33.4
+    r = row("contex", 0.997, "bias-conflicting")  # from the test_conflicting split
+    assert float(r["mean"]) == pytest.approx(79.0) and r["source"] == "test_conflicting/accuracy"
+    assert float(r["ci95_half_width"]) == pytest.approx(T975[1] * math.sqrt(2) / math.sqrt(2))
+    assert r["published_rebias_vanilla"] == ""  # only CE has a published reference
+    r = row("ce", 0.997, "biased")
+    assert float(r["mean"]) == pytest.approx(98.0) and r["source"] == "test_biased/accuracy"
+    r = row("ce", 0.99, "unbiased")
+    assert r["n"] == "1" and r["ci95_half_width"] == "" and float(r["mean"]) == 90.0
+    assert float(r["published_rebias_vanilla"]) == REBIAS_VANILLA[0.99] == 89.1
+    assert [(x["method"], x["rho"]) for x in rows if x["metric"] == "unbiased"] == [
+        ("ce", "0.997"),
+        ("ce", "0.99"),
+        ("contex", "0.997"),
+    ]  # sweep order, strongest bias first
+
+    md = paths["report"].read_text()
+    assert (
+        "| ce | 0.997 | 0,1 (2) | 65.0 ± 63.5 | 15.0 ± 63.5 | 60.0 ± 63.5 | 98.0 ± 12.7 | 33.4 |"
+        in md
+    )
+    assert "| contex | 0.997 | 0,1 (2) | 82.0 ± 25.4 |" in md
+    assert "| ce | 0.99 | 0 (1) | 90.0 (n=1, no CI) |" in md and "| 89.1 |" in md
+    assert "ReBias Vanilla unbiased, published" in md and "not run here" in md
+    assert "`last`: last epoch (5 runs)" in md
+    assert "Test data is never used for selection" in md
+    assert "95% Student t-interval" in md
+    assert (
+        f"| {run_name('contex', 0.99, 0)} | failed | FloatingPointError: non-finite loss nan |"
+        in md
+    )
+    for key in ("accuracy_vs_bias", "group_heatmap", "convergence"):
+        assert f"]({key}.png)" in md
+
+
+def test_faces_report_uses_group_metrics_and_no_reference(tmp_path):
+    root = tmp_path / "faces"
+    for seed, (u, w, c, a) in enumerate([(0.7, 0.4, 0.6, 0.9), (0.8, 0.5, 0.7, 0.95)]):
+        write_run(
+            root / f"method=ce/seed={seed}",
+            dataset="utkface",
+            method="ce",
+            rho=0.9,
+            seed=seed,
+            unbiased=u,
+            worst=w,
+            conflicting=c,
+            biased=a,
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing incomplete: no warning either
+        summary, info = summarize(results.load(root))
+    assert info["level"] == "bias_rate" and "bias" in info["keys"]
+    by = summary.set_index("metric")
+    assert by.loc["bias-conflicting", "source"] == "test/conflicting_accuracy"
+    assert by.loc["biased", "source"] == "test/aligned_accuracy"
+    assert by.loc["bias-conflicting", "mean"] == pytest.approx(65.0)
+    assert summary["published_rebias_vanilla"].isna().all()
+    paths = make_report(root, tmp_path / "rep")
+    md = paths["report"].read_text()
+    assert "published" not in md and "| ce | race | 0.9 | 0,1 (2) | 75.0 ± 63.5 |" in md
+
+
+def test_report_cli(sweep, capsys):
+    parser = argparse.ArgumentParser(prog="debias")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", str(sweep)])
+    assert args.func(args) == 0
+    assert (sweep / "report" / "report.md").exists()  # default: <sweep>/report
+    assert "report.md" in capsys.readouterr().out
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        make_report(tmp_path / "missing", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no run folders"):
+        make_report(tmp_path / "empty", tmp_path / "out")

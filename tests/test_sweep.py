@@ -1,0 +1,303 @@
+"""Sweeps: grid expansion and naming, validation before anything runs, and real (tiny) sweeps
+through the local (``--jobs 2``) and Ray backends with skip / resume / failure recording.
+
+Real runs use the ``digits`` dataset (scikit-learn's handwritten digits coloured like
+Biased-MNIST: no data download, a few seconds per run); the injected failure is a Biased-MNIST
+run whose data root does not exist, which only shows when that run loads its data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from debias.sweep import SweepSpec, load_sweep, run_dir_name, run_sweep, threads_per_job
+from debias.sweep.cli import register
+from debias.sweep.config import format_value
+from debias.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "dataset": "digits",
+    "model": "smallconvnet",
+    "epochs": 1,
+    "linear_epochs": 1,
+    "max_steps": 2,
+    "batch_size": 32,
+    "device": "cpu",
+}
+
+
+def status_rows(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / "sweep_status.csv") as fh:
+        return {r["run"]: r for r in csv.DictReader(fh)}
+
+
+# -- expansion and naming ---------------------------------------------------------------------
+def test_format_value_is_filesystem_safe():
+    assert format_value(0.997) == "0.997"
+    assert format_value(1e-5) == "1e-05"
+    assert format_value(True) == "true" and format_value(None) == "none"
+    assert format_value([20, 40]) == "20-40"
+    assert format_value({"tau_neg": 2.0, "a": 1}) == "a-1_tau_neg-2.0"
+    assert format_value("val/worst group") == "val_worst_group"
+    assert format_value("..") == "__"
+    assert run_dir_name({}) == "run"
+    assert run_dir_name({"rho": 0.99, "method": "ce", "seed": 1}) == "rho=0.99/method=ce/seed=1"
+
+
+def test_grid_expansion_order_names_and_overrides():
+    spec = SweepSpec.from_dict(
+        {
+            "name": "g",
+            "base": {"dataset": "digits", "epochs": 3, "loss_options": {"a": 1}},
+            "grid": {"rho": [0.999, 0.99], "method": ["ce", "contex"], "seed": [0, 1, 2]},
+            "methods": {"contex": {"temperature": 0.1, "loss_options": {"b": 2}}},
+        }
+    )
+    runs = spec.expand()
+    assert len(runs) == 2 * 2 * 3
+    # Grid order: the last key varies fastest; folder levels follow the grid's key order.
+    assert [r.name for r in runs[:4]] == [
+        "rho=0.999/method=ce/seed=0",
+        "rho=0.999/method=ce/seed=1",
+        "rho=0.999/method=ce/seed=2",
+        "rho=0.999/method=contex/seed=0",
+    ]
+    assert len({r.name for r in runs}) == len(runs)
+    ce, cx = runs[0].config, runs[3].config
+    assert ce["epochs"] == cx["epochs"] == 3 and ce["rho"] == 0.999
+    assert "temperature" not in ce and cx["temperature"] == 0.1
+    assert ce["loss_options"] == {"a": 1} and cx["loss_options"] == {"a": 1, "b": 2}
+    cfg = runs[3].train_config("/tmp/sweep")
+    assert cfg.out == "/tmp/sweep/rho=0.999/method=contex/seed=0" and cfg.mode == "two-stage"
+
+
+def test_method_override_wins_and_duplicates_collapse():
+    # ce cannot run in two-stage/joint mode: the override makes both grid points the same run.
+    spec = SweepSpec.from_dict(
+        {
+            "name": "m",
+            "base": {"dataset": "digits", "rho": 0.99},
+            "grid": {"method": ["ce", "supcon"], "mode": ["two-stage", "joint"]},
+            "methods": {"ce": {"mode": "ce"}},
+        }
+    )
+    assert [r.name for r in spec.expand()] == [
+        "method=ce/mode=ce",
+        "method=supcon/mode=two-stage",
+        "method=supcon/mode=joint",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("doc", "needle"),
+    [
+        ({"name": "x", "grid": {}, "bogus": 1}, "unknown top-level key(s) ['bogus']"),
+        ({"name": "x", "base": {"rhoo": 0.9}}, "base: unknown training option(s) ['rhoo']"),
+        ({"name": "x", "grid": {"sed": [0]}}, "grid: unknown training option(s) ['sed']"),
+        ({"name": "x", "grid": {"seed": 0}}, "grid.seed must be a non-empty list"),
+        ({"name": "x", "grid": {"seed": []}}, "grid.seed must be a non-empty list"),
+        ({"name": "x", "methods": {"contx": {}}}, "unknown method(s) ['contx']"),
+        (
+            {"name": "x", "methods": {"ce": {"temp": 1}}},
+            "methods.ce: unknown training option(s) ['temp']",
+        ),
+        ({"name": "x", "base": {"out": "a"}}, "['out'] cannot be set here"),
+    ],
+)
+def test_schema_errors_name_the_problem(doc, needle):
+    with pytest.raises(ValueError) as exc:
+        SweepSpec.from_dict(doc).expand()
+    assert needle in str(exc.value)
+
+
+def test_every_run_is_validated_before_any_starts(tmp_path):
+    doc = {
+        "name": "bad",
+        "base": {"dataset": "digits", "rho": 0.99},
+        "grid": {"method": ["ce", "supcon"], "mode": ["two-stage"], "epochs": [1, 0]},
+    }
+    with pytest.raises(ValueError) as exc:
+        run_sweep(doc, out=tmp_path / "sw")
+    msg = str(exc.value)
+    assert "3 invalid run(s); nothing was started" in msg
+    assert "method=ce/mode=two-stage/epochs=1" in msg and "epochs must be >= 1" in msg
+    assert not (tmp_path / "sw").exists()
+    with pytest.raises(ValueError, match=r"overrides for \['cacr'\], which no run uses"):
+        SweepSpec.from_dict(
+            {
+                "name": "u",
+                "base": {"rho": 0.9},
+                "grid": {"method": ["ce"]},
+                "methods": {"cacr": {"temperature": 0.5}},
+            }
+        ).expand()
+    with pytest.raises(ValueError, match="unknown backend"):
+        run_sweep({"name": "b", "base": {"rho": 0.9}}, backend="slurm", out=tmp_path / "b")
+
+
+def test_shipped_sweeps_expand():
+    expected = {"biased_mnist_paper": 72, "biased_mnist_quick": 72, "utkface": 36, "celeba": 18}
+    for name, n in expected.items():
+        spec = load_sweep(REPO / "sweeps" / f"{name}.yaml")
+        runs = spec.expand()
+        assert spec.name == name and len(runs) == n, name
+        cfgs = [r.train_config("x") for r in runs]
+        assert {c.seed for c in cfgs} == {0, 1, 2}
+    paper = [
+        r.train_config("x") for r in load_sweep(REPO / "sweeps/biased_mnist_paper.yaml").expand()
+    ]
+    assert {c.rho for c in paper} == {0.999, 0.997, 0.995, 0.99}
+    assert {c.method for c in paper} == {"ce", "supcon", "contex", "cacr", "simclr", "biascon"}
+    assert {(c.model, c.epochs, c.batch_size, c.lr, c.weight_decay) for c in paper} == {
+        ("simpleconvnet", 80, 256, 1e-3, 1e-4)
+    }
+
+
+def test_threads_per_job():
+    assert threads_per_job(2, cores=2) == 1
+    assert threads_per_job(3, cores=16) == 5
+    assert threads_per_job(8, cores=2) == 1
+    with pytest.raises(ValueError):
+        threads_per_job(0)
+
+
+def test_missing_yaml_and_bad_yaml(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_sweep(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("grid: [unclosed\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_sweep(tmp_path / "bad.yaml")
+    (tmp_path / "named.yaml").write_text("base: {rho: 0.9}\n")
+    assert load_sweep(tmp_path / "named.yaml").name == "named"  # the file's stem
+
+
+# -- real sweeps --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def failing_sweep(tmp_path_factory):
+    """Two runs with --jobs 2: digits (succeeds) and Biased-MNIST on a missing root (fails)."""
+    root = tmp_path_factory.mktemp("sweep")
+    yaml_path = root / "two.yaml"
+    yaml_path.write_text(
+        json.dumps(
+            {
+                "name": "two",
+                "out": str(root / "out"),
+                "base": {**TINY, "rho": 0.99, "root": str(root / "no-data-here")},
+                "grid": {"dataset": ["digits", "biased-mnist"], "seed": [0]},
+            }
+        )
+    )
+    result = run_sweep(yaml_path, jobs=2, log=lambda m: None)
+    return yaml_path, root / "out", result
+
+
+def test_local_jobs2_runs_and_records_failure(failing_sweep):
+    _, out, result = failing_sweep
+    good, bad = "dataset=digits/seed=0", "dataset=biased-mnist/seed=0"
+    assert not result.ok and result.failed == [bad]
+    rows = status_rows(out)
+    assert rows[good]["status"] == "done" and rows[good]["returncode"] == "0"
+    assert rows[bad]["status"] == "failed" and rows[bad]["returncode"] == "1"
+    assert rows[bad]["error"].startswith("FileNotFoundError: MNIST 'train' files not found")
+    # Both ran at once: the second started before the first ended.
+    assert max(r["started"] for r in rows.values()) <= min(r["finished"] for r in rows.values())
+    tb = (out / bad / "error.txt").read_text()
+    assert "Traceback (most recent call last)" in tb and "FileNotFoundError" in tb
+    assert "FileNotFoundError" in (out / bad / "log.txt").read_text()
+    # The good run is complete and its log holds the child's output, with cores // 2 threads.
+    metrics = json.loads((out / good / "metrics.json").read_text())
+    assert metrics["config"]["dataset"] == "digits" and metrics["config"]["seed"] == 0
+    assert not (out / good / "error.txt").exists()
+    log = (out / good / "log.txt").read_text()
+    assert f"threads {threads_per_job(2)}" in log and "epoch   1 [train]" in log
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert [r["run"] for r in manifest["runs"]] == [good, bad]
+    status = json.loads((out / "sweep_status.json").read_text())
+    assert status["counts"] == {"done": 1, "failed": 1}
+
+
+def test_cli_rerun_skips_finished_and_retries_failed(failing_sweep, capsys):
+    yaml_path, out, _ = failing_sweep
+    good, bad = "dataset=digits/seed=0", "dataset=biased-mnist/seed=0"
+    mtime = (out / good / "metrics.json").stat().st_mtime_ns
+    parser = argparse.ArgumentParser(prog="debias")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sweep", str(yaml_path), "--jobs", "1"])
+    assert args.func(args) == 1  # a run failed: non-zero exit
+    assert "1 run(s) failed" in capsys.readouterr().out
+    rows = status_rows(out)
+    assert rows[good]["status"] == "skipped" and rows[bad]["status"] == "failed"
+    assert (out / good / "metrics.json").stat().st_mtime_ns == mtime
+    assert (out / good / "log.txt").read_text().count("===== attempt") == 1  # not started again
+    assert (out / bad / "log.txt").read_text().count("===== attempt") == 2
+    # --dry-run lists what would happen and starts nothing.
+    args = parser.parse_args(["sweep", str(yaml_path), "--dry-run"])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert f"{good}: finished: skip" in printed and f"{bad}: run" in printed
+    assert (out / bad / "log.txt").read_text().count("===== attempt") == 2
+
+
+def test_resume_and_conflict(tmp_path):
+    spec = SweepSpec.from_dict(
+        {"name": "r", "base": {**TINY, "rho": 0.99, "epochs": 2}, "grid": {"seed": [0, 1]}}
+    )
+    out = tmp_path / "out"
+    first, second = spec.expand()
+
+    # seed=0: a run interrupted (Ctrl-C) right after epoch 1 of 2 was checkpointed.
+    def interrupt_after_epoch_1(msg: str) -> None:
+        if msg.startswith("epoch   1"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(first.train_config(out.resolve()), log=interrupt_after_epoch_1)
+    assert (out / first.name / "checkpoint.pt").exists()
+    assert not (out / first.name / "metrics.json").exists()
+    # seed=1: a finished run with different options (lr) in the folder the sweep wants.
+    other = second.train_config(out.resolve())
+    other.lr = 0.5
+    (out / second.name).mkdir(parents=True)
+    (out / second.name / "metrics.json").write_text(json.dumps({"config": other.to_dict()}))
+
+    result = run_sweep(spec, out=out, log=lambda m: None)
+    rows = status_rows(out)
+    assert rows[first.name]["status"] == "done" and rows[first.name]["resumed"] == "True"
+    log = (out / first.name / "log.txt").read_text()
+    assert "resuming" in log and "after epoch 1/2" in log
+    metrics = json.loads((out / first.name / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2
+    assert rows[second.name]["status"] == "failed"
+    assert "lr: 0.5 there vs 0.001 now" in (out / second.name / "error.txt").read_text()
+    assert not (out / second.name / "log.txt").exists()  # refused without starting a process
+    assert result.failed == [second.name]
+
+
+def test_ray_backend(tmp_path):
+    ray = pytest.importorskip("ray", reason="ray is an optional extra: debias-toolkit[ray]")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = run_sweep(
+            {"name": "ray", "base": {**TINY, "rho": 0.99}, "grid": {"seed": [0, 1]}},
+            backend="ray",
+            jobs=2,
+            out=tmp_path / "out",
+            log=lambda m: None,
+        )
+        assert ray.is_initialized()  # a Ray instance the caller started is left running
+    finally:
+        ray.shutdown()
+    assert result.ok and result.counts() == {"done": 2}
+    rows = status_rows(tmp_path / "out")
+    for seed in (0, 1):
+        run = tmp_path / "out" / f"seed={seed}"
+        assert rows[f"seed={seed}"]["status"] == "done"
+        m = json.loads((run / "metrics.json").read_text())
+        assert m["config"]["seed"] == seed and m["config"]["out"] == str(run.resolve())
+        assert "threads 1" in (run / "log.txt").read_text()  # 2 Ray CPUs / 2 jobs
