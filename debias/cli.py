@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -89,6 +90,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="colour jitter strength; perturbs the colour bias of Biased-MNIST (warns)",
     )
     o.add_argument("--max-steps", type=int, help="cap on steps per epoch (smoke tests)")
+    o.add_argument(
+        "--train-limit", type=int, help="keep only the first N training images (smoke tests)"
+    )
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--amp", choices=("bf16",), help="bfloat16 autocast for the network (GPU speed)")
     o.add_argument("--channels-last", action="store_true", help="NHWC activations (GPU speed)")
@@ -159,6 +163,7 @@ def config_from_args(args: argparse.Namespace):
         colour_jitter=args.colour_jitter,
         max_steps=args.max_steps,
         seed=args.seed,
+        train_limit=args.train_limit,
         amp=args.amp,
         channels_last=args.channels_last,
         select=args.select,
@@ -173,6 +178,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     result = train(cfg, force=args.force)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     test = result["splits"].get("test", {})
     print(
         f"done: {cfg.out}/metrics.json | selected epoch {result['selection']['epoch']} "
@@ -213,7 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Sub-commands that live beside their concept add their own parsers.
     from debias.audit.cli import register as register_audit
+    from debias.report.cli import register as register_report
+    from debias.sweep.cli import register as register_sweep
 
+    register_sweep(sub)
+    register_report(sub)
     register_audit(sub)
     return parser
 

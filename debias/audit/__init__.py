@@ -1,1 +1,19 @@
+"""Audit encoders you did not train: does the representation carry the bias attribute, and does
+it treat groups differently? :func:`embed` -> :class:`Embeddings` -> :func:`audit_embeddings`
+-> :class:`AuditReport` (``.summary()``, ``.table()``, ``.save(dir)``)."""
 
+from debias.audit.audit import AuditReport, audit_embeddings, linear_probe_predict
+from debias.audit.embed import Embeddings, embed
+from debias.audit.geometry import alignment, cross_group_cosine, knn_purity, uniformity
+
+__all__ = [
+    "AuditReport",
+    "Embeddings",
+    "alignment",
+    "audit_embeddings",
+    "cross_group_cosine",
+    "embed",
+    "knn_purity",
+    "linear_probe_predict",
+    "uniformity",
+]

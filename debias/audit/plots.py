@@ -1,0 +1,114 @@
+"""PNG plots of an :class:`~debias.audit.audit.AuditReport`.
+
+Figures are built with ``matplotlib.figure.Figure`` and saved through the Agg canvas directly,
+so saving a report never switches the pyplot backend of a user's notebook and works headless.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from debias.audit.audit import AuditReport
+
+
+def _palette(n: int) -> str:
+    return "tab10" if n <= 10 else "husl"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def plot_projection(report: AuditReport, path: Path) -> Path | None:
+    """Two panels of the 2-D projection: coloured by target, coloured by bias."""
+    import seaborn as sns
+
+    proj = report.projection
+    if proj is None or len(proj) == 0:
+        return None
+    fig = Figure(figsize=(11, 5))
+    method = str(report.settings.get("projection", "pca")).upper()
+    for ax, col, title in zip(fig.subplots(1, 2), ("y", "b"), ("target", "bias")):
+        hue = proj[col].astype(str)
+        order = sorted(proj[col].unique())
+        sns.scatterplot(
+            x=proj["x1"], y=proj["x2"], hue=hue, hue_order=[str(v) for v in order],
+            palette=_palette(len(order)), s=6, linewidth=0, alpha=0.7, ax=ax,
+        )  # fmt: skip
+        ax.set_title(f"{method} of L2-normalised Z, coloured by {title}")
+        ax.set_xlabel(f"{method} 1")
+        ax.set_ylabel(f"{method} 2")
+        ax.legend(title=col, markerscale=2, fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def plot_groups(report: AuditReport, path: Path) -> Path:
+    """Per ``(y, b)`` group bars: target-probe accuracy and k-NN purity, aligned vs conflicting."""
+    import seaborn as sns
+
+    g = report.groups.copy()
+    g["group"] = [f"{y},{b}" for y, b in zip(g["y"], g["b"])]
+    g["kind"] = np.where(g["aligned"], "aligned", "conflicting")
+    long = pd.melt(
+        g, id_vars=["group", "kind", "n"], value_vars=["probe_accuracy", "knn_purity"],
+        var_name="metric", value_name="value",
+    )  # fmt: skip
+    width = float(np.clip(0.28 * len(g) + 3, 6, 40))
+    fig = Figure(figsize=(width, 7))
+    axes = fig.subplots(2, 1, sharex=True)
+    for ax, metric, title in zip(
+        axes, ("probe_accuracy", "knn_purity"), ("target-probe accuracy", "k-NN target purity")
+    ):
+        sub = long[long["metric"] == metric]
+        sns.barplot(
+            data=sub, x="group", y="value", hue="kind", hue_order=["aligned", "conflicting"],
+            order=list(g["group"]), dodge=False, ax=ax,
+        )  # fmt: skip
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(title)
+        ax.set_title(f"{title} per (target, bias) group")
+        ax.legend(fontsize=8, loc="lower right")
+    axes[-1].set_xlabel("group (y, b)")
+    axes[-1].tick_params(axis="x", rotation=90, labelsize=7)
+    return _save(fig, path)
+
+
+def plot_leakage(report: AuditReport, path: Path) -> Path:
+    """Bias leakage within each class (balanced accuracy) with its chance level."""
+    by = report.bias_leakage_by_class.reset_index()
+    fig = Figure(figsize=(max(5.0, 0.5 * len(by) + 2), 4))
+    ax = fig.subplots()
+    x = np.arange(len(by))
+    ax.bar(x, by["leakage"].fillna(0.0), color="tab:red", alpha=0.8, label="leakage")
+    ax.scatter(x, by["chance"], color="black", marker="_", s=300, label="chance", zorder=3)
+    ax.axhline(report.bias_leakage, color="tab:blue", ls="--", lw=1, label="overall leakage")
+    for xi, val in zip(x, by["leakage"]):
+        if np.isnan(val):
+            ax.text(xi, 0.02, "NaN", ha="center", fontsize=7, rotation=90)
+    ax.set_xticks(x, [str(v) for v in by["y"]])
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("target class y")
+    ax.set_ylabel("balanced accuracy of bias probe")
+    ax.set_title("Bias leakage within each class")
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def save_plots(report: AuditReport, directory: Path) -> list[Path]:
+    """Write ``projection.png``, ``groups.png`` and ``leakage.png``; return the paths written."""
+    directory = Path(directory)
+    out = [
+        plot_projection(report, directory / "projection.png"),
+        plot_groups(report, directory / "groups.png"),
+        plot_leakage(report, directory / "leakage.png"),
+    ]
+    return [p for p in out if p is not None]
