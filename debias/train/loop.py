@@ -270,38 +270,49 @@ class Trainer:
         for s in range(steps):
             yield self.dist.shard(perm[s * bs : (s + 1) * bs]).to(self.device)
 
-    def _normalize01(self, x: torch.Tensor) -> torch.Tensor:
+    def _inputs(self, idx: torch.Tensor, gen, *, two_view: bool, augment: bool) -> torch.Tensor:
+        """The network input of one batch: normalised float images ``[B, C, H, W]``, or with
+        ``two_view`` two augmented views stacked view-major ``[2B, C, H, W]`` (row ``v·B + i``).
+
+        This is the whole data path of training; ``bench/`` times exactly this method.
+        """
         ds = self.train_set
-        mean = torch.tensor(ds.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(ds.std, device=x.device).view(1, -1, 1, 1)
-        return (x - mean) / std
+        # index_select is ~3x faster than advanced indexing for a uint8 batch on the CPU.
+        raw = ds.images.index_select(0, idx)
+        c = raw.shape[1]
+        mean = torch.tensor(ds.mean, device=raw.device).view(1, c, 1, 1)
+        std = torch.tensor(ds.std, device=raw.device).view(1, c, 1, 1)
+        if not two_view and not augment:
+            # (x / 255 - mean) / std as one in-place multiply-add on the fresh float copy.
+            x = raw.float().mul_(1.0 / (255.0 * std)).add_(-mean / std)
+        else:
+            x01 = raw.float().mul_(1.0 / 255.0)
+            if two_view:
+                # Same random draws as BatchAugment.views, without its [B, V, ...] stack copy.
+                x = torch.cat([self.augment(x01, gen), self.augment(x01, gen)], 0)
+            else:
+                x = self.augment(x01, gen)
+            x = x.sub_(mean).div_(std)
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     # -- one epoch ---------------------------------------------------------------------------------
     def _autocast(self):
         dtype = torch.bfloat16 if self.cfg.amp == "bf16" else None
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def _step_loss(
-        self, x01: torch.Tensor, y: torch.Tensor, b: torch.Tensor, gen
-    ) -> dict[str, torch.Tensor]:
+    def _step_loss(self, idx: torch.Tensor, gen) -> dict[str, torch.Tensor]:
         """The loss terms of one batch; ``terms["loss"]`` is what is minimised."""
-        cfg = self.cfg
-        if cfg.mode == "ce":
-            x = self.augment(x01, gen) if cfg.augment else x01
-            x = self._normalize01(x)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                out = self.net(x)
-            ce = F.cross_entropy(out["logits"].float(), y)
-            return {"ce": ce, "loss": ce}
-        views = self.augment.views(x01, 2, gen)  # [B, 2, C, H, W]
-        bsz = views.shape[0]
-        x = self._normalize01(torch.cat([views[:, 0], views[:, 1]], 0))  # view-major: r = v*B + i
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        cfg, ds = self.cfg, self.train_set
+        y, b = ds.targets[idx], ds.bias[idx]
+        x = self._inputs(idx, gen, two_view=cfg.mode != "ce", augment=bool(cfg.augment))
         with self._autocast():
             out = self.net(x)
+        if cfg.mode == "ce":
+            ce = F.cross_entropy(out["logits"].float(), y)
+            return {"ce": ce, "loss": ce}
+        bsz = len(idx)
         z = torch.stack([out["z"][:bsz], out["z"][bsz:]], dim=1)  # [B, V=2, D]
         terms = {"contrastive": self.criterion(z, labels=y, bias=b)}
         if cfg.mode == "joint":
@@ -322,8 +333,7 @@ class Trainer:
         for idx in _progress(
             batches, cfg.progress and self.dist.is_main, f"epoch {epoch + 1}/{self.total_epochs}"
         ):
-            x01 = ds.images[idx].float().div_(255.0)
-            terms = self._step_loss(x01, ds.targets[idx], ds.bias[idx], gen)
+            terms = self._step_loss(idx, gen)
             self.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             self.optimizer.step()
