@@ -34,7 +34,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -47,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from debias._atomic import atomic_write
 from debias.data.root import cache_root
 
 
@@ -60,6 +60,7 @@ def _tv_decoder():
     except Exception:  # pragma: no cover - depends on the torchvision build
         return None
     return lambda t: decode_image(t, mode=ImageReadMode.RGB)
+
 
 __all__ = [
     "CROP_RULES",
@@ -245,19 +246,6 @@ def _decode_all(paths: list[Path], size: int, crop: str, num_threads: int) -> tu
     return out, failed
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _is_inside(child: Path, parent: Path) -> bool:
     try:
         child.resolve().relative_to(parent.resolve())
@@ -358,7 +346,7 @@ def load_images(
                 "image_size": image_size,
                 "crop": crop,
             }
-            _atomic_write(cache_path, lambda fh: torch.save(payload, fh))
+            atomic_write(cache_path, lambda fh: torch.save(payload, fh))
             meta = {
                 "name": name,
                 "image_size": image_size,
@@ -371,7 +359,7 @@ def load_images(
                 "root": str(root),
             }
             meta_path = cache_path.with_suffix(".json")
-            _atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta, indent=1).encode()))
+            atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta, indent=1).encode()))
 
     # Back to the caller's order.
     if order == list(range(len(order))):

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from debias._atomic import atomic_write
 from debias.data.augment import AugmentConfig, BatchAugment
 from debias.data.base import TensorImageDataset
 from debias.data.registry import COLOUR_BIAS, DEFAULT_AUGMENT, load_splits
@@ -565,17 +566,14 @@ class Trainer:
         z = self._encode("test").float().cpu().numpy()
         if not self.dist.is_main:
             return
-        path = self.out / EMBEDDINGS
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(
-            tmp,
+        arrays = dict(
             Z=z,
             targets=ds.targets.cpu().numpy(),
             bias=ds.bias.cpu().numpy(),
             aligned_groups=np.asarray(ds.aligned_groups, dtype=np.int64).reshape(-1, 2),
             split=np.asarray("test"),
         )
-        tmp.replace(path)
+        atomic_write(self.out / EMBEDDINGS, lambda fh: np.savez_compressed(fh, **arrays))
 
 
 def _runtime() -> frozenset[str]:
