@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from debias._atomic import atomic_write
 from debias.results import error_line
 from debias.sweep.config import RunSpec, SweepSpec
 from debias.train.config import RUNTIME_FIELDS, TrainConfig
@@ -253,7 +254,8 @@ class _Sweep:
         st = self.status[run.name]
         if metrics.exists():
             try:
-                done = json.loads(metrics.read_text())["config"]
+                finished = json.loads(metrics.read_text())
+                done = finished["config"]
             except (json.JSONDecodeError, KeyError) as exc:
                 return self._fail(run, f"unreadable {metrics}: {exc}")
             # An option added to TrainConfig after that run finished had its default value then.
@@ -272,6 +274,10 @@ class _Sweep:
                     ),
                 )
             st["status"] = "skipped"
+            # Keep what the earlier pass measured: the run's own recorded training time.
+            wall = finished.get("wall_time_seconds")
+            if isinstance(wall, (int, float)):
+                st["seconds"] = round(wall, 1)
             return "skipped"
         st["resumed"] = (d / CHECKPOINT).exists()
         (d / ERROR).unlink(missing_ok=True)
@@ -325,9 +331,7 @@ def _tail(path: Path, n: int = 20) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def _run_local(sw: _Sweep, todo: list[RunSpec], jobs: int) -> None:
