@@ -30,8 +30,11 @@ def _run(tmp_path, monkeypatch, **kw):
 
 
 @pytest.mark.skipif(not (ROOT / "utkface").is_dir(), reason=f"UTKFace not found under {ROOT}")
-def test_utkface_run_uses_its_aligned_groups(tmp_path, monkeypatch):
-    res = _run(tmp_path, monkeypatch, dataset="utkface", target="gender", bias="race")
+@pytest.mark.parametrize("method", ["ce", "contex", "biascon"])
+def test_utkface_run_uses_its_aligned_groups(tmp_path, monkeypatch, method):
+    extra = {} if method == "ce" else {"method": method, "linear_epochs": 1}
+    res = _run(tmp_path, monkeypatch, dataset="utkface", target="gender", bias="race", **extra)
+    assert res["config"]["mode"] == ("ce" if method == "ce" else "two-stage")
     assert set(res["splits"]) == {"val", "test"}
     for split in ("train", "val", "test"):
         assert res["data"][split]["aligned_groups"] == [[0, 0], [1, 1]]
