@@ -192,3 +192,17 @@ def test_real_biased_mnist_ce_few_steps(tmp_path):
     test = res["splits"]["test"]
     assert test["n_groups"] == 100  # rho 0.1 fills every (digit, colour) cell
     assert len(res["splits"]["test"]["groups"]) == 100
+
+
+def test_run_written_before_an_option_existed_is_still_the_same_run(tmp_path):
+    train(tiny(tmp_path / "r", epochs=1), log=quiet)
+    path = tmp_path / "r" / "metrics.json"
+    old = json.loads(path.read_text())
+    del (
+        old["config"]["train_limit"],
+        old["config"]["channels_last"],
+    )  # as written by an older version
+    path.write_text(json.dumps(old))
+    lines = []
+    train(tiny(tmp_path / "r", epochs=1), log=lines.append)
+    assert lines and "already finished" in lines[0]

@@ -224,6 +224,8 @@ class Trainer:
 
     def _check_identity(self, saved: dict[str, Any], what: str) -> None:
         mine = self.cfg.identity()
+        # An option added to TrainConfig after that run was written had its default value then.
+        saved = {k: v for k, v in _defaults().items() if k in mine} | saved
         diff = {
             k: (saved.get(k), mine.get(k))
             for k in set(saved) | set(mine)
@@ -495,7 +497,7 @@ class Trainer:
             )
             raise
         try:
-            return self._finish(feats_cache)
+            return self._finish()
         finally:
             self.dist.close()
 
@@ -503,7 +505,7 @@ class Trainer:
         # Every rank holds all features and fits the (cheap) linear classifier identically.
         return {name: self._encode(name) for name in self.splits}
 
-    def _finish(self, feats_cache: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def _finish(self) -> dict[str, Any]:
         cfg = self.cfg
         final_stage = [r for r in self.history if r["stage"] in ("train", "linear")]
         if cfg.select == "last":
@@ -574,6 +576,15 @@ class Trainer:
             split=np.asarray("test"),
         )
         atomic_write(self.out / EMBEDDINGS, lambda fh: np.savez_compressed(fh, **arrays))
+
+
+def _defaults() -> dict[str, Any]:
+    import dataclasses
+
+    return {
+        f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        for f in dataclasses.fields(TrainConfig)
+    }
 
 
 def _runtime() -> frozenset[str]:
