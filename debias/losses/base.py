@@ -34,6 +34,7 @@ from debias.losses.distributed import gather_features, scale_grad_for_ddp, world
 
 __all__ = [
     "ContrastiveLoss",
+    "TemperatureScaledLoss",
     "check_features",
     "check_positive",
     "flatten_views",
@@ -329,3 +330,20 @@ class ContrastiveLoss(nn.Module):
     def extra_repr(self) -> str:
         keys = [k for k in vars(self) if not k.startswith("_") and k != "training"]
         return ", ".join(f"{k}={getattr(self, k)!r}" for k in keys)
+
+
+class TemperatureScaledLoss(ContrastiveLoss):
+    """An InfoNCE-family loss: logits ``s_ik = z_i·z_k / τ``, value scaled by ``τ / τ_base``.
+
+    Args:
+        temperature: τ (default 0.07, the SupContrast and ConTeX default).
+        base_temperature: τ_base (default 0.07); the loss is multiplied by ``τ/τ_base``.
+        gather: gather features across ranks under ``torch.distributed`` (see base class).
+    """
+
+    def __init__(
+        self, temperature: float = 0.07, base_temperature: float = 0.07, *, gather: bool = True
+    ) -> None:
+        super().__init__(gather=gather)
+        self.temperature = check_positive("temperature", temperature)
+        self.base_temperature = check_positive("base_temperature", base_temperature)

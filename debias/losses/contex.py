@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from debias.losses.base import (
-    ContrastiveLoss,
-    check_positive,
+    TemperatureScaledLoss,
     flatten_views,
     group_ids,
     group_sums,
@@ -20,7 +19,7 @@ from debias.losses.supcon import supcon_rows
 __all__ = ["ConTeXLoss"]
 
 
-class ConTeXLoss(ContrastiveLoss):
+class ConTeXLoss(TemperatureScaledLoss):
     r"""ConTeX: a label term whose denominator holds only different-label rows, plus NT-Xent.
 
     .. math::
@@ -60,13 +59,6 @@ class ConTeXLoss(ContrastiveLoss):
     """
 
     requires_labels = True
-
-    def __init__(
-        self, temperature: float = 0.07, base_temperature: float = 0.07, *, gather: bool = True
-    ) -> None:
-        super().__init__(gather=gather)
-        self.temperature = check_positive("temperature", temperature)
-        self.base_temperature = check_positive("base_temperature", base_temperature)
 
     def compute(
         self, features: torch.Tensor, labels: torch.Tensor | None, bias: torch.Tensor | None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from debias.losses.base import ContrastiveLoss, check_positive, flatten_views, normalize
+from debias.losses.base import TemperatureScaledLoss, flatten_views, normalize
 from debias.losses.supcon import supcon_rows
 
 __all__ = ["SimCLRLoss", "image_ids"]
@@ -15,7 +15,7 @@ def image_ids(batch: int, views: int, device: torch.device | str) -> torch.Tenso
     return torch.arange(batch, device=device).repeat(views)
 
 
-class SimCLRLoss(ContrastiveLoss):
+class SimCLRLoss(TemperatureScaledLoss):
     r"""NT-Xent: SupCon with the positives restricted to the other views of the same image.
 
     .. math::
@@ -40,9 +40,7 @@ class SimCLRLoss(ContrastiveLoss):
     def __init__(
         self, temperature: float = 0.5, base_temperature: float = 0.07, *, gather: bool = True
     ) -> None:
-        super().__init__(gather=gather)
-        self.temperature = check_positive("temperature", temperature)
-        self.base_temperature = check_positive("base_temperature", base_temperature)
+        super().__init__(temperature, base_temperature, gather=gather)
 
     def compute(
         self, features: torch.Tensor, labels: torch.Tensor | None, bias: torch.Tensor | None

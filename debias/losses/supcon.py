@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from debias.losses.base import (
-    ContrastiveLoss,
-    check_positive,
+    TemperatureScaledLoss,
     flatten_views,
     group_ids,
     group_sums,
@@ -40,7 +39,7 @@ def supcon_rows(
     return lse - positive_logit_mean(z, pos_sum, count, temperature)
 
 
-class SupConLoss(ContrastiveLoss):
+class SupConLoss(TemperatureScaledLoss):
     r"""SupCon, "L_out" form, identical to SupContrast's ``SupConLoss(contrast_mode='all')``.
 
     .. math::
@@ -67,13 +66,6 @@ class SupConLoss(ContrastiveLoss):
     """
 
     requires_labels = True
-
-    def __init__(
-        self, temperature: float = 0.07, base_temperature: float = 0.07, *, gather: bool = True
-    ) -> None:
-        super().__init__(gather=gather)
-        self.temperature = check_positive("temperature", temperature)
-        self.base_temperature = check_positive("base_temperature", base_temperature)
 
     def compute(
         self, features: torch.Tensor, labels: torch.Tensor | None, bias: torch.Tensor | None
