@@ -10,13 +10,14 @@ special-case a model:
 
 from __future__ import annotations
 
-from debias.models.convnets import SimpleConvNet, SmallConvNet
+from debias.models.convnets import LeNet, SimpleConvNet, SmallConvNet
 from debias.models.heads import LinearProbe, ProjectionHead
 from debias.models.registry import MODELS, build_model
 from debias.models.resnet import ResNet18
 
 __all__ = [
     "MODELS",
+    "LeNet",
     "LinearProbe",
     "ProjectionHead",
     "ResNet18",

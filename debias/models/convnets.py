@@ -42,15 +42,70 @@ class SimpleConvNet(nn.Module):
         return self.fc(self.features(x))
 
 
+class LeNet(nn.Module):
+    """LeNet-5-style digit encoder with BatchNorm: the CPU stand-in for SimpleConvNet (ours).
+
+    Card (PROTOCOLS §1 stand-in, used by ``sweeps/biased_mnist_cpu.yaml`` and ``debias demo``):
+
+    - Two blocks ``Conv5x5 (no padding) → BatchNorm → ReLU → MaxPool 2x2`` with 16 and 32
+      channels (28→24→12→8→4), flatten (512), ``Linear(512 → 128) → ReLU``, then
+      ``Linear(128 → num_classes)``. The 128-d vector after the hidden layer is the feature,
+      the same width as SimpleConvNet's pooled feature.
+    - About 1.58 MMAC per 28x28 image (0.69 + 0.82 conv, 0.07 fc): ~250x cheaper than
+      SimpleConvNet's ~0.4 GMAC, so an epoch of Biased-MNIST takes seconds on one CPU core.
+    - Why it stands in: like SimpleConvNet it has no colour-invariant inductive bias (the first
+      conv sees RGB), so it takes the colour shortcut at high rho; unlike SmallConvNet it keeps
+      enough spatial resolution (5x5 kernels at full resolution, max-pooling, a fully connected
+      layer over a 4x4 map) to learn digit *shape*: cross-entropy on near-unbiased data reaches
+      ~98% test accuracy in one epoch.
+    - How its numbers differ from the paper's: fewer epochs (a CPU budget), a different
+      capacity and receptive field, so absolute unbiased accuracies differ from ReBias Table 1;
+      the protocol checks only that it reproduces the *pattern* (unbiased accuracy falling
+      steeply with rho, biased accuracy ~100%).
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, hidden: int = 128) -> None:
+        super().__init__()
+        self.extracter = nn.Sequential(
+            nn.Conv2d(in_channels, 16, kernel_size=5),
+            nn.BatchNorm2d(16),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, kernel_size=5),
+            nn.BatchNorm2d(32),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 4 * 4, hidden),
+            nn.ReLU(inplace=True),
+        )
+        self.feature_dim = hidden
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (28, 28):
+            raise ValueError(
+                f"LeNet expects 28x28 images (Biased-MNIST), got {tuple(x.shape[-2:])}; use "
+                "a face encoder for larger images"
+            )
+        return self.extracter(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
 class SmallConvNet(nn.Module):
-    """A CPU-sized encoder for demos, tests and quick sweeps (ours, not from a paper).
+    """A smoke-test encoder: cheap, but it does NOT learn digit shape well (ours).
+
+    Use :class:`LeNet` for results. Measured: cross-entropy on near-unbiased Biased-MNIST
+    (rho 0.1) reaches only 74.6% test accuracy after one epoch, and at rho 0.99 it never leaves
+    the colour shortcut (10% unbiased after 7 epochs): the stride-2 first layer and global
+    average pooling leave it almost no way to see strokes. It stays for tests and smoke runs,
+    where what matters is that the pipeline runs, not what the model learns.
 
     Three conv-BN-ReLU blocks 3→16→32→64 with kernel 3; the first two have stride 2
     (28→14→7), global average pooling, ``Linear(64 → num_classes)``. About 1.2 MMAC per 28x28
-    image: over 300x cheaper than :class:`SimpleConvNet` (strided convolutions instead of
-    max-pooling also halve the memory traffic, which is what bounds small convnets on a CPU), so
-    an epoch of Biased-MNIST takes seconds on two cores. Like SimpleConvNet it has no
-    colour-invariant inductive bias, so it takes the colour shortcut at high rho.
+    image, over 300x cheaper than :class:`SimpleConvNet`.
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from debias.models.convnets import SimpleConvNet, SmallConvNet
+from debias.models.convnets import LeNet, SimpleConvNet, SmallConvNet
 from debias.models.resnet import ResNet18
 
 
@@ -18,6 +18,10 @@ def _small(num_classes: int, weights: str | None = None) -> nn.Module:
     return SmallConvNet(num_classes=num_classes)
 
 
+def _lenet(num_classes: int, weights: str | None = None) -> nn.Module:
+    return LeNet(num_classes=num_classes)
+
+
 def _resnet18(num_classes: int, weights: str | None = None) -> nn.Module:
     return ResNet18(num_classes=num_classes, weights=weights)
 
@@ -25,6 +29,7 @@ def _resnet18(num_classes: int, weights: str | None = None) -> nn.Module:
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "simpleconvnet": _simple,
     "smallconvnet": _small,
+    "lenet": _lenet,
     "resnet18": _resnet18,
 }
 
