@@ -38,7 +38,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
 
     m = p.add_argument_group("method")
-    m.add_argument("--method", default="ce", choices=METHODS)
+    m.add_argument(
+        "--method",
+        default="ce",
+        help=f"training method: {', '.join(METHODS)} (`debias methods` lists them)",
+    )
     m.add_argument(
         "--mode",
         default="auto",
@@ -62,6 +66,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     m.add_argument(
         "--lambda-con", type=float, default=1.0, help="joint mode: weight of the contrastive term"
+    )
+    m.add_argument(
+        "--method-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="method hyper-parameter, e.g. upweight=20 for jtt (repeatable; `debias methods`)",
     )
 
     o = p.add_argument_group("optimisation")
@@ -122,15 +133,21 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _key_values(flag: str, items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
+        out[key.replace("-", "_")] = _parse_value(value)
+    return out
+
+
 def config_from_args(args: argparse.Namespace):
     from debias.train.config import TrainConfig
 
-    loss_options = {}
-    for item in args.loss_option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--loss-option {item!r}: expected KEY=VALUE")
-        loss_options[key.replace("-", "_")] = _parse_value(value)
+    loss_options = _key_values("--loss-option", args.loss_option)
+    method_options = _key_values("--method-option", args.method_option)
     return TrainConfig(
         out=args.out,
         dataset=args.dataset,
@@ -153,6 +170,7 @@ def config_from_args(args: argparse.Namespace):
         base_temperature=args.base_temperature,
         loss_options=loss_options,
         lambda_con=args.lambda_con,
+        method_options=method_options,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -197,6 +215,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_methods(args: argparse.Namespace) -> int:
+    """List the registered methods: supervision, modes, hyper-parameters with defaults."""
+    from debias.methods import METHODS, SUPERVISION
+
+    for name, cls in METHODS.items():
+        print(f"{name:<10} {SUPERVISION[cls.supervision]}; modes: {', '.join(cls.modes)}")
+        print(f"{'':<10} {cls.paper}")
+        for key, hp in cls.hparams.items():
+            print(f"{'':<10}   {key} = {hp.default!r}: {hp.help} [{hp.source}]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     import debias
 
@@ -209,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model and write metrics.json")
     _add_train_arguments(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("methods", help="list the training methods and their hyper-parameters")
+    p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("demo", help="show the colour shortcut on Biased-MNIST in a few CPU minutes")
     p.add_argument("--out", default="runs/demo")

@@ -13,7 +13,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from debias.report.report import make_report
 
     out = args.out or str(Path(args.sweep_dir[0]) / "report")
-    paths = make_report(args.sweep_dir if len(args.sweep_dir) > 1 else args.sweep_dir[0], out)
+    source = args.sweep_dir if len(args.sweep_dir) > 1 else args.sweep_dir[0]
+    paths = make_report(source, out, notes=args.notes)
     for key, path in paths.items():
         print(f"{key:>16}: {path}")
     return 0
@@ -29,5 +30,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("sweep_dir", nargs="+", help="sweep folder(s) written by debias sweep")
     p.add_argument("--out", help="output folder (default: <first sweep_dir>/report)")
+    p.add_argument(
+        "--notes",
+        help="a Markdown file appended after the paired comparisons (e.g. what we learned)",
+    )
     p.set_defaults(func=cmd_report)
     return p

@@ -43,9 +43,13 @@ def plot_accuracy_vs_bias(
     titles: Mapping[str, str] | None = None,
     published: Mapping[float, float] | None = None,
     published_label: str = "ReBias Vanilla (published)",
+    styles: Mapping[str, str] | None = None,
     path: str | Path | None = None,
 ) -> Figure:
     """Mean accuracy (%) per condition against the bias level, with the 95% t-interval as a band.
+
+    ``styles`` maps a condition label to a matplotlib line style (the report draws methods that
+    read training bias labels dashed, the others solid).
 
     ``summary`` is the report's summary table (columns ``label``, ``level`` column, ``metric``,
     ``mean``, ``ci95_low``, ``ci95_high``); one panel per metric. Without a bias level the panels
@@ -60,7 +64,10 @@ def plot_accuracy_vs_bias(
     fig = Figure(figsize=(5.2 * ncols, 3.8 * nrows))
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     labels = list(dict.fromkeys(summary["label"]))
-    palette = dict(zip(labels, sns.color_palette("tab10", len(labels))))
+    palette = dict(
+        zip(labels, sns.color_palette("tab10" if len(labels) <= 10 else "tab20", len(labels)))
+    )
+    styles = styles or {}
     with sns.axes_style("whitegrid"):
         for ax, metric in zip(axes, metrics):
             ax.set_axisbelow(True)
@@ -95,7 +102,14 @@ def plot_accuracy_vs_bias(
                     if s.empty:
                         continue
                     x = s[level].map(pos).to_numpy(float)
-                    ax.plot(x, s["mean"], marker="o", color=palette[lab], label=lab)
+                    ax.plot(
+                        x,
+                        s["mean"],
+                        marker="o",
+                        color=palette[lab],
+                        linestyle=styles.get(lab, "-"),
+                        label=lab,
+                    )
                     ax.fill_between(
                         x, s["ci95_low"], s["ci95_high"], color=palette[lab], alpha=0.2, linewidth=0
                     )

@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 
 from debias import results
 from debias.report import plots
+from debias.report.compare import paired_differences
 from debias.train.config import RUNTIME_FIELDS
 
 __all__ = [
@@ -158,9 +159,28 @@ def _label(row: pd.Series, keys: Sequence[str]) -> str:
     return _fmt(row[keys[0]]) + (f" ({rest})" if rest else "")
 
 
+# How a method's supervision is written in tables (PROTOCOLS §6 notation).
+SUPERVISION_MARK = {"bias": "B", "target": "—"}
+SUPERVISION_NOTE = (
+    "*supervision*: **B** = the method reads the bias labels of the training split; **—** = it "
+    "trains without them (test and validation bias labels are used only to compute the metrics "
+    "and, where a run's selection rule says so, to select its epoch). Compare a B method with a "
+    "— method knowing that it was given more."
+)
+
+
+def supervision_of(method: Any) -> str:
+    """``"B"`` or ``"—"`` for a registered method name (``"?"`` for one not registered here)."""
+    from debias.methods import METHODS
+
+    cls = METHODS.get(str(method))
+    return SUPERVISION_MARK.get(cls.supervision, "?") if cls is not None else "?"
+
+
 def _per_run(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, set[str]]]:
     """One row per run with a column per report metric (in %), and the sources used."""
     runs = df.drop_duplicates("run_key").set_index("run_key")
+    runs["supervision"] = runs["method"].map(supervision_of) if "method" in runs else "?"
     sources: dict[str, set[str]] = {m: set() for m in METRICS}
     lookup = df.set_index(["run_key", "split", "metric"])["value"]
     for label, candidates in METRICS.items():
@@ -191,7 +211,7 @@ def summarize(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     df = df.copy()
     df["run_key"] = df["sweep"].astype(str) + "::" + df["run"].astype(str)
     per_run, sources = _per_run(df)
-    fixed = {"sweep", "run", "status", "run_key", *results.RESULT_COLUMNS}
+    fixed = {"sweep", "run", "status", "run_key", "supervision", *results.RESULT_COLUMNS}
     config_cols = [c for c in df.columns if c not in fixed]
     keys, level = _condition_keys(per_run, config_cols)
     per_run["label"] = per_run.apply(lambda r: _label(r, [k for k in keys if k != level]), axis=1)
@@ -200,7 +220,10 @@ def summarize(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     per_run["_order"] = range(len(per_run))
     grouped = per_run.groupby(keys, dropna=False, sort=False)
     for _, g in grouped:
-        head = {k: g[k].iloc[0] for k in keys} | {"label": g["label"].iloc[0]}
+        head = {k: g[k].iloc[0] for k in keys} | {
+            "label": g["label"].iloc[0],
+            "supervision": g["supervision"].iloc[0],
+        }
         seeds = ",".join(str(s) for s in sorted(g["seed"].dropna().unique())) if "seed" in g else ""
         for label in METRICS:
             stats = mean_ci(g[label].tolist())
@@ -265,14 +288,17 @@ def _fmt(v: Any) -> str:
 
 def _results_table(summary: pd.DataFrame, keys: Sequence[str]) -> str:
     with_pub = summary["published_rebias_vanilla"].notna().any()
-    header = [*keys, "seeds (n)", *METRICS]
+    header = [*keys, "supervision", "seeds (n)", *METRICS]
     if with_pub:
         header.append(f"{PUBLISHED_COLUMN} (%)")
     rows = []
     for _, g in summary.groupby(list(keys) + ["label"], dropna=False, sort=False):
         first = g.iloc[0]
         by = {r["metric"]: r for _, r in g.iterrows()}
-        row = [_fmt(first[k]) for k in keys] + [f"{first['seeds']} ({int(first['n'])})"]
+        row = [_fmt(first[k]) for k in keys] + [
+            first.get("supervision", "?"),
+            f"{first['seeds']} ({int(first['n'])})",
+        ]
         row += [
             format_ci(by[m]["mean"], by[m]["ci95_half_width"], int(by[m]["n"])) if m in by else "–"
             for m in METRICS
@@ -319,6 +345,71 @@ def _selection_lines(df: pd.DataFrame) -> list[str]:
     return [
         f"- `{rule}`: {desc} ({n} run{'s' if n != 1 else ''})" for (rule, desc), n in sel.items()
     ]
+
+
+# Paired comparisons the report makes when both methods are in the sweep: every method against
+# the cross-entropy baseline, and the seed paper's claim (ConTeX against SupCon).
+PAIRED_BASELINE = "ce"
+PAIRED_CLAIMS = (("contex", "supcon"),)
+PAIRED_METRICS = ("unbiased", "worst-group")
+
+
+def paired_tables(info: dict[str, Any]) -> pd.DataFrame:
+    """Every paired comparison of the report (see :mod:`debias.report.compare`)."""
+    per_run, keys = info["per_run"], info["keys"]
+    if "method" not in per_run:
+        return pd.DataFrame()
+    frames = []
+    for metric in PAIRED_METRICS:
+        frames.append(
+            paired_differences(per_run, metric=metric, keys=keys, baseline=PAIRED_BASELINE)
+        )
+        for a, b in PAIRED_CLAIMS:
+            frames.append(
+                paired_differences(per_run, metric=metric, keys=keys, baseline=b, methods=[a])
+            )
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _fmt_diff(r: pd.Series) -> str:
+    if math.isnan(r["ci95_low"]):
+        return f"{r['mean_diff']:+.1f} (n={int(r['n'])}, no CI)"
+    p = "–" if math.isnan(r["p_value"]) else f"{r['p_value']:.3f}"
+    return (
+        f"{r['mean_diff']:+.1f} [{r['ci95_low']:+.1f}, {r['ci95_high']:+.1f}] "
+        f"p={p}, {int(r['wins'])}/{int(r['n'])}"
+    )
+
+
+def _paired_markdown(paired: pd.DataFrame, level: str | None) -> list[str]:
+    if paired.empty:
+        return []
+    md = [
+        "## Paired comparisons",
+        "",
+        "Each cell: mean difference in percentage points over seeds run with the same seed and "
+        "the same data, [95% t-interval of the differences], the two-sided paired t-test "
+        "p-value, and in how many seeds the method was ahead. p-values are uncorrected for the "
+        "number of comparisons; with 3 seeds the test has 2 degrees of freedom, so read the "
+        "interval and the seed count first.",
+        "",
+    ]
+    levels = sorted(paired[level].dropna().unique(), reverse=True) if level in paired else [None]
+    for (baseline, metric), g in paired.groupby(["baseline", "metric"], sort=False):
+        md += [f"### {metric} accuracy: method − {baseline}", ""]
+        rows = []
+        for method, gm in g.groupby("method", sort=False):
+            cells = []
+            for lv in levels:
+                r = gm[gm[level] == lv] if lv is not None else gm
+                cells.append(_fmt_diff(r.iloc[0]) if len(r) else "–")
+            rows.append([method, supervision_of(method), *cells])
+        header = ["method", "supervision"] + (
+            [f"{level}={lv:g}" for lv in levels] if levels != [None] else ["difference"]
+        )
+        md += [_md_table(header, rows), ""]
+    return md
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -385,12 +476,29 @@ def make_figures(
     published = None
     if summary["published_rebias_vanilla"].notna().any() and level == "rho":
         published = dict(REBIAS_VANILLA)
+    styles = {}
+    if "supervision" in summary:
+        labelled = summary.drop_duplicates("label")
+        styles = {
+            lab: "--" if sup == SUPERVISION_MARK["bias"] else "-"
+            for lab, sup in zip(labelled["label"], labelled["supervision"])
+        }
+        styled = {
+            lab + (" [B]" if st == "--" else ""): st for lab, st in styles.items()
+        }
+        summary = summary.assign(
+            label=summary["label"].map(
+                lambda lab: lab + (" [B]" if styles.get(lab) == "--" else "")
+            )
+        )
+        styles = styled
     figs["accuracy_vs_bias"] = plots.plot_accuracy_vs_bias(
         summary,
         level=level,
         metrics=list(METRICS),
         titles=titles,
         published=published,
+        styles=styles,
         path=path("accuracy_vs_bias"),
     )
     groups = data.groups
@@ -417,12 +525,18 @@ def make_figures(
 
 
 def make_report(
-    sweep_dir: str | Path | Sequence[str | Path], out_dir: str | Path
+    sweep_dir: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    notes: str | Path | None = None,
 ) -> dict[str, Path]:
-    """Write ``report.md``, ``summary.csv`` and the figures for a sweep; returns their paths.
+    """Write ``report.md``, ``summary.csv``, ``paired.csv`` and the figures for a sweep; returns
+    their paths.
 
-    Keys of the returned dict: ``report``, ``summary``, ``accuracy_vs_bias``, ``group_heatmap``
-    and ``convergence`` (the last two only when group records / histories exist).
+    Keys of the returned dict: ``report``, ``summary``, ``paired``, ``accuracy_vs_bias``,
+    ``group_heatmap`` and ``convergence`` (the last two only when group records / histories
+    exist). ``notes``: a Markdown file (or text) appended after the comparisons, for the
+    reader-facing conclusions a person writes from the numbers.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -431,14 +545,21 @@ def make_report(
     data.summary[[c for c in data.summary.columns if c != "label"]].to_csv(
         paths["summary"], index=False
     )
+    paired = paired_tables(data.info)
+    if len(paired):
+        paths["paired"] = out / "paired.csv"
+        paired.to_csv(paths["paired"], index=False)
     for name in make_figures(data, out):
         paths[name] = out / f"{name}.png"
+    text = ""
+    if notes is not None:
+        text = Path(notes).read_text() if Path(str(notes)).is_file() else str(notes)
     paths["report"] = out / "report.md"
-    paths["report"].write_text(_markdown(data, paths, out))
+    paths["report"].write_text(_markdown(data, paths, out, text))
     return paths
 
 
-def _markdown(data: SweepData, paths: dict[str, Path], out: Path) -> str:
+def _markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: str = "") -> str:
     import debias
 
     sweep_dir, df, summary, info, not_done = (
@@ -502,11 +623,16 @@ def _markdown(data: SweepData, paths: dict[str, Path], out: Path) -> str:
             f"epochs {epochs}: the comparison is like-for-like only when these match.",
             "",
         ]
+    md += [SUPERVISION_NOTE, ""]
     if level is not None and summary[level].nunique() > 1:
         md += [f"### Unbiased accuracy by {level}", "", _pivot_table(summary, level), ""]
+    md += _paired_markdown(paired_tables(info), level)
+    if notes:
+        md += [notes.strip(), ""]
     md += ["## Figures", ""]
     captions = {
-        "accuracy_vs_bias": "Accuracy against the bias level per condition (band: 95% t-interval)",
+        "accuracy_vs_bias": "Accuracy against the bias level per condition (band: 95% "
+        "t-interval; dashed lines and [B]: methods that read training bias labels)",
         "group_heatmap": f"Test accuracy per (target, bias) group{heat_note}, mean over seeds",
         "convergence": "Train loss and validation accuracy per epoch (probe during pretraining)",
     }

@@ -6,7 +6,10 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-METHODS = ("ce", "supcon", "simclr", "contex", "cacr", "biascon", "fairkl")
+from debias.methods import get_method, resolve_hparams
+
+# "ce": one classifier trained end to end on a (possibly re-weighted) cross-entropy objective;
+# "two-stage" and "joint": the contrastive protocols (see debias.methods.contrastive).
 MODES = ("ce", "two-stage", "joint")
 
 # Fields that say where or how a run executes, not what it computes: they may differ between
@@ -59,6 +62,7 @@ class TrainConfig:
     base_temperature: float | None = None
     loss_options: dict[str, Any] = field(default_factory=dict)
     lambda_con: float = 1.0
+    method_options: dict[str, Any] = field(default_factory=dict)
     # optimisation
     epochs: int = 80
     batch_size: int = 256
@@ -83,17 +87,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; expected one of {list(METHODS)}")
-        if self.mode == "auto":
-            self.mode = "ce" if self.method == "ce" else "two-stage"
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; expected one of {list(MODES)}")
-        if (self.method == "ce") != (self.mode == "ce"):
-            raise ValueError(
-                f"method {self.method!r} with mode {self.mode!r}: cross-entropy runs use mode "
-                "'ce'; contrastive methods use 'two-stage' or 'joint'"
-            )
+        self._check_method()
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:
@@ -115,6 +109,45 @@ class TrainConfig:
             # ReBias: x0.1 every 20 of 80 epochs, i.e. at each quarter of the run.
             q = max(self.epochs // 4, 1)
             self.lr_milestones = [q * k for k in (1, 2, 3) if q * k < self.epochs]
+
+    def _check_method(self) -> None:
+        """The method exists, takes this mode, and takes every method/loss option given."""
+        cls = get_method(self.method)
+        if self.mode == "auto":
+            self.mode = cls.modes[0]
+        if self.mode not in cls.modes:
+            raise ValueError(
+                f"method {self.method!r} with mode {self.mode!r}: expected one of "
+                f"{list(cls.modes)} (cross-entropy runs use mode 'ce'; contrastive methods use "
+                "'two-stage' or 'joint')"
+            )
+        if not cls.uses_contrastive_options:
+            given = [
+                k
+                for k, unset in (
+                    ("temperature", None),
+                    ("base_temperature", None),
+                    ("loss_options", {}),
+                    ("lambda_con", 1.0),
+                )
+                if getattr(self, k) != unset
+            ]
+            if given:
+                raise ValueError(
+                    f"method {self.method!r} takes no contrastive-loss option, got "
+                    f"{', '.join(given)}; these apply to the contrastive methods only"
+                )
+        elif self.mode != "joint" and self.lambda_con != 1.0:
+            raise ValueError(
+                f"lambda_con={self.lambda_con} applies to mode 'joint' only, not {self.mode!r}"
+            )
+        if not isinstance(self.method_options, dict):
+            raise ValueError(f"method_options must be a mapping, got {self.method_options!r}")
+        resolve_hparams(self.method, self.method_options)  # raises on an unknown option
+
+    def hparams(self) -> dict[str, Any]:
+        """The method's hyper-parameters: its registry defaults with ``method_options`` applied."""
+        return resolve_hparams(self.method, self.method_options)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

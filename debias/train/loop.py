@@ -1,24 +1,25 @@
-"""One training run, start to finish: data → model → epochs → selection → files.
+"""One training run, start to finish: data → method → stages → selection → files.
 
-Three protocols share this loop:
+The loop knows no method by name: a :class:`~debias.methods.Method` names its stages and turns
+a batch into loss terms (see :mod:`debias.methods.base`). Stage kinds:
 
-- ``ce``: cross-entropy on the classifier (the Vanilla baseline of ReBias).
-- ``two-stage``: pretrain encoder + projection head with a contrastive loss (stage ``pretrain``),
-  then fit a linear classifier on frozen features (stage ``linear``): the SupContrast/ConTeX
-  protocol. During pretraining an *online linear probe* (a linear layer on detached features,
-  trained alongside) makes convergence visible epoch by epoch.
-- ``joint``: cross-entropy + λ·contrastive on the same batch: the BiasCon protocol.
+- ``train``: gradient steps on the method's loss; the classifier is evaluated every epoch.
+- ``pretrain``: gradient steps on the method's loss (a contrastive pretraining); an *online
+  linear probe* (a linear layer on detached features, trained alongside) is evaluated instead,
+  so convergence is visible epoch by epoch.
+- ``linear``: a linear classifier fitted on frozen features (the SupContrast/ConTeX protocol).
 
 Every evaluated epoch gets a GroupReport on each evaluation split. The reported epoch is chosen by
-``config.select`` among the epochs of the final stage, never on a test split. Files written under
-``config.out``: ``checkpoint.pt`` (after every epoch; a rerun of the same command resumes from
-it), ``history.csv`` (one row per epoch), ``metrics.json`` (when the run is complete) and, with
-``save_embeddings``, ``embeddings.npz``.
+``config.select`` among the epochs of the method's final stage, never on a test split. Files
+written under ``config.out``: ``checkpoint.pt`` (after every epoch; a rerun of the same command
+resumes from it), ``history.csv`` (one row per epoch), ``metrics.json`` (when the run is
+complete) and, with ``save_embeddings``, ``embeddings.npz``.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import platform
 import sys
@@ -36,14 +37,28 @@ from debias._atomic import atomic_write
 from debias.data.augment import AugmentConfig, BatchAugment
 from debias.data.base import TensorImageDataset
 from debias.data.registry import COLOUR_BIAS, DEFAULT_AUGMENT, load_splits
+from debias.methods import (
+    BIAS_LABELS,
+    LINEAR,
+    PRETRAIN,
+    SUPERVISION,
+    Batch,
+    Context,
+    Stage,
+    StageHelper,
+    get_method,
+    resolve_hparams,
+)
 from debias.metrics import group_report
-from debias.models import LinearProbe, ProjectionHead, build_model
+from debias.models import build_model
 from debias.train.checkpoint import load_torch, save_json, save_text, save_torch
 from debias.train.config import RunConflictError, TrainConfig
 from debias.train.distributed import DistContext
 from debias.train.evaluate import encode
 
 CHECKPOINT = "checkpoint.pt"
+# Version of the checkpoint layout; a checkpoint of another layout is refused, not misread.
+CHECKPOINT_FORMAT = 2
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 EMBEDDINGS = "embeddings.npz"
@@ -76,44 +91,9 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _loss_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    kw = dict(cfg.loss_options)
-    if cfg.method != "cacr":
-        if cfg.temperature is not None:
-            kw.setdefault("temperature", cfg.temperature)
-        if cfg.base_temperature is not None:
-            kw.setdefault("base_temperature", cfg.base_temperature)
-    return kw
-
-
-class Network(nn.Module):
-    """Encoder + optional projection head + optional online probe behind one ``forward``.
-
-    DistributedDataParallel synchronises gradients only for computations that go through the
-    wrapped module's ``forward``, so everything a training step needs is computed here.
-    """
-
-    def __init__(
-        self, model: nn.Module, head: nn.Module | None, probe: nn.Module | None, use_fc: bool
-    ) -> None:
-        super().__init__()
-        self.model, self.head, self.probe, self.use_fc = model, head, probe, use_fc
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.model.features(x)
-        out = {"feats": feats}
-        if self.use_fc:
-            out["logits"] = self.model.fc(feats)
-        if self.head is not None:
-            out["z"] = self.head(feats)
-        if self.probe is not None:
-            # Detached: the probe watches the representation, it must not shape it.
-            out["probe"] = self.probe(feats.detach())
-        return out
-
-
 class Trainer:
-    """Runs one :class:`TrainConfig`. Use :func:`train` unless you need the pieces."""
+    """Runs one :class:`TrainConfig` with the method it names. Use :func:`train` unless you
+    need the pieces (``load_data``, ``build``, ``batches``, ``inputs``, ``train_epoch``)."""
 
     def __init__(self, cfg: TrainConfig, *, log=print) -> None:
         self.cfg = cfg
@@ -127,25 +107,12 @@ class Trainer:
         self.log = log if self.dist.is_main else (lambda *a, **k: None)
 
     # -- set-up --------------------------------------------------------------------------------
-    def _load_data(self) -> None:
+    def load_data(self) -> None:
+        """Load every split onto the device; ``train_limit`` trims the training split."""
         cfg = self.cfg
-        options = dict(
-            rho=cfg.rho,
-            root=cfg.root,
-            data_seed=cfg.data_seed,
-            val_size=cfg.val_size,
-            download=cfg.download,
-            palette=cfg.palette,
-            bias_rate=cfg.bias_rate,
-            protocol=cfg.protocol,
-            image_size=cfg.image_size,
-        )
-        if cfg.target is not None:
-            options["target"] = cfg.target
-        if cfg.bias is not None:
-            options["bias"] = cfg.bias
         self.splits: dict[str, TensorImageDataset] = {
-            name: ds.to(self.device) for name, ds in load_splits(cfg.dataset, **options).items()
+            name: ds.to(self.device)
+            for name, ds in load_splits(cfg.dataset, **_data_options(cfg)).items()
         }
         if cfg.train_limit is not None:
             self.splits["train"] = self.splits["train"].subset(range(cfg.train_limit))
@@ -156,71 +123,141 @@ class Trainer:
             AugmentConfig(**aug_options), bias_is_colour=cfg.dataset in COLOUR_BIAS
         )
 
-    def _build(self) -> None:
-        cfg = self.cfg
-        torch.manual_seed(cfg.seed)
-        ds = self.train_set
-        self.model = build_model(cfg.model, ds.num_classes, weights=cfg.weights).to(self.device)
-        if cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.head: nn.Module | None = None
-        self.probe: nn.Module | None = None
-        self.criterion = None
-        params = list(self.model.parameters())
-        if cfg.mode != "ce":
-            from debias.losses import get_loss
-
-            self.criterion = get_loss(cfg.method, **_loss_kwargs(cfg))
-            self.head = ProjectionHead(self.model.feature_dim).to(self.device)
-            params += list(self.head.parameters())
-        if cfg.mode == "two-stage":
-            self.probe = LinearProbe(self.model.feature_dim, ds.num_classes).to(self.device)
-            params += list(self.probe.parameters())
-            # The classifier of a two-stage run is fitted on frozen features afterwards.
-            self.model.fc.requires_grad_(False)
-            params = [p for p in params if p.requires_grad]
-        self.net: nn.Module = Network(
-            self.model, self.head, self.probe, use_fc=cfg.mode != "two-stage"
+    def build(self) -> None:
+        """Build the method (seeded), its stage list, and empty run state."""
+        cfg, ds = self.cfg, self.train_set
+        method_cls = get_method(cfg.method)
+        reads_bias = method_cls.supervision == BIAS_LABELS
+        ctx = Context(
+            cfg=cfg,
+            num_classes=ds.num_classes,
+            num_bias=ds.num_bias,
+            train_targets=ds.targets,
+            train_bias=ds.bias if reads_bias else None,
+            device=self.device,
+            build_model=self._build_model,
         )
+        torch.manual_seed(cfg.seed)
+        self.method = method_cls(ctx, resolve_hparams(cfg.method, cfg.method_options))
+        self.method.to(self.device)
+        self.reads_bias = reads_bias
+        self.net: nn.Module = self.method.net
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.net, device_ids=ids)
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=cfg.lr_milestones, gamma=cfg.lr_gamma
-        )
+            self.net = DistributedDataParallel(self.method.net, device_ids=ids)
+        self.stages = self.method.stages()
+        self.stage_started = -1  # index of the last stage whose start_stage has run
+        self.optimizer = self.scheduler = None
         self.linear: nn.Module | None = None
         self.linear_optimizer = None
+        self._saved_optim: dict[str, Any] = {}
+        self._frozen: dict[str, torch.Tensor] = {}
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None  # {"epoch", "value", "state"} under val selection
         self.epochs_done = 0
         self.elapsed = 0.0
 
+    def _build_model(self) -> nn.Module:
+        cfg = self.cfg
+        model = build_model(cfg.model, self.train_set.num_classes, weights=cfg.weights)
+        model = model.to(self.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    @property
+    def model(self) -> nn.Module:
+        """The classifier the run evaluates and saves (``features`` + ``fc``)."""
+        return self.method.classifier
+
     @property
     def total_epochs(self) -> int:
-        return self.cfg.epochs + (self.cfg.linear_epochs if self.cfg.mode == "two-stage" else 0)
+        return sum(s.epochs for s in self.stages)
+
+    def stage_of(self, epoch: int) -> tuple[int, Stage, int]:
+        """``(stage index, stage, epoch within the stage)`` of a run-wide 0-based epoch."""
+        first = 0
+        for i, stage in enumerate(self.stages):
+            if epoch < first + stage.epochs:
+                return i, stage, epoch - first
+            first += stage.epochs
+        raise IndexError(f"epoch {epoch + 1} is past the last stage ({self.total_epochs} epochs)")
+
+    # -- stages ------------------------------------------------------------------------------------
+    def _enter_stage(self, index: int) -> None:
+        """Start stage ``index`` (once per run) and give it its optimizer, restored on resume."""
+        stage = self.stages[index]
+        fresh = index > self.stage_started
+        if fresh:
+            helper = StageHelper(lambda: self._model_predictions("train"), self.log)
+            self.method.start_stage(stage, helper)
+            self.stage_started = index
+        saved = {} if fresh else self._saved_optim
+        if stage.kind == LINEAR:
+            self._make_linear()
+            if saved.get("linear") is not None:
+                self.linear.load_state_dict(saved["linear"])
+                self.linear_optimizer.load_state_dict(saved["linear_optimizer"])
+            return
+        cfg = self.cfg
+        self.optimizer = torch.optim.Adam(
+            self.method.trainable(stage), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(stage.milestones), gamma=cfg.lr_gamma
+        )
+        if saved.get("optimizer") is not None:
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+
+    def _make_linear(self) -> None:
+        ds = self.train_set
+        torch.manual_seed(self.cfg.seed + 1)
+        self.linear = nn.Linear(self.model.feature_dim, ds.num_classes).to(self.device)
+        self.linear_optimizer = torch.optim.Adam(self.linear.parameters(), lr=self.cfg.linear_lr)
 
     # -- checkpointing ---------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
+        """Everything a resumed run needs (written to ``checkpoint.pt`` after every epoch)."""
+
         def sd(m):
             return None if m is None else m.state_dict()
 
         return {
+            "format": CHECKPOINT_FORMAT,
             "config": self.cfg.identity(),
             "epochs_done": self.epochs_done,
             "elapsed": self.elapsed,
-            "model": sd(self.model),
-            "head": sd(self.head),
-            "probe": sd(self.probe),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "method": self.method.state_dict(),
+            "stage_started": self.stage_started,
+            "optimizer": sd(self.optimizer),
+            "scheduler": sd(self.scheduler),
             "linear": sd(self.linear),
             "linear_optimizer": sd(self.linear_optimizer),
             "history": self.history,
             "best": self.best,
         }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load a :meth:`state` (the optimizer of the current stage is restored on entering it)."""
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise RunConflictError(
+                f"{self.out / CHECKPOINT} was written by an older debias (checkpoint format "
+                f"{state.get('format', 1)}, expected {CHECKPOINT_FORMAT}); rerun with --force "
+                "to start this run over"
+            )
+        self._check_identity(state["config"], "an interrupted run")
+        self.method.load_state_dict(state["method"])
+        self.stage_started = state["stage_started"]
+        self._saved_optim = {
+            k: state[k] for k in ("optimizer", "scheduler", "linear", "linear_optimizer")
+        }
+        self.history = state["history"]
+        self.best = state["best"]
+        self.epochs_done = state["epochs_done"]
+        self.elapsed = state["elapsed"]
 
     def _check_identity(self, saved: dict[str, Any], what: str) -> None:
         mine = self.cfg.identity()
@@ -236,46 +273,32 @@ class Trainer:
                 f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in sorted(diff.items())
             )
             raise RunConflictError(
-                f"{self.out} already holds {what} with a different configuration ({lines}). "
-                "Use another --out, or --force to start over in this folder."
+                f"{self.out} holds {what} with a different configuration ({lines}); "
+                "choose another --out or pass --force to discard it"
             )
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        self._check_identity(state["config"], "a checkpoint")
-        self.model.load_state_dict(state["model"])
-        if self.head is not None:
-            self.head.load_state_dict(state["head"])
-        if self.probe is not None:
-            self.probe.load_state_dict(state["probe"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.history = state["history"]
-        self.best = state["best"]
-        self.epochs_done = state["epochs_done"]
-        self.elapsed = state["elapsed"]
-        if state.get("linear") is not None:
-            self._make_linear()
-            self.linear.load_state_dict(state["linear"])
-            self.linear_optimizer.load_state_dict(state["linear_optimizer"])
-
     # -- batches ---------------------------------------------------------------------------------
-    def _generator(self, epoch: int) -> torch.Generator:
+    def generator(self, epoch: int) -> torch.Generator:
+        """The random stream of one epoch (batch order, augmentation, resampling)."""
         # One stream per (seed, epoch): a resumed run draws exactly what an uninterrupted one would.
         return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
 
-    def _batches(self, n: int, gen: torch.Generator):
-        perm = torch.randperm(n, generator=gen)
+    def batches(self, n: int, gen: torch.Generator, rows: torch.Tensor | None = None):
+        """Batches of training rows: a shuffle of ``range(n)``, or ``rows`` in the given order."""
+        order = torch.randperm(n, generator=gen) if rows is None else rows
         bs = self.cfg.batch_size
+        m = len(order)
         # Drop a ragged last batch of size 1: BatchNorm and contrastive losses need >= 2 rows.
-        steps = n // bs + (1 if n % bs > 1 else 0)
+        steps = m // bs + (1 if m % bs > 1 else 0)
         if self.cfg.max_steps is not None:
             steps = min(steps, self.cfg.max_steps)
         for s in range(steps):
-            yield self.dist.shard(perm[s * bs : (s + 1) * bs]).to(self.device)
+            yield self.dist.shard(order[s * bs : (s + 1) * bs]).to(self.device)
 
-    def _inputs(self, idx: torch.Tensor, gen, *, two_view: bool, augment: bool) -> torch.Tensor:
+    def inputs(self, idx: torch.Tensor, gen, *, two_view: bool, augment: bool) -> torch.Tensor:
         """The network input of one batch: normalised float images ``[B, C, H, W]``, or with
-        ``two_view`` two augmented views stacked view-major ``[2B, C, H, W]`` (row ``v·B + i``).
+        ``two_view`` two views stacked view-major ``[2B, C, H, W]`` (row ``v·B + i``); without
+        ``augment`` the two views are the same image.
 
         This is the whole data path of training; ``bench/`` times exactly this method.
         """
@@ -285,9 +308,11 @@ class Trainer:
         c = raw.shape[1]
         mean = torch.tensor(ds.mean, device=raw.device).view(1, c, 1, 1)
         std = torch.tensor(ds.std, device=raw.device).view(1, c, 1, 1)
-        if not two_view and not augment:
+        if not augment:
             # (x / 255 - mean) / std as one in-place multiply-add on the fresh float copy.
             x = raw.float().mul_(1.0 / (255.0 * std)).add_(-mean / std)
+            if two_view:
+                x = torch.cat([x, x], 0)
         else:
             x01 = raw.float().mul_(1.0 / 255.0)
             if two_view:
@@ -300,68 +325,57 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def batch(self, idx: torch.Tensor, gen, stage: Stage) -> Batch:
+        """One :class:`Batch` as the method sees it (bias labels only if it reads them)."""
+        ds = self.train_set
+        if stage.views not in (1, 2):
+            raise ValueError(f"stage {stage.name!r}: views must be 1 or 2, got {stage.views}")
+        x = self.inputs(idx, gen, two_view=stage.views == 2, augment=bool(self.cfg.augment))
+        bias = ds.bias[idx] if self.reads_bias else None
+        return Batch(index=idx, x=x, y=ds.targets[idx], bias=bias, views=stage.views)
+
     # -- one epoch ---------------------------------------------------------------------------------
     def _autocast(self):
         dtype = torch.bfloat16 if self.cfg.amp == "bf16" else None
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def _step_loss(self, idx: torch.Tensor, gen) -> dict[str, torch.Tensor]:
+    def step_loss(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
         """The loss terms of one batch; ``terms["loss"]`` is what is minimised."""
-        cfg, ds = self.cfg, self.train_set
-        y, b = ds.targets[idx], ds.bias[idx]
-        x = self._inputs(idx, gen, two_view=cfg.mode != "ce", augment=bool(cfg.augment))
         with self._autocast():
-            out = self.net(x)
-        if cfg.mode == "ce":
-            ce = F.cross_entropy(out["logits"].float(), y)
-            return {"ce": ce, "loss": ce}
-        bsz = len(idx)
-        z = torch.stack([out["z"][:bsz], out["z"][bsz:]], dim=1)  # [B, V=2, D]
-        terms = {"contrastive": self.criterion(z, labels=y, bias=b)}
-        if cfg.mode == "joint":
-            terms["ce"] = F.cross_entropy(out["logits"].float(), y.repeat(2))
-            terms["loss"] = terms["ce"] + cfg.lambda_con * terms["contrastive"]
-        else:
-            terms["probe_ce"] = F.cross_entropy(out["probe"].float(), y.repeat(2))
-            terms["loss"] = terms["contrastive"] + terms["probe_ce"]
-        return terms
+            out = self.net(batch.x)
+        return self.method.loss(out, batch, stage)
 
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
-        cfg, ds = self.cfg, self.train_set
-        gen = self._generator(epoch)
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch of gradient steps of the stage ``epoch`` belongs to; mean loss terms."""
+        _, stage, k = self.stage_of(epoch)
+        gen = self.generator(epoch)
         self.net.train()
         sums: dict[str, torch.Tensor] = {}
         steps = 0
-        batches = list(self._batches(len(ds), gen))
-        for idx in _progress(
-            batches, cfg.progress and self.dist.is_main, f"epoch {epoch + 1}/{self.total_epochs}"
-        ):
-            terms = self._step_loss(idx, gen)
+        rows = self.method.epoch_rows(stage, len(self.train_set), gen)
+        batches = list(self.batches(len(self.train_set), gen, rows))
+        desc = f"{stage.name} epoch {k + 1}/{stage.epochs}"
+        for idx in _progress(batches, self.cfg.progress and self.dist.is_main, desc):
+            terms = self.step_loss(self.batch(idx, gen, stage), stage)
+            _check_finite(terms, epoch, steps)
             self.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             self.optimizer.step()
             steps += 1
             # Summed on the device: a .item() per step would stall a GPU pipeline every batch.
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v.detach().float()
+            for key, v in terms.items():
+                sums[key] = sums.get(key, 0.0) + v.detach().float()
         self.scheduler.step()
-        means = {f"train_{k}": float(v) / max(steps, 1) for k, v in sums.items()}
-        if not all(math.isfinite(v) for v in means.values()):
-            raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}: {means}")
+        means = {f"train_{key}": float(v) / max(steps, 1) for key, v in sums.items()}
         return means | {"steps": steps}
 
-    def _make_linear(self) -> None:
+    def linear_epoch(self, epoch: int, feats: torch.Tensor) -> dict[str, float]:
+        """One epoch of the linear classifier on frozen training features."""
         ds = self.train_set
-        torch.manual_seed(self.cfg.seed + 1)
-        self.linear = nn.Linear(self.model.feature_dim, ds.num_classes).to(self.device)
-        self.linear_optimizer = torch.optim.Adam(self.linear.parameters(), lr=self.cfg.linear_lr)
-
-    def _linear_epoch(self, epoch: int, feats: torch.Tensor) -> dict[str, float]:
-        ds = self.train_set
-        gen = self._generator(epoch)
+        gen = self.generator(epoch)
         total, steps = 0.0, 0
         self.linear.train()
-        for idx in self._batches(len(ds), gen):
+        for idx in self.batches(len(ds), gen):
             loss = F.cross_entropy(self.linear(feats[idx]), ds.targets[idx])
             self.linear_optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -380,13 +394,16 @@ class Trainer:
             aligned=ds.aligned_groups,
         )
 
-    def _evaluate(self, classify) -> dict[str, float]:
-        """GroupReport numbers of ``classify(split) -> predictions`` on every evaluation split."""
+    def _evaluate(self, classify) -> tuple[dict[str, float], dict[str, Any]]:
+        """GroupReport numbers of ``classify(split) -> predictions`` on every evaluation split,
+        as one history row and as the reports themselves."""
         row: dict[str, float] = {}
+        reports = {}
         for split in self.eval_splits:
-            for k, v in self._report(split, classify(split)).to_dict().items():
-                row[f"{split}/{k}"] = v
-        return row
+            reports[split] = self._report(split, classify(split))
+            for key, v in reports[split].to_dict().items():
+                row[f"{split}/{key}"] = v
+        return row, reports
 
     def _encode(self, split: str, fn=None) -> torch.Tensor:
         """``fn`` (default: features) over a whole split; sharded over ranks and re-assembled."""
@@ -399,21 +416,23 @@ class Trainer:
         return self._encode(split, fn=lambda m, x: m(x).argmax(1))
 
     def _probe_row(self) -> dict[str, float]:
+        probe = self.method.net.probe
         row = {}
         for split in PROBE_SPLITS:
             if split not in self.splits:
                 continue
             feats = self._encode(split)
             with torch.no_grad():
-                pred = self.probe(feats).argmax(1)
+                pred = probe(feats).argmax(1)
             rep = self._report(split, pred).to_dict()
             for m in PROBE_METRICS:
                 row[f"probe/{split}/{m}"] = rep[m]
         return row
 
-    def _consider(self, epoch: int, row: dict[str, float], state_fn) -> None:
-        """Track the selected epoch under a validation rule (``last`` needs no tracking)."""
+    def _select(self, epoch: int, row: dict[str, float], reports, state_fn) -> None:
+        """Track the selected epoch under a validation rule; ties go to the later epoch."""
         if self.cfg.select == "last":
+            self._last_reports = (epoch + 1, reports)
             return
         value = row.get(self.cfg.select)
         if value is None:
@@ -421,11 +440,15 @@ class Trainer:
                 f"select={self.cfg.select!r}: no such validation metric; available: "
                 f"{sorted(k for k in row if k.startswith('val/'))}"
             )
-        if self.best is None or (not math.isnan(value) and value > self.best["value"]):
+        # A later epoch wins a tie: at high bias many epochs share worst-group 0.0, and the
+        # later one has seen more training.
+        if self.best is None or (not math.isnan(value) and not value < self.best["value"]):
             self.best = {"epoch": epoch + 1, "value": value, "state": copy.deepcopy(state_fn())}
+            self._best_reports = (epoch + 1, reports)
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, *, force: bool = False) -> dict[str, Any]:
+        """Train (or resume, or return the finished result) and write the run's files."""
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / METRICS
@@ -446,97 +469,120 @@ class Trainer:
 
         if cfg.device == "cpu" or self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self._load_data()
-        self._build()
+        self.load_data()
+        self.build()
         if ckpt_path.exists():
-            self._restore(load_torch(ckpt_path))
+            self.restore(load_torch(ckpt_path))
             self.log(f"resuming {self.out} after epoch {self.epochs_done}/{self.total_epochs}")
-
-        feats_cache: dict[str, torch.Tensor] = {}
         try:
             while self.epochs_done < self.total_epochs:
-                epoch = self.epochs_done
-                t0 = time.perf_counter()
-                stage = (
-                    "linear"
-                    if epoch >= cfg.epochs
-                    else ("train" if cfg.mode != "two-stage" else "pretrain")
-                )
-                row: dict[str, Any] = {"epoch": epoch + 1, "stage": stage}
-                if stage == "linear":
-                    if not feats_cache:
-                        feats_cache = self._freeze_features()
-                    if self.linear is None:
-                        self._make_linear()
-                    row["lr"] = self.cfg.linear_lr
-                    row |= self._linear_epoch(epoch, feats_cache["train"])
-                    self.linear.eval()
-                    with torch.no_grad():
-                        row |= self._evaluate(lambda s, f=feats_cache: self.linear(f[s]).argmax(1))
-                    self._consider(epoch, row, lambda: {"linear": self.linear.state_dict()})
-                else:
-                    row["lr"] = self.optimizer.param_groups[0]["lr"]
-                    row |= self._train_epoch(epoch)
-                    if stage == "pretrain":
-                        row |= self._probe_row()
-                    else:
-                        row |= self._evaluate(self._model_predictions)
-                        self._consider(epoch, row, lambda: {"model": self.model.state_dict()})
-                row["epoch_seconds"] = time.perf_counter() - t0
-                self.elapsed += row["epoch_seconds"]
-                self.history.append(row)
-                self.epochs_done += 1
-                if self.dist.is_main:
-                    save_torch(self._state(), ckpt_path)
-                    save_text(pd.DataFrame(self.history).to_csv(index=False), self.out / HISTORY)
-                self.log(_epoch_line(row))
+                self._run_epoch(self.epochs_done, ckpt_path)
         except KeyboardInterrupt:
-            self.log(
-                f"\ninterrupted: {self.epochs_done} epoch(s) are saved in {ckpt_path}; "
-                "run the same command again to resume"
-            )
+            saved = f"{self.epochs_done} epoch(s) are saved in {ckpt_path}"
+            if not ckpt_path.exists():
+                saved = "no epoch had finished, so nothing is saved"
+            self.log(f"\ninterrupted: {saved}; run the same command again to resume")
             raise
         try:
             return self._finish()
         finally:
             self.dist.close()
 
-    def _freeze_features(self) -> dict[str, torch.Tensor]:
-        # Every rank holds all features and fits the (cheap) linear classifier identically.
-        return {name: self._encode(name) for name in self.splits}
-
-    def _finish(self) -> dict[str, Any]:
-        cfg = self.cfg
-        final_stage = [r for r in self.history if r["stage"] in ("train", "linear")]
-        if cfg.select == "last":
-            chosen_epoch = final_stage[-1]["epoch"]
+    def _run_epoch(self, epoch: int, ckpt_path: Path) -> None:
+        """One epoch of whatever stage it belongs to, then its history row and checkpoint."""
+        index, stage, _ = self.stage_of(epoch)
+        t0 = time.perf_counter()
+        if self._current != index:
+            self._enter_stage(index)
+            self._current = index
+        row: dict[str, Any] = {"epoch": epoch + 1, "stage": stage.name}
+        final = index == len(self.stages) - 1
+        if stage.kind == LINEAR:
+            row |= self._linear_stage_epoch(epoch, final)
         else:
-            chosen_epoch = self.best["epoch"]
+            row["lr"] = self.optimizer.param_groups[0]["lr"]
+            row |= self.train_epoch(epoch)
+            if stage.kind == PRETRAIN:
+                row |= self._probe_row()
+            else:
+                evaluated, reports = self._evaluate(self._model_predictions)
+                row |= evaluated
+                if final:
+                    self._select(epoch, row, reports, lambda: {"model": self.model.state_dict()})
+        row["epoch_seconds"] = time.perf_counter() - t0
+        self.elapsed += row["epoch_seconds"]
+        self.history.append(row)
+        self.epochs_done += 1
+        if self.dist.is_main:
+            save_torch(self.state(), ckpt_path)
+            save_text(pd.DataFrame(self.history).to_csv(index=False), self.out / HISTORY)
+        self.log(_epoch_line(row))
+
+    _current: int = -1
+
+    def _linear_stage_epoch(self, epoch: int, final: bool) -> dict[str, Any]:
+        if not self._frozen:
+            # Every rank holds all features and fits the (cheap) linear classifier identically.
+            self._frozen = {name: self._encode(name) for name in self.splits}
+        row: dict[str, Any] = {"lr": self.cfg.linear_lr}
+        row |= self.linear_epoch(epoch, self._frozen["train"])
+        self.linear.eval()
+        with torch.no_grad():
+            evaluated, reports = self._evaluate(lambda s: self.linear(self._frozen[s]).argmax(1))
+        row |= evaluated
+        if final:
+            self._select(epoch, row, reports, lambda: {"linear": self.linear.state_dict()})
+        return row
+
+    def _final_reports(self) -> tuple[int, dict[str, Any]]:
+        """The selected epoch and its reports: the classifier is put in its selected state and
+        the reports computed when that epoch was evaluated are reused (not evaluated twice)."""
+        cfg = self.cfg
+        if cfg.select == "last":
+            chosen, cached = self.history[-1]["epoch"], getattr(self, "_last_reports", None)
+        else:
+            chosen, cached = self.best["epoch"], getattr(self, "_best_reports", None)
             state = self.best["state"]
             if "model" in state:
                 self.model.load_state_dict(state["model"])
             if "linear" in state:
                 self.linear.load_state_dict(state["linear"])
-        if cfg.mode == "two-stage":
+        if self.stages[-1].kind == LINEAR:
             # From here on model(x) is the full classifier: encoder + the fitted linear layer.
             self.model.fc.load_state_dict(self.linear.state_dict())
-        reports = {
-            split: self._report(split, self._model_predictions(split)) for split in self.eval_splits
+        if cached is not None and cached[0] == chosen:
+            return chosen, cached[1]
+        # A run resumed after its last epoch: evaluate the selected classifier once more.
+        reports = {s: self._report(s, self._model_predictions(s)) for s in self.eval_splits}
+        return chosen, reports
+
+    def _method_record(self) -> dict[str, Any]:
+        cls = type(self.method)
+        return {
+            "name": cls.name,
+            "supervision": cls.supervision,
+            "supervision_text": SUPERVISION[cls.supervision],
+            "hparams": dict(self.method.hp),
+            "stages": [dataclasses.asdict(s) for s in self.stages],
+            "paper": cls.paper,
         }
+
+    def _finish(self) -> dict[str, Any]:
+        cfg = self.cfg
+        chosen_epoch, reports = self._final_reports()
         rule = "last epoch" if cfg.select == "last" else f"best {cfg.select} (validation split)"
+        rule += "; ties go to the later epoch" if cfg.select != "last" else ""
         result = {
             "config": cfg.to_dict(),
+            "method": self._method_record(),
             "selection": {
                 "rule": cfg.select,
                 "description": rule,
                 "epoch": chosen_epoch,
-                "stage": "linear" if cfg.mode == "two-stage" else "train",
+                "stage": self.stages[-1].name,
             },
             "splits": {
-                split: {
-                    **rep.to_dict(),
-                    "groups": rep.groups.to_dict(orient="records"),
-                }
+                split: {**rep.to_dict(), "groups": rep.groups.to_dict(orient="records")}
                 for split, rep in reports.items()
             },
             "data": {
@@ -578,6 +624,39 @@ class Trainer:
         atomic_write(self.out / EMBEDDINGS, lambda fh: np.savez_compressed(fh, **arrays))
 
 
+def _data_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The dataset keyword arguments of a config."""
+    options = dict(
+        rho=cfg.rho,
+        root=cfg.root,
+        data_seed=cfg.data_seed,
+        val_size=cfg.val_size,
+        download=cfg.download,
+        palette=cfg.palette,
+        bias_rate=cfg.bias_rate,
+        protocol=cfg.protocol,
+        image_size=cfg.image_size,
+    )
+    if cfg.target is not None:
+        options["target"] = cfg.target
+    if cfg.bias is not None:
+        options["bias"] = cfg.bias
+    return options
+
+
+def _check_finite(terms: dict[str, torch.Tensor], epoch: int, step: int) -> None:
+    """Stop at the first step whose loss is NaN or infinite, naming the terms that are."""
+    loss = terms["loss"]
+    # One host sync per step; on an accelerator this is the price of stopping at once.
+    if bool(torch.isfinite(loss.detach())):
+        return
+    bad = {k: float(v.detach().float()) for k, v in terms.items()}
+    raise FloatingPointError(
+        f"non-finite training loss at epoch {epoch + 1}, step {step + 1}: {bad}; the last "
+        "finished epoch is kept in checkpoint.pt (lower the learning rate, or check the inputs)"
+    )
+
+
 def _defaults() -> dict[str, Any]:
     import dataclasses
 
@@ -612,7 +691,9 @@ def _epoch_line(row: dict[str, Any]) -> str:
 
 
 def _progress(items, enabled: bool, desc: str):
-    if not enabled or not sys.stderr.isatty():
+    """A progress bar over ``items`` in a terminal or a notebook (tqdm.auto picks the widget);
+    nothing when output goes to a file or a CI log."""
+    if not enabled or not (sys.stderr.isatty() or "ipykernel" in sys.modules):
         return items
     from tqdm.auto import tqdm
 
@@ -649,7 +730,7 @@ def load_trained(
         config["root"] = root
     cfg = TrainConfig.from_dict(config)
     trainer = Trainer(cfg, log=lambda *a, **k: None)
-    trainer._load_data()
+    trainer.load_data()
     model = build_model(cfg.model, trainer.train_set.num_classes).to(trainer.device)
     model.load_state_dict(load_torch(weights)["model"])
     return model.eval(), trainer.splits, cfg

@@ -1,0 +1,161 @@
+"""Training methods behind one interface (:class:`Method`), and their registry.
+
+=============  ===========  ==========================================================
+name           supervision  what it does
+=============  ===========  ==========================================================
+ce             target       cross-entropy (ERM, the Vanilla baseline)
+supcon         target       SupCon, two-stage (pretrain + linear) or joint with CE
+simclr         target       SimCLR / NT-Xent (labels only in the linear stage)
+contex         target       ConTeX, context-enriched contrastive loss
+cacr           target       CACR, contrastive attraction and repulsion
+biascon        bias         BiasCon: positives with the same label and a different bias
+fairkl         bias         FairKL: aligned/conflicting similarity distributions matched
+reweight       bias         CE weighted by 1 / n(y, b)
+resample       bias         CE on batches drawn ∝ 1 / n(y, b)
+groupdro       bias         Group DRO, exponentiated-gradient weights over groups
+biasbal        bias         bias-balanced softmax, logits + log P(y | b)
+lff            target       Learning from Failure, GCE-biased model reweights a second one
+jtt            target       Just Train Twice, errors of an ERM model upsampled
+=============  ===========  ==========================================================
+
+Add your own with :func:`register_method` (see the README, "Add your own method").
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from debias.losses import LOSSES
+from debias.methods.base import (
+    BIAS_LABELS,
+    LINEAR,
+    PRETRAIN,
+    SUPERVISION,
+    TARGET_ONLY,
+    TRAIN,
+    Batch,
+    Context,
+    EncoderWithHeads,
+    HParam,
+    Method,
+    Stage,
+    StageHelper,
+)
+from debias.methods.biasbal import BiasBalancedSoftmax
+from debias.methods.contrastive import Contrastive, contrastive_method
+from debias.methods.erm import ERM
+from debias.methods.groupdro import GroupDRO
+from debias.methods.jtt import JTT
+from debias.methods.lff import LfF
+from debias.methods.resample import GroupResample
+from debias.methods.reweight import GroupReweight
+
+__all__ = [
+    "BIAS_LABELS",
+    "LINEAR",
+    "METHODS",
+    "PRETRAIN",
+    "SUPERVISION",
+    "TARGET_ONLY",
+    "TRAIN",
+    "Batch",
+    "BiasBalancedSoftmax",
+    "Context",
+    "Contrastive",
+    "ERM",
+    "EncoderWithHeads",
+    "GroupDRO",
+    "GroupResample",
+    "GroupReweight",
+    "HParam",
+    "JTT",
+    "LfF",
+    "Method",
+    "Stage",
+    "StageHelper",
+    "get_method",
+    "method_table",
+    "register_method",
+    "resolve_hparams",
+]
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method], *, replace: bool = False) -> type[Method]:
+    """Make ``cls`` available as ``TrainConfig(method=cls.name)`` and ``--method NAME``.
+
+    Usable as a class decorator. Checks what the trainer relies on: a name, a supervision of
+    :data:`TARGET_ONLY` or :data:`BIAS_LABELS`, :class:`HParam` defaults, a ``loss`` method.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"register_method expects a Method subclass, got {cls!r}")
+    if not cls.name or not isinstance(cls.name, str):
+        raise ValueError(f"{cls.__name__}.name must be a non-empty string")
+    if cls.supervision not in SUPERVISION:
+        raise ValueError(
+            f"{cls.__name__}.supervision={cls.supervision!r}: expected one of {list(SUPERVISION)}"
+        )
+    bad = [k for k, v in cls.hparams.items() if not isinstance(v, HParam)]
+    if bad:
+        raise TypeError(f"{cls.__name__}.hparams {bad}: values must be HParam(default, help)")
+    if cls.loss is Method.loss:
+        raise TypeError(f"{cls.__name__} must implement loss(out, batch, stage)")
+    if cls.name in METHODS and not replace and METHODS[cls.name] is not cls:
+        raise ValueError(f"a method named {cls.name!r} is registered already (replace=True)")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type[Method]:
+    """The registered method class called ``name`` (with a "did you mean" when unknown)."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        close = difflib.get_close_matches(str(name), list(METHODS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"unknown method {name!r}{hint}; expected one of {sorted(METHODS)}"
+        ) from None
+
+
+def resolve_hparams(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The method's hyper-parameters: its defaults updated with ``options``, each parsed.
+
+    An option the method does not take is an error naming the ones it does take.
+    """
+    cls = get_method(name)
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(cls.hparams))
+    if unknown:
+        takes = ", ".join(sorted(cls.hparams)) or "none"
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, list(cls.hparams), n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(
+            f"method {name!r} does not take option(s) {', '.join(hints)}; it takes: {takes}"
+        )
+    return {k: hp.parse(k, options.get(k, hp.default)) for k, hp in cls.hparams.items()}
+
+
+def method_table() -> list[dict[str, Any]]:
+    """One row per registered method: name, supervision, modes, hyper-parameters, source."""
+    return [
+        {
+            "method": name,
+            "supervision": cls.supervision,
+            "modes": list(cls.modes),
+            "hparams": {k: v.default for k, v in cls.hparams.items()},
+            "paper": cls.paper,
+        }
+        for name, cls in METHODS.items()
+    ]
+
+
+register_method(ERM)
+for _loss in LOSSES:
+    register_method(contrastive_method(_loss))
+for _cls in (GroupReweight, GroupResample, GroupDRO, BiasBalancedSoftmax, LfF, JTT):
+    register_method(_cls)

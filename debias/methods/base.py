@@ -1,0 +1,255 @@
+"""The one interface every training method implements (in the spirit of SubpopBench's
+``Algorithm.update``): a method builds what it trains, names its stages, says what supervision
+it reads, and turns one batch into loss terms. The training loop (:mod:`debias.train.loop`)
+calls these and never branches on a method's name.
+
+A method's life in a run::
+
+    method = MyMethod(context, hparams)         # builds its networks (seeded by the trainer)
+    for stage in method.stages():               # e.g. [train] or [pretrain, linear]
+        method.start_stage(stage, helper)       # once per stage (JTT re-initialises here)
+        for each epoch of the stage:
+            rows = method.epoch_rows(stage, n, generator)   # None: a plain shuffle
+            for batch in batches(rows):
+                out = net(batch.x)              # net = method.net (DDP-wrapped when distributed)
+                terms = method.loss(out, batch, stage)
+                terms["loss"].backward(); step
+
+Evaluation always reads ``method.classifier`` (``features()`` + ``fc``). Everything a resumed
+run needs is in ``method.state_dict()``: the networks *and* the per-sample or per-group state
+a method keeps (EMA losses, group weights, the error set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+# What a method reads from the training split besides the images.
+TARGET_ONLY = "target"  # target labels only; bias labels are withheld from it
+BIAS_LABELS = "bias"  # target and bias labels of the training split
+SUPERVISION = {
+    TARGET_ONLY: "target labels only (no bias labels in training)",
+    BIAS_LABELS: "target and bias labels of the training split",
+}
+
+# Stage kinds the trainer knows how to run.
+TRAIN = "train"  # gradient steps on method.loss; the classifier is evaluated every epoch
+PRETRAIN = "pretrain"  # gradient steps on method.loss; only the online probe is evaluated
+LINEAR = "linear"  # a linear classifier fitted on frozen features (SupContrast protocol)
+STAGE_KINDS = (TRAIN, PRETRAIN, LINEAR)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One named phase of a method.
+
+    Attributes:
+        name: written to ``history.csv`` (``train``, ``pretrain``, ``linear``, ``identify``...).
+        epochs: how many epochs it lasts.
+        kind: how the trainer runs it (:data:`TRAIN`, :data:`PRETRAIN` or :data:`LINEAR`).
+        views: augmented views per image in a batch (2 for contrastive losses).
+        milestones: epochs (within the stage) where the learning rate is multiplied by
+            ``lr_gamma``.
+    """
+
+    name: str
+    epochs: int
+    kind: str = TRAIN
+    views: int = 1
+    milestones: tuple[int, ...] = ()
+
+
+class Batch(NamedTuple):
+    """One training batch as a method sees it.
+
+    ``x`` holds ``views`` stacked view-major (row ``v·B + i``). ``bias`` is ``None`` for a
+    method whose supervision is :data:`TARGET_ONLY`: such a method cannot read bias labels.
+    """
+
+    index: torch.Tensor  # rows of the training split, [B]
+    x: torch.Tensor  # [views·B, C, H, W]
+    y: torch.Tensor  # [B]
+    bias: torch.Tensor | None  # [B] or None
+    views: int
+
+
+@dataclass
+class Context:
+    """What a method may know about the run when it builds itself.
+
+    ``train_bias`` is ``None`` unless the method's supervision is :data:`BIAS_LABELS`.
+    """
+
+    cfg: Any  # the TrainConfig (read-only by convention)
+    num_classes: int
+    num_bias: int
+    train_targets: torch.Tensor
+    train_bias: torch.Tensor | None
+    device: torch.device
+    build_model: Callable[[], nn.Module]
+
+
+@dataclass(frozen=True)
+class HParam:
+    """A documented hyper-parameter: default value, meaning, and where the default comes from."""
+
+    default: Any
+    help: str
+    source: str = ""
+    type: type | None = None
+    low: float | None = None  # smallest allowed value, for numbers
+
+    def parse(self, name: str, value: Any) -> Any:
+        kind = self.type or type(self.default)
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            raise ValueError(f"method option {name}={value!r}: expected true or false")
+        if kind in (int, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"method option {name}={value!r}: expected a number")
+            if kind is int and float(value) != int(value):
+                raise ValueError(f"method option {name}={value!r}: expected an integer")
+            if self.low is not None and (value != value or value < self.low):
+                raise ValueError(f"method option {name}={value!r}: expected a number >= {self.low}")
+            return kind(value)
+        return value
+
+
+class EncoderWithHeads(nn.Module):
+    """Encoder + optional projection head + optional online probe behind one ``forward``.
+
+    DistributedDataParallel synchronises gradients only for computations that go through the
+    wrapped module's ``forward``, so everything a training step needs is computed here.
+    Outputs: ``feats``; ``logits`` when ``use_fc``; ``z`` (projection) with a head; ``probe``
+    (online linear probe on detached features) with a probe.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        head: nn.Module | None = None,
+        probe: nn.Module | None = None,
+        use_fc: bool = True,
+    ) -> None:
+        super().__init__()
+        self.model, self.head, self.probe, self.use_fc = model, head, probe, use_fc
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.model.features(x)
+        out = {"feats": feats}
+        if self.use_fc:
+            out["logits"] = self.model.fc(feats)
+        if self.head is not None:
+            out["z"] = self.head(feats)
+        if self.probe is not None:
+            # Detached: the probe watches the representation, it must not shape it.
+            out["probe"] = self.probe(feats.detach())
+        return out
+
+
+class StageHelper:
+    """What the trainer offers a method at the start of a stage (see :meth:`Method.start_stage`).
+
+    ``predict_train()`` returns the current classifier's predictions on every training image,
+    without augmentation (JTT builds its error set from it).
+    """
+
+    def __init__(self, predict_train: Callable[[], torch.Tensor], log: Callable[..., None]):
+        self.predict_train = predict_train
+        self.log = log
+
+
+class Method:
+    """Base class of a training method. Subclasses set the class attributes and override
+    :meth:`stages` and :meth:`loss` (and, where they need them, :meth:`start_stage`,
+    :meth:`epoch_rows`, :meth:`extra_state`).
+
+    Class attributes:
+        name: the registry name (``debias train --method NAME``).
+        supervision: :data:`TARGET_ONLY` or :data:`BIAS_LABELS`.
+        hparams: ``{name: HParam}`` with the defaults of the paper or official code.
+        modes: the ``TrainConfig.mode`` values it accepts; the first is the default.
+        uses_contrastive_options: whether ``temperature``/``loss_options``/... apply.
+        paper: one line naming the paper and the official code.
+    """
+
+    name: ClassVar[str] = ""
+    supervision: ClassVar[str] = TARGET_ONLY
+    hparams: ClassVar[dict[str, HParam]] = {}
+    modes: ClassVar[tuple[str, ...]] = ("ce",)
+    uses_contrastive_options: ClassVar[bool] = False
+    paper: ClassVar[str] = ""
+
+    def __init__(self, ctx: Context, hp: dict[str, Any]) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.hp = hp
+        self.net: nn.Module = self.build()
+
+    # -- what subclasses provide ---------------------------------------------------------------
+    def build(self) -> nn.Module:
+        """The trained networks as one module (default: the encoder with its classifier)."""
+        self.model = self.ctx.build_model()
+        return EncoderWithHeads(self.model)
+
+    def stages(self) -> list[Stage]:
+        cfg = self.cfg
+        return [Stage("train", cfg.epochs, TRAIN, milestones=tuple(cfg.lr_milestones))]
+
+    def loss(
+        self, out: dict[str, torch.Tensor], batch: Batch, stage: Stage
+    ) -> dict[str, torch.Tensor]:
+        """The loss terms of one batch; ``terms["loss"]`` is what is minimised."""
+        raise NotImplementedError
+
+    def start_stage(self, stage: Stage, helper: StageHelper) -> None:
+        """Called once when ``stage`` begins (not again when a run resumes inside it)."""
+
+    def epoch_rows(self, stage: Stage, n: int, generator: torch.Generator) -> torch.Tensor | None:
+        """The training rows of one epoch, in order; ``None`` means a plain shuffle of all."""
+        return None
+
+    def trainable(self, stage: Stage) -> list[nn.Parameter]:
+        """Parameters the optimizer of ``stage`` updates."""
+        return [p for p in self.net.parameters() if p.requires_grad]
+
+    def extra_state(self) -> dict[str, Any]:
+        """Per-sample or per-group state outside ``net`` that a resumed run needs."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`extra_state`."""
+
+    # -- shared ---------------------------------------------------------------------------------
+    @property
+    def classifier(self) -> nn.Module:
+        """The model evaluated and saved: ``features(x)`` and ``fc``; ``model(x)`` gives logits."""
+        return self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "extra": self.extra_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.load_extra_state(state.get("extra", {}))
+
+    def to(self, device: torch.device) -> Method:
+        self.net.to(device)
+        return self
+
+
+def group_index(y: torch.Tensor, b: torch.Tensor, num_bias: int) -> torch.Tensor:
+    """The flat group id ``g = y·num_bias + b`` of each sample."""
+    return y * num_bias + b
+
+
+def group_counts(y: torch.Tensor, b: torch.Tensor, num_classes: int, num_bias: int) -> torch.Tensor:
+    """``n(y, b)`` of every (target, bias) group as a flat float tensor ``[C·B']``."""
+    g = group_index(y, b, num_bias)
+    return torch.bincount(g, minlength=num_classes * num_bias).float()

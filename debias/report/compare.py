@@ -1,0 +1,89 @@
+"""Paired comparisons between methods on the same seeds and data (computing only; the report
+renders them).
+
+For a condition (bias level and every other condition option but the method) and two methods
+A and B run with the same seeds, the per-seed differences are ``d_s = v_A(s) − v_B(s)`` (in
+percentage points). Reported: the number of pairs n, ``mean(d)``, its 95% Student t-interval
+``mean ± t_{0.975, n−1} · sd(d) / √n``, the two-sided paired t-test p-value (``scipy.stats.
+ttest_rel``; NaN when n < 2 or every difference is equal), and ``wins`` = #{s : d_s > 0}.
+p-values are per comparison and uncorrected for multiplicity; with 3 seeds the test has 2
+degrees of freedom, so only large and consistent differences reach p < 0.05.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["paired_differences"]
+
+# Options that differ between two methods by construction, not a different condition.
+_METHOD_BOUND = ("method", "mode", "augment", "method_options", "label", "supervision")
+
+
+def _t_interval(d: np.ndarray) -> tuple[float, float, float]:
+    from scipy import stats
+
+    n = len(d)
+    mean = float(d.mean())
+    if n < 2:
+        return mean, math.nan, math.nan
+    sd = float(d.std(ddof=1))
+    if sd == 0:
+        return mean, 0.0, math.nan
+    half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+    return mean, half, float(stats.ttest_rel(d, np.zeros_like(d)).pvalue)
+
+
+def paired_differences(
+    per_run: pd.DataFrame,
+    *,
+    metric: str,
+    keys: Sequence[str],
+    baseline: str,
+    methods: Sequence[str] | None = None,
+    replicate: str = "seed",
+) -> pd.DataFrame:
+    """``method − baseline`` on ``metric`` for each condition, paired on ``replicate``.
+
+    ``per_run`` has one row per run (``method``, ``replicate``, the condition ``keys`` and the
+    ``metric`` column, in %). Returns one row per (condition, method) with ``n``, ``mean_diff``,
+    ``ci95_low``, ``ci95_high``, ``p_value``, ``wins``, ``baseline_mean``, ``method_mean``.
+    """
+    match = [k for k in keys if k not in _METHOD_BOUND]
+    base = per_run[per_run["method"] == baseline]
+    if base.empty:
+        return pd.DataFrame()
+    others = methods or [m for m in dict.fromkeys(per_run["method"]) if m != baseline]
+    rows = []
+    for method in others:
+        mine = per_run[per_run["method"] == method]
+        if mine.empty:
+            continue
+        joined = mine.merge(base, on=[*match, replicate], suffixes=("", "_base"))
+        for cond, g in joined.groupby(match, dropna=False, sort=False) if match else [((), joined)]:
+            cond = cond if isinstance(cond, tuple) else (cond,)
+            d = (g[metric] - g[f"{metric}_base"]).dropna().to_numpy(float)
+            if len(d) == 0:
+                continue
+            mean, half, p = _t_interval(d)
+            rows.append(
+                dict(zip(match, cond))
+                | {
+                    "method": method,
+                    "baseline": baseline,
+                    "metric": metric,
+                    "n": len(d),
+                    "mean_diff": mean,
+                    "ci95_low": mean - half if not math.isnan(half) else math.nan,
+                    "ci95_high": mean + half if not math.isnan(half) else math.nan,
+                    "p_value": p,
+                    "wins": int((d > 0).sum()),
+                    "method_mean": float(g[metric].mean()),
+                    "baseline_mean": float(g[f"{metric}_base"].mean()),
+                }
+            )
+    return pd.DataFrame(rows)
