@@ -6,7 +6,9 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from debias.methods import get_method, resolve_hparams
+from debias.methods import METHODS, get_method, resolve_hparams
+
+__all__ = ["METHODS", "MODES", "RUNTIME_FIELDS", "RunConflictError", "TrainConfig"]
 
 # "ce": one classifier trained end to end on a (possibly re-weighted) cross-entropy objective;
 # "two-stage" and "joint": the contrastive protocols (see debias.methods.contrastive).
