@@ -10,8 +10,8 @@ Plain feed (no augmentation; ReBias trains this way):
   builds a ``PIL.Image`` and applies ``ToTensor()`` + ``Normalize(0.5, 0.5)``;
   ``DataLoader(batch_size=256, shuffle=True, num_workers=2)`` and ``num_workers=0``.
   (ReBias also sets ``pin_memory=True``, which only matters with a GPU; off here.)
-* ours: exactly the trainer's data path (``debias.train.loop.Trainer``): ``_batches``
-  (one ``randperm`` then slices) and ``Trainer._inputs`` (``index_select``, one fused
+* ours: exactly the trainer's data path (``debias.train.loop.Trainer``): ``batches``
+  (one ``randperm`` then slices) and ``Trainer.inputs`` (``index_select``, one fused
   normalisation).
 
 Two-view augmented feed (contrastive training):
@@ -24,7 +24,7 @@ Two-view augmented feed (contrastive training):
   produce the same batches.
 * reference ``geometric``: the same structure with the augmentation *our* default applies
   (``RandomCrop(28, padding=2, padding_mode="edge")`` + ``RandomRotation(10)``): like for like.
-* ours: the trainer's two-view path, ``Trainer._inputs(two_view=True)`` (one
+* ours: the trainer's two-view path, ``Trainer.inputs(two_view=True)`` (one
   ``affine_grid``/``grid_sample`` per view and batch, ``cat``, in-place normalisation); with the
   Biased-MNIST default augmentation, and once more with ``colour_jitter=0.4`` to match the
   amount of work in BiasCon's pipeline (ColorJitter perturbs the bias colour; our default keeps
@@ -228,7 +228,7 @@ def feed_trainer(
 ) -> Trainer:
     """A :class:`Trainer` holding ``ds`` as its training set, without model or optimiser.
 
-    Its ``_generator``, ``_batches`` and ``_inputs`` are the trainer's own code; the
+    Its ``_generator``, ``batches`` and ``inputs`` are the trainer's own code; the
     augmentation is built the way ``Trainer._load_data`` builds it for Biased-MNIST.
     """
     cfg = TrainConfig(
@@ -255,14 +255,14 @@ def feed_trainer(
 
 
 def ours_epoch(tr: Trainer, *, two_view: bool, epoch: int = 0) -> int:
-    """The data part of ``Trainer._train_epoch``: its batches and ``Trainer._inputs`` (the very
+    """The data part of ``Trainer._train_epoch``: its batches and ``Trainer.inputs`` (the very
     method training calls, so the bench cannot drift from the trainer); returns the rows fed."""
     ds = tr.train_set
     gen = tr._generator(epoch)
     rows = 0
-    for idx in list(tr._batches(len(ds), gen)):
+    for idx in list(tr.batches(len(ds), gen)):
         _y, _b = ds.targets[idx], ds.bias[idx]
-        x = tr._inputs(idx, gen, two_view=two_view, augment=two_view)
+        x = tr.inputs(idx, gen, two_view=two_view, augment=two_view)
         rows += x.shape[0]
     return rows
 

@@ -95,8 +95,8 @@ def premade_batches(tr: Trainer, epoch: int = 0) -> list[tuple[torch.Tensor, tor
     ds = tr.train_set
     gen = tr._generator(epoch)
     out = []
-    for idx in list(tr._batches(len(ds), gen)):
-        out.append((tr._inputs(idx, gen, two_view=False, augment=False), ds.targets[idx]))
+    for idx in list(tr.batches(len(ds), gen)):
+        out.append((tr.inputs(idx, gen, two_view=False, augment=False), ds.targets[idx]))
     return out
 
 

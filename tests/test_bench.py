@@ -133,7 +133,7 @@ def test_rebias_reference_items_equal_trainer_batches(digits):
     tr = bench_feed.feed_trainer(digits, batch_size=64)
     ref = bench_feed.PerSampleColourMNIST(digits, bench_feed.plain_transform())
     idx = torch.tensor([0, 5, 17, 1130, 42])
-    ours = tr._inputs(idx, None, two_view=False, augment=False)
+    ours = tr.inputs(idx, None, two_view=False, augment=False)
     items = [ref[int(i)] for i in idx]
     theirs = torch.stack([x for x, _, _ in items])
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
@@ -169,7 +169,7 @@ def test_ours_epoch_feeds_every_image_once(digits):
     tr3 = bench_feed.feed_trainer(digits, batch_size=256, max_batches=3)
     assert bench_feed.ours_epoch(tr3, two_view=True) == 2 * 3 * 256
     # the trainer's permutation covers each row exactly once
-    perm = torch.cat(list(tr._batches(n, tr._generator(0))))
+    perm = torch.cat(list(tr.batches(n, tr._generator(0))))
     assert torch.equal(perm.sort().values, torch.arange(n))
 
 

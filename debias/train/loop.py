@@ -263,7 +263,7 @@ class Trainer:
         # One stream per (seed, epoch): a resumed run draws exactly what an uninterrupted one would.
         return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
 
-    def _batches(self, n: int, gen: torch.Generator):
+    def batches(self, n: int, gen: torch.Generator):
         perm = torch.randperm(n, generator=gen)
         bs = self.cfg.batch_size
         # Drop a ragged last batch of size 1: BatchNorm and contrastive losses need >= 2 rows.
@@ -273,7 +273,7 @@ class Trainer:
         for s in range(steps):
             yield self.dist.shard(perm[s * bs : (s + 1) * bs]).to(self.device)
 
-    def _inputs(self, idx: torch.Tensor, gen, *, two_view: bool, augment: bool) -> torch.Tensor:
+    def inputs(self, idx: torch.Tensor, gen, *, two_view: bool, augment: bool) -> torch.Tensor:
         """The network input of one batch: normalised float images ``[B, C, H, W]``, or with
         ``two_view`` two augmented views stacked view-major ``[2B, C, H, W]`` (row ``v·B + i``).
 
@@ -309,7 +309,7 @@ class Trainer:
         """The loss terms of one batch; ``terms["loss"]`` is what is minimised."""
         cfg, ds = self.cfg, self.train_set
         y, b = ds.targets[idx], ds.bias[idx]
-        x = self._inputs(idx, gen, two_view=cfg.mode != "ce", augment=bool(cfg.augment))
+        x = self.inputs(idx, gen, two_view=cfg.mode != "ce", augment=bool(cfg.augment))
         with self._autocast():
             out = self.net(x)
         if cfg.mode == "ce":
@@ -332,7 +332,7 @@ class Trainer:
         self.net.train()
         sums: dict[str, torch.Tensor] = {}
         steps = 0
-        batches = list(self._batches(len(ds), gen))
+        batches = list(self.batches(len(ds), gen))
         for idx in _progress(
             batches, cfg.progress and self.dist.is_main, f"epoch {epoch + 1}/{self.total_epochs}"
         ):
@@ -361,7 +361,7 @@ class Trainer:
         gen = self._generator(epoch)
         total, steps = 0.0, 0
         self.linear.train()
-        for idx in self._batches(len(ds), gen):
+        for idx in self.batches(len(ds), gen):
             loss = F.cross_entropy(self.linear(feats[idx]), ds.targets[idx])
             self.linear_optimizer.zero_grad(set_to_none=True)
             loss.backward()
