@@ -34,9 +34,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from debias._types import Group
 from debias.audit import geometry
-
-Group = tuple[int, int]
 
 #: Scalar fields of :class:`debias.metrics.GroupReport` copied into the tidy table.
 REPORT_FIELDS = (

@@ -56,6 +56,7 @@ from pathlib import Path
 
 import torch
 
+from debias._types import Group
 from debias.data.base import TensorImageDataset
 from debias.data.cache import load_images
 from debias.data.root import data_root
@@ -177,7 +178,7 @@ def _warn_fallback_once(message: str) -> None:
         warnings.warn(message + " (This warning is shown once per process.)", stacklevel=3)
 
 
-def _aligned_from_pool(y: torch.Tensor, b: torch.Tensor) -> list[tuple[int, int]]:
+def _aligned_from_pool(y: torch.Tensor, b: torch.Tensor) -> list[Group]:
     """For each bias value b present: ``argmax_y n(y, b) / n(y)``; a tie (y and b independent
     in the pool, so nothing is aligned by the data) falls back to the diagonal ``y = b``."""
     n_y = [int((y == t).sum()) for t in (0, 1)]
