@@ -16,12 +16,15 @@ import numpy as np
 import pytest
 import torch
 
+from debias.sweep.runner import available_cores
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import bench_feed  # noqa: E402
 import bench_train  # noqa: E402
 import common  # noqa: E402
+import driver  # noqa: E402
 
 DATA = Path(os.environ.get("DEBIAS_DATA", "data"))
 HAVE_MNIST = (DATA / "mnist" / "train-images-idx3-ubyte.gz").exists()
@@ -298,7 +301,7 @@ def test_bench_generation_smoke(monkeypatch):
     res = bench_generation.run(repeats=1)
     assert res["n_images"] == 800
     assert res["identical_colours"] and res["identical_images_subset"]
-    rows, _ = common.stage_generation(None, 1, None)
+    rows, _ = driver.stage_generation(None, 1, None)
     assert (
         rows[0].ratio == pytest.approx(rows[0].ref["median"] / rows[0].ours["median"])
         and rows[0].status == ""
@@ -309,7 +312,7 @@ def test_bench_losses_smoke():
     """bench_losses.run through the driver's small intermediate process."""
     import bench_losses
 
-    rows, res = common.stage_losses(1, None, batch_sizes=(16,), memory=False)
+    rows, res = driver.stage_losses(1, None, batch_sizes=(16,), memory=False)
     assert {r["variant"] for r in res} == set(bench_losses.VARIANTS)
     assert all(r["repeats"] == 3 for r in res)
     contex = next(r for r in res if r["variant"] == "contex")
@@ -354,13 +357,13 @@ def test_driver_writes_table_csv_and_environment(tmp_path, monkeypatch, capsys):
         )
     ]
     monkeypatch.setattr(
-        common, "stage_generation", lambda root, repeats, log: (fake, {"r": repeats})
+        driver, "stage_generation", lambda root, repeats, log: (fake, {"r": repeats})
     )
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     threads = torch.get_num_threads()
     try:
-        rc = common.main(["--stages", "generation", "--quick", "--out", str(tmp_path)])
+        rc = driver.main(["--stages", "generation", "--quick", "--out", str(tmp_path)])
     finally:
         torch.set_num_threads(threads)
     assert rc == 0
@@ -369,7 +372,7 @@ def test_driver_writes_table_csv_and_environment(tmp_path, monkeypatch, capsys):
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["repeats"] == 2 and env["quick"] is True
     assert env["malloc_env"]["MALLOC_TRIM_THRESHOLD_"] == "131072"
-    assert env["torch_threads"] == common.cpu_count()
+    assert env["torch_threads"] == available_cores()
     got = list(csv.DictReader((tmp_path / "bench.csv").open()))
     assert len(got) == 1 and float(got[0]["ratio"]) == 10.0
     raw = json.loads((tmp_path / "bench.json").read_text())
