@@ -133,10 +133,10 @@ def test_bench_run_exports_the_documented_defaults():
 def test_rebias_reference_items_equal_trainer_batches(digits):
     """ToTensor + Normalize on a PIL image == the trainer's index/float/normalise (to rounding:
     the trainer fuses the two steps into one multiply-add)."""
-    tr = bench_feed.feed_trainer(digits, batch_size=64)
+    trainer = bench_feed.feed_trainer(digits, batch_size=64)
     ref = bench_feed.PerSampleColourMNIST(digits, bench_feed.plain_transform())
     idx = torch.tensor([0, 5, 17, 1130, 42])
-    ours = tr.inputs(idx, None, two_view=False, augment=False)
+    ours = trainer.inputs(idx, None, two_view=False, augment=False)
     items = [ref[int(i)] for i in idx]
     theirs = torch.stack([x for x, _, _ in items])
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
@@ -166,13 +166,13 @@ def test_two_view_reference_transforms_draw_two_different_views(digits):
 
 def test_ours_epoch_feeds_every_image_once(digits):
     n = len(digits)
-    tr = bench_feed.feed_trainer(digits, batch_size=256)
-    assert bench_feed.ours_epoch(tr, two_view=False) == n
-    assert bench_feed.ours_epoch(tr, two_view=True) == 2 * n
-    tr3 = bench_feed.feed_trainer(digits, batch_size=256, max_batches=3)
-    assert bench_feed.ours_epoch(tr3, two_view=True) == 2 * 3 * 256
+    trainer = bench_feed.feed_trainer(digits, batch_size=256)
+    assert bench_feed.ours_epoch(trainer, two_view=False) == n
+    assert bench_feed.ours_epoch(trainer, two_view=True) == 2 * n
+    trainer3 = bench_feed.feed_trainer(digits, batch_size=256, max_batches=3)
+    assert bench_feed.ours_epoch(trainer3, two_view=True) == 2 * 3 * 256
     # the trainer's permutation covers each row exactly once
-    perm = torch.cat(list(tr.batches(n, tr._generator(0))))
+    perm = torch.cat(list(trainer.batches(n, trainer._generator(0))))
     assert torch.equal(perm.sort().values, torch.arange(n))
 
 
@@ -242,28 +242,28 @@ def _tiny_trainer(max_steps=3):
 def test_model_only_loop_is_the_trainers_computation():
     """Same start, same batches: the model-only loop ends in bit-identical weights."""
     with bench_train.deterministic_cpu():
-        tr = _tiny_trainer()
-        start_model = copy.deepcopy(tr.model.state_dict())
-        start_opt = copy.deepcopy(tr.optimizer.state_dict())
-        batches = bench_train.premade_batches(tr, 0)
+        trainer = _tiny_trainer()
+        start_model = copy.deepcopy(trainer.model.state_dict())
+        start_opt = copy.deepcopy(trainer.optimizer.state_dict())
+        batches = bench_train.premade_batches(trainer, 0)
         assert len(batches) == 3 and batches[0][0].shape == (64, 3, 28, 28)
-        assert bench_train.trainer_epoch(tr, 0) == 3 * 64
-        after_trainer = copy.deepcopy(tr.model.state_dict())
-        tr.model.load_state_dict(start_model)
-        tr.optimizer.load_state_dict(start_opt)
-        assert bench_train.model_epoch(tr, batches) == 3 * 64
+        assert bench_train.trainer_epoch(trainer, 0) == 3 * 64
+        after_trainer = copy.deepcopy(trainer.model.state_dict())
+        trainer.model.load_state_dict(start_model)
+        trainer.optimizer.load_state_dict(start_opt)
+        assert bench_train.model_epoch(trainer, batches) == 3 * 64
     moved = False
-    for k, v in tr.model.state_dict().items():
+    for k, v in trainer.model.state_dict().items():
         assert torch.equal(v, after_trainer[k]), k
         moved |= not torch.equal(v, start_model[k])
     assert moved  # the step really trained
 
 
 def test_premade_batches_refuses_augmented_runs():
-    tr = _tiny_trainer()
-    tr.cfg.augment = True
+    trainer = _tiny_trainer()
+    trainer.cfg.augment = True
     with pytest.raises(ValueError, match="augmentation"):
-        bench_train.premade_batches(tr)
+        bench_train.premade_batches(trainer)
 
 
 def test_deterministic_cpu_restores_the_global_flag():

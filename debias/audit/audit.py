@@ -586,8 +586,8 @@ def _project(
     if method == "pca" or zs.shape[1] <= 2:
         from sklearn.decomposition import PCA
 
-        k = min(2, zs.shape[1])
-        pca = PCA(n_components=k, random_state=seed).fit(zs)
+        n_components = min(2, zs.shape[1])
+        pca = PCA(n_components=n_components, random_state=seed).fit(zs)
         xy = pca.transform(zs)
         extra["pca_explained_variance"] = [
             round(float(v), 4) for v in pca.explained_variance_ratio_

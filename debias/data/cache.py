@@ -150,8 +150,8 @@ def fingerprint(
     root_s = os.fspath(root)
     files = []
     for rel in sorted(rel_paths):
-        st = os.stat(os.path.join(root_s, rel))
-        files.append([rel, st.st_size, st.st_mtime_ns])
+        stat = os.stat(os.path.join(root_s, rel))
+        files.append([rel, stat.st_size, stat.st_mtime_ns])
     doc = {
         "name": name,
         "files": files,
@@ -301,7 +301,7 @@ def load_images(
     hit = stored is not None
     if hit:
         images_sorted = stored["images"]
-        position = {r: k for k, r in enumerate(sorted_rels)} if stored["failed"] else {}
+        position = {rel: row for row, rel in enumerate(sorted_rels)} if stored["failed"] else {}
         failed_sorted = {position[r]: m for r, m in stored["failed"].items()}
     else:
         images_sorted, failed_sorted = _decode_all(

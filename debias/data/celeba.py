@@ -166,9 +166,9 @@ def _stratified(
             counts = [max(1, c) for c in counts]
         pos = n - sum(counts)
         parts[0].append(members[:pos])
-        for k, c in enumerate(counts, start=1):
-            parts[k].append(members[pos : pos + c])
-            pos += c
+        for part, count in enumerate(counts, start=1):
+            parts[part].append(members[pos : pos + count])
+            pos += count
     return [torch.cat(p) if p else idx[:0] for p in parts]
 
 
