@@ -53,7 +53,7 @@ def compare_solvers(Z: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> dict
 
     n = len(labels)
     order = np.random.default_rng(seed).permutation(n)
-    tr, te = order[: int(0.8 * n)], order[int(0.8 * n) :]
+    train, test = order[: int(0.8 * n)], order[int(0.8 * n) :]
     out = {}
     for name, clf in (
         ("lbfgs", LogisticRegression(max_iter=100)),
@@ -64,9 +64,9 @@ def compare_solvers(Z: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> dict
         # One thread, as audit_embeddings(threads=1) runs its probes.
         with warnings.catch_warnings(), threadpool_limits(limits=1):
             warnings.simplefilter("ignore", ConvergenceWarning)
-            pipe.fit(Z[tr], labels[tr])
+            pipe.fit(Z[train], labels[train])
         seconds = time.perf_counter() - t
-        acc = balanced_accuracy_score(labels[te], pipe.predict(Z[te]))
+        acc = balanced_accuracy_score(labels[test], pipe.predict(Z[test]))
         out[name] = {"seconds": round(seconds, 3), "balanced_accuracy": round(float(acc), 4)}
     out["sgd_over_lbfgs_time"] = round(out["sgd"]["seconds"] / out["lbfgs"]["seconds"], 3)
     return out

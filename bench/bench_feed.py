@@ -10,8 +10,8 @@ Plain feed (no augmentation; ReBias trains this way):
   builds a ``PIL.Image`` and applies ``ToTensor()`` + ``Normalize(0.5, 0.5)``;
   ``DataLoader(batch_size=256, shuffle=True, num_workers=2)`` and ``num_workers=0``.
   (ReBias also sets ``pin_memory=True``, which only matters with a GPU; off here.)
-* ours: exactly the trainer's data path (``debias.train.loop.Trainer``): ``_batches``
-  (one ``randperm`` then slices) and ``Trainer._inputs`` (``index_select``, one fused
+* ours: exactly the trainer's data path (``debias.train.loop.Trainer``): ``batches``
+  (one ``randperm`` then slices) and ``Trainer.inputs`` (``index_select``, one fused
   normalisation).
 
 Two-view augmented feed (contrastive training):
@@ -24,7 +24,7 @@ Two-view augmented feed (contrastive training):
   produce the same batches.
 * reference ``geometric``: the same structure with the augmentation *our* default applies
   (``RandomCrop(28, padding=2, padding_mode="edge")`` + ``RandomRotation(10)``): like for like.
-* ours: the trainer's two-view path, ``Trainer._inputs(two_view=True)`` (one
+* ours: the trainer's two-view path, ``Trainer.inputs(two_view=True)`` (one
   ``affine_grid``/``grid_sample`` per view and batch, ``cat``, in-place normalisation); with the
   Biased-MNIST default augmentation, and once more with ``colour_jitter=0.4`` to match the
   amount of work in BiasCon's pipeline (ColorJitter perturbs the bias colour; our default keeps
@@ -228,8 +228,8 @@ def feed_trainer(
 ) -> Trainer:
     """A :class:`Trainer` holding ``ds`` as its training set, without model or optimiser.
 
-    Its ``_generator``, ``_batches`` and ``_inputs`` are the trainer's own code; the
-    augmentation is built the way ``Trainer._load_data`` builds it for Biased-MNIST.
+    Its ``_generator``, ``batches`` and ``inputs`` are the trainer's own code; the
+    augmentation is built the way ``Trainer.load_data`` builds it for Biased-MNIST.
     """
     cfg = TrainConfig(
         dataset="biased-mnist",
@@ -242,27 +242,27 @@ def feed_trainer(
         progress=False,
         colour_jitter=colour_jitter,
     )
-    tr = Trainer(cfg, log=lambda *_: None)
-    tr.train_set = ds
+    trainer = Trainer(cfg, log=lambda *_: None)
+    trainer.train_set = ds
     with warnings.catch_warnings():
         # Colour jitter on a colour bias warns; the like-for-like row asks for it on purpose.
         warnings.simplefilter("ignore", UserWarning)
-        tr.augment = BatchAugment(
+        trainer.augment = BatchAugment(
             AugmentConfig(**dict(DEFAULT_AUGMENT["biased-mnist"], colour_jitter=colour_jitter)),
             bias_is_colour=True,
         )
-    return tr
+    return trainer
 
 
-def ours_epoch(tr: Trainer, *, two_view: bool, epoch: int = 0) -> int:
-    """The data part of ``Trainer._train_epoch``: its batches and ``Trainer._inputs`` (the very
+def ours_epoch(trainer: Trainer, *, two_view: bool, epoch: int = 0) -> int:
+    """The data part of ``Trainer.train_epoch``: its batches and ``Trainer.inputs`` (the very
     method training calls, so the bench cannot drift from the trainer); returns the rows fed."""
-    ds = tr.train_set
-    gen = tr._generator(epoch)
+    ds = trainer.train_set
+    gen = trainer.generator(epoch)
     rows = 0
-    for idx in list(tr._batches(len(ds), gen)):
+    for idx in list(trainer.batches(len(ds), gen)):
         _y, _b = ds.targets[idx], ds.bias[idx]
-        x = tr._inputs(idx, gen, two_view=two_view, augment=two_view)
+        x = trainer.inputs(idx, gen, two_view=two_view, augment=two_view)
         rows += x.shape[0]
     return rows
 
@@ -290,10 +290,10 @@ def run_plain(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Time one plain epoch: ours vs the ReBias-style DataLoader at each ``workers`` count."""
-    tr = feed_trainer(ds, max_batches=max_batches)
+    trainer = feed_trainer(ds, max_batches=max_batches)
     per_sample = PerSampleColourMNIST(ds, None)
-    variants: dict[str, Callable[[], Any]] = {"ours": lambda: ours_epoch(tr, two_view=False)}
-    warm: dict[str, Callable[[], Any]] = {"ours": lambda: ours_epoch(tr, two_view=False)}
+    variants: dict[str, Callable[[], Any]] = {"ours": lambda: ours_epoch(trainer, two_view=False)}
+    warm: dict[str, Callable[[], Any]] = {"ours": lambda: ours_epoch(trainer, two_view=False)}
     for nw in workers:
         loader = reference_loader(per_sample, "plain", nw)
         variants[f"ref_plain_nw{nw}"] = lambda ld=loader: reference_epoch(ld, max_batches)
@@ -320,11 +320,11 @@ def run_two_view(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Time one two-view augmented epoch: ours (default, +jitter) vs BiasCon / geometric refs."""
-    tr = feed_trainer(ds, max_batches=max_batches)
-    tr_jit = feed_trainer(ds, max_batches=max_batches, colour_jitter=JITTER)
+    trainer = feed_trainer(ds, max_batches=max_batches)
+    trainer_jitter = feed_trainer(ds, max_batches=max_batches, colour_jitter=JITTER)
     variants: dict[str, Callable[[], Any]] = {
-        "ours": lambda: ours_epoch(tr, two_view=True),
-        "ours_jitter": lambda: ours_epoch(tr_jit, two_view=True),
+        "ours": lambda: ours_epoch(trainer, two_view=True),
+        "ours_jitter": lambda: ours_epoch(trainer_jitter, two_view=True),
     }
     warm = dict(variants)
     per_sample = PerSampleColourMNIST(ds, None)
@@ -373,8 +373,8 @@ def memory_worker(
     ds = load_train(root, limit=limit)
     # No warm-up on either side: both measurements include first-call initialisation.
     if kind == "ours":
-        tr = feed_trainer(ds, max_batches=max_batches)
-        fn = lambda: ours_epoch(tr, two_view=two_view)  # noqa: E731
+        trainer = feed_trainer(ds, max_batches=max_batches)
+        fn = lambda: ours_epoch(trainer, two_view=two_view)  # noqa: E731
     else:
         loader = reference_loader(ds, kind, nw)
         fn = lambda: reference_epoch(loader, max_batches)  # noqa: E731

@@ -3,7 +3,7 @@
 For a model (SmallConvNet, the CPU model; SimpleConvNet, the paper's) and Biased-MNIST train at
 rho 0.99, three variants are timed round-robin in one process:
 
-* ``trainer``: the real ``Trainer._train_epoch`` (cross-entropy, the ReBias protocol, batch 256):
+* ``trainer``: the real ``Trainer.train_epoch`` (cross-entropy, the ReBias protocol, batch 256):
   index, convert, normalise, forward, loss, backward, Adam step, loss bookkeeping;
 * ``model``: the same model and the same Adam optimiser on the *same batches*, made beforehand
   as normalised float tensors: ``zero_grad``, forward, cross-entropy, backward, step; nothing
@@ -69,7 +69,7 @@ def make_trainer(
 ) -> Trainer:
     """A cross-entropy :class:`Trainer` with data loaded and model/optimiser built (no files)."""
     cfg = TrainConfig(
-        out="runs/bench-unused",  # nothing is written: only _load_data/_build/_train_epoch run
+        out="runs/bench-unused",  # nothing is written: only load_data/build/train_epoch run
         dataset=dataset,
         rho=rho,
         root=root,
@@ -82,27 +82,28 @@ def make_trainer(
         device=device,
         progress=False,
     )
-    tr = Trainer(cfg, log=lambda *_: None)
-    tr._load_data()
-    tr._build()
-    return tr
+    trainer = Trainer(cfg, log=lambda *_: None)
+    trainer.load_data()
+    trainer.build()
+    trainer.enter_stage(0)
+    return trainer
 
 
-def premade_batches(tr: Trainer, epoch: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The batches ``tr._train_epoch(epoch)`` feeds its model, as ready normalised tensors."""
-    if tr.cfg.mode != "ce" or tr.cfg.augment:
+def premade_batches(trainer: Trainer, epoch: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches ``trainer.train_epoch(epoch)`` feeds its model, as ready normalised tensors."""
+    if trainer.cfg.mode != "ce" or trainer.cfg.augment:
         raise ValueError("premade_batches mirrors the plain cross-entropy epoch (no augmentation)")
-    ds = tr.train_set
-    gen = tr._generator(epoch)
+    ds = trainer.train_set
+    gen = trainer.generator(epoch)
     out = []
-    for idx in list(tr._batches(len(ds), gen)):
-        out.append((tr._inputs(idx, gen, two_view=False, augment=False), ds.targets[idx]))
+    for idx in list(trainer.batches(len(ds), gen)):
+        out.append((trainer.inputs(idx, gen, two_view=False, augment=False), ds.targets[idx]))
     return out
 
 
-def model_epoch(tr: Trainer, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> int:
+def model_epoch(trainer: Trainer, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> int:
     """Forward + cross-entropy + backward + Adam step on pre-made batches; returns images."""
-    model, opt = tr.model, tr.optimizer
+    model, opt = trainer.model, trainer.optimizer
     model.train()
     n = 0
     for x, y in batches:
@@ -114,11 +115,11 @@ def model_epoch(tr: Trainer, batches: Sequence[tuple[torch.Tensor, torch.Tensor]
     return n
 
 
-def trainer_epoch(tr: Trainer, epoch: int = 0) -> int:
-    """The real ``Trainer._train_epoch``; returns the images it trained on."""
-    steps = tr._train_epoch(epoch)["steps"]
-    n = len(tr.train_set)
-    bs = tr.cfg.batch_size
+def trainer_epoch(trainer: Trainer, epoch: int = 0) -> int:
+    """The real ``Trainer.train_epoch``; returns the images it trained on."""
+    steps = trainer.train_epoch(epoch)["steps"]
+    n = len(trainer.train_set)
+    bs = trainer.cfg.batch_size
     return sum(min(bs, n - s * bs) for s in range(int(steps)))
 
 
@@ -134,19 +135,21 @@ def run(
 ) -> dict[str, Any]:
     """Time trainer epoch, model-only epoch and feed-only epoch, interleaved; ratios of medians."""
     with deterministic_cpu():
-        tr = make_trainer(
+        trainer = make_trainer(
             model, root=root, dataset=dataset, max_steps=max_steps, batch_size=batch_size
         )
         # Always epoch 0, so all three variants see literally the same batches every repeat.
-        batches = premade_batches(tr, 0)
-        feeder = bench_feed.feed_trainer(tr.train_set, batch_size=batch_size, max_batches=max_steps)
+        batches = premade_batches(trainer, 0)
+        feeder = bench_feed.feed_trainer(
+            trainer.train_set, batch_size=batch_size, max_batches=max_steps
+        )
         variants = {
-            "trainer": lambda: trainer_epoch(tr, 0),
-            "model": lambda: model_epoch(tr, batches),
+            "trainer": lambda: trainer_epoch(trainer, 0),
+            "model": lambda: model_epoch(trainer, batches),
             "feed": lambda: bench_feed.ours_epoch(feeder, two_view=False),
         }
         one = batches[:1]
-        warm = {"model": lambda: model_epoch(tr, one)}
+        warm = {"model": lambda: model_epoch(trainer, one)}
         seconds, results = common.interleave(variants, repeats, warmup=warm, log=log)
     images = results["model"]
     if results["trainer"] != images or results["feed"] != images:
@@ -155,7 +158,7 @@ def run(
     return {
         "model": model,
         "dataset": dataset,
-        "n_train": len(tr.train_set),
+        "n_train": len(trainer.train_set),
         "batch_size": batch_size,
         "max_steps": max_steps,
         "steps": len(batches),

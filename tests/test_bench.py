@@ -16,12 +16,15 @@ import numpy as np
 import pytest
 import torch
 
+from debias.sweep.runner import available_cores
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import bench_feed  # noqa: E402
 import bench_train  # noqa: E402
 import common  # noqa: E402
+import driver  # noqa: E402
 
 DATA = Path(os.environ.get("DEBIAS_DATA", "data"))
 HAVE_MNIST = (DATA / "mnist" / "train-images-idx3-ubyte.gz").exists()
@@ -130,10 +133,10 @@ def test_bench_run_exports_the_documented_defaults():
 def test_rebias_reference_items_equal_trainer_batches(digits):
     """ToTensor + Normalize on a PIL image == the trainer's index/float/normalise (to rounding:
     the trainer fuses the two steps into one multiply-add)."""
-    tr = bench_feed.feed_trainer(digits, batch_size=64)
+    trainer = bench_feed.feed_trainer(digits, batch_size=64)
     ref = bench_feed.PerSampleColourMNIST(digits, bench_feed.plain_transform())
     idx = torch.tensor([0, 5, 17, 1130, 42])
-    ours = tr._inputs(idx, None, two_view=False, augment=False)
+    ours = trainer.inputs(idx, None, two_view=False, augment=False)
     items = [ref[int(i)] for i in idx]
     theirs = torch.stack([x for x, _, _ in items])
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
@@ -163,13 +166,13 @@ def test_two_view_reference_transforms_draw_two_different_views(digits):
 
 def test_ours_epoch_feeds_every_image_once(digits):
     n = len(digits)
-    tr = bench_feed.feed_trainer(digits, batch_size=256)
-    assert bench_feed.ours_epoch(tr, two_view=False) == n
-    assert bench_feed.ours_epoch(tr, two_view=True) == 2 * n
-    tr3 = bench_feed.feed_trainer(digits, batch_size=256, max_batches=3)
-    assert bench_feed.ours_epoch(tr3, two_view=True) == 2 * 3 * 256
+    trainer = bench_feed.feed_trainer(digits, batch_size=256)
+    assert bench_feed.ours_epoch(trainer, two_view=False) == n
+    assert bench_feed.ours_epoch(trainer, two_view=True) == 2 * n
+    trainer3 = bench_feed.feed_trainer(digits, batch_size=256, max_batches=3)
+    assert bench_feed.ours_epoch(trainer3, two_view=True) == 2 * 3 * 256
     # the trainer's permutation covers each row exactly once
-    perm = torch.cat(list(tr._batches(n, tr._generator(0))))
+    perm = torch.cat(list(trainer.batches(n, trainer.generator(0))))
     assert torch.equal(perm.sort().values, torch.arange(n))
 
 
@@ -239,28 +242,28 @@ def _tiny_trainer(max_steps=3):
 def test_model_only_loop_is_the_trainers_computation():
     """Same start, same batches: the model-only loop ends in bit-identical weights."""
     with bench_train.deterministic_cpu():
-        tr = _tiny_trainer()
-        start_model = copy.deepcopy(tr.model.state_dict())
-        start_opt = copy.deepcopy(tr.optimizer.state_dict())
-        batches = bench_train.premade_batches(tr, 0)
+        trainer = _tiny_trainer()
+        start_model = copy.deepcopy(trainer.model.state_dict())
+        start_opt = copy.deepcopy(trainer.optimizer.state_dict())
+        batches = bench_train.premade_batches(trainer, 0)
         assert len(batches) == 3 and batches[0][0].shape == (64, 3, 28, 28)
-        assert bench_train.trainer_epoch(tr, 0) == 3 * 64
-        after_trainer = copy.deepcopy(tr.model.state_dict())
-        tr.model.load_state_dict(start_model)
-        tr.optimizer.load_state_dict(start_opt)
-        assert bench_train.model_epoch(tr, batches) == 3 * 64
+        assert bench_train.trainer_epoch(trainer, 0) == 3 * 64
+        after_trainer = copy.deepcopy(trainer.model.state_dict())
+        trainer.model.load_state_dict(start_model)
+        trainer.optimizer.load_state_dict(start_opt)
+        assert bench_train.model_epoch(trainer, batches) == 3 * 64
     moved = False
-    for k, v in tr.model.state_dict().items():
+    for k, v in trainer.model.state_dict().items():
         assert torch.equal(v, after_trainer[k]), k
         moved |= not torch.equal(v, start_model[k])
     assert moved  # the step really trained
 
 
 def test_premade_batches_refuses_augmented_runs():
-    tr = _tiny_trainer()
-    tr.cfg.augment = True
+    trainer = _tiny_trainer()
+    trainer.cfg.augment = True
     with pytest.raises(ValueError, match="augmentation"):
-        bench_train.premade_batches(tr)
+        bench_train.premade_batches(trainer)
 
 
 def test_deterministic_cpu_restores_the_global_flag():
@@ -298,7 +301,7 @@ def test_bench_generation_smoke(monkeypatch):
     res = bench_generation.run(repeats=1)
     assert res["n_images"] == 800
     assert res["identical_colours"] and res["identical_images_subset"]
-    rows, _ = common.stage_generation(None, 1, None)
+    rows, _ = driver.stage_generation(None, 1, None)
     assert (
         rows[0].ratio == pytest.approx(rows[0].ref["median"] / rows[0].ours["median"])
         and rows[0].status == ""
@@ -309,7 +312,7 @@ def test_bench_losses_smoke():
     """bench_losses.run through the driver's small intermediate process."""
     import bench_losses
 
-    rows, res = common.stage_losses(1, None, batch_sizes=(16,), memory=False)
+    rows, res = driver.stage_losses(1, None, batch_sizes=(16,), memory=False)
     assert {r["variant"] for r in res} == set(bench_losses.VARIANTS)
     assert all(r["repeats"] == 3 for r in res)
     contex = next(r for r in res if r["variant"] == "contex")
@@ -354,13 +357,13 @@ def test_driver_writes_table_csv_and_environment(tmp_path, monkeypatch, capsys):
         )
     ]
     monkeypatch.setattr(
-        common, "stage_generation", lambda root, repeats, log: (fake, {"r": repeats})
+        driver, "stage_generation", lambda root, repeats, log: (fake, {"r": repeats})
     )
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     threads = torch.get_num_threads()
     try:
-        rc = common.main(["--stages", "generation", "--quick", "--out", str(tmp_path)])
+        rc = driver.main(["--stages", "generation", "--quick", "--out", str(tmp_path)])
     finally:
         torch.set_num_threads(threads)
     assert rc == 0
@@ -369,7 +372,7 @@ def test_driver_writes_table_csv_and_environment(tmp_path, monkeypatch, capsys):
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["repeats"] == 2 and env["quick"] is True
     assert env["malloc_env"]["MALLOC_TRIM_THRESHOLD_"] == "131072"
-    assert env["torch_threads"] == common.cpu_count()
+    assert env["torch_threads"] == available_cores()
     got = list(csv.DictReader((tmp_path / "bench.csv").open()))
     assert len(got) == 1 and float(got[0]["ratio"]) == 10.0
     raw = json.loads((tmp_path / "bench.json").read_text())

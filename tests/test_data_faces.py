@@ -274,6 +274,19 @@ def test_cache_hit_then_rebuild_when_a_file_changes(tmp_path):
         load_images(paths, 64, root=data, name="x", cache_dir=data / "utkface" / "c")
 
 
+def test_truncated_cache_entry_is_rebuilt_with_a_warning_at_the_caller(tmp_path):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    rels = _synthetic_utk(data / "utkface")
+    paths = [data / "utkface" / r for r in rels]
+    first = load_images(paths, 16, root=data / "utkface", name="utkface", cache_dir=cache)
+    first.cache_path.write_bytes(first.cache_path.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="ignoring unreadable image cache") as caught:
+        again = load_images(paths, 16, root=data / "utkface", name="utkface", cache_dir=cache)
+    assert caught[0].filename == __file__  # points at the caller of load_images
+    assert not again.cache_hit and torch.equal(again.images, first.images)
+    assert load_images(paths, 16, root=data / "utkface", name="utkface", cache_dir=cache).cache_hit
+
+
 def test_utkface_synthetic_split_minor_short_and_resize(tmp_path):
     data = tmp_path / "data"
     _synthetic_utk(data / "utkface")

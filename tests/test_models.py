@@ -81,6 +81,19 @@ def test_registry_errors():
         build_model("smallconvnet", 10, weights="x.pth")
 
 
-def test_projection_head_shape():
+def test_projection_head_is_linear_relu_linear():
+    # SupContrast's head: Linear(d, d) -> ReLU -> Linear(d, out); check the value it computes.
     h = ProjectionHead(64, 128)
-    assert h(torch.randn(5, 64)).shape == (5, 128)
+    lin1, lin2 = h.net[0], h.net[2]
+    assert (lin1.in_features, lin1.out_features, lin2.out_features) == (64, 64, 128)
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(0))
+    expected = torch.relu(x @ lin1.weight.T + lin1.bias) @ lin2.weight.T + lin2.bias
+    out = h(x)
+    assert out.shape == (5, 128)
+    torch.testing.assert_close(out, expected)
+    # The ReLU is really there: negative pre-activations do not reach the output.
+    with torch.no_grad():
+        lin1.weight.zero_()
+        lin1.bias.fill_(-1.0)
+    torch.testing.assert_close(h(x), lin2.bias.expand(5, 128))
+    assert ProjectionHead(64, 16, hidden_dim=32).net[0].out_features == 32

@@ -14,14 +14,11 @@ uniformity, cross-group cosine) and its k-NN target purity come from :mod:`debia
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,21 +31,9 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from debias._types import Group
 from debias.audit import geometry
-
-Group = tuple[int, int]
-
-#: Scalar fields of :class:`debias.metrics.GroupReport` copied into the tidy table.
-REPORT_FIELDS = (
-    "accuracy",
-    "unbiased_accuracy",
-    "worst_group_accuracy",
-    "aligned_accuracy",
-    "conflicting_accuracy",
-    "balanced_accuracy",
-    "equalized_odds_mean_gap",
-    "equalized_odds_max_gap",
-)
+from debias.audit.render import AuditRendering
 
 
 # -- input checking ---------------------------------------------------------------------------
@@ -71,19 +56,83 @@ def _as_matrix(Z: Any) -> np.ndarray:
 
 
 def _as_labels(x: Any, name: str, n: int) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of integer labels; got shape {arr.shape}")
-    if len(arr) != n:
-        raise ValueError(f"length mismatch: Z has {n} rows but {name} has {len(arr)} labels")
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all() or not (arr == np.round(arr)).all():
-            raise ValueError(f"{name} must hold integer labels; got non-integer or NaN values")
-    elif arr.dtype.kind not in "iub":
-        raise ValueError(f"{name} must hold integer labels; got dtype {arr.dtype}")
-    return arr.astype(np.int64)
+    # Imported here: debias.metrics pulls in fairlearn, which `import debias.audit` need not.
+    from debias.metrics._inputs import as_labels
+
+    labels = as_labels(x, name)
+    if len(labels) != n:
+        raise ValueError(f"length mismatch: Z has {n} rows but {name} has {len(labels)} labels")
+    return labels
+
+
+def _check_options(
+    *,
+    cv: Any,
+    max_samples: int | None,
+    rare_bias: str,
+    projection: str | None,
+    knn_queries: int | None,
+    max_pairs: int | None,
+    threads: int | None,
+) -> None:
+    if not isinstance(cv, (int, np.integer)) or cv < 2:
+        raise ValueError(f"cv must be an integer >= 2; got {cv!r}")
+    if max_samples is not None and max_samples < 2 * cv:
+        raise ValueError(f"max_samples must be None or >= 2 * cv = {2 * cv}; got {max_samples}")
+    if rare_bias not in ("nan", "drop"):
+        raise ValueError(f"rare_bias must be 'nan' or 'drop'; got {rare_bias!r}")
+    if projection not in ("pca", "tsne", None):
+        raise ValueError(f"projection must be 'pca', 'tsne' or None; got {projection!r}")
+    for name, v in (("knn_queries", knn_queries), ("max_pairs", max_pairs), ("threads", threads)):
+        if v is not None and v < 1:
+            raise ValueError(f"{name} must be None or >= 1; got {v}")
+
+
+def _aligned_pairs(aligned_groups: Iterable[Group] | None) -> tuple[Group, ...] | None:
+    if aligned_groups is None:
+        return None
+    return tuple(sorted({(int(gy), int(gb)) for gy, gb in aligned_groups}))
+
+
+def _subsample(
+    X: np.ndarray, y: np.ndarray, b: np.ndarray, *, max_samples: int | None, seed: int,
+    notes: list[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    n_all = X.shape[0]
+    if max_samples is None or n_all <= max_samples:
+        return X, y, b
+    keep = np.sort(np.random.default_rng(seed).choice(n_all, size=max_samples, replace=False))
+    notes.append(f"audited a seeded random subsample of {max_samples} of {n_all} rows")
+    return X[keep], y[keep], b[keep]
+
+
+def _check_label_counts(
+    y: np.ndarray, b: np.ndarray, *, cv: int, knn_k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes, bias_values)`` present, after checking the audit can measure them."""
+    n = len(y)
+    bias_values = np.unique(b)
+    classes = np.unique(y)
+    if len(bias_values) < 2:
+        raise ValueError(
+            f"bias has a single value ({int(bias_values[0])}); the audit needs at least 2 bias "
+            "values to measure leakage and group differences"
+        )
+    if len(classes) < 2:
+        raise ValueError(
+            f"targets has a single value ({int(classes[0])}); the target probe needs at least 2 "
+            "classes"
+        )
+    for name, labels in (("bias", b), ("targets", y)):
+        # StratifiedKFold needs at least one label with cv samples to build cv folds.
+        if np.bincount(labels - labels.min()).max() < cv:
+            raise ValueError(
+                f"too few samples for cv={cv}: no {name} value has {cv} samples "
+                f"(N={n}); pass a smaller cv or more rows"
+            )
+    if not 1 <= knn_k < n:
+        raise ValueError(f"knn_k must be between 1 and N - 1 = {n - 1}; got {knn_k}")
+    return classes, bias_values
 
 
 # -- probes -----------------------------------------------------------------------------------
@@ -198,54 +247,136 @@ def _metric_frame(y: np.ndarray, pred: np.ndarray, b: np.ndarray):
     )
 
 
-# -- report -----------------------------------------------------------------------------------
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, pd.DataFrame):
-        return [_json_safe(r) for r in obj.reset_index().to_dict(orient="records")]
-    if isinstance(obj, pd.Series):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_json_safe(v) for v in obj.tolist()]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return None if not np.isfinite(obj) else float(obj)
-    if obj is None or isinstance(obj, str):
-        return obj
-    if obj is pd.NA:
-        return None
-    return str(obj)
+# -- the stages -------------------------------------------------------------------------------
+def _bias_leakage(
+    X: np.ndarray, y: np.ndarray, b: np.ndarray, *, rare_bias: str, cv: int, seed: int,
+    max_iter: int, notes: list[str],
+) -> tuple[float, pd.DataFrame]:  # fmt: skip
+    """Overall bias leakage and the per-class table."""
+    pred_b = linear_probe_predict(
+        X, b, cv=cv, seed=seed, max_iter=max_iter, notes=notes, what="leakage probe"
+    )
+    leakage = float(balanced_accuracy_score(b, pred_b))
+    by_class = _leakage_by_class(
+        X, y, b, cv=cv, seed=seed, max_iter=max_iter, notes=notes, rare_bias=rare_bias
+    )
+    return leakage, by_class
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, (float, np.floating)):
-        return "NaN" if np.isnan(v) else f"{v:.4f}"
-    if v is None or v is pd.NA:
-        return ""
-    return str(v)
+def _target_probe(
+    X: np.ndarray, y: np.ndarray, b: np.ndarray, aligned: tuple[Group, ...] | None, *, cv: int,
+    seed: int, max_iter: int, notes: list[str],
+) -> tuple[Any, Any]:  # fmt: skip
+    """``(group_report, metric_frame)`` of the target probe's out-of-fold predictions."""
+    from debias.metrics import group_report
+
+    pred_y = linear_probe_predict(
+        X, y, cv=cv, seed=seed, max_iter=max_iter, notes=notes, what="target probe"
+    )
+    return group_report(y, pred_y, b, aligned=aligned), _metric_frame(y, pred_y, b)
 
 
-def markdown_table(df: pd.DataFrame, *, index: bool = False) -> str:
-    """A GitHub-flavoured Markdown table (floats to 4 decimals) without needing ``tabulate``."""
-    if index:
-        df = df.reset_index()
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in df.itertuples(index=False):
-        cells = [_fmt(v).replace("|", "\\|") for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def _group_geometry(
+    z: torch.Tensor, y: np.ndarray, b: np.ndarray, *, max_pairs: int | None, seed: int
+) -> pd.DataFrame:
+    """Alignment and uniformity of every ``(y, b)`` group: columns ``y, b, alignment,
+    uniformity``."""
+    cells = pd.DataFrame({"y": y, "b": b}).groupby(["y", "b"], sort=True).indices
+    rows = []
+    for gi, ((gy, gb), idx) in enumerate(cells.items()):
+        zi = z[torch.from_numpy(idx)]
+        rows.append(
+            {
+                "y": int(gy),
+                "b": int(gb),
+                "alignment": geometry.alignment(zi, normalize=False),
+                "uniformity": geometry.uniformity(
+                    zi, max_pairs=max_pairs, seed=seed + 1 + gi, normalize=False
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _bias_value_geometry(
+    z: torch.Tensor, y: np.ndarray, b: np.ndarray, bias_values: np.ndarray, *,
+    max_pairs: int | None, seed: int,
+) -> pd.DataFrame:  # fmt: skip
+    """Per bias value: ``b, n, alignment`` (same-target pairs inside it), ``uniformity``."""
+    rows = []
+    for bi, v in enumerate(bias_values):
+        idx = np.flatnonzero(b == v)
+        zi = z[torch.from_numpy(idx)]
+        rows.append(
+            {
+                "b": int(v),
+                "n": len(idx),
+                "alignment": geometry.alignment(zi, y[idx], normalize=False),
+                "uniformity": geometry.uniformity(
+                    zi, max_pairs=max_pairs, seed=seed + 10_007 + bi, normalize=False
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _overall_geometry(
+    z: torch.Tensor, y: np.ndarray, b: np.ndarray, *, max_pairs: int | None, seed: int
+) -> dict[str, float]:
+    geo: dict[str, float] = {
+        "alignment": geometry.alignment(z, y, normalize=False),
+        "uniformity": geometry.uniformity(z, max_pairs=max_pairs, seed=seed, normalize=False),
+    }
+    geo.update(geometry.cross_group_cosine(z, y, b, normalize=False))
+    return geo
+
+
+def _group_table(
+    knn: pd.DataFrame,
+    target_report: Any,
+    geo_groups: pd.DataFrame,
+    aligned: tuple[Group, ...] | None,
+) -> pd.DataFrame:
+    """One row per ``(y, b)`` group: k-NN purity, aligned flag, probe accuracy, geometry."""
+    probe_groups = target_report.groups[["y", "b", "accuracy"]].rename(
+        columns={"accuracy": "probe_accuracy"}
+    )
+    groups = knn.rename(columns={"queries": "knn_queries"})
+    groups["aligned"] = (
+        [(int(r.y), int(r.b)) in set(aligned) for r in groups.itertuples()]
+        if aligned is not None
+        else (groups["y"] == groups["b"]).to_numpy()
+    )
+    groups = groups.merge(
+        probe_groups.astype({"y": "int64", "b": "int64"}), on=["y", "b"], how="left"
+    )
+    groups = groups.merge(geo_groups, on=["y", "b"], how="left")
+    return groups[
+        ["y", "b", "n", "aligned", "probe_accuracy", "knn_purity", "knn_queries", "alignment",
+         "uniformity"]
+    ]  # fmt: skip
+
+
+def _knn_summary(groups: pd.DataFrame) -> dict[str, float]:
+    """Population-weighted k-NN purity, its worst group, and the aligned / conflicting means."""
+    measured = groups["knn_purity"].notna()
+    sizes = groups.loc[measured, "n"].to_numpy(float)
+    purity = groups.loc[measured, "knn_purity"].to_numpy(float)
+    return {
+        "knn_purity": float((sizes * purity).sum() / sizes.sum()),
+        "knn_purity_worst_group": float(purity.min()),
+        "knn_purity_aligned": float(groups.loc[measured & groups["aligned"], "knn_purity"].mean()),
+        "knn_purity_conflicting": float(
+            groups.loc[measured & ~groups["aligned"], "knn_purity"].mean()
+        ),
+    }
 
 
 @dataclass
-class AuditReport:
-    """Everything :func:`audit_embeddings` measured. See that function for definitions.
+class AuditReport(AuditRendering):
+    """Everything :func:`audit_embeddings` measured. See that function for definitions; the
+    views and renderings (``overall``, ``table``, ``summary``, ``to_markdown``, ``to_dict``,
+    ``save``) come from :class:`~debias.audit.render.AuditRendering`.
 
     Attributes:
         bias_leakage: cross-validated balanced accuracy of a linear probe predicting bias from Z.
@@ -282,212 +413,6 @@ class AuditReport:
     timings: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-    # -- views --------------------------------------------------------------------------------
-    def overall(self) -> dict[str, float]:
-        """The overall scalars: sizes, leakage, target-probe metrics (``probe_*``), geometry."""
-        out: dict[str, float] = {
-            "n": float(self.n),
-            "dim": float(self.dim),
-            "bias_leakage": self.bias_leakage,
-            "bias_leakage_chance": self.bias_leakage_chance,
-            "bias_leakage_within_class_mean": float(self.bias_leakage_by_class["leakage"].mean()),
-        }
-        for name in REPORT_FIELDS:
-            value = getattr(self.target_report, name, None)
-            if value is not None:
-                out[f"probe_{name}"] = float(value)
-        out.update({k: float(v) for k, v in self.geometry.items()})
-        return out
-
-    def table(self) -> pd.DataFrame:
-        """Tidy DataFrame of every scalar: columns ``metric, scope, y, b, n, value``.
-
-        ``scope`` is ``overall``, ``class`` (per target ``y``), ``bias`` (per bias value ``b``)
-        or ``group`` (per ``(y, b)``); ``y``/``b`` are missing where they do not apply.
-        """
-        rows: list[dict[str, Any]] = []
-        for k, v in self.overall().items():
-            rows.append(
-                {"metric": k, "scope": "overall", "y": None, "b": None, "n": self.n, "value": v}
-            )
-        for y, r in self.bias_leakage_by_class.iterrows():
-            for k in ("leakage", "chance"):
-                rows.append(
-                    {"metric": f"bias_leakage_{k}" if k == "chance" else "bias_leakage",
-                     "scope": "class", "y": y, "b": None, "n": r["n"], "value": r[k]}
-                )  # fmt: skip
-        for r in self.bias_groups.itertuples(index=False):
-            for k in ("alignment", "uniformity"):
-                rows.append(
-                    {"metric": k, "scope": "bias", "y": None, "b": r.b, "n": r.n,
-                     "value": getattr(r, k)}
-                )  # fmt: skip
-        for r in self.groups.itertuples(index=False):
-            for k in ("probe_accuracy", "knn_purity", "alignment", "uniformity"):
-                rows.append(
-                    {"metric": k, "scope": "group", "y": r.y, "b": r.b, "n": r.n,
-                     "value": getattr(r, k)}
-                )  # fmt: skip
-        df = pd.DataFrame(rows)
-        df["y"] = df["y"].astype("Int64")
-        df["b"] = df["b"].astype("Int64")
-        df["n"] = df["n"].astype("int64")
-        df["value"] = df["value"].astype(float)
-        return df
-
-    def summary(self) -> str:
-        """A few human-readable lines: leakage, target probe, geometry, k-NN purity."""
-        g = self.geometry
-        lines = [
-            f"Embedding audit: N={self.n}, D={self.dim}, classes={self.num_classes}, "
-            f"bias values={self.num_bias}",
-            f"Bias leakage (linear probe, {self.settings.get('cv', '?')}-fold balanced accuracy): "
-            f"{self.bias_leakage:.4f} (chance {self.bias_leakage_chance:.4f})",
-        ]
-        by = self.bias_leakage_by_class
-        parts = [
-            f"y={y}: {'NaN' if np.isnan(r.leakage) else f'{r.leakage:.3f}'} (chance {r.chance:.3f})"
-            for y, r in by.iterrows()
-        ]
-        lines.append("  within class: " + "; ".join(parts))
-        for y, r in by[by["leakage"].isna()].iterrows():
-            lines.append(f"    y={y}: NaN because {r.reason}")
-        tr = self.target_report
-        gr = self.groups
-        worst = (
-            gr.loc[gr["probe_accuracy"].idxmin()] if gr["probe_accuracy"].notna().any() else None
-        )
-        lines.append(
-            f"Target probe: accuracy {getattr(tr, 'accuracy', float('nan')):.4f}, unbiased "
-            f"{getattr(tr, 'unbiased_accuracy', float('nan')):.4f}, worst-group "
-            f"{getattr(tr, 'worst_group_accuracy', float('nan')):.4f}"
-            + (
-                f" (y={int(worst.y)}, b={int(worst.b)}, n={int(worst.n)})"
-                if worst is not None
-                else ""
-            )
-            + f", aligned {getattr(tr, 'aligned_accuracy', float('nan')):.4f}"
-            f", conflicting {getattr(tr, 'conflicting_accuracy', float('nan')):.4f}"
-        )
-        lines.append(
-            f"Geometry (L2-normalised): alignment {g['alignment']:.4f}, uniformity "
-            f"{g['uniformity']:.4f}; mean cosine within class across bias "
-            f"{g['cos_same_class_diff_bias']:.4f} vs within bias across classes "
-            f"{g['cos_diff_class_same_bias']:.4f}"
-        )
-        lines.append(
-            f"k-NN purity (k={self.settings.get('knn_k', '?')}): {g['knn_purity']:.4f} overall, "
-            f"worst group {g['knn_purity_worst_group']:.4f}, aligned "
-            f"{g['knn_purity_aligned']:.4f}, conflicting {g['knn_purity_conflicting']:.4f}"
-        )
-        lines += [f"Note: {n}" for n in self.notes]
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.summary()
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (NaN -> None, numpy -> Python, DataFrames -> lists of records)."""
-        mf = self.metric_frame
-        mf_dict = None
-        if mf is not None:
-            mf_dict = {"overall": _json_safe(mf.overall), "by_group": _json_safe(mf.by_group)}
-        tr = self.target_report
-        return _json_safe(
-            {
-                "overall": self.overall(),
-                "bias_leakage": self.bias_leakage,
-                "bias_leakage_chance": self.bias_leakage_chance,
-                "bias_leakage_by_class": self.bias_leakage_by_class,
-                "target_report": tr.to_dict() if hasattr(tr, "to_dict") else None,
-                "metric_frame": mf_dict,
-                "groups": self.groups,
-                "bias_groups": self.bias_groups,
-                "geometry": self.geometry,
-                "timings": self.timings,
-                "settings": self.settings,
-                "notes": self.notes,
-            }
-        )
-
-    def to_markdown(self) -> str:
-        """The ``audit.md`` text: summary, then every table as Markdown."""
-        scalars = self.overall()
-        overall = pd.DataFrame(
-            {
-                "metric": list(scalars),
-                "value": [
-                    str(int(v)) if k in ("n", "dim") else _fmt(v) for k, v in scalars.items()
-                ],
-            }
-        )
-        leak = self.bias_leakage_by_class.reset_index()
-        timings = pd.DataFrame(
-            {"stage": list(self.timings), "seconds": list(self.timings.values())}
-        )
-        settings = pd.DataFrame(
-            {"setting": list(self.settings), "value": [str(v) for v in self.settings.values()]}
-        )
-        parts = [
-            "# Embedding fairness audit",
-            "",
-            "```",
-            self.summary(),
-            "```",
-            "",
-            f"**Bias leakage:** {self.bias_leakage:.4f} (chance {self.bias_leakage_chance:.4f})",
-            "",
-            "## Overall",
-            markdown_table(overall),
-            "",
-            "## Bias leakage within each target class",
-            "Balanced accuracy of a linear probe predicting the bias from Z among samples of one "
-            "class: the information a shortcut can use.",
-            "",
-            markdown_table(leak),
-            "",
-            "## Per (target, bias) group",
-            "Target-probe accuracy (out-of-fold), k-NN target purity, alignment (mean squared "
-            "distance between pairs of the group) and uniformity (log mean exp(-2 d^2)).",
-            "",
-            markdown_table(self.groups),
-            "",
-            "## Per bias value",
-            markdown_table(self.bias_groups),
-            "",
-            "## Timings (s)",
-            markdown_table(timings),
-            "",
-            "## Settings",
-            markdown_table(settings),
-            "",
-        ]
-        return "\n".join(parts)
-
-    def save(self, directory: str | os.PathLike, *, plots: bool = True) -> list[Path]:
-        """Write ``audit.md``, ``audit.csv`` (:meth:`table`), ``groups.csv``, ``audit.json`` and,
-        with ``plots``, PNGs (projection, per-group bars, leakage by class). Returns the paths."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        written: list[Path] = []
-        md = out / "audit.md"
-        text = self.to_markdown()
-        pngs: list[Path] = []
-        if plots:
-            from debias.audit.plots import save_plots
-
-            pngs = save_plots(self, out)
-            text += "\n## Plots\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
-        md.write_text(text)
-        written.append(md)
-        self.table().to_csv(out / "audit.csv", index=False)
-        written.append(out / "audit.csv")
-        self.groups.to_csv(out / "groups.csv", index=False)
-        written.append(out / "groups.csv")
-        (out / "audit.json").write_text(json.dumps(self.to_dict(), indent=2))
-        written.append(out / "audit.json")
-        return written + pngs
 
 
 # -- the audit --------------------------------------------------------------------------------
@@ -572,194 +497,82 @@ def audit_embeddings(
             classes, or a bad setting.
     """
     X = _as_matrix(Z)
-    n_all = X.shape[0]
-    y = _as_labels(targets, "targets", n_all)
-    b = _as_labels(bias, "bias", n_all)
-    if not isinstance(cv, (int, np.integer)) or cv < 2:
-        raise ValueError(f"cv must be an integer >= 2; got {cv!r}")
-    if max_samples is not None and max_samples < 2 * cv:
-        raise ValueError(f"max_samples must be None or >= 2 * cv = {2 * cv}; got {max_samples}")
-    if rare_bias not in ("nan", "drop"):
-        raise ValueError(f"rare_bias must be 'nan' or 'drop'; got {rare_bias!r}")
-    if projection not in ("pca", "tsne", None):
-        raise ValueError(f"projection must be 'pca', 'tsne' or None; got {projection!r}")
-    for name, v in (("knn_queries", knn_queries), ("max_pairs", max_pairs), ("threads", threads)):
-        if v is not None and v < 1:
-            raise ValueError(f"{name} must be None or >= 1; got {v}")
-    aligned = None if aligned_groups is None else tuple(
-        sorted({(int(gy), int(gb)) for gy, gb in aligned_groups})
+    y = _as_labels(targets, "targets", X.shape[0])
+    b = _as_labels(bias, "bias", X.shape[0])
+    _check_options(
+        cv=cv, max_samples=max_samples, rare_bias=rare_bias, projection=projection,
+        knn_queries=knn_queries, max_pairs=max_pairs, threads=threads,
     )  # fmt: skip
-
+    aligned = _aligned_pairs(aligned_groups)
     notes: list[str] = []
-    if max_samples is not None and n_all > max_samples:
-        keep = np.sort(np.random.default_rng(seed).choice(n_all, size=max_samples, replace=False))
-        X, y, b = X[keep], y[keep], b[keep]
-        notes.append(f"audited a seeded random subsample of {max_samples} of {n_all} rows")
-    n = X.shape[0]
-    bias_values = np.unique(b)
-    classes = np.unique(y)
-    if len(bias_values) < 2:
-        raise ValueError(
-            f"bias has a single value ({int(bias_values[0])}); the audit needs at least 2 bias "
-            "values to measure leakage and group differences"
-        )
-    if len(classes) < 2:
-        raise ValueError(
-            f"targets has a single value ({int(classes[0])}); the target probe needs at least 2 "
-            "classes"
-        )
-    for name, labels in (("bias", b), ("targets", y)):
-        # StratifiedKFold needs at least one label with cv samples to build cv folds.
-        if np.bincount(labels - labels.min()).max() < cv:
-            raise ValueError(
-                f"too few samples for cv={cv}: no {name} value has {cv} samples "
-                f"(N={n}); pass a smaller cv or more rows"
-            )
-    if not 1 <= knn_k < n:
-        raise ValueError(f"knn_k must be between 1 and N - 1 = {n - 1}; got {knn_k}")
+    X, y, b = _subsample(X, y, b, max_samples=max_samples, seed=seed, notes=notes)
+    classes, bias_values = _check_label_counts(y, b, cv=cv, knn_k=knn_k)
+    probe = {"cv": cv, "seed": seed, "max_iter": probe_max_iter, "notes": notes}
 
     with _thread_limit(threads):
         timings: dict[str, float] = {}
         t = time.perf_counter()
-
         # 1. Bias leakage, overall and within class.
-        pred_b = linear_probe_predict(
-            X, b, cv=cv, seed=seed, max_iter=probe_max_iter, notes=notes, what="leakage probe"
-        )
-        leakage = float(balanced_accuracy_score(b, pred_b))
-        by_class = _leakage_by_class(
-            X, y, b, cv=cv, seed=seed, max_iter=probe_max_iter, notes=notes, rare_bias=rare_bias
-        )
+        leakage, by_class = _bias_leakage(X, y, b, rare_bias=rare_bias, **probe)
         t = _stage(timings, "leakage_probe", t)
-
         # 2. Target probe and its group metrics.
-        from debias.metrics import group_report
-
-        pred_y = linear_probe_predict(
-            X, y, cv=cv, seed=seed, max_iter=probe_max_iter, notes=notes, what="target probe"
-        )
-        target_report = group_report(y, pred_y, b, aligned=aligned)
-        metric_frame = _metric_frame(y, pred_y, b)
+        target_report, metric_frame = _target_probe(X, y, b, aligned, **probe)
         t = _stage(timings, "target_probe", t)
-
         # 3. Geometry on the unit sphere.
         z = geometry.l2_normalize(X)
-        cells = pd.DataFrame({"y": y, "b": b}).groupby(["y", "b"], sort=True).indices
-        group_rows = []
-        for gi, ((gy, gb), idx) in enumerate(cells.items()):
-            zi = z[torch.from_numpy(idx)]
-            group_rows.append(
-                {
-                    "y": int(gy),
-                    "b": int(gb),
-                    "alignment": geometry.alignment(zi, normalize=False),
-                    "uniformity": geometry.uniformity(
-                        zi, max_pairs=max_pairs, seed=seed + 1 + gi, normalize=False
-                    ),
-                }
-            )
-        geo_groups = pd.DataFrame(group_rows)
-        bias_rows = []
-        for bi, v in enumerate(bias_values):
-            idx = np.flatnonzero(b == v)
-            zi = z[torch.from_numpy(idx)]
-            bias_rows.append(
-                {
-                    "b": int(v),
-                    "n": len(idx),
-                    "alignment": geometry.alignment(zi, y[idx], normalize=False),
-                    "uniformity": geometry.uniformity(
-                        zi, max_pairs=max_pairs, seed=seed + 10_007 + bi, normalize=False
-                    ),
-                }
-            )
-        bias_groups = pd.DataFrame(bias_rows)
-        geo: dict[str, float] = {
-            "alignment": geometry.alignment(z, y, normalize=False),
-            "uniformity": geometry.uniformity(z, max_pairs=max_pairs, seed=seed, normalize=False),
-        }
-        geo.update(geometry.cross_group_cosine(z, y, b, normalize=False))
+        geo_groups = _group_geometry(z, y, b, max_pairs=max_pairs, seed=seed)
+        bias_groups = _bias_value_geometry(z, y, b, bias_values, max_pairs=max_pairs, seed=seed)
+        geo = _overall_geometry(z, y, b, max_pairs=max_pairs, seed=seed)
         t = _stage(timings, "geometry", t)
-
-        # 4. k-NN purity.
+        # 4. k-NN purity, then the per-group table.
         knn = geometry.knn_purity(
             z, y, b, k=knn_k, max_queries=knn_queries, seed=seed, normalize=False
         )
         t = _stage(timings, "knn", t)
-
-        # Assemble the per-group table.
-        probe_groups = target_report.groups[["y", "b", "accuracy"]].rename(
-            columns={"accuracy": "probe_accuracy"}
-        )
-        groups = knn.rename(columns={"queries": "knn_queries"})
-        groups["aligned"] = (
-            [(int(r.y), int(r.b)) in set(aligned) for r in groups.itertuples()]
-            if aligned is not None
-            else (groups["y"] == groups["b"]).to_numpy()
-        )
-        groups = groups.merge(
-            probe_groups.astype({"y": "int64", "b": "int64"}), on=["y", "b"], how="left"
-        )
-        groups = groups.merge(geo_groups, on=["y", "b"], how="left")
-        groups = groups[
-            ["y", "b", "n", "aligned", "probe_accuracy", "knn_purity", "knn_queries", "alignment",
-             "uniformity"]
-        ]  # fmt: skip
-        measured = groups["knn_purity"].notna()
-        w = groups.loc[measured, "n"].to_numpy(float)
-        p = groups.loc[measured, "knn_purity"].to_numpy(float)
-        geo["knn_purity"] = float((w * p).sum() / w.sum())
-        geo["knn_purity_worst_group"] = float(p.min())
-        geo["knn_purity_aligned"] = float(
-            groups.loc[measured & groups["aligned"], "knn_purity"].mean()
-        )
-        geo["knn_purity_conflicting"] = float(
-            groups.loc[measured & ~groups["aligned"], "knn_purity"].mean()
-        )
-
+        groups = _group_table(knn, target_report, geo_groups, aligned)
+        geo.update(_knn_summary(groups))
         # 5. A 2-D projection of a subsample, for the plots.
-        proj = None
-        settings_extra: dict[str, Any] = {}
+        proj, projection_settings = None, {}
         if projection is not None:
-            proj, settings_extra = _project(
+            proj, projection_settings = _project(
                 z, y, b, method=projection, samples=plot_samples, seed=seed
             )
             t = _stage(timings, "projection", t)
 
-        settings = {
-            "cv": int(cv),
-            "seed": int(seed),
-            "max_samples": max_samples,
-            "rows_used": int(n),
-            "knn_k": int(knn_k),
-            "knn_queries": knn_queries,
-            "knn_queries_used": int(groups["knn_queries"].sum()),
-            "max_pairs": max_pairs,
-            "probe_max_iter": int(probe_max_iter),
-            "rare_bias": rare_bias,
-            "threads": threads,
-            "projection": projection,
-            "aligned_groups": "b == y" if aligned is None else [list(g) for g in aligned],
-            **settings_extra,
-        }
-        return AuditReport(
-            n=int(n),
-            dim=int(X.shape[1]),
-            num_classes=len(classes),
-            num_bias=len(bias_values),
-            bias_leakage=leakage,
-            bias_leakage_chance=1.0 / len(bias_values),
-            bias_leakage_by_class=by_class,
-            target_report=target_report,
-            metric_frame=metric_frame,
-            groups=groups,
-            bias_groups=bias_groups,
-            geometry=geo,
-            projection=proj,
-            timings=timings,
-            settings=settings,
-            notes=notes,
-        )
+    settings = {
+        "cv": int(cv),
+        "seed": int(seed),
+        "max_samples": max_samples,
+        "rows_used": int(X.shape[0]),
+        "knn_k": int(knn_k),
+        "knn_queries": knn_queries,
+        "knn_queries_used": int(groups["knn_queries"].sum()),
+        "max_pairs": max_pairs,
+        "probe_max_iter": int(probe_max_iter),
+        "rare_bias": rare_bias,
+        "threads": threads,
+        "projection": projection,
+        "aligned_groups": "b == y" if aligned is None else [list(g) for g in aligned],
+        **projection_settings,
+    }
+    return AuditReport(
+        n=int(X.shape[0]),
+        dim=int(X.shape[1]),
+        num_classes=len(classes),
+        num_bias=len(bias_values),
+        bias_leakage=leakage,
+        bias_leakage_chance=1.0 / len(bias_values),
+        bias_leakage_by_class=by_class,
+        target_report=target_report,
+        metric_frame=metric_frame,
+        groups=groups,
+        bias_groups=bias_groups,
+        geometry=geo,
+        projection=proj,
+        timings=timings,
+        settings=settings,
+        notes=notes,
+    )
 
 
 def _project(
@@ -773,8 +586,8 @@ def _project(
     if method == "pca" or zs.shape[1] <= 2:
         from sklearn.decomposition import PCA
 
-        k = min(2, zs.shape[1])
-        pca = PCA(n_components=k, random_state=seed).fit(zs)
+        n_components = min(2, zs.shape[1])
+        pca = PCA(n_components=n_components, random_state=seed).fit(zs)
         xy = pca.transform(zs)
         extra["pca_explained_variance"] = [
             round(float(v), 4) for v in pca.explained_variance_ratio_

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from debias._types import Group
 from debias.data.base import TensorImageDataset
 
 if TYPE_CHECKING:
     from debias.audit.audit import AuditReport
 
-Group = tuple[int, int]
 FeatureFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 

@@ -1,21 +1,19 @@
-"""PNG plots of an :class:`~debias.audit.audit.AuditReport`.
+"""PNG plots of an embedding audit, drawn from the report's tables.
 
-Figures are built with ``matplotlib.figure.Figure`` and saved through the Agg canvas directly,
-so saving a report never switches the pyplot backend of a user's notebook and works headless.
+Each function takes the DataFrames it draws (not the report), so this module depends on
+nothing else in :mod:`debias.audit`; :meth:`AuditReport.save` calls them. Figures are built with
+``matplotlib.figure.Figure`` and saved through the Agg canvas directly, so saving a report never
+switches the pyplot backend of a user's notebook and works headless.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
-if TYPE_CHECKING:
-    from debias.audit.audit import AuditReport
 
 
 def _palette(n: int) -> str:
@@ -28,15 +26,15 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def plot_projection(report: AuditReport, path: Path) -> Path | None:
-    """Two panels of the 2-D projection: coloured by target, coloured by bias."""
+def plot_projection(proj: pd.DataFrame | None, method: str, path: Path) -> Path | None:
+    """Two panels of the 2-D projection ``proj`` (columns ``x1, x2, y, b``; ``method`` names it):
+    coloured by target, coloured by bias. None (nothing written) when there is no projection."""
     import seaborn as sns
 
-    proj = report.projection
     if proj is None or len(proj) == 0:
         return None
     fig = Figure(figsize=(11, 5))
-    method = str(report.settings.get("projection", "pca")).upper()
+    method = method.upper()
     for ax, col, title in zip(fig.subplots(1, 2), ("y", "b"), ("target", "bias")):
         hue = proj[col].astype(str)
         order = sorted(proj[col].unique())
@@ -51,11 +49,12 @@ def plot_projection(report: AuditReport, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_groups(report: AuditReport, path: Path) -> Path:
-    """Per ``(y, b)`` group bars: target-probe accuracy and k-NN purity, aligned vs conflicting."""
+def plot_groups(groups: pd.DataFrame, path: Path) -> Path:
+    """Per ``(y, b)`` group bars of ``groups`` (the report's table): target-probe accuracy and
+    k-NN purity, aligned vs conflicting."""
     import seaborn as sns
 
-    g = report.groups.copy()
+    g = groups.copy()
     g["group"] = [f"{y},{b}" for y, b in zip(g["y"], g["b"])]
     g["kind"] = np.where(g["aligned"], "aligned", "conflicting")
     long = pd.melt(
@@ -82,15 +81,16 @@ def plot_groups(report: AuditReport, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_leakage(report: AuditReport, path: Path) -> Path:
-    """Bias leakage within each class (balanced accuracy) with its chance level."""
-    by = report.bias_leakage_by_class.reset_index()
+def plot_leakage(by_class: pd.DataFrame, overall: float, path: Path) -> Path:
+    """Bias leakage within each class (``by_class``, indexed by ``y``: ``leakage, chance``) with
+    its chance level and the ``overall`` leakage."""
+    by = by_class.reset_index()
     fig = Figure(figsize=(max(5.0, 0.5 * len(by) + 2), 4))
     ax = fig.subplots()
     x = np.arange(len(by))
     ax.bar(x, by["leakage"].fillna(0.0), color="tab:red", alpha=0.8, label="leakage")
     ax.scatter(x, by["chance"], color="black", marker="_", s=300, label="chance", zorder=3)
-    ax.axhline(report.bias_leakage, color="tab:blue", ls="--", lw=1, label="overall leakage")
+    ax.axhline(overall, color="tab:blue", ls="--", lw=1, label="overall leakage")
     for xi, val in zip(x, by["leakage"]):
         if np.isnan(val):
             ax.text(xi, 0.02, "NaN", ha="center", fontsize=7, rotation=90)
@@ -101,14 +101,3 @@ def plot_leakage(report: AuditReport, path: Path) -> Path:
     ax.set_title("Bias leakage within each class")
     ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
-
-
-def save_plots(report: AuditReport, directory: Path) -> list[Path]:
-    """Write ``projection.png``, ``groups.png`` and ``leakage.png``; return the paths written."""
-    directory = Path(directory)
-    out = [
-        plot_projection(report, directory / "projection.png"),
-        plot_groups(report, directory / "groups.png"),
-        plot_leakage(report, directory / "leakage.png"),
-    ]
-    return [p for p in out if p is not None]

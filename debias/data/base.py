@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-Group = tuple[int, int]
+from debias._types import Group
 
 
 class TensorImageDataset(Dataset):

@@ -150,8 +150,8 @@ def fingerprint(
     root_s = os.fspath(root)
     files = []
     for rel in sorted(rel_paths):
-        st = os.stat(os.path.join(root_s, rel))
-        files.append([rel, st.st_size, st.st_mtime_ns])
+        stat = os.stat(os.path.join(root_s, rel))
+        files.append([rel, stat.st_size, stat.st_mtime_ns])
     doc = {
         "name": name,
         "files": files,
@@ -284,93 +284,34 @@ def load_images(
         num_threads: decoder threads.
         use_cache: False decodes without reading or writing the cache.
     """
-    if crop not in CROP_RULES:
-        raise ValueError(f"crop must be one of {CROP_RULES}; got {crop!r}")
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-        raise ValueError(f"image_size must be a positive int; got {image_size!r}")
+    _check_load_arguments(crop, on_error, image_size)
     start = time.perf_counter()
     root = Path(root)
-    root_s = os.path.normpath(os.fspath(root))
-    rels = [_rel(os.fspath(p), root_s) for p in paths]
-    if len(set(rels)) != len(rels):
-        raise ValueError("paths contain duplicates; each image file may appear once")
-
+    rels = _relative_paths(paths, root)
     # The cache stores files in sorted order, so callers listing them differently share it.
     order = sorted(range(len(rels)), key=rels.__getitem__)
     sorted_rels = [rels[i] for i in order]
     cache_path = None
     stored = None
     if use_cache:
-        cdir = cache_root(cache_dir) / SUBDIR
-        if _is_inside(cdir, root):
-            raise ValueError(
-                f"cache folder {cdir} is inside the dataset folder {root}; the data root must "
-                "stay untouched: set DEBIAS_CACHE or cache_dir= to a folder elsewhere"
-            )
-        key = fingerprint(name, root, sorted_rels, image_size, crop, cache_key_parts)
-        safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
-        cache_path = cdir / f"{safe}-{image_size}px-{crop}-{key[:24]}.pt"
-        if cache_path.exists():
-            try:
-                # mmap: a split that needs a tenth of the rows reads about a tenth of the file.
-                stored = torch.load(cache_path, map_location="cpu", weights_only=True, mmap=True)
-                if stored.get("files") != "\n".join(sorted_rels):  # collision or foreign file
-                    stored = None
-            except Exception as err:
-                warnings.warn(
-                    f"ignoring unreadable image cache {cache_path} ({err}); rebuilding it",
-                    stacklevel=2,
-                )
-                stored = None
+        cache_path = _cache_file(cache_dir, root, name, sorted_rels, image_size, crop,
+                                 cache_key_parts)  # fmt: skip
+        stored = _read_cache(cache_path, sorted_rels)
 
     hit = stored is not None
     if hit:
         images_sorted = stored["images"]
-        position = {r: k for k, r in enumerate(sorted_rels)} if stored["failed"] else {}
+        position = {rel: row for row, rel in enumerate(sorted_rels)} if stored["failed"] else {}
         failed_sorted = {position[r]: m for r, m in stored["failed"].items()}
     else:
         images_sorted, failed_sorted = _decode_all(
             [root / r for r in sorted_rels], image_size, crop, num_threads
         )
-        if use_cache:
-            cdir.mkdir(parents=True, exist_ok=True)
-            payload = {
-                "format": CACHE_FORMAT,
-                "name": name,
-                # one string: the weights-only unpickler is slow on a list of 10k strings
-                "files": "\n".join(sorted_rels),
-                "images": images_sorted,
-                "failed": {sorted_rels[i]: m for i, m in failed_sorted.items()},
-                "image_size": image_size,
-                "crop": crop,
-            }
-            atomic_write(cache_path, lambda fh: torch.save(payload, fh))
-            meta = {
-                "name": name,
-                "image_size": image_size,
-                "crop": crop,
-                "crop_version": CROP_VERSION,
-                "n_images": len(sorted_rels),
-                "n_failed": len(failed_sorted),
-                "decode_seconds": round(time.perf_counter() - start, 3),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "root": str(root),
-            }
-            meta_path = cache_path.with_suffix(".json")
-            atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta, indent=1).encode()))
+        if cache_path is not None:
+            _write_cache(cache_path, name, root, sorted_rels, images_sorted, failed_sorted,
+                         image_size, crop, start)  # fmt: skip
 
-    # Back to the caller's order.
-    if order == list(range(len(order))):
-        images = images_sorted
-        failed = dict(failed_sorted)
-    else:
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
-        images = images_sorted[inverse]
-        failed = {order[i]: m for i, m in failed_sorted.items()}
-
+    images, failed = _in_caller_order(order, images_sorted, failed_sorted)
     if failed and on_error == "raise":
         i = min(failed)
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
@@ -385,6 +326,113 @@ def load_images(
         cache_hit=hit,
         seconds=time.perf_counter() - start,
     )
+
+
+# -- the steps of load_images -----------------------------------------------------------------
+def _check_load_arguments(crop: str, on_error: str, image_size: Any) -> None:
+    if crop not in CROP_RULES:
+        raise ValueError(f"crop must be one of {CROP_RULES}; got {crop!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        raise ValueError(f"image_size must be a positive int; got {image_size!r}")
+
+
+def _relative_paths(paths: Sequence[str | os.PathLike], root: Path) -> list[str]:
+    root_s = os.path.normpath(os.fspath(root))
+    rels = [_rel(os.fspath(p), root_s) for p in paths]
+    if len(set(rels)) != len(rels):
+        raise ValueError("paths contain duplicates; each image file may appear once")
+    return rels
+
+
+def _cache_file(
+    cache_dir: str | os.PathLike | None,
+    root: Path,
+    name: str,
+    sorted_rels: list[str],
+    image_size: int,
+    crop: str,
+    cache_key_parts: Mapping[str, Any] | None,
+) -> Path:
+    """The cache entry's path: ``<cache>/images/<name>-<S>px-<crop>-<key>.pt``."""
+    cdir = cache_root(cache_dir) / SUBDIR
+    if _is_inside(cdir, root):
+        raise ValueError(
+            f"cache folder {cdir} is inside the dataset folder {root}; the data root must "
+            "stay untouched: set DEBIAS_CACHE or cache_dir= to a folder elsewhere"
+        )
+    key = fingerprint(name, root, sorted_rels, image_size, crop, cache_key_parts)
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+    return cdir / f"{safe}-{image_size}px-{crop}-{key[:24]}.pt"
+
+
+def _read_cache(cache_path: Path, sorted_rels: list[str]) -> dict[str, Any] | None:
+    """The stored entry, or None when there is none, it is unreadable or holds other files."""
+    if not cache_path.exists():
+        return None
+    try:
+        # mmap: a split that needs a tenth of the rows reads about a tenth of the file.
+        stored = torch.load(cache_path, map_location="cpu", weights_only=True, mmap=True)
+        if stored.get("files") != "\n".join(sorted_rels):  # collision or foreign file
+            return None
+        return stored
+    except Exception as err:
+        warnings.warn(
+            f"ignoring unreadable image cache {cache_path} ({err}); rebuilding it",
+            stacklevel=3,
+        )
+        return None
+
+
+def _write_cache(
+    cache_path: Path,
+    name: str,
+    root: Path,
+    sorted_rels: list[str],
+    images: torch.Tensor,
+    failed: dict[int, str],
+    image_size: int,
+    crop: str,
+    start: float,
+) -> None:
+    """Write the entry and its ``.json`` description (sizes, failures, decode time)."""
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CACHE_FORMAT,
+        "name": name,
+        # one string: the weights-only unpickler is slow on a list of 10k strings
+        "files": "\n".join(sorted_rels),
+        "images": images,
+        "failed": {sorted_rels[i]: m for i, m in failed.items()},
+        "image_size": image_size,
+        "crop": crop,
+    }
+    atomic_write(cache_path, lambda fh: torch.save(payload, fh))
+    meta = {
+        "name": name,
+        "image_size": image_size,
+        "crop": crop,
+        "crop_version": CROP_VERSION,
+        "n_images": len(sorted_rels),
+        "n_failed": len(failed),
+        "decode_seconds": round(time.perf_counter() - start, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "root": str(root),
+    }
+    meta_path = cache_path.with_suffix(".json")
+    atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta, indent=1).encode()))
+
+
+def _in_caller_order(
+    order: list[int], images_sorted: torch.Tensor, failed_sorted: dict[int, str]
+) -> tuple[torch.Tensor, dict[int, str]]:
+    """Rows and failures back in the order the caller listed the paths."""
+    if order == list(range(len(order))):
+        return images_sorted, dict(failed_sorted)
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+    return images_sorted[inverse], {order[i]: m for i, m in failed_sorted.items()}
 
 
 def cache_info(cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:

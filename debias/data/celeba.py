@@ -53,9 +53,11 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from debias._types import Group
 from debias.data.base import TensorImageDataset
 from debias.data.cache import load_images
 from debias.data.root import data_root
@@ -164,9 +166,9 @@ def _stratified(
             counts = [max(1, c) for c in counts]
         pos = n - sum(counts)
         parts[0].append(members[:pos])
-        for k, c in enumerate(counts, start=1):
-            parts[k].append(members[pos : pos + c])
-            pos += c
+        for part, count in enumerate(counts, start=1):
+            parts[part].append(members[pos : pos + count])
+            pos += count
     return [torch.cat(p) if p else idx[:0] for p in parts]
 
 
@@ -177,7 +179,7 @@ def _warn_fallback_once(message: str) -> None:
         warnings.warn(message + " (This warning is shown once per process.)", stacklevel=3)
 
 
-def _aligned_from_pool(y: torch.Tensor, b: torch.Tensor) -> list[tuple[int, int]]:
+def _aligned_from_pool(y: torch.Tensor, b: torch.Tensor) -> list[Group]:
     """For each bias value b present: ``argmax_y n(y, b) / n(y)``; a tie (y and b independent
     in the pool, so nothing is aligned by the data) falls back to the diagonal ``y = b``."""
     n_y = [int((y == t).sum()) for t in (0, 1)]
@@ -193,6 +195,52 @@ def _aligned_from_pool(y: torch.Tensor, b: torch.Tensor) -> list[tuple[int, int]
         left, right = n_yb[1] * n_y[0], n_yb[0] * n_y[1]
         aligned.append((bv if left == right else int(left > right), bv))
     return aligned
+
+
+def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}; got {value!r}")
+
+
+def _find_image_dir(root: Path) -> Path:
+    image_dir = root / IMAGE_DIR
+    if (image_dir / IMAGE_DIR).is_dir():  # a Kaggle zip unpacked into its own folder
+        image_dir = image_dir / IMAGE_DIR
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"CelebA image folder not found: {image_dir}")
+    return image_dir
+
+
+def _target_bias_columns(target: str, bias: str, names: Sequence[str]) -> tuple[int, int]:
+    t_col = _check_attr(target, "target", names)
+    b_col = _check_attr(bias, "bias", names)
+    if t_col == b_col:
+        raise ValueError(f"target and bias must differ; both are {target!r}")
+    return t_col, b_col
+
+
+def _partition_of(path: Path, files: Sequence[str]) -> torch.Tensor:
+    """Official partition of each file (0 train, 1 valid, 2 test); -1 if unknown or no file."""
+    if not path.is_file():
+        return torch.full((len(files),), -1, dtype=torch.long)
+    part_map = read_partition(path)
+    return torch.tensor([part_map.get(f, -1) for f in files], dtype=torch.long)
+
+
+def _biascon_non_blond_women(
+    parts: dict[str, torch.Tensor], groups_all: torch.Tensor, gen: torch.Generator
+) -> dict[str, Any]:
+    """BiasCon's training set keeps :data:`BIASCON_NON_BLOND_WOMEN` seeded non-blond women
+    (``parts["train"]`` is replaced); returns how many were available and kept."""
+    train = parts["train"]
+    women = train[groups_all[train] == 0]  # y=0 non-blond, b=0 female
+    chosen = women[torch.randperm(len(women), generator=gen)[:BIASCON_NON_BLOND_WOMEN]]
+    parts["train"] = torch.cat([train[groups_all[train] != 0], chosen])
+    return {
+        "available": len(women),
+        "kept": len(chosen),
+        "short": len(women) < BIASCON_NON_BLOND_WOMEN,
+    }
 
 
 class CelebA(TensorImageDataset):
@@ -233,87 +281,24 @@ class CelebA(TensorImageDataset):
         cache_dir: str | os.PathLike | None = None,
         on_error: str = "raise",
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}; got {protocol!r}")
+        _check_choice("split", split, SPLITS)
+        _check_choice("protocol", protocol, PROTOCOLS)
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
-
         self.root = _resolve_folder(data_root(root))
-        image_dir = self.root / IMAGE_DIR
-        if (image_dir / IMAGE_DIR).is_dir():  # a Kaggle zip unpacked into its own folder
-            image_dir = image_dir / IMAGE_DIR
-        if not image_dir.is_dir():
-            raise FileNotFoundError(f"CelebA image folder not found: {image_dir}")
-        self.image_dir = image_dir
+        self.image_dir = _find_image_dir(self.root)
         names, listed, attrs = read_attributes(self.root / ATTR_FILE)
-        t_col = _check_attr(target, "target", names)
-        b_col = _check_attr(bias, "bias", names)
-        if t_col == b_col:
-            raise ValueError(f"target and bias must differ; both are {target!r}")
+        t_col, b_col = _target_bias_columns(target, bias, names)
         self.attr_names = names
         self.target_name, self.bias_name = target, bias
         self.protocol, self.split, self.seed = protocol, split, int(seed)
 
-        # Partial copies: keep the listed images whose file exists.
-        on_disk = set(os.listdir(image_dir))
-        present = torch.tensor([f in on_disk for f in listed], dtype=torch.bool)
-        self.n_listed, self.n_present = len(listed), int(present.sum())
-        if self.n_present == 0:
-            raise FileNotFoundError(
-                f"none of the {len(listed)} images listed in {self.root / ATTR_FILE} exist in "
-                f"{image_dir}"
-            )
-        keep = present.nonzero().flatten()
-        order = sorted(keep.tolist(), key=listed.__getitem__)
-        files = [listed[i] for i in order]
-        attrs = attrs[order].long()
+        files, attrs = self._keep_present(listed, attrs)
         y_all, b_all = attrs[:, t_col], attrs[:, b_col]
         groups_all = 2 * y_all + b_all
-
-        part_path = self.root / PARTITION_FILE
-        if part_path.is_file():
-            part_map = read_partition(part_path)
-            partition = torch.tensor([part_map.get(f, -1) for f in files], dtype=torch.long)
-        else:
-            partition = torch.full((len(files),), -1, dtype=torch.long)
-
-        # Which official partitions feed which split.
-        sources = (
-            {"train": (0,), "val": (1,), "test": (2,)}
-            if protocol == "groupdro"
-            else {"train": (0,), "val": (0,), "test": (1,)}
-        )
-        needed = sorted({p for v in sources.values() for p in v})
-        empty = [p for p in needed if not bool((partition == p).any())]
+        partition = _partition_of(self.root / PARTITION_FILE, files)
         gen = torch.Generator().manual_seed(self.seed)
-        everything = torch.arange(len(files))
-        if not empty:
-            self.split_source = "official"
-            if protocol == "groupdro":
-                parts = {s: everything[partition == p[0]] for s, p in sources.items()}
-            else:
-                train_pool = everything[partition == 0]
-                tr, va = _stratified(train_pool, groups_all, (0.9, 0.1), gen)
-                parts = {"train": tr, "val": va, "test": everything[partition == 1]}
-            decode_pool = everything[torch.isin(partition, torch.tensor(sources[split]))]
-        else:
-            self.split_source = "stratified-fallback"
-            why = (
-                f"{part_path} is missing"
-                if not part_path.is_file()
-                else f"{part_path} leaves official partition(s) {empty} empty among the "
-                f"{len(files)} images present"
-            )
-            _warn_fallback_once(
-                f"CelebA at {self.root}: {why}; using a seeded 80/10/10 split stratified by "
-                f"({target}, {bias}) instead (split_source='stratified-fallback')"
-            )
-            tr, va, te = _stratified(everything, groups_all, (0.8, 0.1, 0.1), gen)
-            parts = {"train": tr, "val": va, "test": te}
-            decode_pool = everything
-
+        parts, decode_pool = self._split_parts(partition, groups_all, gen)
         info: dict = {
             "protocol": protocol,
             "split": split,
@@ -324,22 +309,99 @@ class CelebA(TensorImageDataset):
             "before": _group_counts(groups_all[parts[split]]),
         }
         if protocol == "biascon" and target == "Blond_Hair" and bias == "Male":
-            tr = parts["train"]
-            women = tr[groups_all[tr] == 0]  # y=0 non-blond, b=0 female
-            chosen = women[torch.randperm(len(women), generator=gen)[:BIASCON_NON_BLOND_WOMEN]]
-            parts["train"] = torch.cat([tr[groups_all[tr] != 0], chosen])
-            info["non_blond_women"] = {
-                "available": len(women),
-                "kept": len(chosen),
-                "short": len(women) < BIASCON_NON_BLOND_WOMEN,
-            }
-        train = parts["train"]
+            info["non_blond_women"] = _biascon_non_blond_women(parts, groups_all, gen)
         self.aligned_rule = ALIGNED_RULE
-        aligned = _aligned_from_pool(y_all[train], b_all[train])
+        aligned = _aligned_from_pool(y_all[parts["train"]], b_all[parts["train"]])
 
-        idx = parts[split].sort().values
+        images, idx = self._decode(
+            files, decode_pool, parts[split].sort().values, image_size, cache_dir, on_error
+        )
+        info["after"] = _group_counts(groups_all[idx])
+        self.split_info = info
+        self.files = [files[i] for i in idx.tolist()]
+        self.attributes = attrs[idx].to(torch.uint8)
+        self.partition = partition[idx]
+        super().__init__(
+            images,
+            y_all[idx],
+            b_all[idx],
+            aligned_groups=aligned,
+            num_classes=2,
+            num_bias=2,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            transform=transform,
+        )
+
+    # -- the steps of __init__ -----------------------------------------------------------------
+    def _keep_present(
+        self, listed: list[str], attrs: torch.Tensor
+    ) -> tuple[list[str], torch.Tensor]:
+        """Partial copies: keep the listed images whose file exists, sorted by file name."""
+        on_disk = set(os.listdir(self.image_dir))
+        present = torch.tensor([f in on_disk for f in listed], dtype=torch.bool)
+        self.n_listed, self.n_present = len(listed), int(present.sum())
+        if self.n_present == 0:
+            raise FileNotFoundError(
+                f"none of the {len(listed)} images listed in {self.root / ATTR_FILE} exist in "
+                f"{self.image_dir}"
+            )
+        keep = present.nonzero().flatten()
+        order = sorted(keep.tolist(), key=listed.__getitem__)
+        return [listed[i] for i in order], attrs[order].long()
+
+    def _split_parts(
+        self, partition: torch.Tensor, groups_all: torch.Tensor, gen: torch.Generator
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """``({split: indices}, indices to decode)``: the protocol's use of the official
+        partitions, or a seeded stratified 80/10/10 split when one they need is empty."""
+        # Which official partitions feed which split.
+        sources = (
+            {"train": (0,), "val": (1,), "test": (2,)}
+            if self.protocol == "groupdro"
+            else {"train": (0,), "val": (0,), "test": (1,)}
+        )
+        needed = sorted({p for v in sources.values() for p in v})
+        empty = [p for p in needed if not bool((partition == p).any())]
+        everything = torch.arange(len(partition))
+        if not empty:
+            self.split_source = "official"
+            if self.protocol == "groupdro":
+                parts = {s: everything[partition == p[0]] for s, p in sources.items()}
+            else:
+                train_pool = everything[partition == 0]
+                train, val = _stratified(train_pool, groups_all, (0.9, 0.1), gen)
+                parts = {"train": train, "val": val, "test": everything[partition == 1]}
+            decode_pool = everything[torch.isin(partition, torch.tensor(sources[self.split]))]
+            return parts, decode_pool
+        self.split_source = "stratified-fallback"
+        part_path = self.root / PARTITION_FILE
+        why = (
+            f"{part_path} is missing"
+            if not part_path.is_file()
+            else f"{part_path} leaves official partition(s) {empty} empty among the "
+            f"{len(partition)} images present"
+        )
+        _warn_fallback_once(
+            f"CelebA at {self.root}: {why}; using a seeded 80/10/10 split stratified by "
+            f"({self.target_name}, {self.bias_name}) instead (split_source='stratified-fallback')"
+        )
+        train, val, test = _stratified(everything, groups_all, (0.8, 0.1, 0.1), gen)
+        return {"train": train, "val": val, "test": test}, everything
+
+    def _decode(
+        self,
+        files: list[str],
+        decode_pool: torch.Tensor,
+        idx: torch.Tensor,
+        image_size: int,
+        cache_dir: str | os.PathLike | None,
+        on_error: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode (or load from the cache) the images of ``decode_pool``; return the images of
+        ``idx`` and ``idx`` without the unreadable ones (counted in ``skipped``)."""
         decoded = load_images(
-            [f"{image_dir.relative_to(self.root).as_posix()}/{files[i]}" for i in decode_pool],
+            [f"{self.image_dir.relative_to(self.root).as_posix()}/{files[i]}" for i in decode_pool],
             image_size,
             root=self.root,
             name=self.name,
@@ -358,23 +420,7 @@ class CelebA(TensorImageDataset):
         if self.skipped_files:
             self.skipped[SKIP_UNREADABLE] = len(self.skipped_files)
         idx = idx[ok]
-        info["after"] = _group_counts(groups_all[idx])
-        self.split_info = info
-
-        self.files = [files[i] for i in idx.tolist()]
-        self.attributes = attrs[idx].to(torch.uint8)
-        self.partition = partition[idx]
-        super().__init__(
-            decoded.images[row[idx]],
-            y_all[idx],
-            b_all[idx],
-            aligned_groups=aligned,
-            num_classes=2,
-            num_bias=2,
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
-            transform=transform,
-        )
+        return decoded.images[row[idx]], idx
 
     @property
     def groups(self) -> torch.Tensor:

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from fractions import Fraction
 from pathlib import Path
 
 import torch
 
 from debias.data.base import TensorImageDataset
-from debias.data.cache import load_images
+from debias.data.cache import DecodedImages, load_images
 from debias.data.root import data_root
 
 __all__ = ["UTKFace", "parse_utkface_name", "RACES"]
@@ -140,17 +140,7 @@ class UTKFace(TensorImageDataset):
         cache_dir: str | os.PathLike | None = None,
         on_error: str = "raise",
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
-        if target != "gender":
-            raise ValueError(f"target must be 'gender' (the BiasCon protocol); got {target!r}")
-        if bias not in BIASES:
-            raise ValueError(f"bias must be one of {BIASES}; got {bias!r}")
-        if not 0.0 <= float(bias_rate) <= 1.0:
-            raise ValueError(f"bias_rate must be in [0, 1]; got {bias_rate!r}")
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
-
+        _check_arguments(split, target, bias, bias_rate, on_error)
         self.root, all_files = _resolve_folder(data_root(root))
         self.split = split
         self.target_name = target
@@ -160,62 +150,22 @@ class UTKFace(TensorImageDataset):
         self.skipped: dict[str, int] = {}
         self.skipped_files: list[str] = []
 
-        def skip(reason: str, rel: str) -> None:
-            self.skipped[reason] = self.skipped.get(reason, 0) + 1
-            self.skipped_files.append(rel)
-
-        parsed: list[tuple[str, int, int, int]] = []
-        for rel in all_files:
-            labels = parse_utkface_name(rel.rsplit("/", 1)[-1])
-            if labels is None:
-                skip(SKIP_OFF_PATTERN, rel)
-            else:
-                parsed.append((rel, *labels))
-
-        # Decode every well-named file (not only this split or bias choice): one cache entry
-        # then serves all splits, both biases and all seeds.
-        decoded = load_images(
-            [p[0] for p in parsed],
-            image_size,
-            root=self.root,
-            name=self.name,
-            crop="center-square",
-            cache_dir=cache_dir,
-            on_error=on_error,
-        )
-        self.cache_path = decoded.cache_path
-        self.cache_hit = decoded.cache_hit
-
-        pool: list[int] = []  # indices into `parsed`, in sorted relative-path order
-        for i, (rel, age, _, _) in enumerate(parsed):
-            if i in decoded.failed:
-                skip(SKIP_UNREADABLE, rel)
-            elif bias == "age" and 11 <= age <= 19:
-                skip(SKIP_AGE, rel)
-            else:
-                pool.append(i)
-
+        parsed = self._parse_names(all_files)
+        decoded = self._decode(parsed, image_size, cache_dir, on_error)
+        pool = self._pool(parsed, decoded.failed)
         genders = torch.tensor([p[2] for p in parsed], dtype=torch.long)
         ages = torch.tensor([p[1] for p in parsed], dtype=torch.long)
         races = torch.tensor([p[3] for p in parsed], dtype=torch.long)
         bias_all = (races != 0).long() if bias == "race" else (ages <= 10).long()
 
         gen = torch.Generator().manual_seed(self.seed)
-        pool_t = torch.tensor(pool, dtype=torch.long)
-        perm = pool_t[torch.randperm(len(pool), generator=gen)]
-        n_train, n_val = int(0.8 * len(pool)), int(0.1 * len(pool))
-        parts = {
-            "train": perm[:n_train],
-            "val": perm[n_train : n_train + n_val],
-            "test": perm[n_train + n_val :],
-        }
+        parts = _split_pool(pool, gen)
         idx = parts[split]
-        before = _group_counts(genders[idx], bias_all[idx])
         info: dict = {
             "split": split,
             "n_pool": len(pool),
-            "n_split": {k: len(v) for k, v in parts.items()},
-            "before": before,
+            "n_split": {name: len(v) for name, v in parts.items()},
+            "before": _group_counts(genders[idx], bias_all[idx]),
         }
         if split == "train":
             idx, biasing = _bias_train(idx, genders, bias_all, self.bias_rate, gen)
@@ -239,6 +189,82 @@ class UTKFace(TensorImageDataset):
             std=(0.5, 0.5, 0.5),
             transform=transform,
         )
+
+    # -- the steps of __init__ -----------------------------------------------------------------
+    def _skip(self, reason: str, rel: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        self.skipped_files.append(rel)
+
+    def _parse_names(self, all_files: list[str]) -> list[tuple[str, int, int, int]]:
+        """``(relative path, age, gender, race)`` of every well-named file; skip the others."""
+        parsed: list[tuple[str, int, int, int]] = []
+        for rel in all_files:
+            labels = parse_utkface_name(rel.rsplit("/", 1)[-1])
+            if labels is None:
+                self._skip(SKIP_OFF_PATTERN, rel)
+            else:
+                parsed.append((rel, *labels))
+        return parsed
+
+    def _decode(
+        self,
+        parsed: list[tuple[str, int, int, int]],
+        image_size: int,
+        cache_dir: str | os.PathLike | None,
+        on_error: str,
+    ) -> DecodedImages:
+        # Decode every well-named file (not only this split or bias choice): one cache entry
+        # then serves all splits, both biases and all seeds.
+        decoded = load_images(
+            [p[0] for p in parsed],
+            image_size,
+            root=self.root,
+            name=self.name,
+            crop="center-square",
+            cache_dir=cache_dir,
+            on_error=on_error,
+        )
+        self.cache_path = decoded.cache_path
+        self.cache_hit = decoded.cache_hit
+        return decoded
+
+    def _pool(self, parsed: list[tuple[str, int, int, int]], failed: Collection[int]) -> list[int]:
+        """Indices into ``parsed`` (sorted relative-path order) of the images this bias can use;
+        skip the unreadable ones and, for ``bias="age"``, ages 11-19."""
+        pool: list[int] = []
+        for i, (rel, age, _, _) in enumerate(parsed):
+            if i in failed:
+                self._skip(SKIP_UNREADABLE, rel)
+            elif self.bias_name == "age" and 11 <= age <= 19:
+                self._skip(SKIP_AGE, rel)
+            else:
+                pool.append(i)
+        return pool
+
+
+def _check_arguments(split: str, target: str, bias: str, bias_rate: float, on_error: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
+    if target != "gender":
+        raise ValueError(f"target must be 'gender' (the BiasCon protocol); got {target!r}")
+    if bias not in BIASES:
+        raise ValueError(f"bias must be one of {BIASES}; got {bias!r}")
+    if not 0.0 <= float(bias_rate) <= 1.0:
+        raise ValueError(f"bias_rate must be in [0, 1]; got {bias_rate!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
+
+
+def _split_pool(pool: list[int], gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Seeded permutation of ``pool``: first 80 % train, next 10 % val, the rest test."""
+    pool_t = torch.tensor(pool, dtype=torch.long)
+    perm = pool_t[torch.randperm(len(pool), generator=gen)]
+    n_train, n_val = int(0.8 * len(pool)), int(0.1 * len(pool))
+    return {
+        "train": perm[:n_train],
+        "val": perm[n_train : n_train + n_val],
+        "test": perm[n_train + n_val :],
+    }
 
 
 def _group_counts(y: torch.Tensor, b: torch.Tensor) -> dict[str, int]:

@@ -85,6 +85,34 @@ def _check_side(name: str, t: torch.Tensor | None, b: int, needed: bool, loss: s
             f"`{name}` must have shape [B] = [{b}] to match features [B, V, D]; got "
             f"{tuple(t.shape)}"
         )
+    if t.is_floating_point() or t.is_complex():
+        # Losses compare labels only by equality: float labels (e.g. torch.rand) would make
+        # every row its own class and silently change the loss (BiasCon would return 0).
+        raise ValueError(
+            f"{loss}: `{name}` must be an integer tensor of class ids (e.g. torch.long); got "
+            f"dtype {t.dtype}"
+        )
+
+
+def _check_finite(features: torch.Tensor, loss: str) -> None:
+    # One O(B·V·D) pass, small next to the O((VB)²·D) loss; checked after the gather so every
+    # rank raises together instead of one rank leaving the others waiting in a collective.
+    bad = ~torch.isfinite(features)
+    if bool(bad.any()):
+        bad_images = int(bad.flatten(1).any(dim=1).sum())
+        raise ValueError(
+            f"{loss}: features hold {int(bad.sum())} NaN/inf value(s) in {bad_images} image(s) of "
+            f"{features.shape[0]}; expected finite features (the encoder diverged or its "
+            "input holds NaN)"
+        )
+
+
+def _check_batch(features: torch.Tensor, minimum: int, loss: str) -> None:
+    if features.shape[0] < minimum:
+        raise ValueError(
+            f"{loss} needs a batch of B >= {minimum} images; got B={features.shape[0]} "
+            f"(features of shape {tuple(features.shape)})"
+        )
 
 
 # -- geometry -----------------------------------------------------------------------------------
@@ -279,6 +307,11 @@ class ContrastiveLoss(nn.Module):
     Subclasses set ``requires_labels`` / ``requires_bias`` (read by the trainer) and implement
     :meth:`compute` on the gathered, upcast, *un-normalised* ``[B, V, D]`` features.
 
+    A call raises ValueError naming the loss when ``labels`` / ``bias`` are missing where
+    required, of the wrong shape, or not integer class ids (float labels such as
+    ``torch.rand(B)`` would make every row its own class); when the features hold NaN/inf; or
+    when the batch has fewer than :attr:`min_batch` images.
+
     Args:
         gather: if ``torch.distributed`` is initialised with ``world_size > 1``, compute the loss
             on the features of *all* ranks (see :mod:`debias.losses.distributed`). The value each
@@ -289,6 +322,8 @@ class ContrastiveLoss(nn.Module):
 
     requires_labels: ClassVar[bool] = False
     requires_bias: ClassVar[bool] = False
+    #: Fewest images (after the distributed gather) the loss is defined on.
+    min_batch: ClassVar[int] = 1
 
     def __init__(self, *, gather: bool = True) -> None:
         super().__init__()
@@ -322,28 +357,66 @@ class ContrastiveLoss(nn.Module):
                 ws = world_size()
                 if ws > 1:
                     x, labels, bias = gather_features(x, labels, bias)
+            _check_batch(x, self.min_batch, name)
+            _check_finite(x, name)
             loss = self.compute(x, labels, bias)
             if ws > 1:
                 loss = scale_grad_for_ddp(loss, ws)
         return loss
 
     def extra_repr(self) -> str:
-        keys = [k for k in vars(self) if not k.startswith("_") and k != "training"]
-        return ", ".join(f"{k}={getattr(self, k)!r}" for k in keys)
+        names = [n for n in vars(self) if not n.startswith("_") and n != "training"]
+        return ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
 
 
 class TemperatureScaledLoss(ContrastiveLoss):
-    """An InfoNCE-family loss: logits ``s_ik = z_i·z_k / τ``, value scaled by ``τ / τ_base``.
+    r"""An InfoNCE-family loss: logits ``s_ik = z_i·z_k / τ``, per-anchor losses reduced by
+    :meth:`reduce`,
+
+    .. math::
+
+        \mathcal{L} = \frac{\tau}{\tau_{base}} \cdot \frac{1}{N}\sum_{i=1}^{N} l(i),
+
+    the mean over all ``N = V·B`` anchors, scaled by ``τ/τ_base`` (SupContrast's convention).
+    Subclasses compute ``l(i)`` and end with ``return self.reduce(per_anchor)``; a different
+    reduction is a different :meth:`reduce`.
 
     Args:
         temperature: τ (default 0.07, the SupContrast and ConTeX default).
-        base_temperature: τ_base (default 0.07); the loss is multiplied by ``τ/τ_base``.
+        base_temperature: τ_base (default 0.07); ``None`` means ``τ_base = τ`` (no scaling).
         gather: gather features across ranks under ``torch.distributed`` (see base class).
     """
 
     def __init__(
-        self, temperature: float = 0.07, base_temperature: float = 0.07, *, gather: bool = True
+        self,
+        temperature: float = 0.07,
+        base_temperature: float | None = 0.07,
+        *,
+        gather: bool = True,
     ) -> None:
         super().__init__(gather=gather)
         self.temperature = check_positive("temperature", temperature)
-        self.base_temperature = check_positive("base_temperature", base_temperature)
+        self.base_temperature = (
+            None
+            if base_temperature is None
+            else check_positive("base_temperature", base_temperature)
+        )
+
+    @property
+    def scale(self) -> float:
+        """``τ / τ_base`` (1.0 when ``base_temperature`` is None)."""
+        return 1.0 if self.base_temperature is None else self.temperature / self.base_temperature
+
+    def reduce(
+        self, per_anchor: torch.Tensor, has_positive: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(τ/τ_base)·mean_i l(i)`` over every anchor.
+
+        ``has_positive`` (bool ``[N]``), if given, marks the anchors whose positive set is
+        non-empty; the others contribute 0 but still count in the mean (BiasCon's official
+        ``sum_mask[sum_mask == 0] = 1`` then ``loss.mean()``), so a batch where few anchors have
+        positives gives a small loss, not the mean over those few.
+        """
+        if has_positive is not None:
+            per_anchor = torch.where(has_positive, per_anchor, torch.zeros_like(per_anchor))
+        return self.scale * per_anchor.mean()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from debias.losses.base import (
-    ContrastiveLoss,
-    check_positive,
+    TemperatureScaledLoss,
     flatten_views,
     group_ids,
     group_sums,
@@ -18,7 +17,7 @@ from debias.losses.base import (
 __all__ = ["BiasConLoss"]
 
 
-class BiasConLoss(ContrastiveLoss):
+class BiasConLoss(TemperatureScaledLoss):
     r"""SupCon whose positives are same label *and different bias*.
 
     .. math::
@@ -35,7 +34,8 @@ class BiasConLoss(ContrastiveLoss):
     * The other views of image ``i`` are *not* positives (same bias), so a bias-aligned anchor
       whose class has no conflicting sample in the batch has no positive at all.
     * Such an anchor contributes 0 but still counts in the mean over all ``V·B`` anchors
-      (official: ``sum_mask[sum_mask == 0] = 1``, then ``loss.mean()``).
+      (official: ``sum_mask[sum_mask == 0] = 1``, then ``loss.mean()``): the ``has_positive``
+      argument of :meth:`~debias.losses.base.TemperatureScaledLoss.reduce`.
     * No ``τ/τ_base`` factor in the official code: ``base_temperature=None`` (default) means
       ``τ_base = τ``, i.e. factor 1. Pass a number to get SupContrast's scaling.
     * The official code adds ``1e-9`` inside ``log Σ exp`` as a NaN guard; we compute the exact
@@ -60,13 +60,7 @@ class BiasConLoss(ContrastiveLoss):
         *,
         gather: bool = True,
     ) -> None:
-        super().__init__(gather=gather)
-        self.temperature = check_positive("temperature", temperature)
-        self.base_temperature = (
-            None
-            if base_temperature is None
-            else check_positive("base_temperature", base_temperature)
-        )
+        super().__init__(temperature, base_temperature, gather=gather)
 
     def compute(
         self, features: torch.Tensor, labels: torch.Tensor | None, bias: torch.Tensor | None
@@ -86,6 +80,4 @@ class BiasConLoss(ContrastiveLoss):
         )
         lse = row_logsumexp(z, tau)[0]
         per_anchor = lse - positive_logit_mean(z, pos_sum, count, tau)
-        per_anchor = torch.where(count > 0, per_anchor, torch.zeros_like(per_anchor))
-        scale = 1.0 if self.base_temperature is None else tau / self.base_temperature
-        return scale * per_anchor.mean()
+        return self.reduce(per_anchor, has_positive=count > 0)

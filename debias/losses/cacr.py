@@ -76,8 +76,12 @@ class CACRLoss(ContrastiveLoss):
             2.0 on other sets). alpha, beta: α, β, default 1.0.
         gather: gather features across ranks under ``torch.distributed``.
 
-    Call: ``loss(features [B, V, D], labels=None, bias=None) -> scalar``.
+    Call: ``loss(features [B, V, D], labels=None, bias=None) -> scalar``, ``B >= 2`` (a batch
+    of one image has no negatives, so ``L_CR`` is a softmax over an empty set: ValueError).
     """
+
+    # Negatives are other images: with one image the repulsion softmax has an empty set.
+    min_batch = 2
 
     def __init__(
         self,
@@ -102,7 +106,8 @@ class CACRLoss(ContrastiveLoss):
         # Instance attribute: the trainer must pass labels to the supervised variant only.
         self.requires_labels = self.supervised
 
-    def _w(self, d: torch.Tensor) -> torch.Tensor:
+    def _weight_input(self, d: torch.Tensor) -> torch.Tensor:
+        """The distances the softmax weights are computed from (detached if asked)."""
         return d.detach() if self.detach_weights else d
 
     def compute(
@@ -118,14 +123,14 @@ class CACRLoss(ContrastiveLoss):
         # Attraction: per image, the V x V distances between its views; a row's own entry is
         # not a positive.
         d_views = 2.0 - 2.0 * torch.einsum("bvd,bud->bvu", z, z)
-        pos_logits = _fill_diag_(self.tau_pos * self._w(d_views), -inf)
+        pos_logits = _fill_diag_(self.tau_pos * self._weight_input(d_views), -inf)
         l_ca = self.alpha * _weighted_cost(d_views, pos_logits).mean()
 
         if self.symmetric:
             zf = flatten_views(z)
             d = 2.0 - 2.0 * (zf @ zf.T)
             img = torch.arange(batch, device=z.device).repeat(views)
-            neg_logits = (-self.tau_neg * self._w(d)).masked_fill(
+            neg_logits = (-self.tau_neg * self._weight_input(d)).masked_fill(
                 img[:, None] == img[None, :], -inf
             )
         else:
@@ -133,7 +138,7 @@ class CACRLoss(ContrastiveLoss):
             xs, ys = torch.triu_indices(views, views, 1, device=z.device)
             zx, zy = z[:, xs].transpose(0, 1), z[:, ys].transpose(0, 1)
             d = 2.0 - 2.0 * torch.bmm(zx, zy.transpose(1, 2))
-            neg_logits = _fill_diag_(-self.tau_neg * self._w(d), -inf)
+            neg_logits = _fill_diag_(-self.tau_neg * self._weight_input(d), -inf)
         l_cr = -self.beta * _weighted_cost(d, neg_logits).mean()
         return l_ca + l_cr
 
@@ -142,12 +147,14 @@ class CACRLoss(ContrastiveLoss):
         inf = float("inf")
         zf = flatten_views(z)
         d = 2.0 - 2.0 * (zf @ zf.T)
-        ids, k = group_ids(labels)
-        rows = ids.repeat(views)
-        same = rows[:, None] == rows[None, :]
-        pos_logits = _fill_diag_((self.tau_pos * self._w(d)).masked_fill(~same, -inf), -inf)
+        label_ids, n_labels = group_ids(labels)
+        row_labels = label_ids.repeat(views)
+        same = row_labels[:, None] == row_labels[None, :]
+        pos_logits = _fill_diag_(
+            (self.tau_pos * self._weight_input(d)).masked_fill(~same, -inf), -inf
+        )
         l_ca = self.alpha * _weighted_cost(d, pos_logits).mean()
-        if k == 1:  # no different-label row anywhere (all or none): no repulsion
+        if n_labels == 1:  # no different-label row anywhere (all or none): no repulsion
             return l_ca
-        neg_logits = (-self.tau_neg * self._w(d)).masked_fill(same, -inf)
+        neg_logits = (-self.tau_neg * self._weight_input(d)).masked_fill(same, -inf)
         return l_ca - self.beta * _weighted_cost(d, neg_logits).mean()

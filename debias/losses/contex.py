@@ -14,7 +14,7 @@ from debias.losses.base import (
     row_logsumexp,
 )
 from debias.losses.simclr import image_ids
-from debias.losses.supcon import supcon_rows
+from debias.losses.supcon import supcon_per_anchor
 
 __all__ = ["ConTeXLoss"]
 
@@ -67,17 +67,17 @@ class ConTeXLoss(TemperatureScaledLoss):
         batch, views = features.shape[0], features.shape[1]
         tau = self.temperature
         z = flatten_views(normalize(features))
-        ids, k = group_ids(labels)
-        rows = ids.repeat(views)
+        label_ids, n_labels = group_ids(labels)
+        row_labels = label_ids.repeat(views)
         # One similarity matmul gives both denominators: A(i) for l_b and N(i) for l_a.
-        lse_all, lse_diff = row_logsumexp(z, tau, rows if k > 1 else None, k)
-        l_b = supcon_rows(z, image_ids(batch, views, z.device), batch, tau, lse_all=lse_all)
+        lse_all, lse_diff = row_logsumexp(z, tau, row_labels if n_labels > 1 else None, n_labels)
+        l_b = supcon_per_anchor(z, image_ids(batch, views, z.device), batch, tau, lse_all=lse_all)
         if lse_diff is None:
             # No anchor has a different-label row (it is all or none): l_a is absent.
             per_anchor = 0.5 * l_b
         else:
-            pos_sum = group_sums(z, rows, k)[rows] - z
-            count = torch.bincount(rows, minlength=k)[rows] - 1
+            pos_sum = group_sums(z, row_labels, n_labels)[row_labels] - z
+            count = torch.bincount(row_labels, minlength=n_labels)[row_labels] - 1
             l_a = lse_diff - positive_logit_mean(z, pos_sum, count, tau)
             per_anchor = 0.5 * (l_a + l_b)
-        return (tau / self.base_temperature) * per_anchor.mean()
+        return self.reduce(per_anchor)

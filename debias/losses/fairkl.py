@@ -7,14 +7,14 @@ import math
 import torch
 
 from debias.losses.base import (
-    ContrastiveLoss,
+    TemperatureScaledLoss,
     check_positive,
     flatten_views,
     group_ids,
     masked_logsumexp,
     normalize,
 )
-from debias.losses.supcon import supcon_rows
+from debias.losses.supcon import supcon_per_anchor
 
 __all__ = ["FairKLLoss", "fairkl_regularizer"]
 
@@ -65,8 +65,8 @@ def fairkl_regularizer(
         "na": ~pos & aligned,
         "nc": ~pos & ~aligned,
     }
-    mu = {k: _masked_mean(sim, m) for k, m in masks.items()}
-    sd = {k: torch.std(sim * m) for k, m in masks.items()}
+    mu = {name: _masked_mean(sim, mask) for name, mask in masks.items()}
+    sd = {name: torch.std(sim * mask) for name, mask in masks.items()}
     reg = (mu["pc"] - mu["pa"]) ** 2 + (mu["na"] - mu["nc"]) ** 2
     reg = reg + kld * ((sd["pa"] - sd["pc"]) ** 2 + (sd["na"] - sd["nc"]) ** 2)
     if attract_repel:
@@ -74,7 +74,7 @@ def fairkl_regularizer(
     return reg
 
 
-class FairKLLoss(ContrastiveLoss):
+class FairKLLoss(TemperatureScaledLoss):
     r"""``α·ε-SupInfoNCE`` (or ``α·SupCon``) ``+ λ·FairKL``, as trained in the FairKL paper.
 
     Contrastive term, ``base="supinfonce"`` (default; official ``EpsilonSupInfoNCE``,
@@ -111,11 +111,14 @@ class FairKLLoss(ContrastiveLoss):
         base: ``"supinfonce"`` (default) or ``"supcon"``.
         gather: gather features across ranks under ``torch.distributed``.
 
-    Call: ``loss(features [B, V, D], labels [B], bias [B]) -> scalar``.
+    Call: ``loss(features [B, V, D], labels [B], bias [B]) -> scalar``, ``B >= 2`` (a batch
+    of one image is a ValueError: the regulariser's std of a single similarity is undefined).
     """
 
     requires_labels = True
     requires_bias = True
+    # With one image the regulariser's unbiased std over its single similarity is undefined.
+    min_batch = 2
 
     def __init__(
         self,
@@ -130,38 +133,36 @@ class FairKLLoss(ContrastiveLoss):
         base: str = "supinfonce",
         gather: bool = True,
     ) -> None:
-        super().__init__(gather=gather)
+        super().__init__(temperature, base_temperature, gather=gather)
         for name, value in (("lambda_fairkl", lambda_fairkl), ("epsilon", epsilon), ("kld", kld)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
         if base not in ("supinfonce", "supcon"):
             raise ValueError(f"base must be 'supinfonce' or 'supcon'; got {base!r}")
         self.lambda_fairkl = float(lambda_fairkl)
-        self.temperature = check_positive("temperature", temperature)
-        self.base_temperature = check_positive("base_temperature", base_temperature)
         self.epsilon = float(epsilon)
         self.alpha = float(alpha)
         self.kld = float(kld)
         self.fairkl_temperature = check_positive("fairkl_temperature", fairkl_temperature)
         self.base = base
 
-    def contrastive(self, z: torch.Tensor, rows: torch.Tensor, n_groups: int) -> torch.Tensor:
-        """The contrastive term on flattened normalised rows ``z`` with label ids ``rows``."""
+    def contrastive(self, z: torch.Tensor, row_labels: torch.Tensor, n_labels: int) -> torch.Tensor:
+        """The contrastive term on flattened normalised rows ``z`` with label ids ``row_labels``
+        (``0..n_labels-1``)."""
         tau = self.temperature
-        scale = tau / self.base_temperature
         if self.base == "supcon":
-            return scale * supcon_rows(z, rows, n_groups, tau).mean()
+            return self.reduce(supcon_per_anchor(z, row_labels, n_labels, tau))
         logits = (z / tau) @ z.T
-        same = rows[:, None] == rows[None, :]
-        if n_groups > 1:
+        same = row_labels[:, None] == row_labels[None, :]
+        if n_labels > 1:
             lse_neg = masked_logsumexp(logits, same)  # over N(i)
         else:  # no different-label row at all: the sum over N(i) is empty
             lse_neg = logits.new_full((z.shape[0],), float("-inf"))
         pos = same.clone().fill_diagonal_(False)  # `same` is saved by masked_fill: no in-place
         denom = torch.logaddexp(logits - self.epsilon, lse_neg[:, None])
         log_prob = (logits - denom).masked_fill(~pos, 0.0)
-        per_anchor = log_prob.sum(dim=1) / pos.sum(dim=1).clamp_min(1)
-        return -scale * per_anchor.mean()
+        mean_log_prob = log_prob.sum(dim=1) / pos.sum(dim=1).clamp_min(1)
+        return self.reduce(-mean_log_prob)
 
     def compute(
         self, features: torch.Tensor, labels: torch.Tensor | None, bias: torch.Tensor | None
@@ -169,8 +170,8 @@ class FairKLLoss(ContrastiveLoss):
         assert labels is not None and bias is not None
         views = features.shape[1]
         zn = normalize(features)
-        ids, k = group_ids(labels)
-        loss = self.alpha * self.contrastive(flatten_views(zn), ids.repeat(views), k)
+        label_ids, n_labels = group_ids(labels)
+        loss = self.alpha * self.contrastive(flatten_views(zn), label_ids.repeat(views), n_labels)
         if self.lambda_fairkl > 0:
             reg = fairkl_regularizer(
                 zn[:, 0], labels, bias, temperature=self.fairkl_temperature, kld=self.kld

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from debias.losses.base import TemperatureScaledLoss, flatten_views, normalize
-from debias.losses.supcon import supcon_rows
+from debias.losses.supcon import supcon_per_anchor
 
 __all__ = ["SimCLRLoss", "image_ids"]
 
@@ -47,5 +47,7 @@ class SimCLRLoss(TemperatureScaledLoss):
     ) -> torch.Tensor:
         batch, views = features.shape[0], features.shape[1]
         z = flatten_views(normalize(features))
-        rows = supcon_rows(z, image_ids(batch, views, z.device), batch, self.temperature)
-        return (self.temperature / self.base_temperature) * rows.mean()
+        per_anchor = supcon_per_anchor(
+            z, image_ids(batch, views, z.device), batch, self.temperature
+        )
+        return self.reduce(per_anchor)

@@ -14,10 +14,10 @@ from debias.losses.base import (
     row_logsumexp,
 )
 
-__all__ = ["SupConLoss", "supcon_rows"]
+__all__ = ["SupConLoss", "supcon_per_anchor"]
 
 
-def supcon_rows(
+def supcon_per_anchor(
     z: torch.Tensor,
     row_groups: torch.Tensor,
     n_groups: int,
@@ -73,6 +73,6 @@ class SupConLoss(TemperatureScaledLoss):
         assert labels is not None
         views = features.shape[1]
         z = flatten_views(normalize(features))
-        ids, k = group_ids(labels)
-        rows = supcon_rows(z, ids.repeat(views), k, self.temperature)
-        return (self.temperature / self.base_temperature) * rows.mean()
+        label_ids, n_labels = group_ids(labels)
+        per_anchor = supcon_per_anchor(z, label_ids.repeat(views), n_labels, self.temperature)
+        return self.reduce(per_anchor)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-Group = tuple[int, int]
+from debias._types import Group
 
 
 def as_labels(x: Any, name: str) -> np.ndarray:

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from debias.metrics._inputs import Group, as_aligned, check_arrays
+from debias._types import Group
+from debias.metrics._inputs import as_aligned, check_arrays
 from debias.metrics.bootstrap import stratified_bootstrap
 
 # Largest dense (label x bias) table built straight from non-negative label values; beyond it
@@ -297,7 +298,7 @@ class GroupReport:
     accuracy: float
     unbiased_accuracy: float
     worst_group_accuracy: float
-    worst_group: tuple[int, int]
+    worst_group: Group
     aligned_accuracy: float
     conflicting_accuracy: float
     balanced_accuracy: float

@@ -186,7 +186,7 @@ class Trainer:
         raise IndexError(f"epoch {epoch + 1} is past the last stage ({self.total_epochs} epochs)")
 
     # -- stages ------------------------------------------------------------------------------------
-    def _enter_stage(self, index: int) -> None:
+    def enter_stage(self, index: int) -> None:
         """Start stage ``index`` (once per run) and give it its optimizer, restored on resume."""
         stage = self.stages[index]
         fresh = index > self.stage_started
@@ -493,7 +493,7 @@ class Trainer:
         index, stage, _ = self.stage_of(epoch)
         t0 = time.perf_counter()
         if self._current != index:
-            self._enter_stage(index)
+            self.enter_stage(index)
             self._current = index
         row: dict[str, Any] = {"epoch": epoch + 1, "stage": stage.name}
         final = index == len(self.stages) - 1
