@@ -11,6 +11,7 @@ special-case a model:
 from __future__ import annotations
 
 from debias.models.convnets import SimpleConvNet, SmallConvNet
+from debias.models.facenet import NarrowResNet
 from debias.models.heads import LinearProbe, ProjectionHead
 from debias.models.registry import MODELS, build_model
 from debias.models.resnet import ResNet18
@@ -18,6 +19,7 @@ from debias.models.resnet import ResNet18
 __all__ = [
     "MODELS",
     "LinearProbe",
+    "NarrowResNet",
     "ProjectionHead",
     "ResNet18",
     "SimpleConvNet",

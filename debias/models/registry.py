@@ -7,6 +7,7 @@ from collections.abc import Callable
 from torch import nn
 
 from debias.models.convnets import SimpleConvNet, SmallConvNet
+from debias.models.facenet import NarrowResNet
 from debias.models.resnet import ResNet18
 
 
@@ -18,6 +19,10 @@ def _small(num_classes: int, weights: str | None = None) -> nn.Module:
     return SmallConvNet(num_classes=num_classes)
 
 
+def _narrow_resnet(num_classes: int, weights: str | None = None) -> nn.Module:
+    return NarrowResNet(num_classes=num_classes)
+
+
 def _resnet18(num_classes: int, weights: str | None = None) -> nn.Module:
     return ResNet18(num_classes=num_classes, weights=weights)
 
@@ -25,12 +30,14 @@ def _resnet18(num_classes: int, weights: str | None = None) -> nn.Module:
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "simpleconvnet": _simple,
     "smallconvnet": _small,
+    "narrowresnet": _narrow_resnet,
     "resnet18": _resnet18,
 }
 
 
 def build_model(name: str, num_classes: int, *, weights: str | None = None) -> nn.Module:
-    """Build a registered model by name (``simpleconvnet``, ``smallconvnet``, ``resnet18``)."""
+    """Build a registered model by name (``simpleconvnet``, ``smallconvnet``, ``narrowresnet``,
+    ``resnet18``)."""
     try:
         factory = MODELS[name]
     except KeyError:
