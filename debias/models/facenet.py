@@ -43,6 +43,12 @@ class NarrowResNet(nn.Module):
     :class:`~debias.models.resnet.ResNet18` with its stride-1 stem needs 592 MMAC per 64x64 image
     and has 11.2 M parameters: this network is about 50x cheaper at the same input size.
 
+    Image size. The CPU sweeps (``sweeps/utkface_cpu.yaml``, ``sweeps/celeba_cpu.yaml``) run it
+    on 32x32 faces, where it still learns: one UTKFace run (target gender, bias race, 4,420
+    training images, 10 epochs, 1 thread on 2 shared cores) took 49 s of epochs and reached
+    73.3 % test accuracy, 73.5 % unbiased and 58.9 % worst-group (the race shortcut shows).
+    At 64x64 a run costs about 4x as much.
+
     Why it stands in for ResNet-18: the same building block (basic residual block with batch
     norm), the same stage structure (resolution halved and width doubled per stage, global
     pooling, linear head on a pooled feature), trained from scratch exactly as the protocols
