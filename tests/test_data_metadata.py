@@ -7,6 +7,7 @@ a``: y = gender, a = race != White, labels read from the file names.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -312,3 +313,38 @@ def test_train_end_to_end(faces, tmp_path, monkeypatch):
     assert (tmp_path / "cli" / "metrics.json").exists()
     bad = [a if a != "a" else "race" for a in argv]
     assert main([*bad, "--out", str(tmp_path / "cli2")]) == 2
+
+
+def test_sweep_report_and_audit_on_a_metadata_dataset(faces, tmp_path, monkeypatch):
+    from debias.cli import main
+    from debias.sweep import run_sweep
+
+    monkeypatch.setenv("DEBIAS_CACHE", str(tmp_path / "cache"))
+    path = write(biased(faces), tmp_path / "data")
+    spec = {
+        "name": "meta",
+        "base": {
+            "dataset": f"metadata:{path}",
+            "model": "smallconvnet",
+            "epochs": 1,
+            "max_steps": 1,
+            "batch_size": 32,
+            "image_size": 16,
+            "device": "cpu",
+            "select": "val/worst_group_accuracy",
+        },
+        "grid": {"seed": [0, 1]},
+    }
+    out = tmp_path / "sweep"
+    result = run_sweep(spec, jobs=2, out=out, log=lambda m: None)
+    assert result.ok, result.runs
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    summary = pd.read_csv(tmp_path / "report" / "summary.csv")
+    worst = summary[(summary["method"] == "ce") & (summary["metric"] == "worst-group")]
+    assert worst["seeds"].tolist() == ["0,1"] and worst["n"].tolist() == [2]
+    # the audit rebuilds the run's data from its config: the metadata path travels with it
+    audit_out = tmp_path / "audit"
+    assert main(["audit", "--run", str(out / "seed=0"), "--out", str(audit_out), "--no-plots",
+                 "--cv", "2"]) == 0  # fmt: skip
+    audit = json.loads((audit_out / "audit.json").read_text())
+    assert audit["overall"]["n"] == int((biased(faces)["split"] == 2).sum())
