@@ -208,8 +208,8 @@ def test_table_errors(faces, cache, tmp_path):
         load(write(table, tmp_path), split_column="splits")
     with pytest.raises(ValueError, match="no image-file column; expected one of filename"):
         load(write(table.rename(columns={"filename": "img"}), tmp_path))
-    img = load(write(table.rename(columns={"filename": "img"}), tmp_path), "val", cache,
-               path_column="img")  # fmt: skip
+    renamed = write(table.rename(columns={"filename": "img"}), tmp_path)
+    img = load(renamed, "val", cache, path_column="img")
     assert len(img) == int((table["split"] == 1).sum())
     dup = pd.concat([table, table.iloc[[5]]])
     with pytest.raises(ValueError, match=r"1 image file\(s\) listed more than once: row"):
@@ -344,7 +344,7 @@ def test_sweep_report_and_audit_on_a_metadata_dataset(faces, tmp_path, monkeypat
     assert worst["seeds"].tolist() == ["0,1"] and worst["n"].tolist() == [2]
     # the audit rebuilds the run's data from its config: the metadata path travels with it
     audit_out = tmp_path / "audit"
-    assert main(["audit", "--run", str(out / "seed=0"), "--out", str(audit_out), "--no-plots",
-                 "--cv", "2"]) == 0  # fmt: skip
+    argv = ["audit", "--run", str(out / "seed=0"), "--out", str(audit_out), "--no-plots"]
+    assert main([*argv, "--cv", "2"]) == 0
     audit = json.loads((audit_out / "audit.json").read_text())
     assert audit["overall"]["n"] == int((biased(faces)["split"] == 2).sum())

@@ -55,7 +55,7 @@ import pandas as pd
 import torch
 
 from debias.data.base import TensorImageDataset
-from debias.data.cache import ImageDecodeError, load_images
+from debias.data.cache import DecodedImages, ImageDecodeError, load_images
 from debias.data.groups import aligned_from_counts, stratified
 
 __all__ = ["MetadataDataset", "read_metadata", "PATH_COLUMNS", "SPLIT_VALUES"]
@@ -238,9 +238,14 @@ def _resolve_files(
 
 
 def _decode(
-    files: list[str], rows: np.ndarray, image_size: int, crop: str, cache_dir, on_error: str,
+    files: list[str],
+    rows: np.ndarray,
+    image_size: int,
+    crop: str,
+    cache_dir: str | os.PathLike | None,
+    on_error: str,
     source: Path,
-):  # fmt: skip
+) -> tuple[DecodedImages, np.ndarray]:
     """Decode ``files[rows]`` once (cached) -> (DecodedImages, bool ``[len(rows)]`` decoded)."""
     chosen = [files[i] for i in rows]
     common = os.path.commonpath(chosen) if len(chosen) > 1 else os.path.dirname(chosen[0])
@@ -370,10 +375,10 @@ class MetadataDataset(TensorImageDataset):
         parts, self.split_source = _split_of_rows(
             table, self.columns, y_all * num_bias + b_all, self.seed, src
         )
+        train = parts["train"]
         aligned, self.aligned_rule = _aligned(
-            aligned_groups, self.classes, self.bias_classes, y_all[parts["train"]],
-            b_all[parts["train"]],
-        )  # fmt: skip
+            aligned_groups, self.classes, self.bias_classes, y_all[train], b_all[train]
+        )
 
         # 3. files: every row of every split is checked and decoded once
         files, exists = _resolve_files(table, self.columns, self.root, src, on_error)
