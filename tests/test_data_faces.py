@@ -386,7 +386,7 @@ def test_celeba_missing_files(tmp_path):
 
 
 def test_minor_count_and_aligned_rule_arithmetic():
-    from debias.data.celeba import _aligned_from_pool
+    from debias.data.groups import aligned_from_counts as _aligned_from_pool
     from debias.data.utkface import _minor_count
 
     # exact decimals: float 1 - 0.9 = 0.0999... would give 99 here

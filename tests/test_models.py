@@ -6,7 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from debias.models import MODELS, ProjectionHead, ResNet18, SimpleConvNet, SmallConvNet, build_model
+from debias.models import (
+    MODELS,
+    NarrowResNet,
+    ProjectionHead,
+    ResNet18,
+    SimpleConvNet,
+    SmallConvNet,
+    build_model,
+)
 
 
 def test_simpleconvnet_is_the_rebias_architecture():
@@ -59,6 +67,43 @@ def test_smallconvnet_is_much_cheaper_than_simpleconvnet():
     big, small = macs(SimpleConvNet().eval()), macs(SmallConvNet().eval())
     assert 0.35e9 < big < 0.45e9  # "about 0.4 GMAC per image" (PROTOCOLS §1)
     assert big / small > 300
+
+
+def _macs(model: nn.Module, size: int) -> int:
+    """Multiply-accumulates of the convolutions and linear layers for one size x size image."""
+    total = 0
+
+    def hook(mod, inp, out):
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1]
+            total += out.numel() * (mod.in_channels // mod.groups) * k
+        elif isinstance(mod, nn.Linear):
+            total += mod.in_features * mod.out_features
+
+    hs = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    for h in hs:
+        h.remove()
+    return total
+
+
+def test_narrowresnet_card_numbers():
+    m = build_model("narrowresnet", 2)
+    assert isinstance(m, NarrowResNet) and m.feature_dim == 128
+    # the card: 11.45 MMAC per 64x64 image, 2.86 MMAC at 32x32, 0.30 M parameters
+    stem = 32 * 32 * 16 * 3 * 9
+    per_stage = [  # conv1 (stride 2) + conv2 + 1x1 shortcut, at 16x16, 8x8, 4x4
+        16 * 16 * 32 * (16 * 9) + 16 * 16 * 32 * (32 * 9) + 16 * 16 * 32 * 16,
+        8 * 8 * 64 * (32 * 9) + 8 * 8 * 64 * (64 * 9) + 8 * 8 * 64 * 32,
+        4 * 4 * 128 * (64 * 9) + 4 * 4 * 128 * (128 * 9) + 4 * 4 * 128 * 64,
+    ]
+    assert _macs(m, 64) == stem + sum(per_stage) + 128 * 2 == 11_452_672
+    assert _macs(m, 32) == 2_863_360  # fully convolutional: a quarter of the pixels
+    assert sum(p.numel() for p in m.parameters()) == 303_122
+    # about 50x cheaper than the face ResNet-18 at the same input size
+    assert 45 < _macs(ResNet18(num_classes=2), 64) / _macs(m, 64) < 55
 
 
 def test_resnet18_weights_file(tmp_path):

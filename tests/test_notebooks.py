@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -167,3 +168,32 @@ def test_embedding_audit_notebook(kernel_env, monkeypatch, tmp_path):
         md = (out / f"audit_{name}" / "audit.md").read_text()
         assert f"{leak:.4f}" in md or f"{leak:.3f}" in md
     assert (out / "projections.png").stat().st_size > 5_000
+
+
+def test_audit_pretrained_encoder_notebook(kernel_env, monkeypatch, tmp_path):
+    from debias.data.root import data_root
+
+    utk = data_root() / "utkface" / "crop_part1"
+    if not utk.is_dir():
+        pytest.skip(f"the notebook's demo table needs real UTKFace under $DEBIAS_DATA ({utk})")
+    out = tmp_path / "nb04"
+    env = kernel_env | {
+        "DEBIAS_DATA": str(data_root().resolve()),
+        "DEBIAS_CACHE": str(tmp_path / "cache"),
+        "DEBIAS_NB_OUT": str(out),
+        "DEBIAS_NB_N": "200",
+    }
+    nb = execute("04_audit_pretrained_encoder.ipynb", env, monkeypatch, tmp_path)
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    printed = "".join(o.get("text", "") for o in outputs)
+    assert "randomly initialised" in printed  # no weights file: the fallback says so
+    table = pd.read_csv(out / "metadata.csv")
+    assert len(table) == 200 and set(table["split"]) == {"test"}
+    with np.load(out / "embeddings.npz") as f:
+        assert f["Z"].shape == (200, 512)  # ResNet-18's pooled feature
+        assert f["targets"].tolist() == table["y"].tolist()
+        assert f["bias"].tolist() == table["a"].tolist()
+        assert f["aligned_groups"].tolist() == [[0, 0], [1, 1]]
+    audit = json.loads((out / "audit" / "audit.json").read_text())
+    assert 0.0 <= audit["bias_leakage"] <= 1.0 and audit["overall"]["n"] == 200

@@ -141,6 +141,26 @@ def test_every_run_is_validated_before_any_starts(tmp_path):
         run_sweep({"name": "b", "base": {"rho": 0.9}}, backend="slurm", out=tmp_path / "b")
 
 
+def test_cpu_face_sweeps():
+    """CPU face sweeps: NarrowResNet at 32x32, every run selected on validation worst-group."""
+    tasks = {
+        "utkface_cpu": ("bias", {"race", "age"}),
+        "celeba_cpu": ("protocol", {"groupdro", "biascon"}),
+    }
+    for name, (key, values) in tasks.items():
+        cfgs = [r.train_config("x") for r in load_sweep(REPO / "sweeps" / f"{name}.yaml").expand()]
+        methods = {c.method for c in cfgs}
+        assert methods >= {"ce", "supcon", "contex", "cacr", "simclr", "biascon", "fairkl"}
+        assert len(cfgs) == len(values) * len(methods) * 3, name
+        assert {(getattr(c, key), c.method, c.seed) for c in cfgs} == {
+            (v, m, s) for v in values for m in methods for s in (0, 1, 2)
+        }
+        assert {(c.model, c.image_size, c.epochs, c.select) for c in cfgs} == {
+            ("narrowresnet", 32, 10, "val/worst_group_accuracy")
+        }
+        assert {c.target for c in cfgs} == ({"gender"} if name == "utkface_cpu" else {"Blond_Hair"})
+
+
 def test_shipped_sweeps_expand():
     expected = {"biased_mnist_paper": 72, "biased_mnist_quick": 72, "utkface": 36, "celeba": 18}
     for name, n in expected.items():

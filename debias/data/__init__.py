@@ -3,6 +3,7 @@ from debias.data.biased_mnist import SPLITS as BIASED_MNIST_SPLITS
 from debias.data.cache import cache_info, clear_cache, load_images
 from debias.data.celeba import CelebA
 from debias.data.digits import digits_splits, load_digits_28
+from debias.data.metadata import MetadataDataset
 from debias.data.mnist import load_mnist
 from debias.data.utkface import UTKFace
 
@@ -10,6 +11,7 @@ __all__ = [
     "BIASED_MNIST_SPLITS",
     "CelebA",
     "ColouredMNIST",
+    "MetadataDataset",
     "PALETTES",
     "UTKFace",
     "biased_mnist",

@@ -57,9 +57,9 @@ from typing import Any
 
 import torch
 
-from debias._types import Group
 from debias.data.base import TensorImageDataset
 from debias.data.cache import load_images
+from debias.data.groups import aligned_from_counts, stratified
 from debias.data.root import data_root
 
 __all__ = ["CelebA", "read_attributes", "read_partition", "BIASCON_NON_BLOND_WOMEN"]
@@ -151,50 +151,11 @@ def _check_attr(name: str, role: str, names: Sequence[str]) -> int:
     )
 
 
-def _stratified(
-    idx: torch.Tensor, groups: torch.Tensor, fracs: Sequence[float], gen: torch.Generator
-) -> list[torch.Tensor]:
-    """Split ``idx`` per group: part k > 0 gets ``round(fracs[k] * n)`` (>= 1 if n > len(fracs)
-    - 1), part 0 the rest; each group is permuted by ``gen`` in ascending group order."""
-    parts: list[list[torch.Tensor]] = [[] for _ in fracs]
-    for g in torch.unique(groups[idx]).tolist():
-        members = idx[groups[idx] == g]
-        members = members[torch.randperm(len(members), generator=gen)]
-        n = len(members)
-        counts = [int(f * n + 0.5) for f in fracs[1:]]
-        if n >= len(fracs):
-            counts = [max(1, c) for c in counts]
-        pos = n - sum(counts)
-        parts[0].append(members[:pos])
-        for part, count in enumerate(counts, start=1):
-            parts[part].append(members[pos : pos + count])
-            pos += count
-    return [torch.cat(p) if p else idx[:0] for p in parts]
-
-
 def _warn_fallback_once(message: str) -> None:
     global _fallback_warned
     if not _fallback_warned:
         _fallback_warned = True
         warnings.warn(message + " (This warning is shown once per process.)", stacklevel=3)
-
-
-def _aligned_from_pool(y: torch.Tensor, b: torch.Tensor) -> list[Group]:
-    """For each bias value b present: ``argmax_y n(y, b) / n(y)``; a tie (y and b independent
-    in the pool, so nothing is aligned by the data) falls back to the diagonal ``y = b``."""
-    n_y = [int((y == t).sum()) for t in (0, 1)]
-    aligned = []
-    for bv in (0, 1):
-        n_yb = [int(((y == t) & (b == bv)).sum()) for t in (0, 1)]
-        if sum(n_yb) == 0:
-            continue
-        if n_y[0] == 0 or n_y[1] == 0:
-            aligned.append((0 if n_y[0] else 1, bv))
-            continue
-        # Exact integer comparison of n(1, b) / n(1) against n(0, b) / n(0).
-        left, right = n_yb[1] * n_y[0], n_yb[0] * n_y[1]
-        aligned.append((bv if left == right else int(left > right), bv))
-    return aligned
 
 
 def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
@@ -311,7 +272,7 @@ class CelebA(TensorImageDataset):
         if protocol == "biascon" and target == "Blond_Hair" and bias == "Male":
             info["non_blond_women"] = _biascon_non_blond_women(parts, groups_all, gen)
         self.aligned_rule = ALIGNED_RULE
-        aligned = _aligned_from_pool(y_all[parts["train"]], b_all[parts["train"]])
+        aligned = aligned_from_counts(y_all[parts["train"]], b_all[parts["train"]])
 
         images, idx = self._decode(
             files, decode_pool, parts[split].sort().values, image_size, cache_dir, on_error
@@ -370,7 +331,7 @@ class CelebA(TensorImageDataset):
                 parts = {s: everything[partition == p[0]] for s, p in sources.items()}
             else:
                 train_pool = everything[partition == 0]
-                train, val = _stratified(train_pool, groups_all, (0.9, 0.1), gen)
+                train, val = stratified(train_pool, groups_all, (0.9, 0.1), gen)
                 parts = {"train": train, "val": val, "test": everything[partition == 1]}
             decode_pool = everything[torch.isin(partition, torch.tensor(sources[self.split]))]
             return parts, decode_pool
@@ -386,7 +347,7 @@ class CelebA(TensorImageDataset):
             f"CelebA at {self.root}: {why}; using a seeded 80/10/10 split stratified by "
             f"({self.target_name}, {self.bias_name}) instead (split_source='stratified-fallback')"
         )
-        train, val, test = _stratified(everything, groups_all, (0.8, 0.1, 0.1), gen)
+        train, val, test = stratified(everything, groups_all, (0.8, 0.1, 0.1), gen)
         return {"train": train, "val": val, "test": test}, everything
 
     def _decode(

@@ -126,6 +126,56 @@ def _celeba(
     }
 
 
+METADATA_PREFIX = "metadata:"
+
+
+def _metadata(
+    spec: str,
+    *,
+    root: str | None = None,
+    target: str | None = None,
+    bias: str | None = None,
+    data_seed: int = 0,
+    image_size: int = 64,
+    **_: Any,
+) -> Splits:
+    """``metadata:PATH[?path=COL&split=COL&aligned=Y:B,Y:B]``: any table-described dataset.
+
+    ``target``/``bias`` name the label columns (SubpopBench's ``y``/``a`` by default); the
+    query part names the file and split columns and the aligned pairs when the defaults of
+    :class:`~debias.data.metadata.MetadataDataset` do not fit.
+    """
+    from urllib.parse import parse_qsl
+
+    from debias.data.metadata import MetadataDataset
+
+    path, _, query = spec.partition("?")
+    extra = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    unknown = sorted(set(extra) - {"path", "split", "aligned"})
+    if not path:
+        raise ValueError("dataset 'metadata:' needs a path, e.g. metadata:waterbirds/metadata.csv")
+    if unknown:
+        raise ValueError(
+            f"dataset 'metadata:{spec}': unknown option(s) {unknown}; expected "
+            "metadata:PATH[?path=COL&split=COL&aligned=Y:B,Y:B]"
+        )
+    options: dict[str, Any] = {"path_column": extra.get("path"), "split_column": "split"}
+    if "split" in extra:
+        options["split_column"] = extra["split"] or None  # "split=" forces a stratified split
+    if "aligned" in extra:
+        options["aligned_groups"] = [p.split(":", 1) for p in extra["aligned"].split(",")]
+    if target is not None:
+        options["target"] = target
+    if bias is not None:
+        options["bias"] = bias
+    return {
+        split: MetadataDataset(
+            path, split, root=root, seed=data_seed, image_size=image_size, **options
+        )
+        for split in ("train", "val", "test")
+    }
+
+
 DATASETS: dict[str, Callable[..., Splits]] = {
     "biased-mnist": _biased_mnist,
     "digits": _digits,
@@ -139,16 +189,30 @@ DEFAULT_AUGMENT = {
     "digits": {"crop_padding": 2, "rotation": 10.0, "hflip": False},
     "utkface": {"crop_padding": 4, "rotation": 10.0, "hflip": True},
     "celeba": {"crop_padding": 4, "rotation": 10.0, "hflip": True},
+    # natural images (Waterbirds, audit sets); faces the most common case
+    "metadata": {"crop_padding": 4, "rotation": 10.0, "hflip": True},
 }
 
 # Datasets whose bias attribute is the image colour (colour jitter perturbs the shortcut).
 COLOUR_BIAS = {"biased-mnist", "digits"}
 
 
+def dataset_family(name: str) -> str:
+    """The registry key of a dataset name: ``metadata:PATH`` -> ``metadata``, else the name."""
+    return "metadata" if name.startswith(METADATA_PREFIX) else name
+
+
 def load_splits(name: str, **options: Any) -> Splits:
-    """All splits of a registered dataset; ``options`` are the dataset's own keyword arguments."""
+    """All splits of a registered dataset; ``options`` are the dataset's own keyword arguments.
+
+    ``metadata:PATH`` loads any dataset described by a CSV/Parquet table (see :func:`_metadata`).
+    """
+    if name.startswith(METADATA_PREFIX):
+        return _metadata(name[len(METADATA_PREFIX) :], **options)
     try:
         factory = DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}") from None
+        raise ValueError(
+            f"unknown dataset {name!r}; expected one of {sorted(DATASETS)} or metadata:PATH.csv"
+        ) from None
     return factory(**options)

@@ -11,6 +11,7 @@ special-case a model:
 from __future__ import annotations
 
 from debias.models.convnets import LeNet, SimpleConvNet, SmallConvNet
+from debias.models.facenet import NarrowResNet
 from debias.models.heads import LinearProbe, ProjectionHead
 from debias.models.registry import MODELS, build_model
 from debias.models.resnet import ResNet18
@@ -19,6 +20,7 @@ __all__ = [
     "MODELS",
     "LeNet",
     "LinearProbe",
+    "NarrowResNet",
     "ProjectionHead",
     "ResNet18",
     "SimpleConvNet",

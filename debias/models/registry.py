@@ -7,6 +7,7 @@ from collections.abc import Callable
 from torch import nn
 
 from debias.models.convnets import LeNet, SimpleConvNet, SmallConvNet
+from debias.models.facenet import NarrowResNet
 from debias.models.resnet import ResNet18
 
 
@@ -22,6 +23,10 @@ def _lenet(num_classes: int, weights: str | None = None) -> nn.Module:
     return LeNet(num_classes=num_classes)
 
 
+def _narrow_resnet(num_classes: int, weights: str | None = None) -> nn.Module:
+    return NarrowResNet(num_classes=num_classes)
+
+
 def _resnet18(num_classes: int, weights: str | None = None) -> nn.Module:
     return ResNet18(num_classes=num_classes, weights=weights)
 
@@ -30,12 +35,14 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "simpleconvnet": _simple,
     "smallconvnet": _small,
     "lenet": _lenet,
+    "narrowresnet": _narrow_resnet,
     "resnet18": _resnet18,
 }
 
 
 def build_model(name: str, num_classes: int, *, weights: str | None = None) -> nn.Module:
-    """Build a registered model by name (``simpleconvnet``, ``smallconvnet``, ``resnet18``)."""
+    """Build a registered model by name (``simpleconvnet``, ``smallconvnet``, ``narrowresnet``,
+    ``resnet18``)."""
     try:
         factory = MODELS[name]
     except KeyError:

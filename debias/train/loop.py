@@ -36,7 +36,7 @@ from torch import nn
 from debias._atomic import atomic_write
 from debias.data.augment import AugmentConfig, BatchAugment
 from debias.data.base import TensorImageDataset
-from debias.data.registry import COLOUR_BIAS, DEFAULT_AUGMENT, load_splits
+from debias.data.registry import COLOUR_BIAS, DEFAULT_AUGMENT, dataset_family, load_splits
 from debias.methods import (
     BIAS_LABELS,
     LINEAR,
@@ -118,7 +118,9 @@ class Trainer:
             self.splits["train"] = self.splits["train"].subset(range(cfg.train_limit))
         self.train_set = self.splits["train"]
         self.eval_splits = [s for s in self.splits if s != "train"]
-        aug_options = dict(DEFAULT_AUGMENT.get(cfg.dataset, {}), colour_jitter=cfg.colour_jitter)
+        aug_options = dict(
+            DEFAULT_AUGMENT.get(dataset_family(cfg.dataset), {}), colour_jitter=cfg.colour_jitter
+        )
         self.augment = BatchAugment(
             AugmentConfig(**aug_options), bias_is_colour=cfg.dataset in COLOUR_BIAS
         )

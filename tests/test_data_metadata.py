@@ -1,0 +1,350 @@
+"""Datasets from a metadata table (debias/data/metadata.py), built from real UTKFace files.
+
+Each table lists a few hundred of the shared UTKFace images by absolute path (nothing is copied;
+a symlink in ``tmp_path`` tests relative paths) with SubpopBench's columns ``filename, split, y,
+a``: y = gender, a = race != White, labels read from the file names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from debias.data.cache import ImageDecodeError
+from debias.data.groups import aligned_from_counts
+from debias.data.metadata import MetadataDataset
+from debias.data.registry import load_splits
+from debias.data.root import data_root
+from debias.data.utkface import parse_utkface_name
+
+N = 300
+
+
+@pytest.fixture(scope="module")
+def faces() -> pd.DataFrame:
+    """N well-named UTKFace files (every 25th in sorted order), absolute paths and labels."""
+    folder = data_root() / "utkface" / "crop_part1"
+    if not folder.is_dir():
+        pytest.skip(f"real UTKFace copy not found under DEBIAS_DATA={data_root()}")
+    names = [n for n in sorted(os.listdir(folder)) if parse_utkface_name(n)][::25][:N]
+    labels = [parse_utkface_name(n) for n in names]
+    return pd.DataFrame(
+        {
+            "filename": [str(folder / n) for n in names],
+            "y": [g for _, g, _ in labels],
+            "a": [int(r != 0) for _, _, r in labels],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("meta-cache")
+
+
+def biased(faces: pd.DataFrame) -> pd.DataFrame:
+    """Split 0/1/2 by row (8/1/1 of every 10 rows); in train only every 4th bias-conflicting
+    image is kept (the rest dropped), so (y=0, b=0) and (y=1, b=1) are the aligned pairs."""
+    t = faces.copy()
+    t["split"] = [0 if i % 10 < 8 else i % 10 - 7 for i in range(len(t))]
+    conflicting = (t["y"] != t["a"]).to_numpy() & (t["split"] == 0).to_numpy()
+    drop = conflicting & (np.cumsum(conflicting) % 4 != 0)
+    return t[~drop].reset_index(drop=True)
+
+
+def biased_split_conflicting(faces: pd.DataFrame) -> int:
+    """Bias-conflicting rows of split 0 before :func:`biased` drops 3 in 4 of them."""
+    rows = np.arange(len(faces)) % 10 < 8
+    return int(((faces["y"] != faces["a"]).to_numpy() & rows).sum())
+
+
+def write(table: pd.DataFrame, folder: Path, name: str = "metadata.csv") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    table.to_csv(path, index=False)
+    return path
+
+
+def load(path, split="train", cache=None, **kw) -> MetadataDataset:
+    return MetadataDataset(path, split, image_size=16, cache_dir=cache, **kw)
+
+
+def test_splits_labels_and_aligned_groups(faces, cache, tmp_path):
+    table = biased(faces)
+    path = write(table, tmp_path)
+    ds = {s: load(path, s, cache) for s in ("train", "val", "test")}
+    for code, split in enumerate(("train", "val", "test")):
+        rows = table[table["split"] == code]
+        d = ds[split]
+        assert len(d) == len(rows) and d.files == rows["filename"].tolist()
+        assert d.targets.tolist() == rows["y"].tolist() and d.bias.tolist() == rows["a"].tolist()
+        assert d.aligned_groups == ((0, 0), (1, 1)) and d.aligned_rule.startswith("bias value b")
+        assert (d.num_classes, d.num_bias, d.split_source) == (2, 2, "column")
+        counts = rows.groupby(["y", "a"]).size().to_dict()
+        assert d.split_info["groups"] == {f"y={y},b={b}": n for (y, b), n in counts.items()}
+    # the aligned pairs are what makes the conflicting images of train the kept quarter
+    train_rows = table[table["split"] == 0]
+    assert int((~ds["train"].aligned).sum()) == int((train_rows["y"] != train_rows["a"]).sum())
+    conflicting_before = biased_split_conflicting(faces)
+    assert int((~ds["train"].aligned).sum()) == conflicting_before // 4
+    # decoded once, served from the cache afterwards; pixels are the real faces
+    assert ds["val"].cache_hit and ds["test"].cache_hit
+    img = ds["test"].images[0]
+    assert img.shape == (3, 16, 16) and img.dtype == torch.uint8 and img.float().std() > 10
+
+
+def test_split_names_and_flipped_bias(faces, cache, tmp_path):
+    table = biased(faces)
+    named = table.assign(split=table["split"].map({0: "Train", 1: "valid", 2: "TEST"}))
+    named["a"] = 1 - named["a"]  # now (y=0, b=1) and (y=1, b=0) are aligned, like CelebA's
+    path = write(named, tmp_path)
+    for code, split in enumerate(("train", "val", "test")):
+        d = load(path, split, cache)
+        assert len(d) == int((table["split"] == code).sum())
+        assert d.aligned_groups == ((0, 1), (1, 0))
+    explicit = load(path, "test", cache, aligned_groups=[(0, 0), (1, 1)])
+    assert explicit.aligned_groups == ((0, 0), (1, 1)) and explicit.aligned_rule == "given"
+    with pytest.raises(ValueError, match=r"aligned_groups: \('2', '0'\) is not a"):
+        load(path, "test", cache, aligned_groups=[("2", "0")])
+
+
+def test_stratified_split_without_split_column(faces, cache, tmp_path):
+    path = write(faces, tmp_path)
+    parts = {s: load(path, s, cache, seed=3) for s in ("train", "val", "test")}
+    assert parts["train"].split_source == "stratified"
+    files = [set(p.files) for p in parts.values()]
+    assert sum(map(len, files)) == N and set.union(*files) == set(faces["filename"])
+    for (y, a), rows in faces.groupby(["y", "a"]):
+        n = len(rows)
+        for split in ("val", "test"):
+            d = parts[split]
+            assert int(((d.targets == y) & (d.bias == a)).sum()) == max(1, int(0.1 * n + 0.5))
+    again = load(path, "val", cache, seed=3)
+    other = load(path, "val", cache, seed=4)
+    assert again.files == parts["val"].files and other.files != parts["val"].files
+
+
+def test_relative_paths_root_and_text_labels(faces, cache, tmp_path):
+    folder = Path(faces["filename"][0]).parent
+    (tmp_path / "imgs").symlink_to(folder, target_is_directory=True)
+    rel = faces.assign(filename=["imgs/" + Path(f).name for f in faces["filename"]])
+    rel["y"] = rel["y"].map({0: "male", 1: "female"})
+    d = load(write(rel, tmp_path), "train", cache, seed=0)
+    assert d.classes == ("female", "male")  # text labels coded in sorted order
+    males = {Path(f).name for f in faces["filename"][faces["y"] == 0]}
+    male = np.array([Path(f).name in males for f in d.files])
+    assert d.targets.tolist() == male.astype(int).tolist()
+    assert all(f.startswith(str(tmp_path / "imgs")) for f in d.files)
+    # the same relative table read from elsewhere with root= pointing at the folder
+    other = rel.assign(filename=[Path(f).name for f in rel["filename"]])
+    d2 = load(write(other, tmp_path / "elsewhere"), "train", cache, root=folder, seed=0)
+    assert d2.targets.tolist() == d.targets.tolist()
+
+
+def test_missing_files_listed_and_skipped(faces, cache, tmp_path):
+    table = biased(faces)
+    missing = [str(tmp_path / f"gone_{i}.jpg") for i in range(7)]
+    train_rows = table.index[table["split"] == 0][: len(missing)]
+    table.loc[train_rows, "filename"] = missing
+    path = write(table, tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"7 of \d+ image files do not exist") as err:
+        load(path, "train", cache)
+    msg = str(err.value)
+    assert "gone_0.jpg" in msg and "gone_4.jpg" in msg and "gone_5.jpg" not in msg
+    assert "(7 in all)" in msg
+    d = load(path, "train", cache, on_error="skip")
+    assert d.skipped == {"missing file": 7} and d.skipped_files == missing
+    assert len(d) == int((table["split"] == 0).sum()) - 7
+
+
+def test_unreadable_images_named(faces, cache, tmp_path):
+    bad = [tmp_path / "broken_a.jpg", tmp_path / "broken_b.jpg"]
+    for p in bad:
+        p.write_bytes(b"not a jpeg")
+    table = biased(faces)
+    table.loc[table.index[table["split"] == 0][:2], "filename"] = [str(p) for p in bad]
+    path = write(table, tmp_path)
+    # tmp_path and the shared data have no common folder but "/": no cache, and a warning
+    with pytest.warns(UserWarning, match="no common folder below /; decoding without the cache"):
+        with pytest.raises(ImageDecodeError, match="cannot decode 2 image") as err:
+            load(path, "train", cache)
+        d = load(path, "train", cache, on_error="skip")
+    assert "broken_a.jpg" in str(err.value) and "broken_b.jpg" in str(err.value)
+    assert d.skipped == {"unreadable image": 2}
+    assert str(bad[0]) not in d.files and len(d) == int((table["split"] == 0).sum()) - 2
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "error"),
+    [
+        ("y", "", r"column 'y' has 1 empty/NaN label\(s\): row 4 \("),
+        ("a", "nan", r"column 'a' has 1 empty/NaN label"),
+        ("y", "1.5", r"column 'y' has unknown label\(s\) \(not an integer >= 0\): row 4"),
+        ("a", "-1", r"column 'a' has unknown label"),
+        ("y", "3", r"integer labels must be 0\.\.3 .* lacks \[2\]"),
+        ("split", "dev", r"unknown split value\(s\) \['dev'\] in row 4"),
+    ],
+)
+def test_bad_labels_are_reported_before_decoding(faces, tmp_path, column, value, error):
+    table = biased(faces).astype(str)
+    table.loc[3, column] = value
+    with pytest.raises(ValueError, match=error):
+        load(write(table, tmp_path), "train", tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()  # nothing was decoded
+
+
+def test_table_errors(faces, cache, tmp_path):
+    table = biased(faces)
+    with pytest.raises(ValueError, match=r"no target column 'gender'\. .*Columns: filename"):
+        load(write(table, tmp_path), target="gender")
+    with pytest.raises(ValueError, match="Did you mean 'split'"):
+        load(write(table, tmp_path), split_column="splits")
+    with pytest.raises(ValueError, match="no image-file column; expected one of filename"):
+        load(write(table.rename(columns={"filename": "img"}), tmp_path))
+    renamed = write(table.rename(columns={"filename": "img"}), tmp_path)
+    img = load(renamed, "val", cache, path_column="img")
+    assert len(img) == int((table["split"] == 1).sum())
+    dup = pd.concat([table, table.iloc[[5]]])
+    with pytest.raises(ValueError, match=r"1 image file\(s\) listed more than once: row"):
+        load(write(dup, tmp_path))
+    no_test = table[table["split"] != 2]
+    with pytest.raises(ValueError, match="split 'test' is empty"):
+        load(write(no_test, tmp_path), "test", cache)
+    with pytest.raises(FileNotFoundError, match="metadata file not found"):
+        load(tmp_path / "nope.csv")
+    with pytest.raises(ValueError, match=r"expected a \.csv, \.tsv or \.parquet"):
+        load(write(table, tmp_path, "metadata.json"))
+
+
+def test_empty_groups_are_reported(faces, cache, tmp_path):
+    table = biased(faces)
+    table = table[~((table["split"] == 1) & (table["y"] == 1) & (table["a"] == 0))]
+    with pytest.warns(UserWarning, match=r"split 'val' has no images in group\(s\) \(y=1, b=0\)"):
+        d = load(write(table, tmp_path), "val", cache)
+    assert d.empty_groups == [(1, 0)] and d.split_info["groups"]["y=1,b=0"] == 0
+
+
+def test_parquet(faces, cache, tmp_path):
+    table = biased(faces)
+    path = tmp_path / "metadata.parquet"
+    try:
+        table.to_parquet(path)
+    except ImportError:
+        path.write_bytes(b"PAR1")  # no engine here: the reader must say what to install
+        with pytest.raises(ImportError, match="pip install pyarrow"):
+            load(path)
+        return
+    assert load(path, "val", cache).files == table[table["split"] == 1]["filename"].tolist()
+
+
+def test_aligned_rule_multiclass():
+    # 3 classes, 2 bias values: b=0 over-represented in class 2, b=1 in class 0
+    y = torch.tensor([0] * 10 + [0] * 30 + [1] * 20 + [1] * 20 + [2] * 9 + [2] * 1)
+    b = torch.tensor([0] * 10 + [1] * 30 + [0] * 20 + [1] * 20 + [0] * 9 + [1] * 1)
+    assert aligned_from_counts(y, b, 3, 2) == [(2, 0), (0, 1)]
+    # a bias value absent from the pool has no aligned class
+    assert aligned_from_counts(y, torch.zeros_like(b), 3, 2) == [(0, 0)]
+
+
+def test_registry_spec(faces, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEBIAS_CACHE", str(tmp_path / "cache"))
+    table = biased(faces).rename(columns={"filename": "file", "split": "fold", "y": "gender"})
+    path = write(table, tmp_path)
+    splits = load_splits(
+        f"metadata:{path}?path=file&split=fold&aligned=0:1,1:0",
+        target="gender",
+        bias="a",
+        image_size=16,
+        data_seed=0,
+        rho=None,  # options of other datasets are ignored
+    )
+    assert {s: len(d) for s, d in splits.items()} == {
+        s: int((table["fold"] == i).sum()) for i, s in enumerate(("train", "val", "test"))
+    }
+    assert splits["test"].aligned_groups == ((0, 1), (1, 0))
+    stratified = load_splits(f"metadata:{path}?path=file&split=", target="gender", image_size=16)
+    assert stratified["train"].split_source == "stratified"
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['colour'\]"):
+        load_splits(f"metadata:{path}?colour=1", image_size=16)
+    with pytest.raises(ValueError, match="needs a path"):
+        load_splits("metadata:")
+
+
+def test_train_end_to_end(faces, tmp_path, monkeypatch):
+    from debias.cli import main
+    from debias.train import TrainConfig, train
+
+    monkeypatch.setenv("DEBIAS_CACHE", str(tmp_path / "cache"))
+    table = biased(faces)
+    path = write(table, tmp_path)
+    cfg = TrainConfig(
+        out=str(tmp_path / "run"),
+        dataset=f"metadata:{path}",
+        target="y",
+        bias="a",
+        model="smallconvnet",
+        epochs=1,
+        max_steps=2,
+        batch_size=32,
+        image_size=32,
+        device="cpu",
+        progress=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no empty groups here: nothing to warn about
+        res = train(cfg, log=lambda *_: None)
+    assert set(res["splits"]) == {"val", "test"}
+    test = res["splits"]["test"]
+    assert test["n"] == int((table["split"] == 2).sum()) and test["n_groups"] == 4
+    assert res["data"]["train"]["aligned_groups"] == [[0, 0], [1, 1]]
+    assert res["data"]["train"]["n"] == int((table["split"] == 0).sum())
+    # and through the command line, with a missing column as a one-line usage error
+    argv = ["train", "--dataset", f"metadata:{path}", "--target", "y", "--bias", "a"]
+    argv += ["--model", "smallconvnet", "--epochs", "1", "--max-steps", "1", "--device", "cpu"]
+    argv += ["--image-size", "32", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "metrics.json").exists()
+    bad = [a if a != "a" else "race" for a in argv]
+    assert main([*bad, "--out", str(tmp_path / "cli2")]) == 2
+
+
+def test_sweep_report_and_audit_on_a_metadata_dataset(faces, tmp_path, monkeypatch):
+    from debias.cli import main
+    from debias.sweep import run_sweep
+
+    monkeypatch.setenv("DEBIAS_CACHE", str(tmp_path / "cache"))
+    path = write(biased(faces), tmp_path / "data")
+    spec = {
+        "name": "meta",
+        "base": {
+            "dataset": f"metadata:{path}",
+            "model": "smallconvnet",
+            "epochs": 1,
+            "max_steps": 1,
+            "batch_size": 32,
+            "image_size": 16,
+            "device": "cpu",
+            "select": "val/worst_group_accuracy",
+        },
+        "grid": {"seed": [0, 1]},
+    }
+    out = tmp_path / "sweep"
+    result = run_sweep(spec, jobs=2, out=out, log=lambda m: None)
+    assert result.ok, result.runs
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    summary = pd.read_csv(tmp_path / "report" / "summary.csv")
+    worst = summary[(summary["method"] == "ce") & (summary["metric"] == "worst-group")]
+    assert worst["seeds"].tolist() == ["0,1"] and worst["n"].tolist() == [2]
+    # the audit rebuilds the run's data from its config: the metadata path travels with it
+    audit_out = tmp_path / "audit"
+    argv = ["audit", "--run", str(out / "seed=0"), "--out", str(audit_out), "--no-plots"]
+    assert main([*argv, "--cv", "2"]) == 0
+    audit = json.loads((audit_out / "audit.json").read_text())
+    assert audit["overall"]["n"] == int((biased(faces)["split"] == 2).sum())
