@@ -144,6 +144,30 @@ DEFAULT_AUGMENT = {
 # Datasets whose bias attribute is the image colour (colour jitter perturbs the shortcut).
 COLOUR_BIAS = {"biased-mnist", "digits"}
 
+# The data options (TrainConfig fields) each dataset takes, with its default for each (None:
+# no default, the loader decides or requires it). ``data_seed`` and ``root`` apply to every
+# dataset; any other option given for a dataset that does not take it is an error, so that a
+# setting that changes nothing is never recorded as if it did.
+COMMON_OPTIONS = ("data_seed", "root")
+DATASET_OPTIONS: dict[str, dict[str, Any]] = {
+    "biased-mnist": {"rho": None, "val_size": 5000, "palette": "rebias", "download": False},
+    "digits": {"rho": None, "palette": "rebias"},
+    "utkface": {"target": "gender", "bias": "race", "bias_rate": 0.9, "image_size": 64},
+    "celeba": {"target": "Blond_Hair", "bias": "Male", "protocol": "groupdro", "image_size": 64},
+}
+# Options a dataset cannot run without.
+REQUIRED_OPTIONS: dict[str, tuple[str, ...]] = {"biased-mnist": ("rho",), "digits": ("rho",)}
+# Every dataset-specific option of any dataset.
+DATA_OPTIONS = tuple(sorted({k for opts in DATASET_OPTIONS.values() for k in opts}))
+
+
+def dataset_options(name: str) -> dict[str, Any]:
+    """``{option: default}`` of a registered dataset (see :data:`DATASET_OPTIONS`)."""
+    try:
+        return DATASET_OPTIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}") from None
+
 
 def load_splits(name: str, **options: Any) -> Splits:
     """All splits of a registered dataset; ``options`` are the dataset's own keyword arguments."""

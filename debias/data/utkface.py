@@ -92,8 +92,8 @@ def _resolve_folder(root: Path) -> tuple[Path, list[str]]:
     if not any(parse_utkface_name(f.rsplit("/", 1)[-1]) for f in files):
         raise FileNotFoundError(
             f"no UTKFace images (age_gender_race_datetime.jpg.chip.jpg) found: looked in "
-            f"{root / 'utkface'} and then {root}. Set DEBIAS_DATA or pass root= to the folder "
-            "holding utkface/ (or the images themselves)"
+            f"{root / 'utkface'} and then {root}. Set DEBIAS_DATA or pass root= (--root on the "
+            "command line) to the folder holding utkface/ (or the images themselves)"
         )
     return folder, files
 

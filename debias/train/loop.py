@@ -38,15 +38,12 @@ from debias.data.base import TensorImageDataset
 from debias.data.registry import COLOUR_BIAS, DEFAULT_AUGMENT, load_splits
 from debias.metrics import group_report
 from debias.models import LinearProbe, ProjectionHead, build_model
-from debias.train.checkpoint import load_torch, save_json, save_text, save_torch
-from debias.train.config import RunConflictError, TrainConfig
+from debias.train import runfolder
+from debias.train.checkpoint import save_json, save_text, save_torch
+from debias.train.config import TrainConfig
 from debias.train.distributed import DistContext
 from debias.train.evaluate import encode
-
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.json"
-HISTORY = "history.csv"
-EMBEDDINGS = "embeddings.npz"
+from debias.train.runfolder import CHECKPOINT, EMBEDDINGS, HISTORY, METRICS, MODEL
 
 # Probe numbers logged per epoch during contrastive pretraining (convergence curves).
 PROBE_SPLITS = ("val", "test")
@@ -222,26 +219,8 @@ class Trainer:
             "best": self.best,
         }
 
-    def _check_identity(self, saved: dict[str, Any], what: str) -> None:
-        mine = self.cfg.identity()
-        # An option added to TrainConfig after that run was written had its default value then.
-        saved = {k: v for k, v in _defaults().items() if k in mine} | saved
-        diff = {
-            k: (saved.get(k), mine.get(k))
-            for k in set(saved) | set(mine)
-            if saved.get(k) != mine.get(k)
-        }
-        if diff:
-            lines = ", ".join(
-                f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in sorted(diff.items())
-            )
-            raise RunConflictError(
-                f"{self.out} already holds {what} with a different configuration ({lines}). "
-                "Use another --out, or --force to start over in this folder."
-            )
-
     def _restore(self, state: dict[str, Any]) -> None:
-        self._check_identity(state["config"], "a checkpoint")
+        runfolder.check_same_run(state["config"], self.cfg, self.out, "a checkpoint")
         self.model.load_state_dict(state["model"])
         if self.head is not None:
             self.head.load_state_dict(state["head"])
@@ -426,21 +405,18 @@ class Trainer:
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, *, force: bool = False) -> dict[str, Any]:
+        # Claims the folder (refusing a user's files), locks it against a second process.
+        with runfolder.run_folder(self.out, force=force, owner=self.dist.is_main):
+            self.dist.barrier()
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / METRICS
         ckpt_path = self.out / CHECKPOINT
-        if force and self.dist.is_main:
-            for name in (METRICS, CHECKPOINT, HISTORY, EMBEDDINGS):
-                (self.out / name).unlink(missing_ok=True)
-        self.dist.barrier()
         if metrics_path.exists():
-            import json
-
-            done = json.loads(metrics_path.read_text())
-            self._check_identity(
-                {k: v for k, v in done["config"].items() if k not in _runtime()}, "a finished run"
-            )
+            done = runfolder.read_metrics(metrics_path)
+            runfolder.check_same_run(done["config"], cfg, self.out, "a finished run")
             self.log(f"{self.out}: already finished (metrics.json present); nothing to do")
             return done
 
@@ -449,7 +425,7 @@ class Trainer:
         self._load_data()
         self._build()
         if ckpt_path.exists():
-            self._restore(load_torch(ckpt_path))
+            self._restore(runfolder.load_checkpoint(ckpt_path))
             self.log(f"resuming {self.out} after epoch {self.epochs_done}/{self.total_epochs}")
 
         feats_cache: dict[str, torch.Tensor] = {}
@@ -491,10 +467,13 @@ class Trainer:
                     save_text(pd.DataFrame(self.history).to_csv(index=False), self.out / HISTORY)
                 self.log(_epoch_line(row))
         except KeyboardInterrupt:
-            self.log(
-                f"\ninterrupted: {self.epochs_done} epoch(s) are saved in {ckpt_path}; "
-                "run the same command again to resume"
+            saved = (
+                f"{self.epochs_done} epoch(s) are saved in {ckpt_path}; run the same command "
+                "again to resume"
+                if ckpt_path.exists()
+                else "before the first epoch ended, so nothing was saved"
             )
+            self.log(f"\ninterrupted: {saved}")
             raise
         try:
             return self._finish()
@@ -558,7 +537,7 @@ class Trainer:
             result["embeddings"] = EMBEDDINGS
         if self.dist.is_main:
             state = {"config": cfg.to_dict(), "model": self.model.state_dict()}
-            save_torch(state, self.out / "model.pt")
+            save_torch(state, self.out / MODEL)
             save_json(result, self.out / METRICS)
         self.dist.barrier()
         return result
@@ -576,21 +555,6 @@ class Trainer:
             split=np.asarray("test"),
         )
         atomic_write(self.out / EMBEDDINGS, lambda fh: np.savez_compressed(fh, **arrays))
-
-
-def _defaults() -> dict[str, Any]:
-    import dataclasses
-
-    return {
-        f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        for f in dataclasses.fields(TrainConfig)
-    }
-
-
-def _runtime() -> frozenset[str]:
-    from debias.train.config import RUNTIME_FIELDS
-
-    return RUNTIME_FIELDS
 
 
 def _epoch_line(row: dict[str, Any]) -> str:
@@ -634,16 +598,14 @@ def load_trained(
     ``root`` overrides the data root recorded in the run (runs move between machines).
     """
     run_dir = Path(run_dir)
-    metrics, weights = run_dir / METRICS, run_dir / "model.pt"
+    metrics, weights = run_dir / METRICS, run_dir / MODEL
     for path in (metrics, weights):
         if not path.exists():
             raise FileNotFoundError(
                 f"{path} not found: {run_dir} is not a finished debias run "
                 "(expected metrics.json and model.pt written by `debias train`)"
             )
-    import json
-
-    config = json.loads(metrics.read_text())["config"]
+    config = runfolder.saved_config(runfolder.read_metrics(metrics)["config"])
     config.update(out=str(run_dir), device=device, progress=False)
     if root is not None:
         config["root"] = root
@@ -651,5 +613,5 @@ def load_trained(
     trainer = Trainer(cfg, log=lambda *a, **k: None)
     trainer._load_data()
     model = build_model(cfg.model, trainer.train_set.num_classes).to(trainer.device)
-    model.load_state_dict(load_torch(weights)["model"])
+    model.load_state_dict(runfolder.load_checkpoint(weights)["model"])
     return model.eval(), trainer.splits, cfg
