@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -195,6 +196,7 @@ class UTKFace(TensorImageDataset):
             else:
                 pool.append(i)
 
+        _warn_skipped(self.root, self.skipped)
         genders = torch.tensor([p[2] for p in parsed], dtype=torch.long)
         ages = torch.tensor([p[1] for p in parsed], dtype=torch.long)
         races = torch.tensor([p[3] for p in parsed], dtype=torch.long)
@@ -238,6 +240,18 @@ class UTKFace(TensorImageDataset):
             mean=(0.5, 0.5, 0.5),
             std=(0.5, 0.5, 0.5),
             transform=transform,
+        )
+
+
+def _warn_skipped(root: Path, skipped: dict[str, int]) -> None:
+    """One line for files left out because of the data, not the protocol (see ``skipped``)."""
+    bad = {k: v for k, v in skipped.items() if k != SKIP_AGE}
+    if bad:
+        what = ", ".join(f"{v} {k}" for k, v in sorted(bad.items()))
+        warnings.warn(
+            f"UTKFace under {root}: skipped {sum(bad.values())} file(s) ({what}); their names are "
+            "in UTKFace.skipped_files, the counts in UTKFace.skipped",
+            stacklevel=3,
         )
 
 

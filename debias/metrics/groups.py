@@ -17,6 +17,7 @@ dataset in ``debias.data`` exports its pairs as ``TensorImageDataset.aligned_gro
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,25 @@ def _encode(arrays: list[np.ndarray], max_codes: int) -> tuple[np.ndarray, list[
     return values.astype(np.int64), np.split(inverse.astype(np.int64), splits)
 
 
+def _check_aligned_pairs(
+    outside: list[Group], n_pairs: int, labels: np.ndarray, bias_values: np.ndarray
+) -> None:
+    """Aligned pairs whose label or bias value never occurs: an error when every pair is such
+    (every sample would silently count as conflicting), else a warning naming them."""
+    if not outside:
+        return
+    where = (
+        f"aligned pair(s) {outside} name a label or bias value that does not occur (labels "
+        f"{labels.tolist()}, bias values {bias_values.tolist()})"
+    )
+    if len(outside) == n_pairs:
+        raise ValueError(
+            f"{where}: no sample could be bias-aligned; expected pairs (y, b) from those values, "
+            "e.g. the dataset's aligned_groups"
+        )
+    warnings.warn(f"{where}; those pairs match no sample", stacklevel=4)
+
+
 class _GroupTable:
     """Per-(y, b) counts of one prediction set, plus the non-empty groups in (y, b) order."""
 
@@ -85,11 +105,15 @@ class _GroupTable:
             self.aligned = labels[:, None] == bias_values[None, :]
         else:
             self.aligned = np.zeros((nc, nb), dtype=bool)
-            for ya, ba in aligned:
+            outside = []
+            for ya, ba in sorted(aligned):
                 ci = int(np.searchsorted(labels, ya))
                 bi = int(np.searchsorted(bias_values, ba))
                 if ci < nc and bi < nb and labels[ci] == ya and bias_values[bi] == ba:
                     self.aligned[ci, bi] = True
+                else:
+                    outside.append((ya, ba))
+            _check_aligned_pairs(outside, len(aligned), labels, bias_values)
         # Non-empty groups, row-major, i.e. sorted by y then b.
         rows, cols = np.nonzero(self.n)
         self.g_y = labels[rows]

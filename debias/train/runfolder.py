@@ -8,7 +8,7 @@ A run folder (``debias train --out DIR``, or one run of a sweep) holds only file
 * **Ownership.** A folder is debias's when it holds :data:`MARKER` (a small JSON written when
   debias first uses the folder), or, for runs written before the marker existed, a
   ``metrics.json`` with a ``config`` mapping, or a ``history.csv`` whose header starts with
-  ``epoch,stage``, or a sweep's ``run_config.json``. In a folder that is not debias's, an existing file with one of the
+  ``epoch,stage``, a sweep's ``run_config.json`` or an audit's ``audit.json``. In a folder that is not debias's, an existing file with one of the
   :data:`OUTPUTS` names is the user's: the folder is refused with a message naming those files,
   with or without ``force``. Files with other names are never read, written or deleted.
   ``force`` deletes only :data:`OUTPUTS` of a debias folder.
@@ -53,6 +53,9 @@ SWEEP_RUN_FILES = (RUN_CONFIG, LOG, ERROR)
 MARKER = ".debias-run"
 LOCK = ".debias-run.lock"
 MARKER_VERSION = 1
+# ``debias audit --out`` writes an audit.json with these keys (AuditReport.to_dict).
+AUDIT_JSON = "audit.json"
+_AUDIT_KEYS = {"overall", "bias_leakage"}
 # A lock file still empty after this long was left by a process killed while creating it.
 _EMPTY_LOCK_GRACE_S = 30.0
 
@@ -112,12 +115,13 @@ def _legacy_run(out: Path) -> bool:
             return True
     except (OSError, ValueError):
         pass
-    try:
-        c = json.loads((out / RUN_CONFIG).read_text())
-        if isinstance(c, dict) and {"dataset", "method", "out"} <= set(c):
-            return True
-    except (OSError, ValueError):
-        pass
+    for name, keys in ((RUN_CONFIG, {"dataset", "method", "out"}), (AUDIT_JSON, _AUDIT_KEYS)):
+        try:
+            c = json.loads((out / name).read_text())
+            if isinstance(c, dict) and keys <= set(c):
+                return True
+        except (OSError, ValueError):
+            pass
     try:
         with open(out / HISTORY) as fh:
             return fh.readline().startswith("epoch,stage")
