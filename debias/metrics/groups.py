@@ -60,17 +60,20 @@ def _encode(arrays: list[np.ndarray], max_codes: int) -> tuple[np.ndarray, list[
 
 
 def _check_aligned_pairs(
-    outside: list[Group], n_pairs: int, labels: np.ndarray, bias_values: np.ndarray
+    aligned: frozenset[Group], labels: np.ndarray, bias_values: np.ndarray
 ) -> None:
     """Aligned pairs whose label or bias value never occurs: an error when every pair is such
-    (every sample would silently count as conflicting), else a warning naming them."""
+    (every sample would silently count as conflicting), else a warning naming them. A pair of
+    occurring values without samples is legitimate (a rho-0 split has no aligned sample)."""
+    ys, bs = set(labels.tolist()), set(bias_values.tolist())
+    outside = sorted((y, b) for y, b in aligned if y not in ys or b not in bs)
     if not outside:
         return
     where = (
         f"aligned pair(s) {outside} name a label or bias value that does not occur (labels "
-        f"{labels.tolist()}, bias values {bias_values.tolist()})"
+        f"{sorted(ys)}, bias values {sorted(bs)})"
     )
-    if len(outside) == n_pairs:
+    if len(outside) == len(aligned):
         raise ValueError(
             f"{where}: no sample could be bias-aligned; expected pairs (y, b) from those values, "
             "e.g. the dataset's aligned_groups"
@@ -105,15 +108,14 @@ class _GroupTable:
             self.aligned = labels[:, None] == bias_values[None, :]
         else:
             self.aligned = np.zeros((nc, nb), dtype=bool)
-            outside = []
-            for ya, ba in sorted(aligned):
+            for ya, ba in aligned:
                 ci = int(np.searchsorted(labels, ya))
                 bi = int(np.searchsorted(bias_values, ba))
                 if ci < nc and bi < nb and labels[ci] == ya and bias_values[bi] == ba:
                     self.aligned[ci, bi] = True
-                else:
-                    outside.append((ya, ba))
-            _check_aligned_pairs(outside, len(aligned), labels, bias_values)
+            seen_y = labels[(self.n.sum(1) + self.predicted.sum(1)) > 0]
+            seen_b = bias_values[self.n.sum(0) > 0]
+            _check_aligned_pairs(aligned, seen_y, seen_b)
         # Non-empty groups, row-major, i.e. sorted by y then b.
         rows, cols = np.nonzero(self.n)
         self.g_y = labels[rows]
