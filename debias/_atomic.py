@@ -2,16 +2,38 @@
 
 Write to a temporary file in the target's folder, fsync, then rename over the target: a process
 killed mid-write (Ctrl-C, OOM, a pre-empted node) leaves either the previous complete file or
-the new one, never a torn file.
+the new one, never a torn file. The file gets the permissions the umask gives a new file (as
+``open`` would), not ``mkstemp``'s private ``0600``: results and caches on a shared cluster are
+readable by whom the umask says. A killed write leaves a ``.<name>.<random>.tmp`` behind;
+:func:`remove_orphans` deletes those.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+# ".<target name>.<mkstemp's random part>.tmp": exactly what atomic_write creates.
+_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def _umask() -> int:
+    try:  # Linux >= 4.7 reports it without changing it (thread-safe)
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    # Elsewhere it can only be read by setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -19,6 +41,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -27,3 +50,27 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_orphans(folder: Path, older_than_s: float = 60.0) -> list[Path]:
+    """Delete temporary files of killed :func:`atomic_write` calls in ``folder``.
+
+    Only names of atomic_write's pattern older than ``older_than_s`` go: a write in progress in
+    another process is younger than that. Returns the paths removed.
+    """
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for e in entries:
+        if not (_TMP.match(e.name) and e.is_file(follow_symlinks=False)):
+            continue
+        try:
+            if now - e.stat().st_mtime > older_than_s:
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+        except FileNotFoundError:  # removed by another process meanwhile
+            pass
+    return removed

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from debias.train.config import METHODS, MODES, RunConflictError
+from debias.train.runfolder import RunFolderError
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,13 +25,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--target", help="faces: target attribute (UTKFace: gender; CelebA: any of the 40)"
     )
     d.add_argument("--bias", help="faces: bias attribute (UTKFace: race|age; CelebA: e.g. Male)")
-    d.add_argument("--bias-rate", type=float, default=0.9, help="UTKFace training bias rate (0.9)")
-    d.add_argument("--protocol", default="groupdro", help="CelebA: groupdro | biascon")
-    d.add_argument("--image-size", type=int, default=64, help="faces: side length in pixels (64)")
-    d.add_argument(
-        "--val-size", type=int, default=5000, help="Biased-MNIST held-out validation images"
-    )
-    d.add_argument("--palette", default="rebias", help="Biased-MNIST palette: rebias | fairkl")
+    d.add_argument("--bias-rate", type=float, help="UTKFace training bias rate (0.9)")
+    d.add_argument("--protocol", help="CelebA: groupdro (default) | biascon")
+    d.add_argument("--image-size", type=int, help="faces: side length in pixels (64)")
+    d.add_argument("--val-size", type=int, help="Biased-MNIST held-out validation images (5000)")
+    d.add_argument("--palette", help="Biased-MNIST palette: rebias (default) | fairkl")
     d.add_argument("--data-seed", type=int, default=0, help="seed of the data splits and colouring")
     d.add_argument("--root", help="data root (default: $DEBIAS_DATA, else ./data)")
     d.add_argument(
@@ -269,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError, RunConflictError) as exc:
+    except (ValueError, FileNotFoundError, RunConflictError, RunFolderError) as exc:
         print(f"debias {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

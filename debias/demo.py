@@ -64,7 +64,6 @@ def run_demo(
         batch_size=256 if not small else 64,
         lr_milestones=[],
         device=device,
-        val_size=5000,
     )
     print(
         f"training cross-entropy ({cfg.model}, {cfg.epochs} epochs) on {dataset} at rho={rho}: "

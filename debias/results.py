@@ -33,6 +33,13 @@ from typing import Any
 
 import pandas as pd
 
+from debias.train.runfolder import CHECKPOINT as _CHECKPOINT
+from debias.train.runfolder import ERROR as _ERROR
+from debias.train.runfolder import HISTORY as _HISTORY
+from debias.train.runfolder import METRICS as _METRICS
+from debias.train.runfolder import RUN_CONFIG as _RUN_CONFIG
+from debias.train.runfolder import with_dataset_defaults
+
 __all__ = [
     "RunRecord",
     "error_line",
@@ -46,10 +53,6 @@ __all__ = [
 PathLike = str | Path
 _MANIFEST = "sweep.json"
 _STATUS = "sweep_status.json"
-_METRICS = "metrics.json"
-_HISTORY = "history.csv"
-_RUN_CONFIG = "run_config.json"
-_CHECKPOINT = "checkpoint.pt"
 _RUN_MARKERS = (_METRICS, _HISTORY, _RUN_CONFIG, _CHECKPOINT)
 RESULT_COLUMNS = (
     "split",
@@ -82,7 +85,7 @@ class RunRecord:
     @property
     def error(self) -> str:
         """The line of ``error.txt`` that says what went wrong ("" if the run has none)."""
-        f = self.path / "error.txt"
+        f = self.path / _ERROR
         return error_line(f.read_text(errors="replace")) if f.exists() else ""
 
 
@@ -109,12 +112,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _run_config(d: Path, fallback: dict[str, Any] | None = None) -> dict[str, Any]:
+    # Runs written before data options were recorded per dataset compare as written today.
     m = _read_json(d / _METRICS)
     if m and "config" in m:
-        return m["config"]
+        return with_dataset_defaults(m["config"])
     c = _read_json(d / _RUN_CONFIG)
     if c:
-        return c
+        return with_dataset_defaults(c)
     return dict(fallback or {})
 
 

@@ -328,9 +328,13 @@ def _shuffled_train_bias(**options):
 
 @pytest.mark.parametrize("method", ["ce", "lff", "jtt", "supcon"])
 def test_bias_free_methods_never_read_training_bias_labels(tmp_path, monkeypatch, method):
-    monkeypatch.setitem(registry.DATASETS, "digits-shuffled-bias", _shuffled_train_bias)
-    monkeypatch.setitem(
-        registry.DEFAULT_AUGMENT, "digits-shuffled-bias", registry.DEFAULT_AUGMENT["digits"]
+    registry.register_dataset(
+        "digits-shuffled-bias",
+        _shuffled_train_bias,
+        options=registry.DATASET_OPTIONS["digits"],
+        augment=registry.DEFAULT_AUGMENT["digits"],
+        colour_bias=True,
+        replace=True,
     )
     kw = dict(method=method, linear_epochs=1, epochs=1)
     if method == "jtt":

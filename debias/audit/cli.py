@@ -5,6 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# What AuditReport.save writes (with plots).
+AUDIT_FILES = (
+    "audit.md",
+    "audit.csv",
+    "groups.csv",
+    "audit.json",
+    "projection.png",
+    "groups.png",
+    "leakage.png",
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -27,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from debias.audit import Embeddings, audit_embeddings, embed
+    from debias.train.runfolder import check_out_path, claim_folder
+
+    check_out_path(args.out)  # before minutes of probing, not after
 
     if (args.embeddings is None) == (args.run is None):
         raise ValueError("give exactly one of EMBEDDINGS.npz or --run RUN_DIR")
@@ -48,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     report = audit_embeddings(
         emb.Z, emb.targets, emb.bias, aligned_groups=emb.aligned_groups, seed=args.seed, cv=args.cv
     )
+    # Never over a user's own audit.md & co.: the folder must be new, debias's, or free of them.
+    claim_folder(args.out, names=AUDIT_FILES, kind="audit")
     paths = report.save(args.out, plots=not args.no_plots)
     print(f"audit of {source}: {len(emb)} embeddings of dimension {emb.Z.shape[1]}")
     print(report.summary())

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from debias._types import Group
 from debias.data.base import TensorImageDataset
+from debias.metrics._inputs import as_labels
 
 if TYPE_CHECKING:
     from debias.audit.audit import AuditReport
@@ -42,8 +43,9 @@ class Embeddings:
 
     def __post_init__(self) -> None:
         self.Z = np.asarray(self.Z, dtype=np.float32)
-        self.targets = np.asarray(self.targets, dtype=np.int64)
-        self.bias = np.asarray(self.bias, dtype=np.int64)
+        # as_labels rejects NaN and fractional labels instead of truncating them to classes.
+        self.targets = as_labels(self.targets, "targets")
+        self.bias = as_labels(self.bias, "bias")
         if self.Z.ndim != 2:
             raise ValueError(f"Z must be a 2-D array [N, D]; got shape {self.Z.shape}")
         n = self.Z.shape[0]
@@ -89,6 +91,13 @@ class Embeddings:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no embeddings file at {path} (expected an .npz from save())")
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head[:2] != b"PK":  # every .npz is a zip archive
+            raise ValueError(
+                f"{path} is not an .npz file (a zip of arrays, as np.savez or `debias train "
+                f"--save-embeddings` write); it starts with {head!r}"
+            )
         with np.load(path, allow_pickle=False) as f:
             missing = {"Z", "targets", "bias"} - set(f.files)
             if missing:

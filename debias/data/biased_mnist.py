@@ -203,6 +203,11 @@ def _check_rho(rho) -> float:
     return float(rho)
 
 
+def _check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32); got {seed!r}")
+
+
 def _check_palette(palette: str) -> str:
     if palette not in PALETTES:
         raise ValueError(f"unknown palette {palette!r}; valid palettes are {sorted(PALETTES)}")
@@ -239,8 +244,7 @@ def colour_bias(
     """
     rho = _check_rho(rho)
     palette = _check_palette(palette)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an integer in [0, 2**32); got {seed!r}")
+    _check_seed(seed)
     imgs = _as_tensor(images, "images")
     if imgs.ndim == 4 and imgs.shape[1] == 1:
         imgs = imgs[:, 0]
@@ -264,6 +268,14 @@ def colour_bias(
         raise ValueError(
             f"labels must be in 0..9 (a 10-class source); found values "
             f"{int(labs.min())}..{int(labs.max())}"
+        )
+    missing = sorted(set(range(_NUM_CLASSES)) - set(labs.unique().tolist()))
+    if n >= _NUM_CLASSES and missing:
+        # The ReBias rule ties colour c to class c of ten; a 2-class source would use 2 colours
+        # as "aligned" and spread the rest over 9 "other" colours that mean nothing.
+        raise ValueError(
+            f"labels must come from a 10-class source (digits 0..9); classes {missing} have no "
+            f"sample among the {n}. Colour the full source and take a subset afterwards"
         )
     if source_index is None:
         src = torch.arange(n, dtype=torch.long)
@@ -353,6 +365,7 @@ def biased_mnist(
         rho = _SPLIT_RHO[split]
     rho = _check_rho(rho)
     _check_palette(palette)
+    _check_seed(seed)
 
     if split in ("train", "val"):
         images, labels = load_mnist("train", root=root, download=download)

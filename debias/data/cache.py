@@ -316,8 +316,8 @@ def load_images(
         i = min(failed)
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         raise ImageDecodeError(
-            f"cannot decode image {root / rels[i]}: {failed[i]}{more}. Pass on_error='skip' to "
-            "skip unreadable images and count them instead"
+            f"cannot decode image {root / rels[i]}: {failed[i]}{more}. Replace or remove that "
+            "file, or (Python API) pass on_error='skip' to skip unreadable images and count them"
         )
     return DecodedImages(
         images=images,

@@ -135,7 +135,7 @@ def _resolve_folder(root: Path) -> Path:
     looked = ", ".join(str(c / ATTR_FILE) for c in candidates)
     raise FileNotFoundError(
         f"CelebA attribute file not found; looked for {looked}. Set DEBIAS_DATA or pass root= "
-        "to the folder holding celeba/ (or the CelebA folder itself)"
+        "(--root on the command line) to the folder holding celeba/ (or the CelebA folder itself)"
     )
 
 

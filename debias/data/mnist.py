@@ -137,11 +137,19 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 
 def _download(root: Path, split: str) -> None:
+    # torchvision creates <root>/MNIST/raw before it tries the network; a failed download must
+    # not leave those empty folders behind (root may be a link into a shared data tree).
+    made = [p for p in (root, root / "MNIST", root / "MNIST" / "raw") if not p.exists()]
     try:
         import torchvision  # lazy: importing torchvision costs ~1 s and is rarely needed
 
         torchvision.datasets.MNIST(root=str(root), train=split == "train", download=True)
     except Exception as exc:  # offline, no write access, mirror down, ...
+        for folder in reversed(made):
+            try:
+                folder.rmdir()  # only if still empty
+            except OSError:
+                break
         raise FileNotFoundError(
             f"MNIST {split!r} files are not under {root} and downloading them with "
             f"torchvision.datasets.MNIST(root={str(root)!r}, download=True) failed: "
@@ -178,8 +186,8 @@ def load_mnist(
             f"MNIST {split!r} files not found under data root {base} (resolved to "
             f"{base.resolve()}). Looked for:\n  "
             + "\n  ".join(looked)
-            + f"\nSet {ENV_VAR} to the folder holding mnist/ (or pass root=...), "
-            "or call with download=True."
+            + f"\nSet {ENV_VAR} to the folder holding mnist/ (or pass root=..., --root DIR on "
+            "the command line), or download it (download=True, --download)."
         )
     images_path, labels_path = (p.resolve() for p in found)  # type: ignore[union-attr]
     images, labels = _parse_pair(

@@ -196,6 +196,65 @@ DEFAULT_AUGMENT = {
 # Datasets whose bias attribute is the image colour (colour jitter perturbs the shortcut).
 COLOUR_BIAS = {"biased-mnist", "digits"}
 
+# The data options (TrainConfig fields) each dataset takes, with its default for each (None:
+# no default, the loader decides or requires it). ``data_seed`` and ``root`` apply to every
+# dataset; any other option given for a dataset that does not take it is an error, so that a
+# setting that changes nothing is never recorded as if it did.
+COMMON_OPTIONS = ("data_seed", "root")
+DATASET_OPTIONS: dict[str, dict[str, Any]] = {
+    "biased-mnist": {"rho": None, "val_size": 5000, "palette": "rebias", "download": False},
+    "digits": {"rho": None, "palette": "rebias"},
+    "utkface": {"target": "gender", "bias": "race", "bias_rate": 0.9, "image_size": 64},
+    "celeba": {"target": "Blond_Hair", "bias": "Male", "protocol": "groupdro", "image_size": 64},
+    # target/bias name the label columns (None: the loader's y / a); see _metadata.
+    "metadata": {"target": None, "bias": None, "image_size": 64},
+}
+# Options a dataset cannot run without.
+REQUIRED_OPTIONS: dict[str, tuple[str, ...]] = {"biased-mnist": ("rho",), "digits": ("rho",)}
+# Every dataset-specific option of any dataset.
+DATA_OPTIONS = tuple(sorted({k for opts in DATASET_OPTIONS.values() for k in opts}))
+
+
+def dataset_options(name: str) -> dict[str, Any]:
+    """``{option: default}`` of a registered dataset (see :data:`DATASET_OPTIONS`)."""
+    try:
+        return DATASET_OPTIONS[dataset_family(name)]
+    except KeyError:
+        raise ValueError(
+            f"unknown dataset {name!r}; expected one of {sorted(DATASETS)} or metadata:PATH.csv"
+        ) from None
+
+
+def register_dataset(
+    name: str,
+    factory: Callable[..., Splits],
+    *,
+    options: dict[str, Any],
+    augment: dict[str, Any] | None = None,
+    colour_bias: bool = False,
+    replace: bool = False,
+) -> None:
+    """Make ``factory(**options) -> {split: TensorImageDataset}`` available as ``dataset=name``.
+
+    Every fact about the dataset is given here once: ``options`` are the TrainConfig data
+    options it takes with their defaults (see :data:`DATASET_OPTIONS`), ``augment`` the
+    :class:`~debias.data.augment.AugmentConfig` fields of its two-view augmentation, and
+    ``colour_bias`` whether its bias attribute is the image colour. The factory must return a
+    ``"train"`` and a ``"val"`` split and at least one test split.
+    """
+    if (name in DATASETS or name in DATASET_OPTIONS) and not replace:
+        raise ValueError(f"a dataset named {name!r} is registered already (replace=True)")
+    unknown = sorted(set(options) - set(DATA_OPTIONS))
+    if unknown:
+        raise ValueError(f"register_dataset({name!r}): unknown data option(s) {unknown}")
+    DATASETS[name] = factory
+    DATASET_OPTIONS[name] = dict(options)
+    DEFAULT_AUGMENT[name] = dict(augment or {})
+    if colour_bias:
+        COLOUR_BIAS.add(name)
+    else:
+        COLOUR_BIAS.discard(name)
+
 
 def dataset_family(name: str) -> str:
     """The registry key of a dataset name: ``metadata:PATH`` -> ``metadata``, else the name."""

@@ -10,16 +10,17 @@ import os
 from pathlib import Path
 
 ENV_VAR = "DEBIAS_DATA"
+CACHE_ENV_VAR = "DEBIAS_CACHE"
 DEFAULT_ROOT = Path("data")
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """Resolve the data root: ``root`` argument > ``$DEBIAS_DATA`` > ``./data``."""
     if root is not None:
-        return Path(root).expanduser()
+        return _folder(Path(root).expanduser(), "root")
     env = os.environ.get(ENV_VAR)
     if env:
-        return Path(env).expanduser()
+        return _folder(Path(env).expanduser(), ENV_VAR)
     return DEFAULT_ROOT
 
 
@@ -29,8 +30,15 @@ def cache_root(cache: str | os.PathLike | None = None) -> Path:
     Never inside the data root: that may be read-only or shared between users.
     """
     if cache is not None:
-        return Path(cache).expanduser()
-    env = os.environ.get("DEBIAS_CACHE")
+        return _folder(Path(cache).expanduser(), "cache_dir")
+    env = os.environ.get(CACHE_ENV_VAR)
     if env:
-        return Path(env).expanduser()
+        return _folder(Path(env).expanduser(), CACHE_ENV_VAR)
     return Path("~/.cache/debias").expanduser()
+
+
+def _folder(path: Path, what: str) -> Path:
+    """``path`` unless it is an existing file (an error naming ``what``: a folder was meant)."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what}={str(path)!r} is a file; expected a folder (new or existing)")
+    return path

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Callable, Collection
 from fractions import Fraction
 from pathlib import Path
@@ -92,8 +93,8 @@ def _resolve_folder(root: Path) -> tuple[Path, list[str]]:
     if not any(parse_utkface_name(f.rsplit("/", 1)[-1]) for f in files):
         raise FileNotFoundError(
             f"no UTKFace images (age_gender_race_datetime.jpg.chip.jpg) found: looked in "
-            f"{root / 'utkface'} and then {root}. Set DEBIAS_DATA or pass root= to the folder "
-            "holding utkface/ (or the images themselves)"
+            f"{root / 'utkface'} and then {root}. Set DEBIAS_DATA or pass root= (--root on the "
+            "command line) to the folder holding utkface/ (or the images themselves)"
         )
     return folder, files
 
@@ -153,6 +154,7 @@ class UTKFace(TensorImageDataset):
         parsed = self._parse_names(all_files)
         decoded = self._decode(parsed, image_size, cache_dir, on_error)
         pool = self._pool(parsed, decoded.failed)
+        _warn_skipped(self.root, self.skipped)
         genders = torch.tensor([p[2] for p in parsed], dtype=torch.long)
         ages = torch.tensor([p[1] for p in parsed], dtype=torch.long)
         races = torch.tensor([p[3] for p in parsed], dtype=torch.long)
@@ -265,6 +267,18 @@ def _split_pool(pool: list[int], gen: torch.Generator) -> dict[str, torch.Tensor
         "val": perm[n_train : n_train + n_val],
         "test": perm[n_train + n_val :],
     }
+
+
+def _warn_skipped(root: Path, skipped: dict[str, int]) -> None:
+    """One line for files left out because of the data, not the protocol (see ``skipped``)."""
+    bad = {k: v for k, v in skipped.items() if k != SKIP_AGE}
+    if bad:
+        what = ", ".join(f"{v} {k}" for k, v in sorted(bad.items()))
+        warnings.warn(
+            f"UTKFace under {root}: skipped {sum(bad.values())} file(s) ({what}); their names are "
+            "in UTKFace.skipped_files, the counts in UTKFace.skipped",
+            stacklevel=3,
+        )
 
 
 def _group_counts(y: torch.Tensor, b: torch.Tensor) -> dict[str, int]:

@@ -17,6 +17,7 @@ dataset in ``debias.data`` exports its pairs as ``TensorImageDataset.aligned_gro
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,28 @@ def _encode(arrays: list[np.ndarray], max_codes: int) -> tuple[np.ndarray, list[
     return values.astype(np.int64), np.split(inverse.astype(np.int64), splits)
 
 
+def _check_aligned_pairs(
+    aligned: frozenset[Group], labels: np.ndarray, bias_values: np.ndarray
+) -> None:
+    """Aligned pairs whose label or bias value never occurs: an error when every pair is such
+    (every sample would silently count as conflicting), else a warning naming them. A pair of
+    occurring values without samples is legitimate (a rho-0 split has no aligned sample)."""
+    ys, bs = set(labels.tolist()), set(bias_values.tolist())
+    outside = sorted((y, b) for y, b in aligned if y not in ys or b not in bs)
+    if not outside:
+        return
+    where = (
+        f"aligned pair(s) {outside} name a label or bias value that does not occur (labels "
+        f"{sorted(ys)}, bias values {sorted(bs)})"
+    )
+    if len(outside) == len(aligned):
+        raise ValueError(
+            f"{where}: no sample could be bias-aligned; expected pairs (y, b) from those values, "
+            "e.g. the dataset's aligned_groups"
+        )
+    warnings.warn(f"{where}; those pairs match no sample", stacklevel=4)
+
+
 class _GroupTable:
     """Per-(y, b) counts of one prediction set, plus the non-empty groups in (y, b) order."""
 
@@ -91,6 +114,9 @@ class _GroupTable:
                 bi = int(np.searchsorted(bias_values, ba))
                 if ci < nc and bi < nb and labels[ci] == ya and bias_values[bi] == ba:
                     self.aligned[ci, bi] = True
+            seen_y = labels[(self.n.sum(1) + self.predicted.sum(1)) > 0]
+            seen_b = bias_values[self.n.sum(0) > 0]
+            _check_aligned_pairs(aligned, seen_y, seen_b)
         # Non-empty groups, row-major, i.e. sorted by y then b.
         rows, cols = np.nonzero(self.n)
         self.g_y = labels[rows]

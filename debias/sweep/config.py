@@ -183,7 +183,12 @@ class SweepSpec:
                 data = yaml.safe_load(text)
             except yaml.YAMLError as exc:
                 raise ValueError(f"sweep config {path} is not valid YAML: {exc}") from None
-        return cls.from_dict(data or {}, name=path.stem, source=str(path))
+        if data is None:
+            raise ValueError(
+                f"sweep config {path} is empty; expected a mapping with 'base' and 'grid' "
+                f"(keys {list(SWEEP_KEYS)})"
+            )
+        return cls.from_dict(data, name=path.stem, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name}

@@ -30,12 +30,13 @@ under the same paths on every node (a shared filesystem); relative ``DEBIAS_DATA
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime as _dt
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -47,7 +48,9 @@ from typing import Any
 from debias._atomic import atomic_write
 from debias.results import error_line
 from debias.sweep.config import RunSpec, SweepSpec
-from debias.train.config import RUNTIME_FIELDS, TrainConfig
+from debias.train import runfolder
+from debias.train.config import TrainConfig
+from debias.train.runfolder import CHECKPOINT, ERROR, LOG, METRICS, RUN_CONFIG, RunFolderError
 
 __all__ = ["BACKENDS", "SweepResult", "run_sweep", "threads_per_job"]
 
@@ -55,11 +58,6 @@ BACKENDS = ("local", "ray")
 MANIFEST = "sweep.json"
 STATUS_CSV = "sweep_status.csv"
 STATUS_JSON = "sweep_status.json"
-RUN_CONFIG = "run_config.json"
-LOG = "log.txt"
-ERROR = "error.txt"
-METRICS = "metrics.json"
-CHECKPOINT = "checkpoint.pt"
 STATUS_FIELDS = (
     "run",
     "status",
@@ -71,11 +69,10 @@ STATUS_FIELDS = (
     "error",
     "log",
 )
-_FIELD_DEFAULTS = {
-    f.name: f.default
-    for f in dataclasses.fields(TrainConfig)
-    if f.default is not dataclasses.MISSING and f.name not in RUNTIME_FIELDS
-}
+# Kept from an earlier pass for a run this pass skips: when and how long it ran.
+_TIMING_FIELDS = ("returncode", "seconds", "started", "finished", "resumed", "log")
+_PARENT_ENV = "DEBIAS_SWEEP_PARENT"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Environment variables that point at folders: children may start elsewhere (Ray workers do),
 # so relative values are made absolute before they are passed on.
 _PATH_ENV = ("DEBIAS_DATA", "DEBIAS_CACHE")
@@ -123,10 +120,45 @@ def _now() -> str:
 
 
 # -- the child process -------------------------------------------------------------------------
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """End this process when ``parent`` (default: the current parent) dies, even by SIGKILL.
+
+    SIGTERM becomes KeyboardInterrupt, so the run stops as after Ctrl-C (its last checkpoint
+    stays, its lock is released). Linux: the kernel sends SIGTERM on the parent's death
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread polls the parent pid every second.
+    """
+    parent = parent or os.getppid()
+    signal.signal(signal.SIGTERM, _interrupt)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0:
+                if os.getppid() != parent:  # it died before prctl took effect
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return
+        except (OSError, AttributeError):
+            pass
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
 def _worker(run_dir: str) -> int:
     """Run the config in ``<run_dir>/run_config.json``; on failure write ``error.txt``."""
     run = Path(run_dir)
     try:
+        parent = os.environ.get(_PARENT_ENV)
+        die_with_parent(int(parent) if parent else None)
         threads = os.environ.get("DEBIAS_NUM_THREADS")
         if threads:
             import torch
@@ -157,6 +189,7 @@ def _child_env(threads: int) -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
+    env[_PARENT_ENV] = str(os.getpid())
     return env
 
 
@@ -208,6 +241,8 @@ class _Sweep:
             }
             for r in runs
         }
+        # Rows of an earlier pass: kept for runs this pass does not touch (merge, not overwrite).
+        self.previous = _read_status(out)
 
     def dir(self, run: RunSpec) -> Path:
         return self.out / run.name
@@ -226,6 +261,7 @@ class _Sweep:
 
     def write_status(self) -> None:
         rows = [self.status[r.name] for r in self.runs]
+        rows += [row for name, row in self.previous.items() if name not in self.status]
         tmp = self.out / (STATUS_CSV + ".tmp")
         with open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=STATUS_FIELDS)
@@ -243,49 +279,75 @@ class _Sweep:
             ),
         )
 
-    def prepare(self, run: RunSpec) -> str | None:
-        """Write run_config.json; return None to run it, or a final status (skip / conflict)."""
-        d = self.dir(run)
-        d.mkdir(parents=True, exist_ok=True)
+    def config(self, run: RunSpec) -> TrainConfig:
         cfg = run.train_config(self.out.resolve())
         if cfg.root is not None:
             cfg.root = os.path.abspath(cfg.root)
-        metrics = d / METRICS
-        st = self.status[run.name]
-        if metrics.exists():
-            try:
-                finished = json.loads(metrics.read_text())
-                done = finished["config"]
-            except (json.JSONDecodeError, KeyError) as exc:
-                return self._fail(run, f"unreadable {metrics}: {exc}")
-            # An option added to TrainConfig after that run finished had its default value then.
-            saved = _FIELD_DEFAULTS | {k: v for k, v in done.items() if k not in RUNTIME_FIELDS}
-            mine = cfg.identity()
-            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
-            if diff:
-                return self._fail(
-                    run,
-                    (
-                        f"{d} holds a finished run with different options "
-                        + ", ".join(
-                            f"{k}: {saved.get(k)!r} there vs {mine.get(k)!r} now" for k in diff
-                        )
-                        + "; use another sweep out folder or delete that run"
-                    ),
+        return cfg
+
+    def inspect(self, run: RunSpec) -> tuple[str, str]:
+        """What this run would do now, without writing: ``("skip" | "resume" | "run", "")``, or
+        ``("fail", why)`` for a folder it cannot use (the same checks as ``train``)."""
+        d = self.dir(run)
+        try:
+            runfolder.check_out_path(d, "run folder")
+            foreign = runfolder.foreign_files(d, runfolder.OUTPUTS + runfolder.SWEEP_RUN_FILES)
+            if foreign:
+                return "fail", (
+                    f"{d} holds {', '.join(foreign)} that debias did not write; they are never "
+                    "overwritten: use another sweep out folder or move them away"
                 )
+            holder = runfolder.lock_holder(d)
+            if holder is not None:
+                return "fail", (
+                    f"{d} is in use by process {holder['pid']} on {holder['host']} (another sweep "
+                    f"or train); wait for it, or delete {d / runfolder.LOCK} if it is gone"
+                )
+            if (d / METRICS).exists():
+                done = runfolder.read_metrics(d / METRICS)
+                diff = runfolder.config_diff(done["config"], self.config(run))
+                if diff:
+                    return "fail", (
+                        f"{d} holds a finished run with different options "
+                        + ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in diff.items())
+                        + "; use another sweep out folder or delete that run"
+                    )
+                return "skip", ""
+        except RunFolderError as exc:
+            return "fail", str(exc)
+        return ("resume" if (d / CHECKPOINT).exists() else "run"), ""
+
+    def prepare(self, run: RunSpec) -> str | None:
+        """Write run_config.json; return None to run it, or a final status (skip / conflict)."""
+        d = self.dir(run)
+        what, why = self.inspect(run)
+        if what == "fail":
+            return self._fail(run, why)
+        st = self.status[run.name]
+        if what == "skip":
             st["status"] = "skipped"
-            # Keep what the earlier pass measured: the run's own recorded training time.
-            wall = finished.get("wall_time_seconds")
-            if isinstance(wall, (int, float)):
-                st["seconds"] = round(wall, 1)
+            before = self.previous.get(run.name, {})
+            if before.get("status") in ("done", "skipped") and before.get("seconds") != "":
+                # An earlier pass ran it: keep when and how long.
+                st |= {k: before[k] for k in _TIMING_FIELDS if k in before}
+            else:
+                # The run's own recorded training time.
+                wall = runfolder.read_metrics(d / METRICS).get("wall_time_seconds")
+                if isinstance(wall, (int, float)):
+                    st["seconds"] = round(wall, 1)
             return "skipped"
-        st["resumed"] = (d / CHECKPOINT).exists()
+        runfolder.claim_folder(
+            d, names=runfolder.OUTPUTS + runfolder.SWEEP_RUN_FILES, what="run folder"
+        )
+        st["resumed"] = what == "resume"
         (d / ERROR).unlink(missing_ok=True)
-        _atomic_write(d / RUN_CONFIG, json.dumps(cfg.to_dict(), indent=2))
+        _atomic_write(d / RUN_CONFIG, json.dumps(self.config(run).to_dict(), indent=2))
         return None
 
     def _fail(self, run: RunSpec, message: str) -> str:
-        (self.dir(run) / ERROR).write_text(message + "\n")
+        d = self.dir(run)
+        if d.is_dir() and (runfolder.is_debias_folder(d) or not (d / ERROR).exists()):
+            _atomic_write(d / ERROR, message + "\n")
         self.status[run.name] |= {"status": "failed", "error": error_line(message)}
         return "failed"
 
@@ -321,6 +383,15 @@ class _Sweep:
             for s in self.status.values()
         )
         return f"{n_end}/{len(self.runs)}"
+
+
+def _read_status(out: Path) -> dict[str, dict[str, Any]]:
+    """The rows of an earlier pass's ``sweep_status.csv`` by run name (empty if none)."""
+    try:
+        with open(out / STATUS_CSV, newline="") as fh:
+            return {row["run"]: row for row in csv.DictReader(fh) if row.get("run")}
+    except (OSError, csv.Error, KeyError):
+        return {}
 
 
 def _tail(path: Path, n: int = 20) -> str:
@@ -421,6 +492,29 @@ def _run_ray(sw: _Sweep, todo: list[RunSpec], jobs: int, address: str | None) ->
             ray.shutdown()
 
 
+_DRY = {"skip": "finished: skip", "resume": "resume from checkpoint", "run": "run"}
+
+
+def _dry_run(sw: _Sweep, log: Callable[[str], Any]) -> SweepResult:
+    """List what each run would do after the checks a real pass makes; an error if any fails."""
+    problems = []
+    for r in sw.runs:
+        what, why = sw.inspect(r)
+        cfg = sw.config(r)
+        log(
+            f"{r.name}: {_DRY.get(what, 'cannot run')} | method {cfg.method}, mode {cfg.mode}, "
+            f"epochs {cfg.epochs}"
+        )
+        if what == "fail":
+            problems.append(f"  {r.name}: {why}")
+    if problems:
+        raise ValueError(
+            f"dry run: {len(problems)} run(s) cannot run in {sw.out}:\n" + "\n".join(problems)
+        )
+    log(f"dry run: {len(sw.runs)} run(s) in {sw.out}; nothing was started")
+    return SweepResult(out=sw.out, runs=list(sw.status.values()))
+
+
 def run_sweep(
     spec: SweepSpec | str | Path | Mapping[str, Any],
     *,
@@ -458,20 +552,9 @@ def run_sweep(
     runs = spec.expand(overrides=overrides)
     out_dir = Path(out) if out is not None else spec.default_out
     sw = _Sweep(spec, runs, out_dir, log)
+    runfolder.check_out_path(out_dir, "sweep out")
     if dry_run:
-        for r in runs:
-            d = out_dir / r.name
-            what = (
-                "finished: skip"
-                if (d / METRICS).exists()
-                else "resume from checkpoint"
-                if (d / CHECKPOINT).exists()
-                else "run"
-            )
-            cfg = TrainConfig.from_dict({**r.config, "out": str(d)})
-            log(f"{r.name}: {what} | method {cfg.method}, mode {cfg.mode}, epochs {cfg.epochs}")
-        log(f"dry run: {len(runs)} run(s) in {out_dir}; nothing was started")
-        return SweepResult(out=out_dir, runs=list(sw.status.values()))
+        return _dry_run(sw, log)
 
     sw.write_manifest()
     todo = [r for r in runs if sw.prepare(r) is None]

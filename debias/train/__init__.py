@@ -1,13 +1,15 @@
 """Training runs: cross-entropy, two-stage contrastive and joint protocols (see ``loop``)."""
 
-from debias.train.config import METHODS, MODES, TrainConfig
+from debias.train.config import METHODS, MODES, RunConflictError, TrainConfig
 from debias.train.evaluate import encode, predict
-from debias.train.loop import RunConflictError, Trainer, load_trained, resolve_device, train
+from debias.train.loop import Trainer, load_trained, resolve_device, train
+from debias.train.runfolder import RunFolderError
 
 __all__ = [
     "METHODS",
     "MODES",
     "RunConflictError",
+    "RunFolderError",
     "TrainConfig",
     "Trainer",
     "encode",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,11 +49,13 @@ class TrainConfig:
     rho: float | None = None
     target: str | None = None
     bias: str | None = None
-    bias_rate: float = 0.9
-    protocol: str = "groupdro"
-    image_size: int = 64
-    val_size: int = 5000
-    palette: str = "rebias"
+    # Data options that only some datasets take default to None: the dataset supplies its
+    # default (debias.data.registry.DATASET_OPTIONS) and an inapplicable one stays None.
+    bias_rate: float | None = None
+    protocol: str | None = None
+    image_size: int | None = None
+    val_size: int | None = None
+    palette: str | None = None
     data_seed: int = 0
     root: str | None = None
     download: bool = False
@@ -111,6 +115,35 @@ class TrainConfig:
             # ReBias: x0.1 every 20 of 80 epochs, i.e. at each quarter of the run.
             q = max(self.epochs // 4, 1)
             self.lr_milestones = [q * k for k in (1, 2, 3) if q * k < self.epochs]
+        self._validate_options()
+
+    def _validate_options(self) -> None:
+        """Reject values that cannot run or would change nothing; fill the dataset's defaults.
+
+        Checked here, at construction, so that ``debias sweep --dry-run`` and the CLI catch what
+        would otherwise fail (or silently do nothing) at run time.
+        """
+        from debias.data.registry import DATA_OPTIONS, REQUIRED_OPTIONS, dataset_options
+
+        takes = dataset_options(self.dataset)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        given = [k for k in DATA_OPTIONS if getattr(self, k) != defaults[k]]
+        wrong = [f"{k}={getattr(self, k)!r}" for k in given if k not in takes]
+        if wrong:
+            raise ValueError(
+                f"option(s) {', '.join(wrong)} do not apply to dataset {self.dataset!r}; "
+                f"it takes {sorted(takes)} (plus data_seed, root)"
+            )
+        for k in REQUIRED_OPTIONS.get(self.dataset, ()):
+            if getattr(self, k) is None:
+                raise ValueError(
+                    f"dataset {self.dataset!r} needs {k} (e.g. {k}=0.99, or --{k} 0.99 on the command line)"
+                )
+        for k, default in takes.items():
+            if getattr(self, k) is None:
+                setattr(self, k, default)
+        _check_data_values(self)
+        _check_optimisation_values(self)
 
     def _check_method(self) -> None:
         """The method exists, takes this mode, and takes every method/loss option given."""
@@ -165,3 +198,84 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(names)}")
         return cls(**d)
+
+
+def _check_number(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    integer: bool = False,
+) -> None:
+    """``value`` is a (whole, with ``integer``) finite number in the given range, or an error."""
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"<= {high:g}"
+        what = " and ".join(p for p in (lo, hi) if p)
+        raise ValueError(
+            f"{name} must be {'an integer' if integer else 'a number'}"
+            + (f" {what}" if what else "")
+            + f"; got {value!r}"
+        )
+
+
+def _check_data_values(cfg: TrainConfig) -> None:
+    """Ranges of the data options that apply (inapplicable ones are None by now)."""
+    _check_number("data_seed", cfg.data_seed, low=0, high=2**32 - 1, integer=True)
+    if cfg.rho is not None:
+        _check_number("rho (the bias-aligned fraction of training images)", cfg.rho, low=0, high=1)
+    if cfg.val_size is not None:
+        # MNIST-train has 60,000 images; the val split must hold some and train keep the rest.
+        _check_number("val_size", cfg.val_size, low=1, high=59_999, integer=True)
+    if cfg.bias_rate is not None:
+        _check_number("bias_rate", cfg.bias_rate, low=0, high=1)
+    if cfg.image_size is not None:
+        _check_number("image_size", cfg.image_size, low=8, integer=True)
+    if cfg.palette is not None:
+        from debias.data.biased_mnist import PALETTES
+
+        if cfg.palette not in PALETTES:
+            raise ValueError(f"unknown palette {cfg.palette!r}; expected one of {sorted(PALETTES)}")
+    if cfg.protocol is not None:
+        from debias.data.celeba import PROTOCOLS
+
+        if cfg.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {list(PROTOCOLS)}; got {cfg.protocol!r}")
+    if cfg.dataset == "utkface":
+        from debias.data.utkface import BIASES
+
+        if cfg.target != "gender":
+            raise ValueError(f"UTKFace target must be 'gender'; got {cfg.target!r}")
+        if cfg.bias not in BIASES:
+            raise ValueError(f"UTKFace bias must be one of {list(BIASES)}; got {cfg.bias!r}")
+
+
+def _check_optimisation_values(cfg: TrainConfig) -> None:
+    """Options whose bad values would train nothing, or train without saying it is broken."""
+    if cfg.max_steps is not None:
+        _check_number(
+            "max_steps (optimisation steps per epoch)", cfg.max_steps, low=1, integer=True
+        )
+    if cfg.train_limit is not None:
+        # A batch needs two rows (BatchNorm, contrastive pairs): fewer images train nothing.
+        _check_number("train_limit (training images kept)", cfg.train_limit, low=2, integer=True)
+    if cfg.mode == "two-stage":
+        _check_number("linear_epochs", cfg.linear_epochs, low=1, integer=True)
+    _check_number("seed", cfg.seed, low=0, integer=True)
+    for name in ("lr", "linear_lr", "lr_gamma"):
+        _check_number(name, getattr(cfg, name), low=0, low_open=True)
+    _check_number("weight_decay", cfg.weight_decay, low=0)
+    _check_number("colour_jitter", cfg.colour_jitter, low=0)
+    _check_number("lambda_con", cfg.lambda_con, low=0)
+    _check_number("eval_batch_size", cfg.eval_batch_size, low=1, integer=True)
+    for name in ("temperature", "base_temperature"):
+        if getattr(cfg, name) is not None:
+            _check_number(name, getattr(cfg, name), low=0, low_open=True)

@@ -51,17 +51,15 @@ from debias.methods import (
 )
 from debias.metrics import group_report
 from debias.models import build_model
-from debias.train.checkpoint import load_torch, save_json, save_text, save_torch
+from debias.train import runfolder
+from debias.train.checkpoint import save_json, save_text, save_torch
 from debias.train.config import RunConflictError, TrainConfig
 from debias.train.distributed import DistContext
 from debias.train.evaluate import encode
+from debias.train.runfolder import CHECKPOINT, EMBEDDINGS, HISTORY, METRICS, MODEL
 
-CHECKPOINT = "checkpoint.pt"
 # Version of the checkpoint layout; a checkpoint of another layout is refused, not misread.
 CHECKPOINT_FORMAT = 2
-METRICS = "metrics.json"
-HISTORY = "history.csv"
-EMBEDDINGS = "embeddings.npz"
 
 # Probe numbers logged per epoch during contrastive pretraining (convergence curves).
 PROBE_SPLITS = ("val", "test")
@@ -250,7 +248,7 @@ class Trainer:
                 f"{state.get('format', 1)}, expected {CHECKPOINT_FORMAT}); rerun with --force "
                 "to start this run over"
             )
-        self._check_identity(state["config"], "an interrupted run")
+        runfolder.check_same_run(state["config"], self.cfg, self.out, "a checkpoint")
         self.method.load_state_dict(state["method"])
         self.stage_started = state["stage_started"]
         self._saved_optim = {
@@ -260,24 +258,6 @@ class Trainer:
         self.best = state["best"]
         self.epochs_done = state["epochs_done"]
         self.elapsed = state["elapsed"]
-
-    def _check_identity(self, saved: dict[str, Any], what: str) -> None:
-        mine = self.cfg.identity()
-        # An option added to TrainConfig after that run was written had its default value then.
-        saved = {k: v for k, v in _defaults().items() if k in mine} | saved
-        diff = {
-            k: (saved.get(k), mine.get(k))
-            for k in set(saved) | set(mine)
-            if saved.get(k) != mine.get(k)
-        }
-        if diff:
-            lines = ", ".join(
-                f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in sorted(diff.items())
-            )
-            raise RunConflictError(
-                f"{self.out} holds {what} with a different configuration ({lines}); "
-                "choose another --out or pass --force to discard it"
-            )
 
     # -- batches ---------------------------------------------------------------------------------
     def generator(self, epoch: int) -> torch.Generator:
@@ -451,21 +431,18 @@ class Trainer:
     # -- the run ---------------------------------------------------------------------------------
     def run(self, *, force: bool = False) -> dict[str, Any]:
         """Train (or resume, or return the finished result) and write the run's files."""
+        # Claims the folder (refusing a user's files), locks it against a second process.
+        with runfolder.run_folder(self.out, force=force, owner=self.dist.is_main):
+            self.dist.barrier()
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / METRICS
         ckpt_path = self.out / CHECKPOINT
-        if force and self.dist.is_main:
-            for name in (METRICS, CHECKPOINT, HISTORY, EMBEDDINGS):
-                (self.out / name).unlink(missing_ok=True)
-        self.dist.barrier()
         if metrics_path.exists():
-            import json
-
-            done = json.loads(metrics_path.read_text())
-            self._check_identity(
-                {k: v for k, v in done["config"].items() if k not in _runtime()}, "a finished run"
-            )
+            done = runfolder.read_metrics(metrics_path)
+            runfolder.check_same_run(done["config"], cfg, self.out, "a finished run")
             self.log(f"{self.out}: already finished (metrics.json present); nothing to do")
             return done
 
@@ -474,16 +451,19 @@ class Trainer:
         self.load_data()
         self.build()
         if ckpt_path.exists():
-            self.restore(load_torch(ckpt_path))
+            self.restore(runfolder.load_checkpoint(ckpt_path))
             self.log(f"resuming {self.out} after epoch {self.epochs_done}/{self.total_epochs}")
         try:
             while self.epochs_done < self.total_epochs:
                 self._run_epoch(self.epochs_done, ckpt_path)
         except KeyboardInterrupt:
-            saved = f"{self.epochs_done} epoch(s) are saved in {ckpt_path}"
-            if not ckpt_path.exists():
-                saved = "no epoch had finished, so nothing is saved"
-            self.log(f"\ninterrupted: {saved}; run the same command again to resume")
+            saved = (
+                f"{self.epochs_done} epoch(s) are saved in {ckpt_path}; run the same command "
+                "again to resume"
+                if ckpt_path.exists()
+                else "before the first epoch ended, so nothing was saved"
+            )
+            self.log(f"\ninterrupted: {saved}")
             raise
         try:
             return self._finish()
@@ -606,7 +586,7 @@ class Trainer:
             result["embeddings"] = EMBEDDINGS
         if self.dist.is_main:
             state = {"config": cfg.to_dict(), "model": self.model.state_dict()}
-            save_torch(state, self.out / "model.pt")
+            save_torch(state, self.out / MODEL)
             save_json(result, self.out / METRICS)
         self.dist.barrier()
         return result
@@ -659,21 +639,6 @@ def _check_finite(terms: dict[str, torch.Tensor], epoch: int, step: int) -> None
     )
 
 
-def _defaults() -> dict[str, Any]:
-    import dataclasses
-
-    return {
-        f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        for f in dataclasses.fields(TrainConfig)
-    }
-
-
-def _runtime() -> frozenset[str]:
-    from debias.train.config import RUNTIME_FIELDS
-
-    return RUNTIME_FIELDS
-
-
 def _epoch_line(row: dict[str, Any]) -> str:
     parts = [f"epoch {row['epoch']:>3} [{row['stage']}]"]
     if "train_loss" in row:
@@ -717,16 +682,14 @@ def load_trained(
     ``root`` overrides the data root recorded in the run (runs move between machines).
     """
     run_dir = Path(run_dir)
-    metrics, weights = run_dir / METRICS, run_dir / "model.pt"
+    metrics, weights = run_dir / METRICS, run_dir / MODEL
     for path in (metrics, weights):
         if not path.exists():
             raise FileNotFoundError(
                 f"{path} not found: {run_dir} is not a finished debias run "
                 "(expected metrics.json and model.pt written by `debias train`)"
             )
-    import json
-
-    config = json.loads(metrics.read_text())["config"]
+    config = runfolder.saved_config(runfolder.read_metrics(metrics)["config"])
     config.update(out=str(run_dir), device=device, progress=False)
     if root is not None:
         config["root"] = root
@@ -734,5 +697,5 @@ def load_trained(
     trainer = Trainer(cfg, log=lambda *a, **k: None)
     trainer.load_data()
     model = build_model(cfg.model, trainer.train_set.num_classes).to(trainer.device)
-    model.load_state_dict(load_torch(weights)["model"])
+    model.load_state_dict(runfolder.load_checkpoint(weights)["model"])
     return model.eval(), trainer.splits, cfg

@@ -1,0 +1,384 @@
+"""The run folder: what debias writes there, whose folder it is, who may write, is it the same run.
+
+A run folder (``debias train --out DIR``, or one run of a sweep) holds only files debias wrote:
+:data:`OUTPUTS` (``metrics.json``, ``checkpoint.pt``, ``history.csv``, ``embeddings.npz``,
+``model.pt``), in a sweep :data:`SWEEP_RUN_FILES`, the marker :data:`MARKER` and, while a process trains into it, the lock
+:data:`LOCK`. Rules:
+
+* **Ownership.** A folder is debias's when it holds :data:`MARKER` (a small JSON written when
+  debias first uses the folder), or, for runs written before the marker existed, a
+  ``metrics.json`` with a ``config`` mapping, or a ``history.csv`` whose header starts with
+  ``epoch,stage``, a sweep's ``run_config.json`` or an audit's ``audit.json``. In a folder that is not debias's, an existing file with one of the
+  :data:`OUTPUTS` names is the user's: the folder is refused with a message naming those files,
+  with or without ``force``. Files with other names are never read, written or deleted.
+  ``force`` deletes only :data:`OUTPUTS` of a debias folder.
+* **One writer.** :data:`LOCK` holds the owner's ``pid`` and ``host``, created exclusively
+  (``O_EXCL``). A lock whose process is gone (same host, pid not alive) is stale and taken over;
+  a live one is refused. A lock from another host cannot be checked: it is refused with the
+  way to remove it.
+* **Same run.** :func:`config_diff` compares a saved config with the one asked for, after
+  filling options added since that run was written with their defaults and normalising the
+  dataset options (:data:`debias.data.registry.DATASET_OPTIONS`); the trainer and the sweep
+  both decide with it.
+* **Readable files.** :func:`read_metrics` and :func:`load_checkpoint` turn a truncated or
+  foreign file into an error naming the file and what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from debias._atomic import atomic_write, remove_orphans
+from debias.train.config import RUNTIME_FIELDS, RunConflictError, TrainConfig
+
+METRICS = "metrics.json"
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.csv"
+EMBEDDINGS = "embeddings.npz"
+MODEL = "model.pt"
+OUTPUTS = (METRICS, CHECKPOINT, HISTORY, EMBEDDINGS, MODEL)
+# Written into a run folder by a sweep (debias.sweep.runner) around what train writes.
+RUN_CONFIG = "run_config.json"
+LOG = "log.txt"
+ERROR = "error.txt"
+SWEEP_RUN_FILES = (RUN_CONFIG, LOG, ERROR)
+MARKER = ".debias-run"
+LOCK = ".debias-run.lock"
+MARKER_VERSION = 1
+# ``debias audit --out`` writes an audit.json with these keys (AuditReport.to_dict).
+AUDIT_JSON = "audit.json"
+_AUDIT_KEYS = {"overall", "bias_leakage"}
+# A lock file still empty after this long was left by a process killed while creating it.
+_EMPTY_LOCK_GRACE_S = 30.0
+
+__all__ = [
+    "CHECKPOINT",
+    "EMBEDDINGS",
+    "ERROR",
+    "HISTORY",
+    "LOCK",
+    "LOG",
+    "MARKER",
+    "METRICS",
+    "MODEL",
+    "OUTPUTS",
+    "RUN_CONFIG",
+    "SWEEP_RUN_FILES",
+    "RunFolderError",
+    "RunLockedError",
+    "check_out_path",
+    "check_same_run",
+    "claim_folder",
+    "config_diff",
+    "foreign_files",
+    "is_debias_folder",
+    "load_checkpoint",
+    "lock",
+    "lock_holder",
+    "read_metrics",
+    "run_folder",
+    "saved_config",
+    "with_dataset_defaults",
+]
+
+
+class RunFolderError(RuntimeError):
+    """A run folder cannot be used: not a folder, holds a user's files, or holds a bad file."""
+
+
+class RunLockedError(RunFolderError):
+    """Another live process is training into the folder."""
+
+
+# -- ownership -----------------------------------------------------------------------------------
+def check_out_path(out: str | os.PathLike, what: str = "--out") -> Path:
+    """``out`` as a Path; an error when it exists and is not a folder."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{what} {out} is an existing file; expected a folder (new or a run)")
+    return out
+
+
+def _legacy_run(out: Path) -> bool:
+    """A run folder written before the marker existed (by its files' contents)."""
+    try:
+        m = json.loads((out / METRICS).read_text())
+        if isinstance(m, dict) and isinstance(m.get("config"), dict):
+            return True
+    except (OSError, ValueError):
+        pass
+    for name, keys in ((RUN_CONFIG, {"dataset", "method", "out"}), (AUDIT_JSON, _AUDIT_KEYS)):
+        try:
+            c = json.loads((out / name).read_text())
+            if isinstance(c, dict) and keys <= set(c):
+                return True
+        except (OSError, ValueError):
+            pass
+    try:
+        with open(out / HISTORY) as fh:
+            return fh.readline().startswith("epoch,stage")
+    except OSError:
+        return False
+
+
+def is_debias_folder(out: str | os.PathLike) -> bool:
+    """True when debias wrote this folder (marker, or a pre-marker run's files)."""
+    out = Path(out)
+    return (out / MARKER).is_file() or _legacy_run(out)
+
+
+def foreign_files(out: str | os.PathLike, names: tuple[str, ...] = OUTPUTS) -> list[str]:
+    """Files in ``out`` with a name debias would write, that debias did not write (sorted)."""
+    out = Path(out)
+    if not out.is_dir() or is_debias_folder(out):
+        return []
+    return sorted(n for n in names if (out / n).exists())
+
+
+def claim_folder(
+    out: str | os.PathLike,
+    *,
+    force: bool = False,
+    names: tuple[str, ...] = OUTPUTS,
+    kind: str = "run",
+    what: str = "--out",
+) -> bool:
+    """Make ``out`` a debias folder of ``kind`` (create it, write the marker); returns whether it
+    was created now. Refuses a folder holding the user's files named like ``names``; with
+    ``force`` deletes ``names`` of a debias folder. Orphan temporary files are removed."""
+    out = check_out_path(out, what)
+    foreign = foreign_files(out, names)
+    if foreign:
+        raise RunFolderError(
+            f"{what} {out} holds {', '.join(foreign)} that debias did not write (no {MARKER} "
+            f"marker); they are never overwritten{', not even with --force' if force else ''}. "
+            f"Use another {what}, or move those files away."
+        )
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    remove_orphans(out)
+    if force:
+        for name in names:
+            (out / name).unlink(missing_ok=True)
+    if not (out / MARKER).is_file():
+        import debias
+
+        marker = {"debias": debias.__version__, "kind": kind, "version": MARKER_VERSION}
+        text = json.dumps(marker, indent=2) + "\n"
+        atomic_write(out / MARKER, lambda fh: fh.write(text.encode()))
+    return created
+
+
+# -- the lock ------------------------------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def lock_holder(out: str | os.PathLike) -> dict[str, Any] | None:
+    """The live owner ``{"pid", "host", "started"}`` of ``out``'s lock, or None (free or stale)."""
+    path = Path(out) / LOCK
+    try:
+        text = path.read_text()
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    try:
+        holder = json.loads(text)
+        pid, host = int(holder["pid"]), str(holder["host"])
+    except (ValueError, KeyError, TypeError):
+        # Killed between creating and writing it: stale once it is clearly not being written.
+        return None if age > _EMPTY_LOCK_GRACE_S else {"pid": "?", "host": "?", "started": "?"}
+    if host == socket.gethostname() and (pid == os.getpid() or not _alive(pid)):
+        return None
+    return holder
+
+
+def _try_create(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except FileExistsError:
+        return False
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(me))
+    return True
+
+
+def acquire_lock(out: str | os.PathLike) -> None:
+    """Create ``out``'s lock for this process, taking over a stale one; error if held."""
+    path = Path(out) / LOCK
+    for _ in range(3):  # a stale lock removed by a rival at the same moment: look again
+        if _try_create(path):
+            return
+        holder = lock_holder(out)
+        if holder is not None:
+            where = "this machine" if holder["host"] == socket.gethostname() else holder["host"]
+            raise RunLockedError(
+                f"{out} is in use: process {holder['pid']} on {where} is training into it "
+                f"({path}). Wait for it to finish, or if that process is gone, delete {path}."
+            )
+        path.unlink(missing_ok=True)
+    raise RunLockedError(f"could not take the lock {path}; another process keeps creating it")
+
+
+def release_lock(out: str | os.PathLike) -> None:
+    """Remove ``out``'s lock if this process holds it."""
+    path = Path(out) / LOCK
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def lock(out: str | os.PathLike) -> Iterator[None]:
+    """Hold ``out``'s lock for the duration of the block."""
+    acquire_lock(out)
+    try:
+        yield
+    finally:
+        release_lock(out)
+
+
+@contextlib.contextmanager
+def run_folder(
+    out: str | os.PathLike, *, force: bool = False, owner: bool = True
+) -> Iterator[Path]:
+    """Claim ``out`` as a run folder and hold its lock while the block trains into it.
+
+    ``owner=False`` (the non-zero ranks of a distributed run) only checks that ``out`` is a
+    folder: rank 0 claims and locks it for all. A folder created here and left holding nothing
+    but the marker (the run failed before its first epoch) is removed again.
+    """
+    out = check_out_path(out)
+    if not owner:
+        yield out
+        return
+    created = claim_folder(out, force=force)
+    try:
+        with lock(out):
+            yield out
+    finally:
+        if created and all(not (out / n).exists() for n in OUTPUTS):
+            (out / MARKER).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if empty: never anything else in it
+
+
+# -- same run? -----------------------------------------------------------------------------------
+def _field_defaults() -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        elif f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+    return out
+
+
+def saved_config(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A config saved by any debias version, in today's terms (``TrainConfig.from_dict`` takes it).
+
+    An option added to TrainConfig after that run was written had its default value then; a data
+    option the dataset does not take was ignored then (None now); one it takes but left unset
+    had the dataset's default.
+    """
+    return with_dataset_defaults(_field_defaults() | dict(saved))
+
+
+def with_dataset_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with its data options as today's TrainConfig records them: None for those the
+    dataset does not take, the dataset's default for those it takes but left unset."""
+    from debias.data.registry import DATA_OPTIONS, DATASET_OPTIONS
+
+    d = dict(config)
+    takes = DATASET_OPTIONS.get(d.get("dataset", "biased-mnist"), {})
+    defaults = _field_defaults()
+    for k in DATA_OPTIONS:
+        if k not in takes:
+            if k in d:
+                d[k] = defaults[k]
+        elif d.get(k) is None:
+            d[k] = takes[k]
+    return d
+
+
+def config_diff(saved: Mapping[str, Any], cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """``{option: (value there, value now)}`` for every option that differs; empty: same run.
+
+    Runtime fields (``RUNTIME_FIELDS``: where and how a run executes) are not compared.
+    """
+    there = {k: v for k, v in saved_config(saved).items() if k not in RUNTIME_FIELDS}
+    mine = cfg.identity()
+    keys = sorted(set(there) | set(mine))
+    return {k: (there.get(k), mine.get(k)) for k in keys if there.get(k) != mine.get(k)}
+
+
+def check_same_run(saved: Mapping[str, Any], cfg: TrainConfig, out: Path, what: str) -> None:
+    """RunConflictError when ``out`` holds ``what`` (a checkpoint, a finished run) of another
+    configuration than ``cfg``."""
+    diff = config_diff(saved, cfg)
+    if diff:
+        lines = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in diff.items())
+        raise RunConflictError(
+            f"{out} already holds {what} with a different configuration ({lines}). "
+            "Use another --out, or --force to start over in this folder."
+        )
+
+
+# -- reading run files -----------------------------------------------------------------------------
+def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
+    """A run's ``metrics.json``; an error naming the file when it is truncated or not debias's."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise RunFolderError(
+            f"{path} is not valid JSON ({exc}): truncated or edited? Delete it to re-evaluate "
+            "the run from its checkpoint, or use --force to start over"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise RunFolderError(
+            f"{path} is not a debias metrics.json (no 'config' mapping); use another --out, or "
+            "move that file away"
+        )
+    return data
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A run's ``checkpoint.pt``; an error naming the file when it is truncated or foreign."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunFolderError(
+            f"{path} cannot be read ({first}): truncated or corrupt. Delete it to restart this "
+            "run from epoch 0 (or use --force)"
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        raise RunFolderError(
+            f"{path} is not a debias checkpoint (no 'config' mapping); use another --out, or "
+            "move that file away"
+        )
+    return state

@@ -1,0 +1,300 @@
+"""The run folder: names, marker and ownership, the lock, the same-run rule, unreadable files,
+crash-safe writes (umask, orphans). The CLI cases go through ``debias.cli.main``."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from debias import _atomic
+from debias.cli import main
+from debias.train import RunConflictError, TrainConfig, runfolder, train
+from debias.train.runfolder import (
+    CHECKPOINT,
+    LOCK,
+    MARKER,
+    METRICS,
+    MODEL,
+    RunFolderError,
+    RunLockedError,
+)
+
+TINY = [
+    "--dataset", "digits", "--rho", "0.95", "--model", "smallconvnet", "--epochs", "1",
+    "--batch-size", "64", "--max-steps", "2", "--device", "cpu", "--quiet",
+]  # fmt: skip
+
+
+def tiny_cfg(out: Path, **kw) -> TrainConfig:
+    base = dict(
+        out=str(out), dataset="digits", rho=0.95, model="smallconvnet", epochs=1,
+        batch_size=64, max_steps=2, lr_milestones=[], progress=False, device="cpu",
+    )  # fmt: skip
+    return TrainConfig(**(base | kw))
+
+
+def quiet(*_):
+    pass
+
+
+# -- names are declared once ------------------------------------------------------------------
+def test_file_names_come_from_runfolder():
+    from debias import results
+    from debias.sweep import runner
+    from debias.train import loop
+
+    assert loop.METRICS is runfolder.METRICS and loop.CHECKPOINT is runfolder.CHECKPOINT
+    assert runner.METRICS is runfolder.METRICS and runner.CHECKPOINT is runfolder.CHECKPOINT
+    assert results._METRICS is runfolder.METRICS and results._HISTORY is runfolder.HISTORY
+    assert loop.MODEL == "model.pt" and set(runfolder.OUTPUTS) == {
+        "metrics.json", "checkpoint.pt", "history.csv", "embeddings.npz", "model.pt",
+    }  # fmt: skip
+
+
+# -- ownership ----------------------------------------------------------------------------------
+def test_claim_new_folder_writes_marker(tmp_path):
+    out = tmp_path / "a" / "b"
+    assert runfolder.claim_folder(out) is True
+    marker = json.loads((out / MARKER).read_text())
+    assert marker["kind"] == "run" and marker["version"] == 1
+    assert runfolder.is_debias_folder(out)
+    assert runfolder.claim_folder(out) is False  # second time: exists, still fine
+
+
+def test_users_files_are_refused_and_untouched(tmp_path):
+    (tmp_path / MODEL).write_text("my model")
+    (tmp_path / "history.csv").write_text("a,b\n1,2\n")
+    for force in (False, True):
+        with pytest.raises(RunFolderError, match=r"history\.csv, model\.pt that debias did not"):
+            runfolder.claim_folder(tmp_path, force=force)
+    assert (tmp_path / MODEL).read_text() == "my model"
+    assert not (tmp_path / MARKER).exists()
+
+
+def test_other_names_are_left_alone_and_force_deletes_only_debias_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep")
+    runfolder.claim_folder(tmp_path)
+    (tmp_path / METRICS).write_text("{}")
+    (tmp_path / CHECKPOINT).write_bytes(b"x")
+    runfolder.claim_folder(tmp_path, force=True)
+    assert not (tmp_path / METRICS).exists() and not (tmp_path / CHECKPOINT).exists()
+    assert (tmp_path / "notes.txt").read_text() == "keep" and (tmp_path / MARKER).exists()
+
+
+def test_run_written_before_the_marker_is_recognised(tmp_path):
+    (tmp_path / METRICS).write_text(json.dumps({"config": {"dataset": "digits"}}))
+    assert runfolder.foreign_files(tmp_path) == []
+    other = tmp_path / "h"
+    other.mkdir()
+    (other / "history.csv").write_text("epoch,stage,lr\n1,train,0.001\n")
+    assert runfolder.is_debias_folder(other)
+
+
+def test_out_that_is_a_file(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(RunFolderError, match=r"--out .*f is an existing file; expected a folder"):
+        runfolder.claim_folder(f)
+
+
+# -- the lock -------------------------------------------------------------------------------------
+def _write_lock(folder: Path, pid, host=None):
+    host = host or socket.gethostname()
+    (folder / LOCK).write_text(json.dumps({"pid": pid, "host": host, "started": 0}))
+
+
+def test_lock_is_exclusive_and_released(tmp_path):
+    with runfolder.lock(tmp_path):
+        holder = json.loads((tmp_path / LOCK).read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_live_lock_refused_stale_lock_taken_over(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _write_lock(tmp_path, sleeper.pid)
+        with pytest.raises(RunLockedError, match=rf"process {sleeper.pid} on this machine"):
+            runfolder.acquire_lock(tmp_path)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # The same pid is now dead: the lock is stale and taken over.
+    assert runfolder.lock_holder(tmp_path) is None
+    runfolder.acquire_lock(tmp_path)
+    assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+    runfolder.release_lock(tmp_path)
+
+
+def test_lock_of_another_host_is_refused(tmp_path):
+    _write_lock(tmp_path, 1234, host="elsewhere.example")
+    with pytest.raises(RunLockedError, match=r"process 1234 on elsewhere\.example.*delete"):
+        runfolder.acquire_lock(tmp_path)
+
+
+def test_empty_lock_is_stale_only_after_grace(tmp_path):
+    (tmp_path / LOCK).write_text("")
+    assert runfolder.lock_holder(tmp_path) is not None  # maybe being written right now
+    old = time.time() - 120
+    os.utime(tmp_path / LOCK, (old, old))
+    assert runfolder.lock_holder(tmp_path) is None
+
+
+def test_train_refuses_a_folder_another_process_trains_into(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _write_lock(out, sleeper.pid)
+        assert main(["train", *TINY, "--out", str(out)]) == 2
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not (out / METRICS).exists()
+
+
+# -- same run ---------------------------------------------------------------------------------------
+def test_config_diff_fills_options_added_later_including_default_factories(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    saved = cfg.to_dict()
+    del saved["loss_options"], saved["lambda_con"]  # written before those options existed
+    assert runfolder.config_diff(saved, cfg) == {}
+    saved["lr"] = 0.5
+    assert runfolder.config_diff(saved, cfg) == {"lr": (0.5, 0.001)}
+
+
+def test_config_diff_old_runs_recorded_inapplicable_data_options(tmp_path):
+    cfg = TrainConfig(out=str(tmp_path), rho=0.99)
+    saved = cfg.to_dict() | {"protocol": "groupdro", "bias_rate": 0.9, "image_size": 64}
+    assert runfolder.config_diff(saved, cfg) == {}
+    faces = TrainConfig(out=str(tmp_path), dataset="utkface")
+    old = faces.to_dict() | {"target": None, "bias": None, "val_size": 5000, "palette": "rebias"}
+    assert runfolder.config_diff(old, faces) == {}
+
+
+def test_sweep_and_trainer_decide_with_the_same_rule():
+    from debias.sweep import runner
+
+    src = Path(runner.__file__).read_text()
+    assert "runfolder.config_diff" in src and "_FIELD_DEFAULTS" not in src
+    from debias.train import loop
+
+    assert "_check_identity" not in Path(loop.__file__).read_text()
+
+
+def test_finished_run_with_other_options_is_a_conflict(tmp_path):
+    train(tiny_cfg(tmp_path / "r"), log=quiet)
+    with pytest.raises(RunConflictError, match=r"lr: 0\.001 there vs 0\.01 now"):
+        train(tiny_cfg(tmp_path / "r", lr=0.01), log=quiet)
+
+
+# -- unreadable files ---------------------------------------------------------------------------------
+def test_truncated_metrics_names_file(tmp_path):
+    (tmp_path / METRICS).write_text('{"config": {"a": "unterminated')
+    with pytest.raises(RunFolderError, match=r"metrics\.json is not valid JSON.*Delete it"):
+        runfolder.read_metrics(tmp_path / METRICS)
+
+
+def test_foreign_metrics_and_checkpoint(tmp_path):
+    (tmp_path / METRICS).write_text('{"accuracy": 0.9}')
+    with pytest.raises(RunFolderError, match=r"not a debias metrics\.json"):
+        runfolder.read_metrics(tmp_path / METRICS)
+    torch.save({"weights": 1}, tmp_path / CHECKPOINT)
+    with pytest.raises(RunFolderError, match=r"not a debias checkpoint"):
+        runfolder.load_checkpoint(tmp_path / CHECKPOINT)
+
+
+def test_truncated_checkpoint_through_cli(tmp_path, capsys):
+    out = tmp_path / "r"
+    train(tiny_cfg(out, epochs=2), log=quiet)
+    (out / METRICS).unlink()
+    data = (out / CHECKPOINT).read_bytes()
+    (out / CHECKPOINT).write_bytes(data[: len(data) // 2])
+    args = ["train", *TINY, "--epochs", "2", "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{out / CHECKPOINT} cannot be read" in err and "truncated or corrupt" in err
+    assert err.count("\n") == 1
+
+
+def test_foreign_metrics_through_cli(tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / METRICS).write_text('{"accuracy": 0.9}')
+    assert main(["train", *TINY, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "metrics.json that debias did not write" in err
+    assert (out / METRICS).read_text() == '{"accuracy": 0.9}'
+
+
+def test_users_model_through_cli_even_with_force(tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / MODEL).write_text("mine")
+    assert main(["train", *TINY, "--out", str(out), "--force"]) == 2
+    assert "model.pt that debias did not write" in capsys.readouterr().err
+    assert (out / MODEL).read_text() == "mine"
+
+
+def test_out_is_a_file_through_cli(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["train", *TINY, "--out", str(f)]) == 2
+    assert "is an existing file; expected a folder" in capsys.readouterr().err
+
+
+def test_failed_run_leaves_no_empty_out_folder(tmp_path):
+    out = tmp_path / "new"
+    assert main(["train", *TINY, "--model", "nosuchmodel", "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_interrupt_before_first_epoch_says_nothing_was_saved(tmp_path, monkeypatch):
+    from debias.train import loop
+
+    def boom(self, epoch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop.Trainer, "_train_epoch", boom)
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(tmp_path / "r"), log=lines.append)
+    assert "before the first epoch ended, so nothing was saved" in lines[-1]
+    assert not (tmp_path / "r" / CHECKPOINT).exists()
+    assert not (tmp_path / "r" / LOCK).exists()  # released on the way out
+
+
+# -- crash-safe writes ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_write_follows_umask(tmp_path, mask, mode):
+    old = os.umask(mask)
+    try:
+        _atomic.atomic_write(tmp_path / "f", lambda fh: fh.write(b"x"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f").stat().st_mode & 0o777 == mode
+
+
+def test_orphan_tmp_files_are_removed_when_old(tmp_path):
+    old_tmp = tmp_path / ".metrics.json.abcd1234.tmp"
+    young_tmp = tmp_path / ".checkpoint.pt.efgh5678.tmp"
+    other = tmp_path / "notes.tmp"
+    for f in (old_tmp, young_tmp, other):
+        f.write_text("x")
+    t = time.time() - 3600
+    os.utime(old_tmp, (t, t))
+    os.utime(other, (t, t))
+    assert _atomic.remove_orphans(tmp_path) == [old_tmp]
+    assert young_tmp.exists() and other.exists()
+    # claim_folder cleans up the same way.
+    os.utime(young_tmp, (t, t))
+    runfolder.claim_folder(tmp_path)
+    assert not young_tmp.exists() and other.exists()
