@@ -210,7 +210,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from debias.demo import run_demo
 
-    run_demo(out=args.out, rho=args.rho, epochs=args.epochs, device=args.device, root=args.root)
+    run_demo(
+        out=args.out,
+        rho=args.rho,
+        epochs=args.epochs,
+        device=args.device,
+        root=args.root,
+        force=args.force,
+    )
     return 0
 
 
@@ -242,10 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("methods", help="list the training methods and their hyper-parameters")
     p.set_defaults(func=cmd_methods)
 
-    p = sub.add_parser("demo", help="show the colour shortcut on Biased-MNIST in a few CPU minutes")
+    p = sub.add_parser(
+        "demo", help="show the colour shortcut and a cure on Biased-MNIST in a few CPU minutes"
+    )
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--rho", type=float, default=0.997)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--force", action="store_true", help="discard the demo runs debias wrote")
     p.add_argument("--device", default="auto")
     p.add_argument("--root", help="data root (default: $DEBIAS_DATA, else ./data)")
     p.set_defaults(func=cmd_demo)

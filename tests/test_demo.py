@@ -28,13 +28,24 @@ def test_demo_offline_fallback_runs_on_digits(tmp_path, monkeypatch, capsys):
     assert attempts, "the demo should try a download before falling back"
     first = text.splitlines()[0]
     assert "scikit-learn's 1,797 real handwritten digits" in first and "DEBIAS_DATA" in first
-    # the shortcut in numbers: the biased test is far above the unbiased test
-    assert "biased test (colour = digit)" in text and "unbiased test (colours ~uniform)" in text
+    # both rows are printed: the shortcut and the cure
+    assert "cross-entropy" in text and "group reweighting 1/n(y, b)" in text
+    assert "biased test" in text and "unbiased test" in text
     import json
 
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["config"]["dataset"] == "digits"
-    biased = metrics["splits"]["test_biased"]["accuracy"]
-    unbiased = metrics["splits"]["test"]["unbiased_accuracy"]
+    # runs live under <out>/<dataset>/<method>: the fallback never collides with a real demo
+    ce = json.loads((out / "digits" / "ce" / "metrics.json").read_text())
+    cure = json.loads((out / "digits" / "reweight" / "metrics.json").read_text())
+    assert ce["config"]["dataset"] == cure["config"]["dataset"] == "digits"
+    assert ce["data"] == cure["data"]  # the same split for both
+    biased = ce["splits"]["test_biased"]["accuracy"]
+    unbiased = ce["splits"]["test"]["unbiased_accuracy"]
     assert biased > unbiased + 0.3
-    assert (out / "shortcut.png").stat().st_size > 10_000
+    assert (out / "digits" / "shortcut.png").stat().st_size > 10_000
+    # a second demo reuses the finished runs instead of training again; --force is accepted
+    capsys.readouterr()
+    rc = main(["demo", "--root", str(tmp_path / "empty"), "--out", str(out), "--device", "cpu"])
+    assert rc == 0 and "already finished" in capsys.readouterr().out
+    from debias.cli import build_parser
+
+    assert build_parser().parse_args(["demo", "--force"]).force is True
