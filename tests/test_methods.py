@@ -444,3 +444,30 @@ def test_a_method_from_outside_the_package_trains_with_one_registry_line(tmp_pat
         METHODS.pop("toy-flooding", None)
     with pytest.raises(TypeError, match="must implement loss"):
         register_method(type("NoLoss", (Method,), {"name": "noloss"}))
+
+
+def test_a_device_that_is_not_here_is_a_clear_error(tmp_path, capsys):
+    from debias.cli import main
+    from debias.train import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="no CUDA device is available here"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="expected auto, cpu, cuda"):
+        resolve_device("gpu0")
+    rc = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--rho",
+            "0.9",
+            "--device",
+            "cuda",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert rc == 2
+    assert "no CUDA device is available here" in capsys.readouterr().err

@@ -70,7 +70,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` → CUDA when present, else CPU; anything else is passed to ``torch.device``."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device={device!r}: expected auto, cpu, cuda, cuda:N or another torch device name"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r}: no CUDA device is available here (torch.cuda.is_available() is "
+            "False); use --device cpu, or --device auto to take a GPU when there is one"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    return dev
 
 
 def versions() -> dict[str, str]:
