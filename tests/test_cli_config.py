@@ -75,7 +75,9 @@ def test_config_file_with_command_line_overrides(tmp_path, capsys):
     js.write_text(json.dumps({"rho": 0.9, "lr-gamma": 0.3}))
     assert parse("--config", str(js), "--out", "o").lr_gamma == 0.3
     rc = main(["train", "--config", str(run), "--method", "ce", "--method-option", "x=1"])
-    assert rc == 2 and "method 'ce' does not take option(s) 'upweight', 'x'" in capsys.readouterr().err
+    assert (
+        rc == 2 and "method 'ce' does not take option(s) 'upweight', 'x'" in capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize(
