@@ -3,123 +3,79 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import types
+import typing
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from debias.train.config import METHODS, MODES, RunConflictError
+from debias.train.config import RunConflictError
 from debias.train.runfolder import RunFolderError
 
 
+def _base_type(hint: Any) -> tuple[Any, bool]:
+    """``(type, is_list)`` of a field's annotation without its ``None``: ``list[int] | None`` ->
+    ``(int, True)``, ``float | None`` -> ``(float, False)``."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    if typing.get_origin(hint) is list:
+        return typing.get_args(hint)[0], True
+    return hint, False
+
+
+def _add_field_argument(group: argparse._ArgumentGroup, f: dataclasses.Field, hint: Any) -> None:
+    """One ``--flag`` for TrainConfig field ``f``; type, help and default come from the field."""
+    cli = dict(f.metadata["cli"])
+    flag = cli.pop("flag", "--" + f.name.replace("_", "-"))
+    false_flag = cli.pop("false_flag", None)
+    required = cli.pop("required", False)
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    shown = required or default in (None, {}) or isinstance(default, bool)
+    help_text = f.metadata["help"] + ("" if shown else f" ({default})")
+    # Every generated option defaults to "not given": the dataclass (or --config) decides.
+    kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text, **cli}
+    typ, is_list = _base_type(hint)
+    if typ is bool:
+        # On by default: only the flag that turns it off is shown (--quiet for progress).
+        group.add_argument(
+            flag, action="store_true", **(kw | {"help": argparse.SUPPRESS} if default else kw)
+        )
+        if default is None:  # None: decided from other options; both ways can be forced
+            group.add_argument(
+                "--no-" + flag[2:], action="store_false", **(kw | {"help": f"not {flag}"})
+            )
+        if false_flag:
+            group.add_argument(false_flag, action="store_false", **kw)
+    elif typing.get_origin(typ) is dict or typ is dict:
+        group.add_argument(flag, action="append", metavar="KEY=VALUE", **kw)
+    elif is_list:
+        group.add_argument(flag, type=typ, nargs="*", **kw)
+    else:
+        group.add_argument(flag, type=typ, **kw)
+
+
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    d = p.add_argument_group("data")
-    d.add_argument(
-        "--dataset", default="biased-mnist", help="biased-mnist | utkface | celeba | digits"
-    )
-    d.add_argument(
-        "--rho", type=float, help="Biased-MNIST: fraction of bias-aligned training images"
-    )
-    d.add_argument(
-        "--target", help="faces: target attribute (UTKFace: gender; CelebA: any of the 40)"
-    )
-    d.add_argument("--bias", help="faces: bias attribute (UTKFace: race|age; CelebA: e.g. Male)")
-    d.add_argument("--bias-rate", type=float, help="UTKFace training bias rate (0.9)")
-    d.add_argument("--protocol", help="CelebA: groupdro (default) | biascon")
-    d.add_argument("--image-size", type=int, help="faces: side length in pixels (64)")
-    d.add_argument("--val-size", type=int, help="Biased-MNIST held-out validation images (5000)")
-    d.add_argument("--palette", help="Biased-MNIST palette: rebias (default) | fairkl")
-    d.add_argument("--data-seed", type=int, default=0, help="seed of the data splits and colouring")
-    d.add_argument("--root", help="data root (default: $DEBIAS_DATA, else ./data)")
-    d.add_argument(
-        "--download", action="store_true", help="download MNIST if missing (needs a network)"
-    )
+    """``debias train``'s options: one per TrainConfig field (debias.train.config), plus
+    ``--config`` and ``--force``."""
+    from debias.train.config import OPTION_GROUPS, TrainConfig
 
-    m = p.add_argument_group("method")
-    m.add_argument(
-        "--method",
-        default="ce",
-        help=f"training method: {', '.join(METHODS)} (`debias methods` lists them)",
-    )
-    m.add_argument(
-        "--mode",
-        default="auto",
-        choices=("auto", *MODES),
-        help="auto: ce for --method ce, two-stage otherwise",
-    )
-    m.add_argument(
-        "--model", default="simpleconvnet", help="simpleconvnet | smallconvnet | resnet18"
-    )
-    m.add_argument("--weights", help="resnet18: local file of ImageNet weights (never downloaded)")
-    m.add_argument(
-        "--temperature", type=float, help="InfoNCE temperature (loss default if omitted)"
-    )
-    m.add_argument("--base-temperature", type=float, help="SupContrast scale τ/τ_base (0.07)")
-    m.add_argument(
-        "--loss-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra loss argument, e.g. tau_neg=2.0 or symmetric=true (repeatable)",
-    )
-    m.add_argument(
-        "--lambda-con", type=float, default=1.0, help="joint mode: weight of the contrastive term"
-    )
-    m.add_argument(
-        "--method-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="method hyper-parameter, e.g. upweight=20 for jtt (repeatable; `debias methods`)",
-    )
-
-    o = p.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=int, default=80)
-    o.add_argument("--batch-size", type=int, default=256)
-    o.add_argument("--lr", type=float, default=1e-3)
-    o.add_argument("--weight-decay", type=float, default=1e-4)
-    o.add_argument(
-        "--lr-milestones", type=int, nargs="*", help="epochs where lr is multiplied by 0.1"
-    )
-    o.add_argument(
-        "--linear-epochs", type=int, default=10, help="two-stage: linear classifier epochs"
-    )
-    o.add_argument(
-        "--augment",
-        dest="augment",
-        action="store_true",
-        default=None,
-        help="augment the training images (default: on for contrastive methods)",
-    )
-    o.add_argument("--no-augment", dest="augment", action="store_false")
-    o.add_argument(
-        "--colour-jitter",
-        type=float,
-        default=0.0,
-        help="colour jitter strength; perturbs the colour bias of Biased-MNIST (warns)",
-    )
-    o.add_argument("--max-steps", type=int, help="cap on steps per epoch (smoke tests)")
-    o.add_argument(
-        "--train-limit", type=int, help="keep only the first N training images (smoke tests)"
-    )
-    o.add_argument("--seed", type=int, default=0)
-    o.add_argument("--amp", choices=("bf16",), help="bfloat16 autocast for the network (GPU speed)")
-    o.add_argument("--channels-last", action="store_true", help="NHWC activations (GPU speed)")
-
-    e = p.add_argument_group("evaluation and output")
+    hints = typing.get_type_hints(TrainConfig)
+    groups = {key: p.add_argument_group(title) for key, title in OPTION_GROUPS.items()}
+    for f in dataclasses.fields(TrainConfig):
+        _add_field_argument(groups[f.metadata["group"]], f, hints[f.name])
+    e = groups["eval"]
     e.add_argument(
-        "--select",
-        default="last",
-        help="'last' or 'val/<metric>' e.g. val/worst_group_accuracy (never a test split)",
+        "--config",
+        metavar="FILE",
+        help="YAML or JSON file of training options (keys as in TrainConfig, e.g. linear_lr); "
+        "options given on the command line override it",
     )
-    e.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
-    e.add_argument(
-        "--save-embeddings", action="store_true", help="write test embeddings to embeddings.npz"
-    )
-    e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     e.add_argument("--force", action="store_true", help="discard what --out holds and start over")
-    e.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _parse_value(text: str) -> Any:
@@ -143,51 +99,22 @@ def _key_values(flag: str, items: list[str]) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace):
-    from debias.train.config import TrainConfig
+    """The TrainConfig of ``debias train``: ``--config`` file values, then the options given on
+    the command line (dict options such as ``--method-option`` are merged key by key)."""
+    from debias.train.config import TrainConfig, load_config_file
 
-    loss_options = _key_values("--loss-option", args.loss_option)
-    method_options = _key_values("--method-option", args.method_option)
-    return TrainConfig(
-        out=args.out,
-        dataset=args.dataset,
-        rho=args.rho,
-        target=args.target,
-        bias=args.bias,
-        bias_rate=args.bias_rate,
-        protocol=args.protocol,
-        image_size=args.image_size,
-        val_size=args.val_size,
-        palette=args.palette,
-        data_seed=args.data_seed,
-        root=args.root,
-        download=args.download,
-        method=args.method,
-        mode=args.mode,
-        model=args.model,
-        weights=args.weights,
-        temperature=args.temperature,
-        base_temperature=args.base_temperature,
-        loss_options=loss_options,
-        lambda_con=args.lambda_con,
-        method_options=method_options,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        lr_milestones=args.lr_milestones,
-        linear_epochs=args.linear_epochs,
-        augment=args.augment,
-        colour_jitter=args.colour_jitter,
-        max_steps=args.max_steps,
-        seed=args.seed,
-        train_limit=args.train_limit,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        select=args.select,
-        save_embeddings=args.save_embeddings,
-        device=args.device,
-        progress=not args.quiet,
-    )
+    names = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values = load_config_file(args.config) if args.config else {}
+    for name, value in vars(args).items():
+        if name not in names:
+            continue
+        if names[name].default_factory is dict:  # --loss-option / --method-option KEY=VALUE
+            flag = names[name].metadata["cli"]["flag"]
+            value = {**(values.get(name) or {}), **_key_values(flag, value)}
+        values[name] = value
+    if "out" not in values:
+        raise ValueError("--out is required (on the command line or as out: in --config)")
+    return TrainConfig.from_dict(values)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -274,8 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+
+    def one_line(message, category, *_: Any, **__: Any) -> str:
+        return f"debias {args.command}: warning: {message}\n"
+
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.formatwarning = one_line  # restored on leaving the block
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
     except (ValueError, FileNotFoundError, RunConflictError, RunFolderError) as exc:

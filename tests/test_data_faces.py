@@ -62,7 +62,7 @@ def celeba(cache):
         warnings.simplefilter("always")
         out = {
             (p, s): CelebA(root, s, protocol=p, cache_dir=cache)
-            for p in ("groupdro", "biascon")
+            for p in ("official", "biascon")
             for s in ("train", "val", "test")
         }
     out["warnings"] = [w for w in caught if "stratified-fallback" in str(w.message)]
@@ -157,7 +157,7 @@ def test_utkface_images_match_their_files(utk):
 
 
 def test_celeba_labels_match_attribute_file(celeba):
-    d = celeba[("groupdro", "train")]
+    d = celeba[("official", "train")]
     path = d.root / "list_attr_celeba.txt"
     raw = path.read_bytes().decode()
     lines = raw.split("\r\n")
@@ -177,7 +177,7 @@ def test_celeba_fallback_split_has_all_groups_and_warns_once(celeba):
     assert "list_eval_partition.txt" in str(celeba["warnings"][0].message)
     files = {}
     for s in ("train", "val", "test"):
-        d = celeba[("groupdro", s)]
+        d = celeba[("official", s)]
         assert d.split_source == "stratified-fallback"
         assert sorted(d.group_counts()["n"].gt(0).tolist()) == [True] * 4
         assert len(d.group_counts()) == 4
@@ -186,12 +186,12 @@ def test_celeba_fallback_split_has_all_groups_and_warns_once(celeba):
     assert not (files["val"] & files["test"])
     assert len(files["train"] | files["val"] | files["test"]) == 10000
     # Blond_Hair/Male: aligned = (blond, female) and (non-blond, male), from the train pool
-    assert celeba[("groupdro", "test")].aligned_groups == ((0, 1), (1, 0))
-    assert celeba[("groupdro", "train")].split_info["after"]["y=1,b=1"] == 65
+    assert celeba[("official", "test")].aligned_groups == ((0, 1), (1, 0))
+    assert celeba[("official", "train")].split_info["after"]["y=1,b=1"] == 65
 
 
 def test_celeba_biascon_keeps_2000_non_blond_women(celeba):
-    tr, ref = celeba[("biascon", "train")], celeba[("groupdro", "train")]
+    tr, ref = celeba[("biascon", "train")], celeba[("official", "train")]
     assert int(((tr.targets == 0) & (tr.bias == 0)).sum()) == 2000
     assert tr.split_info["non_blond_women"] == {"available": 3530, "kept": 2000, "short": False}
     # every other training image is kept: the same fallback split as groupdro's train
@@ -200,11 +200,11 @@ def test_celeba_biascon_keeps_2000_non_blond_women(celeba):
     women = {f for f, g in zip(tr.files, tr.groups.tolist()) if g == 0}
     assert women <= set(ref.files)
     assert tr.aligned_groups == ((0, 1), (1, 0))
-    assert celeba[("biascon", "test")].files == celeba[("groupdro", "test")].files
+    assert celeba[("biascon", "test")].files == celeba[("official", "test")].files
 
 
 def test_celeba_image_crop_and_shape(celeba):
-    d = celeba[("groupdro", "val")]
+    d = celeba[("official", "val")]
     assert d.images.dtype == torch.uint8 and d.images.shape == (1000, 3, 64, 64)
     with Image.open(d.root / "img_align_celeba" / d.files[10]) as im:
         w, h = im.size

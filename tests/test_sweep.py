@@ -145,7 +145,7 @@ def test_cpu_face_sweeps():
     """CPU face sweeps: NarrowResNet at 32x32, every run selected on validation worst-group."""
     tasks = {
         "utkface_cpu": ("bias", {"race", "age"}),
-        "celeba_cpu": ("protocol", {"groupdro", "biascon"}),
+        "celeba_cpu": ("protocol", {"official", "biascon"}),
     }
     for name, (key, values) in tasks.items():
         cfgs = [r.train_config("x") for r in load_sweep(REPO / "sweeps" / f"{name}.yaml").expand()]

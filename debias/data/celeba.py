@@ -15,8 +15,10 @@ face stays centred) and resized to ``image_size``. ``mean``/``std`` default to `
 
 Protocols (``protocol=``):
 
-``"groupdro"`` (Group DRO / JTT / SubpopBench): splits are the official partitions, train 0,
-``"val"`` 1, ``"test"`` 2; four groups ``g = 2 * y + bias`` (:attr:`CelebA.groups`).
+``"official"`` (the task of Group DRO / JTT / SubpopBench): splits are the official
+partitions, train 0, ``"val"`` 1, ``"test"`` 2; four groups ``g = 2 * y + bias``
+(:attr:`CelebA.groups`). It was called ``"groupdro"`` before (a name easily mistaken for the
+Group DRO training method); that name is still accepted, with a warning, as an alias.
 
 ``"biascon"`` (Hong & Yang 2021): ``"test"`` is the official *valid* partition, as in BiasCon;
 ``"val"`` is **ours**: a seeded 10 % of the official train partition, stratified by
@@ -62,10 +64,20 @@ from debias.data.cache import load_images
 from debias.data.groups import aligned_from_counts, stratified
 from debias.data.root import data_root
 
-__all__ = ["CelebA", "read_attributes", "read_partition", "BIASCON_NON_BLOND_WOMEN"]
+__all__ = [
+    "CelebA",
+    "PROTOCOLS",
+    "PROTOCOL_ALIASES",
+    "canonical_protocol",
+    "read_attributes",
+    "read_partition",
+    "BIASCON_NON_BLOND_WOMEN",
+]
 
 SPLITS = ("train", "val", "test")
-PROTOCOLS = ("groupdro", "biascon")
+PROTOCOLS = ("official", "biascon")
+# Old protocol names, still accepted (with a warning) and read from old runs' configs.
+PROTOCOL_ALIASES = {"groupdro": "official"}
 BIASCON_NON_BLOND_WOMEN = 2000
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
@@ -137,6 +149,22 @@ def _resolve_folder(root: Path) -> Path:
         f"CelebA attribute file not found; looked for {looked}. Set DEBIAS_DATA or pass root= "
         "(--root on the command line) to the folder holding celeba/ (or the CelebA folder itself)"
     )
+
+
+def canonical_protocol(protocol: str, *, warn: bool = True) -> str:
+    """Today's name of a CelebA protocol: a deprecated alias (:data:`PROTOCOL_ALIASES`) is
+    replaced, with a one-line FutureWarning unless ``warn`` is False; other names pass as is."""
+    new = PROTOCOL_ALIASES.get(protocol)
+    if new is None:
+        return protocol
+    if warn:
+        warnings.warn(
+            f"protocol {protocol!r} is deprecated, use {new!r} (the official CelebA partitions; "
+            f"not the Group DRO method)",
+            FutureWarning,
+            stacklevel=3,
+        )
+    return new
 
 
 def _check_attr(name: str, role: str, names: Sequence[str]) -> int:
@@ -212,7 +240,7 @@ class CelebA(TensorImageDataset):
             ``<root>/celeba`` if it holds ``list_attr_celeba.txt``, else ``root``.
         split: ``"train"``, ``"val"`` or ``"test"``.
         target, bias: any two of the 40 attribute names (case-sensitive).
-        protocol: ``"groupdro"`` or ``"biascon"``.
+        protocol: ``"official"`` or ``"biascon"`` (``"groupdro"``: deprecated ``"official"``).
         seed: seeds the fallback split, BiasCon's val hold-out and its subsampling.
         image_size: side of the stored square images.
         transform: optional per-image callable (else :meth:`normalize`).
@@ -235,7 +263,7 @@ class CelebA(TensorImageDataset):
         *,
         target: str = "Blond_Hair",
         bias: str = "Male",
-        protocol: str = "groupdro",
+        protocol: str = "official",
         seed: int = 0,
         image_size: int = 64,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -243,6 +271,7 @@ class CelebA(TensorImageDataset):
         on_error: str = "raise",
     ) -> None:
         _check_choice("split", split, SPLITS)
+        protocol = canonical_protocol(protocol)
         _check_choice("protocol", protocol, PROTOCOLS)
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
@@ -319,7 +348,7 @@ class CelebA(TensorImageDataset):
         # Which official partitions feed which split.
         sources = (
             {"train": (0,), "val": (1,), "test": (2,)}
-            if self.protocol == "groupdro"
+            if self.protocol == "official"
             else {"train": (0,), "val": (0,), "test": (1,)}
         )
         needed = sorted({p for v in sources.values() for p in v})
@@ -327,7 +356,7 @@ class CelebA(TensorImageDataset):
         everything = torch.arange(len(partition))
         if not empty:
             self.split_source = "official"
-            if self.protocol == "groupdro":
+            if self.protocol == "official":
                 parts = {s: everything[partition == p[0]] for s, p in sources.items()}
             else:
                 train_pool = everything[partition == 0]

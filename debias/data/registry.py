@@ -105,7 +105,7 @@ def _celeba(
     root: str | None = None,
     target: str = "Blond_Hair",
     bias: str = "Male",
-    protocol: str = "groupdro",
+    protocol: str = "official",
     data_seed: int = 0,
     image_size: int = 64,
     **_: Any,
@@ -205,7 +205,7 @@ DATASET_OPTIONS: dict[str, dict[str, Any]] = {
     "biased-mnist": {"rho": None, "val_size": 5000, "palette": "rebias", "download": False},
     "digits": {"rho": None, "palette": "rebias"},
     "utkface": {"target": "gender", "bias": "race", "bias_rate": 0.9, "image_size": 64},
-    "celeba": {"target": "Blond_Hair", "bias": "Male", "protocol": "groupdro", "image_size": 64},
+    "celeba": {"target": "Blond_Hair", "bias": "Male", "protocol": "official", "image_size": 64},
     # target/bias name the label columns (None: the loader's y / a); see _metadata.
     "metadata": {"target": None, "bias": None, "image_size": 64},
 }

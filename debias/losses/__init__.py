@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from debias.losses.base import ContrastiveLoss
 from debias.losses.biascon import BiasConLoss
 from debias.losses.cacr import CACRLoss
@@ -31,6 +33,7 @@ __all__ = [
     "fairkl_regularizer",
     "gather_features",
     "get_loss",
+    "register_loss",
 ]
 
 LOSSES: dict[str, type[ContrastiveLoss]] = {
@@ -41,6 +44,41 @@ LOSSES: dict[str, type[ContrastiveLoss]] = {
     "biascon": BiasConLoss,
     "fairkl": FairKLLoss,
 }
+
+
+def register_loss(
+    name: str, cls: type[ContrastiveLoss], *, replace: bool = False
+) -> type[ContrastiveLoss]:
+    """Make the contrastive loss ``cls`` available as ``get_loss(name)`` and as the training
+    method ``name`` (``TrainConfig(method=name)``, two-stage or joint; see
+    :mod:`debias.methods.contrastive`).
+
+    ``cls`` is an ``nn.Module`` called as ``loss(features [B, V, D], labels=None, bias=None)``
+    returning a scalar, with class attributes ``requires_labels`` / ``requires_bias`` (a loss
+    with ``requires_bias`` makes a method that reads bias labels); subclass
+    :class:`ContrastiveLoss` to get them. Names are lower case (``get_loss`` is
+    case-insensitive).
+    """
+    # The methods layer sits above the losses: imported here, at call time, to register the
+    # loss's method without a circular import.
+    from debias.methods import METHODS, register_method
+    from debias.methods.contrastive import contrastive_method
+
+    if not isinstance(name, str) or not name or name != name.strip().lower():
+        raise ValueError(f"register_loss: name must be a lower-case string, got {name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise TypeError(f"register_loss({name!r}): expected an nn.Module subclass, got {cls!r}")
+    for attr in ("requires_labels", "requires_bias"):
+        if not isinstance(getattr(cls, attr, None), bool):
+            raise TypeError(f"register_loss({name!r}): {cls.__name__}.{attr} must be a bool")
+    taken = (name in LOSSES and LOSSES[name] is not cls) or (
+        name in METHODS and getattr(METHODS[name], "loss_name", None) != name
+    )
+    if taken and not replace:
+        raise ValueError(f"a loss or method named {name!r} is registered already (replace=True)")
+    LOSSES[name] = cls
+    register_method(contrastive_method(name), replace=True)
+    return cls
 
 
 def get_loss(name: str, **kwargs: Any) -> ContrastiveLoss:

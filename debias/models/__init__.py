@@ -13,7 +13,7 @@ from __future__ import annotations
 from debias.models.convnets import LeNet, SimpleConvNet, SmallConvNet
 from debias.models.facenet import NarrowResNet
 from debias.models.heads import LinearProbe, ProjectionHead
-from debias.models.registry import MODELS, build_model
+from debias.models.registry import MODELS, build_model, register_model
 from debias.models.resnet import ResNet18
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "SimpleConvNet",
     "SmallConvNet",
     "build_model",
+    "register_model",
 ]

@@ -1,4 +1,5 @@
-"""``debias sweep CONFIG.yaml [--jobs N] [--backend local|ray] [--out DIR] [--dry-run]``."""
+"""``debias sweep CONFIG.yaml [--jobs N] [--backend local|ray] [--out DIR] [--set K=V]
+[--only K=V1,V2] [--dry-run]``."""
 
 from __future__ import annotations
 
@@ -28,6 +29,27 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _parse_only(items: list[str]) -> dict[str, list[Any]]:
+    """``["rho=0.997,0.99", "method=ce"]`` -> ``{"rho": [0.997, 0.99], "method": ["ce"]}``
+    (the values are read as one YAML list, so ``lr_milestones=[20,40],[]`` works too)."""
+    import yaml
+
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(
+                f"--only {item!r}: expected KEY=VALUE[,VALUE...], e.g. --only rho=0.997"
+            )
+        try:
+            values = yaml.safe_load(f"[{value}]")
+        except yaml.YAMLError:
+            values = value.split(",")
+        key = key.strip().replace("-", "_")
+        out[key] = [*out.get(key, []), *values]
+    return out
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run the sweep; exit code 1 when any run failed (the others still ran)."""
     from debias.sweep.runner import run_sweep
@@ -41,6 +63,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             ray_address=args.ray_address,
             overrides=_parse_set(args.set),
+            only=_parse_only(args.only),
         )
     except ImportError as exc:  # --backend ray without Ray installed
         print(f"debias sweep: error: {exc}", file=sys.stderr)
@@ -81,7 +104,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a base option for every run, e.g. --set device=cpu (repeatable)",
+        help="override a base option for every run, e.g. --set device=cpu; on a grid key, "
+        "narrow the grid to that value (one of its values) (repeatable)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,VALUE]",
+        help="run only these values of a grid key, e.g. --only rho=0.997,0.99 --only seed=0 "
+        "(repeatable; values must be in the grid)",
     )
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
     p.set_defaults(func=cmd_sweep)

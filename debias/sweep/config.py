@@ -26,6 +26,10 @@ Rules:
   validated by ``TrainConfig`` first, and all problems are reported together.
 * ``grid`` values are non-empty lists (a list-valued option such as ``lr_milestones`` is a list
   of lists). ``base`` and ``methods`` values are literal.
+* ``debias sweep --set KEY=VALUE`` overrides ``base``; on a grid key it narrows the grid to that
+  one value, which must be one of the grid's values (else an error: a typo would start runs the
+  YAML never declared). ``--only KEY=V1,V2`` (repeatable) keeps some values of a grid key. Run
+  folders keep their names, so a narrowed pass and a full one share finished runs.
 * A run's options are ``base``, then its grid point, then ``methods[<its method>]``; dict-valued
   options (``loss_options``) are merged key by key instead of replaced.
 * Each run lives in ``<out>/<k1>=<v1>/<k2>=<v2>/...`` with one level per grid key, in grid
@@ -47,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from debias._hints import did_you_mean, unknown_names
 from debias.train.config import METHODS, TrainConfig
 
 __all__ = ["SWEEP_KEYS", "RunSpec", "SweepSpec", "load_sweep", "run_dir_name", "format_value"]
@@ -206,21 +211,53 @@ class SweepSpec:
         return Path(self.out) if self.out is not None else Path("runs") / "sweeps" / self.name
 
     # -- expansion ---------------------------------------------------------------------------------
-    def expand(self, *, overrides: Mapping[str, Any] | None = None) -> list[RunSpec]:
+    def narrowed(
+        self,
+        overrides: Mapping[str, Any] | None = None,
+        only: Mapping[str, list[Any]] | None = None,
+    ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+        """``(grid, base overrides)`` after ``--set``/``--only``: a grid key given with ``--set``
+        keeps only that value and ``--only`` keeps the listed values (in grid order); a value
+        that is not in the grid is an error (a typo would otherwise start runs nobody
+        declared; add the value to the YAML to run it). Other ``--set`` keys override ``base``."""
+        grid = {k: list(v) for k, v in self.grid.items()}
+        rest: dict[str, Any] = {}
+        for key, value in (overrides or {}).items():
+            if key in grid:
+                grid[key] = _pick(grid[key], [value], f"--set {key}={value!r}")
+            else:
+                rest[key] = value
+        for key, values in (only or {}).items():
+            if key not in grid:
+                raise ValueError(
+                    f"--only {key}: not a grid key of this sweep{did_you_mean(key, grid)}; "
+                    f"grid keys: {list(grid)}"
+                )
+            grid[key] = _pick(grid[key], list(values), f"--only {key}={values!r}")
+        return grid, rest
+
+    def expand(
+        self,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        only: Mapping[str, list[Any]] | None = None,
+    ) -> list[RunSpec]:
         """All runs in grid order, each validated by :class:`TrainConfig`.
 
-        ``overrides`` replace ``base`` options (``debias sweep --set key=value``). Raises
-        ValueError listing every invalid run, or two different runs that map to one folder.
+        ``overrides`` replace ``base`` options (``debias sweep --set key=value``), or narrow the
+        grid to one value for a grid key; ``only`` narrows grid keys to some of their values
+        (``--only key=v1,v2``); see :meth:`narrowed`. Raises ValueError listing every invalid
+        run, or two different runs that map to one folder.
         """
-        base = dict(self.base)
         if overrides:
             _check_keys(dict(overrides), "--set")
-            base = _merge(base, overrides)
-        keys = list(self.grid)
+        grid, overrides = self.narrowed(overrides, only)
+        base = _merge(dict(self.base), overrides)
+        keys = list(grid)
         used_methods: set[str] = set()
         runs: dict[str, RunSpec] = {}
         errors: list[str] = []
-        for point in itertools.product(*(self.grid[k] for k in keys)):
+        for point in itertools.product(*(grid[k] for k in keys)):
             cfg = _merge(base, dict(zip(keys, point)))
             method = cfg.get("method", TrainConfig.method)
             used_methods.add(method)
@@ -241,7 +278,7 @@ class SweepSpec:
                 continue
             runs[name] = RunSpec(name=name, params=params, config=cfg)
         unused = sorted(set(self.methods) - used_methods)
-        if unused:
+        if unused and grid == self.grid:  # a narrowed grid may leave some overrides unused
             errors.append(
                 f"  methods: overrides for {unused}, which no run uses (methods in "
                 f"this sweep: {sorted(used_methods)})"
@@ -262,13 +299,23 @@ def _mapping(value: Any, what: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _check_keys(d: Mapping[str, Any], where: str) -> None:
-    unknown = sorted(k for k in d if k not in _TRAIN_FIELDS)
-    if unknown:
+def _pick(values: list[Any], chosen: list[Any], what: str) -> list[Any]:
+    """The grid ``values`` that are in ``chosen`` (grid order); an error for one that is not."""
+    missing = [v for v in chosen if v not in values]
+    if missing:
         raise ValueError(
-            f"{where}: unknown training option(s) {unknown}; known options: "
-            f"{sorted(set(_TRAIN_FIELDS) - set(_RESERVED))}"
+            f"{what}: {', '.join(repr(v) for v in missing)} not in the grid's values {values} "
+            "(--set and --only on a grid key choose among its values; add a value to the YAML "
+            "to run it)"
         )
+    return [v for v in values if v in chosen]
+
+
+def _check_keys(d: Mapping[str, Any], where: str) -> None:
+    unknown = set(d) - set(_TRAIN_FIELDS)
+    if unknown:
+        known = set(_TRAIN_FIELDS) - set(_RESERVED)
+        raise ValueError(f"{where}: " + unknown_names("training option", unknown, known))
     reserved = sorted(k for k in d if k in _RESERVED)
     if reserved:
         raise ValueError(

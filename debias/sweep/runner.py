@@ -257,6 +257,13 @@ class _Sweep:
             "written": _now(),
             "runs": [{"run": r.name, "params": r.params, "config": r.config} for r in self.runs],
         }
+        # A narrowed pass (--set on a grid key, --only) keeps the runs an earlier pass listed.
+        mine = {r.name for r in self.runs}
+        try:
+            before = json.loads((self.out / MANIFEST).read_text()).get("runs", [])
+        except (OSError, ValueError, AttributeError):
+            before = []
+        manifest["runs"] += [r for r in before if isinstance(r, dict) and r.get("run") not in mine]
         _atomic_write(self.out / MANIFEST, json.dumps(manifest, indent=2, default=str))
 
     def write_status(self) -> None:
@@ -524,6 +531,7 @@ def run_sweep(
     dry_run: bool = False,
     ray_address: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    only: Mapping[str, list[Any]] | None = None,
     log: Callable[[str], Any] = print,
 ) -> SweepResult:
     """Run (or resume, or dry-run) a sweep; returns every run's status.
@@ -535,7 +543,9 @@ def run_sweep(
             cluster at ``ray_address`` or the running Ray instance, else starts a local one).
         out: the sweep folder (default: the YAML's ``out``, else ``runs/sweeps/<name>``).
         dry_run: validate, list the runs and what would happen to each, run nothing.
-        overrides: options that replace the YAML's ``base`` (e.g. ``{"device": "cpu"}``).
+        overrides: options that replace the YAML's ``base`` (e.g. ``{"device": "cpu"}``); one
+            on a grid key narrows the grid to that value (see :meth:`SweepSpec.narrowed`).
+        only: ``{grid key: [values]}``: run only these values of the grid (``--only``).
         log: where progress lines go.
 
     Every run is validated before any starts (ValueError otherwise). A failing run is recorded
@@ -549,7 +559,7 @@ def run_sweep(
         raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    runs = spec.expand(overrides=overrides)
+    runs = spec.expand(overrides=overrides, only=only)
     out_dir = Path(out) if out is not None else spec.default_out
     sw = _Sweep(spec, runs, out_dir, log)
     runfolder.check_out_path(out_dir, "sweep out")

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import numbers
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from debias._hints import unknown_names
 from debias.methods import METHODS, get_method, resolve_hparams
 
-__all__ = ["METHODS", "MODES", "RUNTIME_FIELDS", "RunConflictError", "TrainConfig"]
+__all__ = [
+    "METHODS",
+    "MODES",
+    "OPTION_GROUPS",
+    "RUNTIME_FIELDS",
+    "RunConflictError",
+    "TrainConfig",
+    "load_config_file",
+]
 
 # "ce": one classifier trained end to end on a (possibly re-weighted) cross-entropy objective;
 # "two-stage" and "joint": the contrastive protocols (see debias.methods.contrastive).
@@ -18,9 +29,40 @@ MODES = ("ce", "two-stage", "joint")
 
 # Fields that say where or how a run executes, not what it computes: they may differ between
 # an interrupted run and its resumption.
+# ``eval_every`` only thins the history: the selected epoch and its numbers do not change.
 RUNTIME_FIELDS = frozenset(
-    {"out", "device", "root", "save_embeddings", "progress", "download", "eval_batch_size"}
+    {
+        "out",
+        "device",
+        "root",
+        "save_embeddings",
+        "progress",
+        "download",
+        "eval_batch_size",
+        "eval_every",
+    }
 )
+
+# Each TrainConfig field declares its help and its group here once; ``debias train``'s options
+# are generated from them (debias.cli), one ``--flag`` per field.
+OPTION_GROUPS = {
+    "data": "data",
+    "method": "method",
+    "optim": "optimisation",
+    "eval": "evaluation and output",
+}
+
+
+def _opt(default: Any, group: str, help: str, **cli: Any) -> Any:
+    """A TrainConfig field with its command-line facts: ``group`` (a key of
+    :data:`OPTION_GROUPS`), ``help``, and ``cli`` extras (``flag``: another flag name than
+    ``--field-name``; ``choices``; ``false_flag``: a flag that sets a bool False;
+    ``required``: the command line must give it, directly or in ``--config``). A callable
+    ``default`` is a default factory."""
+    meta = {"group": group, "help": help, "cli": cli}
+    if callable(default):
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 class RunConflictError(RuntimeError):
@@ -40,57 +82,143 @@ class TrainConfig:
 
     Selection (``select``): ``"last"`` reports the last epoch; ``"val/<metric>"`` (e.g.
     ``"val/worst_group_accuracy"``) reports the epoch with the best value of that GroupReport
-    metric on the validation split. Test splits are never used for selection.
+    metric on the validation split. Test splits are never used for selection. A tie goes to the
+    later epoch (at high bias many epochs share a worst-group accuracy of 0.0, and the later one
+    has trained longer); an epoch whose value is NaN is never preferred to a number.
+
+    Evaluation cost (for smoke runs): ``eval_every=N`` evaluates the test splits every N epochs
+    and always at the run's last epoch (the val split too, unless ``select`` is a val metric:
+    then val is evaluated every epoch of the final stage); the reported numbers do not change.
+    ``eval_limit=N`` keeps a seeded subset (``data_seed``) of at most N images of every
+    evaluation split (val and test splits), for the whole run: selection, every history row
+    and every number in ``metrics.json`` are then on that subset, and ``data.<split>.n`` says
+    its size. It changes the numbers, so it is part of the run's identity.
+
+    Every field is also a ``debias train`` option (``--field-name``; see :func:`_opt`), and
+    ``debias train --config FILE`` reads them from YAML or JSON.
     """
 
-    out: str = "runs/run"
+    out: str = _opt(
+        "runs/run", "eval", "run directory (resumed if it holds a checkpoint)", required=True
+    )
     # data
-    dataset: str = "biased-mnist"
-    rho: float | None = None
-    target: str | None = None
-    bias: str | None = None
+    dataset: str = _opt(
+        "biased-mnist", "data", "biased-mnist | digits | utkface | celeba | metadata:PATH.csv"
+    )
+    rho: float | None = _opt(
+        None, "data", "Biased-MNIST/digits: fraction of bias-aligned training images"
+    )
+    target: str | None = _opt(
+        None, "data", "faces: target attribute (UTKFace: gender; CelebA: any of the 40)"
+    )
+    bias: str | None = _opt(
+        None, "data", "faces: bias attribute (UTKFace: race|age; CelebA: e.g. Male)"
+    )
     # Data options that only some datasets take default to None: the dataset supplies its
     # default (debias.data.registry.DATASET_OPTIONS) and an inapplicable one stays None.
-    bias_rate: float | None = None
-    protocol: str | None = None
-    image_size: int | None = None
-    val_size: int | None = None
-    palette: str | None = None
-    data_seed: int = 0
-    root: str | None = None
-    download: bool = False
+    bias_rate: float | None = _opt(None, "data", "UTKFace training bias rate (dataset default 0.9)")
+    protocol: str | None = _opt(
+        None,
+        "data",
+        "CelebA split: official (the official partitions, default) | biascon; "
+        "'groupdro' is a deprecated name of official",
+    )
+    image_size: int | None = _opt(None, "data", "faces: side length in pixels (default 64)")
+    val_size: int | None = _opt(
+        None, "data", "Biased-MNIST held-out validation images (default 5000)"
+    )
+    palette: str | None = _opt(None, "data", "Biased-MNIST palette: rebias (default) | fairkl")
+    data_seed: int = _opt(0, "data", "seed of the data splits and colouring")
+    root: str | None = _opt(None, "data", "data root (default: $DEBIAS_DATA, else ./data)")
+    download: bool = _opt(False, "data", "download MNIST if missing (needs a network)")
     # method
-    method: str = "ce"
-    mode: str = "auto"
-    model: str = "simpleconvnet"
-    weights: str | None = None
-    temperature: float | None = None
-    base_temperature: float | None = None
-    loss_options: dict[str, Any] = field(default_factory=dict)
-    lambda_con: float = 1.0
-    method_options: dict[str, Any] = field(default_factory=dict)
+    method: str = _opt("ce", "method", "training method (`debias methods` lists them)")
+    mode: str = _opt(
+        "auto",
+        "method",
+        "auto (the method's first mode: ce for cross-entropy methods, two-stage for "
+        "contrastive ones) | " + " | ".join(MODES),
+        choices=("auto", *MODES),
+    )
+    model: str = _opt(
+        "simpleconvnet",
+        "method",
+        "simpleconvnet | smallconvnet | lenet | narrowresnet | resnet18 (or a registered one)",
+    )
+    weights: str | None = _opt(
+        None, "method", "resnet18: local file of ImageNet weights (never downloaded)"
+    )
+    temperature: float | None = _opt(
+        None, "method", "InfoNCE temperature (the loss's default if omitted)"
+    )
+    base_temperature: float | None = _opt(
+        None, "method", "SupContrast scale tau/tau_base (the loss's default if omitted)"
+    )
+    loss_options: dict[str, Any] = _opt(
+        dict,
+        "method",
+        "extra loss argument, e.g. tau_neg=2.0 or symmetric=true (repeatable)",
+        flag="--loss-option",
+    )
+    lambda_con: float = _opt(1.0, "method", "joint mode: weight of the contrastive term")
+    method_options: dict[str, Any] = _opt(
+        dict,
+        "method",
+        "method hyper-parameter, e.g. upweight=20 for jtt (repeatable; `debias methods`)",
+        flag="--method-option",
+    )
     # optimisation
-    epochs: int = 80
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    lr_milestones: list[int] | None = None
-    lr_gamma: float = 0.1
-    linear_epochs: int = 10
-    linear_lr: float = 1e-3
-    augment: bool | None = None
-    colour_jitter: float = 0.0
-    max_steps: int | None = None
-    train_limit: int | None = None
-    seed: int = 0
-    amp: str | None = None
-    channels_last: bool = False
+    epochs: int = _opt(80, "optim", "epochs of the main stage")
+    batch_size: int = _opt(256, "optim", "training batch size")
+    lr: float = _opt(1e-3, "optim", "Adam learning rate")
+    weight_decay: float = _opt(1e-4, "optim", "Adam weight decay")
+    lr_milestones: list[int] | None = _opt(
+        None,
+        "optim",
+        "epochs where lr is multiplied by lr_gamma (default: each quarter of --epochs; "
+        "give none for a constant lr)",
+    )
+    lr_gamma: float = _opt(0.1, "optim", "lr multiplier at each milestone")
+    linear_epochs: int = _opt(10, "optim", "two-stage: linear classifier epochs")
+    linear_lr: float = _opt(1e-3, "optim", "two-stage: learning rate of the linear classifier")
+    augment: bool | None = _opt(
+        None, "optim", "augment the training images (default: on for contrastive methods)"
+    )
+    colour_jitter: float = _opt(
+        0.0, "optim", "colour jitter strength; perturbs the colour bias of Biased-MNIST (warns)"
+    )
+    max_steps: int | None = _opt(None, "optim", "cap on steps per epoch (smoke tests)")
+    train_limit: int | None = _opt(
+        None, "optim", "keep only the first N training images (smoke tests)"
+    )
+    seed: int = _opt(0, "optim", "seed of the initialisation, batch order and augmentation")
+    amp: str | None = _opt(
+        None, "optim", "bf16: bfloat16 autocast for the network (GPU speed)", choices=("bf16",)
+    )
+    channels_last: bool = _opt(False, "optim", "NHWC activations (GPU speed)")
     # evaluation and output
-    select: str = "last"
-    eval_batch_size: int = 1024
-    save_embeddings: bool = False
-    device: str = "auto"
-    progress: bool = True
+    select: str = _opt(
+        "last",
+        "eval",
+        "'last' or 'val/<metric>' e.g. val/worst_group_accuracy (never a test split; "
+        "a tie goes to the later epoch)",
+    )
+    eval_every: int = _opt(
+        1,
+        "eval",
+        "evaluate the test splits every N epochs (always at the last epoch); the val split "
+        "stays per-epoch under a val/ selection",
+    )
+    eval_limit: int | None = _opt(
+        None,
+        "eval",
+        "evaluate on a seeded subset of at most N images per evaluation split (smoke tests; "
+        "every reported number is then on that subset)",
+    )
+    eval_batch_size: int = _opt(1024, "eval", "batch size of evaluation and encoding")
+    save_embeddings: bool = _opt(False, "eval", "write test embeddings to embeddings.npz")
+    device: str = _opt("auto", "eval", "auto | cpu | cuda | cuda:1 ...")
+    progress: bool = _opt(True, "eval", "no progress bars", false_flag="--quiet")
 
     def __post_init__(self) -> None:
         self._check_method()
@@ -193,11 +321,43 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """A config from a mapping of field values; an unknown key is an error with a hint."""
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = set(d) - names
         if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(names)}")
+            raise ValueError(unknown_names("training option", unknown, names))
         return cls(**d)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """TrainConfig fields from a YAML (``.yaml``/``.yml``) or JSON file, checked for unknown
+    keys (with a "did you mean"); ``-`` in a key is read as ``_``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path} does not exist (expected a YAML or JSON file)")
+    import yaml
+
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(
+            f"--config {path} is not valid {path.suffix[1:] or 'YAML'}: {first}"
+        ) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"--config {path}: expected a mapping of training option: value, got "
+            f"{type(data).__name__}"
+        )
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"--config {path}: " + unknown_names("training option", unknown, names))
+    return data
 
 
 def _check_number(
@@ -245,8 +405,9 @@ def _check_data_values(cfg: TrainConfig) -> None:
         if cfg.palette not in PALETTES:
             raise ValueError(f"unknown palette {cfg.palette!r}; expected one of {sorted(PALETTES)}")
     if cfg.protocol is not None:
-        from debias.data.celeba import PROTOCOLS
+        from debias.data.celeba import PROTOCOLS, canonical_protocol
 
+        cfg.protocol = canonical_protocol(cfg.protocol)
         if cfg.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {list(PROTOCOLS)}; got {cfg.protocol!r}")
     if cfg.dataset == "utkface":
@@ -276,6 +437,14 @@ def _check_optimisation_values(cfg: TrainConfig) -> None:
     _check_number("colour_jitter", cfg.colour_jitter, low=0)
     _check_number("lambda_con", cfg.lambda_con, low=0)
     _check_number("eval_batch_size", cfg.eval_batch_size, low=1, integer=True)
+    _check_number(
+        "eval_every (epochs between test evaluations)", cfg.eval_every, low=1, integer=True
+    )
+    if cfg.eval_limit is not None:
+        # A group report needs a few images; one image per split would report nothing.
+        _check_number(
+            "eval_limit (images per evaluation split)", cfg.eval_limit, low=2, integer=True
+        )
     for name in ("temperature", "base_temperature"):
         if getattr(cfg, name) is not None:
             _check_number(name, getattr(cfg, name), low=0, low_open=True)

@@ -64,6 +64,8 @@ CHECKPOINT_FORMAT = 2
 # Probe numbers logged per epoch during contrastive pretraining (convergence curves).
 PROBE_SPLITS = ("val", "test")
 PROBE_METRICS = ("accuracy", "unbiased_accuracy")
+# A per-epoch evaluation shows a progress bar only when it takes longer than this.
+EVAL_BAR_DELAY_S = 3.0
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -131,6 +133,9 @@ class Trainer:
             self.splits["train"] = self.splits["train"].subset(range(cfg.train_limit))
         self.train_set = self.splits["train"]
         self.eval_splits = [s for s in self.splits if s != "train"]
+        if cfg.eval_limit is not None:
+            for name in self.eval_splits:
+                self.splits[name] = _limited(self.splits[name], cfg.eval_limit, cfg.data_seed)
         aug_options = dict(
             DEFAULT_AUGMENT.get(dataset_family(cfg.dataset), {}), colour_jitter=cfg.colour_jitter
         )
@@ -391,34 +396,54 @@ class Trainer:
             aligned=ds.aligned_groups,
         )
 
-    def _evaluate(self, classify) -> tuple[dict[str, float], dict[str, Any]]:
-        """GroupReport numbers of ``classify(split) -> predictions`` on every evaluation split,
-        as one history row and as the reports themselves."""
+    def _evaluate(self, classify, splits: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
+        """GroupReport numbers of ``classify(split) -> predictions`` on ``splits``, as one
+        history row and as the reports themselves."""
         row: dict[str, float] = {}
         reports = {}
-        for split in self.eval_splits:
+        for split in splits:
             reports[split] = self._report(split, classify(split))
             for key, v in reports[split].to_dict().items():
                 row[f"{split}/{key}"] = v
         return row, reports
 
-    def _encode(self, split: str, fn=None) -> torch.Tensor:
-        """``fn`` (default: features) over a whole split; sharded over ranks and re-assembled."""
+    def _encode(
+        self, split: str, fn=None, *, what: str = "encoding", delay: float = 0
+    ) -> torch.Tensor:
+        """``fn`` (default: features) over a whole split; sharded over ranks and re-assembled.
+        A progress bar appears after ``delay`` seconds (evaluations: only the slow ones)."""
         ds = self.splits[split]
         rows = torch.arange(self.dist.rank, len(ds), self.dist.world_size)
-        local = encode(self.model, ds, batch_size=self.cfg.eval_batch_size, fn=fn, rows=rows)
+        enabled = self.cfg.progress and self.dist.is_main
+
+        def wrap(starts):
+            return _progress(starts, enabled, f"{what} {split} ({len(ds):,} images)", delay=delay)
+
+        local = encode(
+            self.model, ds, batch_size=self.cfg.eval_batch_size, fn=fn, rows=rows, wrap=wrap
+        )
         return self.dist.gather_rows(local, len(ds))
 
     def _model_predictions(self, split: str) -> torch.Tensor:
-        return self._encode(split, fn=lambda m, x: m(x).argmax(1))
+        return self._encode(
+            split, fn=lambda m, x: m(x).argmax(1), what="evaluating", delay=EVAL_BAR_DELAY_S
+        )
 
-    def _probe_row(self) -> dict[str, float]:
+    def _splits_now(self, epoch: int, final: bool) -> list[str]:
+        """The evaluation splits of ``epoch``: all of them every ``eval_every`` epochs and at the
+        run's last epoch; else only val, in the final stage under a val selection."""
+        every = self.cfg.eval_every
+        if (epoch + 1) % every == 0 or epoch + 1 == self.total_epochs:
+            return list(self.eval_splits)
+        return ["val"] if final and self.cfg.select != "last" and "val" in self.splits else []
+
+    def _probe_row(self, epoch: int) -> dict[str, float]:
         probe = self.method.net.probe
         row = {}
         for split in PROBE_SPLITS:
-            if split not in self.splits:
+            if split not in self._splits_now(epoch, final=False):
                 continue
-            feats = self._encode(split)
+            feats = self._encode(split, what="probing", delay=EVAL_BAR_DELAY_S)
             with torch.no_grad():
                 pred = probe(feats).argmax(1)
             rep = self._report(split, pred).to_dict()
@@ -500,9 +525,10 @@ class Trainer:
             row["lr"] = self.optimizer.param_groups[0]["lr"]
             row |= self.train_epoch(epoch)
             if stage.kind == PRETRAIN:
-                row |= self._probe_row()
+                row |= self._probe_row(epoch)
             else:
-                evaluated, reports = self._evaluate(self._model_predictions)
+                splits = self._splits_now(epoch, final)
+                evaluated, reports = self._evaluate(self._model_predictions, splits)
                 row |= evaluated
                 if final:
                     self._select(epoch, row, reports, lambda: {"model": self.model.state_dict()})
@@ -520,12 +546,14 @@ class Trainer:
     def _linear_stage_epoch(self, epoch: int, final: bool) -> dict[str, Any]:
         if not self._frozen:
             # Every rank holds all features and fits the (cheap) linear classifier identically.
-            self._frozen = {name: self._encode(name) for name in self.splits}
+            self._frozen = {name: self._encode(name, what="encoding") for name in self.splits}
         row: dict[str, Any] = {"lr": self.cfg.linear_lr}
         row |= self.linear_epoch(epoch, self._frozen["train"])
         self.linear.eval()
         with torch.no_grad():
-            evaluated, reports = self._evaluate(lambda s: self.linear(self._frozen[s]).argmax(1))
+            evaluated, reports = self._evaluate(
+                lambda s: self.linear(self._frozen[s]).argmax(1), self._splits_now(epoch, final)
+            )
         row |= evaluated
         if final:
             self._select(epoch, row, reports, lambda: {"linear": self.linear.state_dict()})
@@ -547,11 +575,13 @@ class Trainer:
         if self.stages[-1].kind == LINEAR:
             # From here on model(x) is the full classifier: encoder + the fitted linear layer.
             self.model.fc.load_state_dict(self.linear.state_dict())
-        if cached is not None and cached[0] == chosen:
-            return chosen, cached[1]
-        # A run resumed after its last epoch: evaluate the selected classifier once more.
-        reports = {s: self._report(s, self._model_predictions(s)) for s in self.eval_splits}
-        return chosen, reports
+        reports = dict(cached[1]) if cached is not None and cached[0] == chosen else {}
+        # A run resumed after its last epoch, or a selected epoch whose test splits eval_every
+        # skipped: evaluate the selected classifier on what is missing.
+        for s in self.eval_splits:
+            if s not in reports:
+                reports[s] = self._report(s, self._model_predictions(s))
+        return chosen, {s: reports[s] for s in self.eval_splits}
 
     def _method_record(self) -> dict[str, Any]:
         cls = type(self.method)
@@ -672,14 +702,24 @@ def _epoch_line(row: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def _progress(items, enabled: bool, desc: str):
-    """A progress bar over ``items`` in a terminal or a notebook (tqdm.auto picks the widget);
-    nothing when output goes to a file or a CI log."""
+def _limited(ds: TensorImageDataset, limit: int, seed: int) -> TensorImageDataset:
+    """A seeded subset of at most ``limit`` rows of an evaluation split (``eval_limit``), in
+    the split's order; the same rows for every method and seed of one ``data_seed``."""
+    if len(ds) <= limit:
+        return ds
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(ds), generator=gen)[:limit].sort().values
+    return ds.subset(rows)
+
+
+def _progress(items, enabled: bool, desc: str, *, delay: float = 0):
+    """A progress bar over ``items`` in a terminal or a notebook (tqdm.auto picks the widget),
+    shown once ``delay`` seconds have passed; nothing when output goes to a file or a CI log."""
     if not enabled or not (sys.stderr.isatty() or "ipykernel" in sys.modules):
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, leave=False)
+    return tqdm(items, desc=desc, leave=False, delay=delay)
 
 
 def train(cfg: TrainConfig | dict[str, Any], *, force: bool = False, log=print) -> dict[str, Any]:

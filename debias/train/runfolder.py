@@ -304,7 +304,9 @@ def saved_config(saved: Mapping[str, Any]) -> dict[str, Any]:
 
 def with_dataset_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
     """``config`` with its data options as today's TrainConfig records them: None for those the
-    dataset does not take, the dataset's default for those it takes but left unset."""
+    dataset does not take, the dataset's default for those it takes but left unset, and a
+    protocol's deprecated name (``groupdro``) replaced by today's (``official``)."""
+    from debias.data.celeba import canonical_protocol
     from debias.data.registry import DATA_OPTIONS, DATASET_OPTIONS
 
     d = dict(config)
@@ -316,6 +318,9 @@ def with_dataset_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
                 d[k] = defaults[k]
         elif d.get(k) is None:
             d[k] = takes[k]
+    if isinstance(d.get("protocol"), str):
+        # A run written under a protocol's old name is the same run as under its new one.
+        d["protocol"] = canonical_protocol(d["protocol"], warn=False)
     return d
 
 

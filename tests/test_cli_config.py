@@ -1,0 +1,205 @@
+"""`debias train`'s options come from TrainConfig; --config files; "did you mean" for unknown
+keys; `debias sweep --set/--only` narrow a grid; the CelebA protocol's new name."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+
+import pytest
+import yaml
+
+from debias.cli import build_parser, config_from_args, main
+from debias.sweep.config import SweepSpec
+from debias.train import TrainConfig, runfolder
+
+TINY = [
+    "--dataset", "digits", "--rho", "0.95", "--model", "smallconvnet", "--epochs", "1",
+    "--batch-size", "64", "--max-steps", "2", "--device", "cpu", "--quiet",
+]  # fmt: skip
+
+
+def parse(*argv: str) -> TrainConfig:
+    return config_from_args(build_parser().parse_args(["train", *argv]))
+
+
+def test_every_config_field_is_a_train_option_with_help():
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for f in dataclasses.fields(TrainConfig):
+        flag = f.metadata["cli"].get("flag", "--" + f.name.replace("_", "-"))
+        if f.name != "progress":
+            assert flag in help_text, f.name
+        assert f.metadata["help"], f.name
+    assert "--quiet" in help_text and "--config" in help_text and "--force" in help_text
+
+
+def test_drifted_options_are_settable_and_defaults_come_from_the_dataclass(tmp_path):
+    cfg = parse(*TINY, "--out", "o", "--linear-lr", "0.02", "--lr-gamma", "0.5",
+                "--eval-batch-size", "64", "--method", "jtt", "--method-option", "upweight=7",
+                "--eval-every", "3", "--eval-limit", "100")  # fmt: skip
+    assert (cfg.linear_lr, cfg.lr_gamma, cfg.eval_batch_size) == (0.02, 0.5, 64)
+    assert cfg.method_options == {"upweight": 7} and cfg.progress is False
+    assert (cfg.eval_every, cfg.eval_limit) == (3, 100)
+    plain = parse("--rho", "0.9", "--out", "o")
+    default = TrainConfig(rho=0.9, out="o")
+    assert plain == default and plain.progress is True and plain.augment is False
+
+
+def test_bool_list_and_key_value_options_keep_their_behaviour():
+    base = ["--rho", "0.9", "--out", "o"]
+    assert parse(*base, "--method", "supcon").augment is True
+    assert parse(*base, "--method", "supcon", "--no-augment").augment is False
+    assert parse(*base, "--augment").augment is True
+    assert parse(*base, "--lr-milestones").lr_milestones == []
+    assert parse(*base, "--lr-milestones", "20", "40", "60").lr_milestones == [20, 40, 60]
+    cfg = parse(*base, "--method", "contex", "--loss-option", "tau_neg=2.0",
+                "--loss-option", "symmetric=true")  # fmt: skip
+    assert cfg.loss_options == {"tau_neg": 2.0, "symmetric": True}
+    assert parse(*base, "--download", "--save-embeddings").download is True
+    assert build_parser().parse_args(["train", *base, "--force"]).force is True
+
+
+def test_config_file_with_command_line_overrides(tmp_path, capsys):
+    run = tmp_path / "run.yaml"
+    run.write_text(yaml.safe_dump({
+        "dataset": "digits", "rho": 0.95, "model": "smallconvnet", "epochs": 1,
+        "batch_size": 64, "max_steps": 2, "device": "cpu", "progress": False,
+        "linear_lr": 0.5, "method_options": {"upweight": 3}, "method": "jtt",
+        "out": str(tmp_path / "from_file"),
+    }))  # fmt: skip
+    cfg = parse("--config", str(run), "--epochs", "2", "--method-option", "identify_epochs=1")
+    assert (cfg.epochs, cfg.linear_lr, cfg.out) == (2, 0.5, str(tmp_path / "from_file"))
+    assert cfg.method_options == {"upweight": 3, "identify_epochs": 1}  # merged key by key
+    js = tmp_path / "run.json"
+    js.write_text(json.dumps({"rho": 0.9, "lr-gamma": 0.3}))
+    assert parse("--config", str(js), "--out", "o").lr_gamma == 0.3
+    rc = main(["train", "--config", str(run), "--method", "ce", "--method-option", "x=1"])
+    assert (
+        rc == 2 and "method 'ce' does not take option(s) 'upweight', 'x'" in capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"rho": 0.9, "lr_gama": 0.5}, r"unknown training option(s) ['lr_gama'] (did you mean 'lr_gamma'?)"),
+        ([1, 2], "expected a mapping of training option: value, got list"),
+        ("rho: [", "is not valid yaml"),
+    ],
+)  # fmt: skip
+def test_bad_config_file_is_a_one_line_error(tmp_path, capsys, content, message):
+    run = tmp_path / "run.yaml"
+    run.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+    rc = main(["train", "--config", str(run), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("debias train: error: --config") and err.count("\n") == 1
+    assert message in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_is_required_and_unknown_keys_get_a_hint(tmp_path, capsys):
+    rc = main(["train", "--rho", "0.9"])
+    assert rc == 2 and "--out is required" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"\['sed'\] \(did you mean 'seed'\?\)"):
+        TrainConfig.from_dict({"rho": 0.9, "sed": 1})
+    with pytest.raises(ValueError, match=r"grid: unknown .*\['sed'\] \(did you mean 'seed'\?\)"):
+        SweepSpec.from_dict({"name": "s", "grid": {"sed": [0]}})
+
+
+def test_cli_train_with_a_config_file_runs(tmp_path, capsys):
+    run = tmp_path / "run.yaml"
+    run.write_text("dataset: digits\nrho: 0.95\nmodel: smallconvnet\nepochs: 1\n"
+                   "batch_size: 64\nmax_steps: 2\ndevice: cpu\nlr_gamma: 0.5\n")  # fmt: skip
+    out = tmp_path / "r"
+    assert main(["train", "--config", str(run), "--quiet", "--out", str(out)]) == 0
+    saved = json.loads((out / "metrics.json").read_text())["config"]
+    assert saved["lr_gamma"] == 0.5 and saved["progress"] is False and saved["epochs"] == 1
+
+
+# -- sweep --set / --only ------------------------------------------------------------------------
+SPEC = {
+    "name": "g",
+    "base": {"dataset": "digits", "model": "smallconvnet", "epochs": 1, "max_steps": 2,
+             "batch_size": 32, "device": "cpu"},
+    "grid": {"rho": [0.99, 0.95, 0.9], "method": ["ce", "reweight"], "seed": [0, 1]},
+}  # fmt: skip
+
+
+def dry(tmp_path, capsys, *extra):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(SPEC, sort_keys=False))
+    rc = main(["sweep", str(path), "--dry-run", "--out", str(tmp_path / "o"), *extra])
+    out, err = capsys.readouterr()
+    runs = [line.split(":")[0] for line in out.splitlines() if line.startswith("rho=")]
+    return rc, runs, err
+
+
+def test_sweep_set_on_a_grid_key_narrows_the_grid(tmp_path, capsys):
+    rc, runs, _ = dry(tmp_path, capsys)
+    assert rc == 0 and len(runs) == 12
+    rc, runs, _ = dry(tmp_path, capsys, "--set", "rho=0.95")
+    assert rc == 0 and runs == [
+        f"rho=0.95/method={m}/seed={s}" for m in ("ce", "reweight") for s in (0, 1)
+    ]
+    rc, runs, err = dry(tmp_path, capsys, "--set", "rho=0.97")
+    assert rc == 2 and runs == []
+    assert "--set rho=0.97: 0.97 not in the grid's values [0.99, 0.95, 0.9]" in err
+
+
+def test_sweep_only_runs_a_subset_of_the_grid(tmp_path, capsys):
+    rc, runs, _ = dry(tmp_path, capsys, "--only", "rho=0.9,0.99", "--only", "seed=1",
+                      "--only", "method=reweight")  # fmt: skip
+    assert rc == 0 and runs == ["rho=0.99/method=reweight/seed=1", "rho=0.9/method=reweight/seed=1"]
+    rc, _, err = dry(tmp_path, capsys, "--only", "sed=1")
+    assert rc == 2 and "--only sed: not a grid key of this sweep (did you mean 'seed'?)" in err
+    rc, _, err = dry(tmp_path, capsys, "--only", "method=ce,groupdro")
+    assert rc == 2 and "'groupdro' not in the grid's values ['ce', 'reweight']" in err
+
+
+def test_narrowed_pass_keeps_the_manifest_of_the_full_one(tmp_path):
+    from debias.sweep.runner import _Sweep
+
+    spec = SweepSpec.from_dict(SPEC)
+    full = _Sweep(spec, spec.expand(), tmp_path, print)
+    full.write_manifest()
+    part = _Sweep(spec, spec.expand(only={"seed": [0]}), tmp_path, print)
+    part.write_manifest()
+    listed = json.loads((tmp_path / "sweep.json").read_text())["runs"]
+    assert sorted(r["run"] for r in listed) == sorted(r.name for r in spec.expand())
+
+
+# -- CelebA protocol name --------------------------------------------------------------------------
+def test_protocol_groupdro_is_a_deprecated_alias_of_official(tmp_path):
+    with pytest.warns(FutureWarning, match="protocol 'groupdro' is deprecated, use 'official'"):
+        cfg = TrainConfig(out=str(tmp_path), dataset="celeba", protocol="groupdro")
+    assert cfg.protocol == "official"
+    assert TrainConfig(out=str(tmp_path), dataset="celeba").protocol == "official"
+    # A metrics.json written under the old name is the same run.
+    old = cfg.to_dict() | {"protocol": "groupdro"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert runfolder.config_diff(old, cfg) == {}
+        assert runfolder.saved_config(old)["protocol"] == "official"
+    with pytest.raises(ValueError, match=r"protocol must be one of \['official', 'biascon'\]"):
+        TrainConfig(out=str(tmp_path), dataset="celeba", protocol="dro")
+
+
+def test_protocol_alias_warns_in_one_line_on_the_cli(tmp_path):
+    """In a real process (pytest records warnings itself): one line on stderr, and it runs."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        yaml.safe_dump({"name": "c", "base": {"dataset": "celeba", "protocol": "groupdro"}})
+    )
+    argv = ["sweep", str(path), "--dry-run", "--out", str(tmp_path / "o")]
+    done = subprocess.run(
+        [sys.executable, "-m", "debias", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (
+        "debias sweep: warning: protocol 'groupdro' is deprecated, use 'official' (the official "
+        "CelebA partitions; not the Group DRO method)\n"
+    )
