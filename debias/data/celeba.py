@@ -62,7 +62,13 @@ from debias.data.cache import load_images
 from debias.data.groups import aligned_from_counts, stratified
 from debias.data.root import data_root
 
-__all__ = ["CelebA", "read_attributes", "read_partition", "BIASCON_NON_BLOND_WOMEN"]
+__all__ = [
+    "CelebA",
+    "attribute_names",
+    "read_attributes",
+    "read_partition",
+    "BIASCON_NON_BLOND_WOMEN",
+]
 
 SPLITS = ("train", "val", "test")
 PROTOCOLS = ("groupdro", "biascon")
@@ -204,6 +210,12 @@ def _biascon_non_blond_women(
     }
 
 
+def attribute_names(attribute: str) -> tuple[str, str]:
+    """What values 0 and 1 of a binary CelebA attribute mean: ``("not Blond_Hair",
+    "Blond_Hair")``; ``Male`` reads ``("female", "male")``."""
+    return ("female", "male") if attribute == "Male" else (f"not {attribute}", attribute)
+
+
 class CelebA(TensorImageDataset):
     """CelebA faces with a binary target and bias attribute; see the module docstring.
 
@@ -292,6 +304,8 @@ class CelebA(TensorImageDataset):
             mean=(0.5, 0.5, 0.5),
             std=(0.5, 0.5, 0.5),
             transform=transform,
+            class_names=attribute_names(target),
+            bias_names=attribute_names(bias),
         )
 
     # -- the steps of __init__ -----------------------------------------------------------------

@@ -572,6 +572,8 @@ class Trainer:
                     "n": len(ds),
                     "aligned_groups": [list(g) for g in ds.aligned_groups],
                     "n_aligned": int(ds.aligned.sum()),
+                    "class_names": list(ds.class_names),
+                    "bias_names": list(ds.bias_names),
                 }
                 for split, ds in self.splits.items()
             },
