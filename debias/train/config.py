@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from debias.methods import METHODS, get_method, resolve_hparams
+from debias.train.logging_backends import check_log_to
 
 __all__ = ["METHODS", "MODES", "RUNTIME_FIELDS", "RunConflictError", "TrainConfig"]
 
@@ -20,6 +21,7 @@ MODES = ("ce", "two-stage", "joint")
 # an interrupted run and its resumption.
 RUNTIME_FIELDS = frozenset(
     {"out", "device", "root", "save_embeddings", "progress", "download", "eval_batch_size"}
+    | {"log_to"}
 )
 
 
@@ -91,9 +93,11 @@ class TrainConfig:
     save_embeddings: bool = False
     device: str = "auto"
     progress: bool = True
+    log_to: str | None = None  # trackers, comma-separated: tensorboard, mlflow, wandb
 
     def __post_init__(self) -> None:
         self._check_method()
+        check_log_to(self.log_to)  # an unknown or uninstalled tracker fails here, not mid-run
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:
