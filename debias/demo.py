@@ -111,11 +111,14 @@ def summarise(results: dict[str, dict], out: str | Path) -> None:
     )
     table = summary_table(results)
     print("\n" + (100 * table).round(1).to_string())
-    maps = {m: accuracy_table(r["splits"]["test"]["groups"]) for m, r in results.items()}
+    maps = {
+        m: accuracy_table(r["splits"]["test"]["groups"], r["data"]["test"].get("bias_names"))
+        for m, r in results.items()
+    }
     for method, acc in maps.items():
         print(
             f"\n{METHOD_TITLES.get(method, method)}: unbiased test accuracy (%) by digit (rows) "
-            "and background colour index (columns):"
+            "and background colour (columns):"
         )
         print((100 * acc).round(0).astype("Int64").to_string())
     path = save_figure(maps, table, Path(out) / "shortcut.png")
@@ -139,10 +142,13 @@ def summary_table(results: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("method")
 
 
-def accuracy_table(groups: list[dict]) -> pd.DataFrame:
-    """Pivot GroupReport group records into a digit x colour accuracy table."""
+def accuracy_table(groups: list[dict], colour_names: list[str] | None = None) -> pd.DataFrame:
+    """Pivot GroupReport group records into a digit x colour accuracy table (fractions); columns
+    named by ``colour_names`` (the run's recorded ``bias_names``) when given, else indices."""
     df = pd.DataFrame(groups)
     tab = df.pivot(index="y", columns="b", values="accuracy")
+    if colour_names is not None:
+        tab = tab.rename(columns=lambda b: colour_names[int(b)])
     tab.index.name, tab.columns.name = "digit", "colour"
     return tab
 

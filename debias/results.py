@@ -286,13 +286,39 @@ def load_history(path: PathLike | Sequence[PathLike]) -> pd.DataFrame:
 def load_groups(path: PathLike | Sequence[PathLike]) -> pd.DataFrame:
     """One row per (run, split, y, b) of every finished run: ``n, correct, accuracy, aligned``.
 
-    ``accuracy`` is ``correct / n`` inside the group (a fraction); on Biased-MNIST ``y`` is the
-    digit and ``b`` the background colour index.
+    ``accuracy`` is ``correct / n`` inside the group (a fraction, as are ``ci_low`` / ``ci_high``,
+    its exact interval, in runs that recorded it); on Biased-MNIST ``y`` is the digit and ``b``
+    the background colour index. ``y_name`` / ``b_name`` say what the codes mean ("female",
+    "White", "red"): the names the run recorded, else the dataset's built-in names, else the
+    codes.
     """
     rows: list[dict[str, Any]] = []
     for r in _drop_incomplete(find_runs(path), "debias.results.load_groups"):
         head = {"sweep": r.sweep, "run": r.run, "status": r.status} | flatten_config(r.config)
-        for split, values in r.metrics.get("splits", {}).items():
+        m = r.metrics
+        for split, values in m.get("splits", {}).items():
+            y_names, b_names = _names_of(m, split, r.config)
             for g in values.get("groups", []):
-                rows.append(head | {"split": split} | g)
+                names = {
+                    "y_name": _name(y_names, g["y"]),
+                    "b_name": _name(b_names, g["b"]),
+                }
+                rows.append(head | {"split": split} | g | names)
     return _frame(rows, ["sweep", "run", "status"])
+
+
+def _names_of(
+    metrics: dict[str, Any], split: str, config: dict[str, Any]
+) -> tuple[Sequence[str] | None, Sequence[str] | None]:
+    data = metrics.get("data", {}).get(split, {})
+    if "class_names" in data:
+        return data["class_names"], data.get("bias_names")
+    from debias.data.registry import label_names
+
+    found = label_names(str(config.get("dataset", "")), config)
+    return found if found is not None else (None, None)
+
+
+def _name(names: Sequence[str] | None, code: Any) -> str:
+    code = int(code)
+    return str(names[code]) if names is not None and 0 <= code < len(names) else str(code)

@@ -115,6 +115,10 @@ def test_target_probe_separable_is_perfect(encoded_report: AuditReport) -> None:
     assert tr.aligned_accuracy == 1.0 and tr.conflicting_accuracy == 1.0
     assert tr.n == 400 and tr.n_aligned == 200 and tr.n_conflicting == 200
     assert (encoded_report.groups["probe_accuracy"] == 1.0).all()
+    # Exact intervals: 100/100 correct is [0.964, 1], not the point 1.
+    g = encoded_report.groups
+    assert (g["probe_ci_high"] == 1.0).all()
+    assert np.allclose(g["probe_ci_low"], 0.025 ** (1 / g["n"]))
     mf = encoded_report.metric_frame
     assert mf.overall["accuracy"] == 1.0
     assert list(mf.by_group["count"]) == [200, 200]
@@ -415,3 +419,30 @@ def test_embeddings_audit_shorthand() -> None:
     r = Embeddings(Z, y, b, [(0, 0), (1, 1)]).audit(knn_k=3, projection=None, cv=3)
     assert r.settings["aligned_groups"] == [[0, 0], [1, 1]]
     assert r.bias_leakage > 0.95
+
+
+def test_group_plot_switches_to_heatmaps_at_100_groups(tmp_path) -> None:
+    from matplotlib.figure import Figure
+
+    from debias.audit import plots
+
+    rng = np.random.default_rng(0)
+    yy, bb = np.meshgrid(range(10), range(10), indexing="ij")
+    groups = pd.DataFrame({"y": yy.ravel(), "b": bb.ravel(), "n": 50})
+    groups["aligned"] = groups["y"] == groups["b"]
+    groups["probe_accuracy"] = rng.random(100)
+    groups["knn_purity"] = rng.random(100)
+    drawn = []
+    real_save = plots._save
+    plots._save = lambda fig, path: drawn.append(fig) or real_save(fig, path)
+    try:
+        plots.plot_groups(groups, tmp_path / "many.png")
+        plots.plot_groups(groups.head(8), tmp_path / "few.png")
+    finally:
+        plots._save = real_save
+    many, few = drawn
+    assert isinstance(many, Figure) and many.get_size_inches()[0] <= 14  # not a 40-inch strip
+    heat = many.axes[0]
+    assert len(heat.patches) == 10  # the aligned cells are outlined
+    assert len(few.axes[0].patches) >= 8  # bars below the threshold
+    assert (tmp_path / "many.png").stat().st_size > 10_000

@@ -19,6 +19,7 @@ from PIL import Image
 import debias.data.celeba as celeba_mod
 from debias.data.cache import ImageDecodeError, cache_info, load_images
 from debias.data.celeba import CelebA
+from debias.data.registry import label_names
 from debias.data.root import data_root
 from debias.data.utkface import UTKFace, parse_utkface_name
 
@@ -299,6 +300,8 @@ def test_utkface_synthetic_split_minor_short_and_resize(tmp_path):
     assert 0 in tr.split_info["minor_short"]  # no (female, White) image exists at all
     assert tr.split_info["n_minor_available"][0] == 0 and tr.split_info["n_minor_wanted"][0] == 1
     assert tr.images.shape[1:] == (3, 16, 16)
+    assert tr.class_names == ("male", "female") and tr.bias_names == ("White", "non-White")
+    assert label_names("utkface", {"bias": "race"}) == (tr.class_names, tr.bias_names)
     same = UTKFace(data, "train", image_size=16, cache_dir=tmp_path / "c")
     other = UTKFace(data, "train", image_size=16, seed=1, cache_dir=tmp_path / "c")
     assert same.files == tr.files and other.files != tr.files
@@ -353,6 +356,9 @@ def test_celeba_official_partitions_on_synthetic_copy(tmp_path):
     assert g["train"].n_listed == 24 and g["train"].n_present == 23
     assert g["val"].partition.tolist() == [1] * 6 and g["test"].partition.tolist() == [2] * 6
     assert g["train"].images.shape == (11, 3, 64, 64)
+    assert g["test"].class_names == ("not Blond_Hair", "Blond_Hair")
+    assert g["test"].bias_names == ("female", "male")  # Male = 0 is female
+    assert label_names("celeba", {}) == (g["test"].class_names, g["test"].bias_names)
     # groups cycle (y, b) = (0,0), (0,1), (1,0), (1,1) by image index
     k = [int(f[:6]) - 1 for f in g["test"].files]
     assert g["test"].groups.tolist() == [2 * ((i // 2) % 2) + i % 2 for i in k]

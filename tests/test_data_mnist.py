@@ -29,6 +29,7 @@ from debias.data import (
 from debias.data.base import TensorImageDataset
 from debias.data.biased_mnist import SPLITS, assign_colours, validation_rows
 from debias.data.mnist import IDXFormatError
+from debias.data.registry import label_names
 from debias.data.root import data_root
 
 REPO = Path(__file__).resolve().parents[1]
@@ -310,6 +311,9 @@ def test_aligned_flag_and_dataset_metadata():
     assert ds.mean == (0.5, 0.5, 0.5) and ds.std == (0.5, 0.5, 0.5)
     assert torch.equal(ds.aligned, ds.bias == ds.targets)
     assert ds.colours is ds.bias and ds.rho == 0.1 and ds.seed == 1 and ds.palette == "rebias"
+    assert ds.class_names == tuple("0123456789")
+    assert ds.bias_names[:3] == ("red", "green", "blue") and ds.bias_names[9] == "grey"
+    assert label_names("biased-mnist", {"palette": "rebias"}) == (ds.class_names, ds.bias_names)
 
 
 @needs_mnist

@@ -49,3 +49,14 @@ def test_demo_offline_fallback_runs_on_digits(tmp_path, monkeypatch, capsys):
     from debias.cli import build_parser
 
     assert build_parser().parse_args(["demo", "--force"]).force is True
+
+
+def test_accuracy_table_names_colours():
+    from debias.demo import accuracy_table
+
+    groups = [
+        {"y": y, "b": b, "accuracy": 1.0 if y == b else 0.25} for y in range(2) for b in range(2)
+    ]
+    tab = accuracy_table(groups, ["red", "green"])
+    assert list(tab.columns) == ["red", "green"] and tab.loc[1, "green"] == 1.0
+    assert tab.loc[0, "green"] == 0.25 and list(accuracy_table(groups).columns) == [0, 1]

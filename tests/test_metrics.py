@@ -92,7 +92,7 @@ def test_two_by_two_hand_computed() -> None:
             "aligned": [True, False, False, True],
         }
     )
-    pd.testing.assert_frame_equal(r.groups, expected, check_dtype=False)
+    pd.testing.assert_frame_equal(r.groups[list(expected.columns)], expected, check_dtype=False)
 
     # the plain functions give the same numbers
     assert accuracy(y, p) == pytest.approx(r.accuracy)
@@ -429,3 +429,35 @@ def test_summary_is_readable() -> None:
     assert "95% bootstrap CIs" in text
     assert "mean 50.00%  max 60.00%" in text
     assert len(text.splitlines()) == 8
+
+
+def test_group_intervals_are_exact_and_never_a_point() -> None:
+    from debias.metrics import clopper_pearson
+
+    # 0 of 98 correct: the one-sided bound 1 - 0.025^(1/98) = 3.69%, not [0, 0].
+    y = np.r_[np.zeros(98, int), np.ones(2, int)]
+    rep = group_report(y, np.ones(100, int), np.zeros(100, int))
+    row = rep.groups.set_index("y").loc[0]
+    assert row["accuracy"] == 0.0 and row["ci_low"] == 0.0
+    assert (
+        row["ci_high"] == pytest.approx(1 - 0.025 ** (1 / 98)) == pytest.approx(0.036942, abs=1e-6)
+    )
+    assert rep.groups.set_index("y").loc[1, "ci_high"] == 1.0  # 2/2 correct
+    low, high = clopper_pearson(5, 10)  # scipy binomtest(5, 10).proportion_ci('exact')
+    assert (float(low), float(high)) == pytest.approx((0.187086, 0.812914), abs=1e-6)
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        clopper_pearson(3, 2)
+
+
+def test_bootstrap_from_saved_groups_matches_group_report() -> None:
+    from debias.metrics import bootstrap_from_groups
+
+    rng = np.random.default_rng(0)
+    y, b = rng.integers(0, 3, 600), rng.integers(0, 3, 600)
+    p = np.where(rng.random(600) < 0.7, y, rng.integers(0, 3, 600))
+    rep = group_report(y, p, b, bootstrap=200, seed=4)
+    saved = pd.DataFrame(json.loads(rep.groups.to_json(orient="records")))
+    again = bootstrap_from_groups(saved.sample(frac=1, random_state=1), n_boot=200, seed=4)
+    assert set(again) == set(rep.ci)
+    for name, interval in rep.ci.items():
+        assert again[name] == pytest.approx(interval), name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -49,8 +50,10 @@ def execute(name: str, env: dict[str, str], monkeypatch, cwd: Path) -> nbformat.
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    # Committed without outputs, with the parameters cell first.
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    # Committed with the outputs of a real run (for readers); executed here from a clean slate.
+    for c in nb.cells:
+        if c.cell_type == "code":
+            c.outputs, c.execution_count = [], None
     first_code = next(c for c in nb.cells if c.cell_type == "code")
     assert "parameters" in first_code.metadata.get("tags", [])
     nb.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.executable)"))
@@ -61,6 +64,21 @@ def execute(name: str, env: dict[str, str], monkeypatch, cwd: Path) -> nbformat.
     printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     assert printed.strip() == sys.executable
     return nb
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_committed_notebooks_show_their_figures_and_stay_small(path):
+    """A reader on GitHub sees executed outputs (figures included) without an error in them, in
+    a file small enough to review; every parameter comes from DEBIAS_DATA or DEBIAS_NB_*."""
+    nb = nbformat.read(path, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no figure stored"
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert all(c.execution_count for c in nb.cells if c.cell_type == "code"), "not run in order"
+    assert path.stat().st_size < 1_000_000
+    params = next(c for c in nb.cells if c.cell_type == "code").source
+    names = set(re.findall(r"environ(?:\.get)?\(\s*[\"'](DEBIAS_\w+)", params))
+    assert names and all(n == "DEBIAS_DATA" or n.startswith("DEBIAS_NB_") for n in names), names
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +112,9 @@ def tiny_sweep(tmp_path_factory):
 def test_sweep_analysis_notebook(tiny_sweep, kernel_env, monkeypatch, tmp_path):
     out = tmp_path / "nb_out"
     env = kernel_env | {
-        "DEBIAS_SWEEP_DIR": str(tiny_sweep),
-        "DEBIAS_COMPARE": "contex,ce",
-        "DEBIAS_NOTEBOOK_OUT": str(out),
+        "DEBIAS_NB_SWEEP_DIR": str(tiny_sweep),
+        "DEBIAS_NB_COMPARE": "contex,ce",
+        "DEBIAS_NB_OUT": str(out),
     }
     nb = execute("02_sweep_analysis.ipynb", env, monkeypatch, tmp_path)
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
@@ -134,8 +152,8 @@ def test_biased_mnist_tour_notebook(kernel_env, monkeypatch, tmp_path):
     out = tmp_path / "nb_out"
     env = kernel_env | {
         "DEBIAS_DATA": str(Path(data).resolve()),
-        "DEBIAS_TOUR_RHOS": "0.999,0.99",
-        "DEBIAS_NOTEBOOK_OUT": str(out),
+        "DEBIAS_NB_RHOS": "0.999,0.99",
+        "DEBIAS_NB_OUT": str(out),
     }
     nb = execute("01_biased_mnist_tour.ipynb", env, monkeypatch, tmp_path)
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]

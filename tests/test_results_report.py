@@ -323,14 +323,23 @@ def test_mean_ci_by_hand():
     assert s3["ci95_half_width"] == pytest.approx(T975[2] / math.sqrt(3))
     one = mean_ci([72.0])
     assert one["mean"] == 72.0 and math.isnan(one["ci95_half_width"])
-    assert format_ci(65.0, 63.531, 2) == "65.0 ± 63.5"
+    # Clipped to [0, 100]; two seeds say so; one seed shows its bootstrap interval if it has one.
+    assert format_ci(65.0, 63.531, 2) == "65.0 [1.5, 100.0] (n=2, wide)"
+    assert format_ci(65.0, 3.46, 3) == "65.0 ± 3.5"
+    assert format_ci(98.0, 3.46, 3) == "98.0 [94.5, 100.0]"
     assert format_ci(72.0, math.nan, 1) == "72.0 (n=1, no CI)"
+    assert (
+        format_ci(72.0, math.nan, 1, 69.14, 74.85)
+        == "72.0 [69.1, 74.8] (n=1, bootstrap over test images)"
+    )
 
 
 def test_report_numbers_files_and_text(sweep, tmp_path):
     out = tmp_path / "report"
     paths = make_report(sweep, out)
-    assert set(paths) == {"report", "summary", "accuracy_vs_bias", "group_heatmap", "convergence"}
+    assert set(paths) == {
+        "report", "summary", "paired", "accuracy_vs_bias", "group_heatmap", "convergence"
+    }  # fmt: skip
     for key in ("accuracy_vs_bias", "group_heatmap", "convergence"):
         data = paths[key].read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, key
@@ -349,18 +358,28 @@ def test_report_numbers_files_and_text(sweep, tmp_path):
 
     r = row("ce", 0.997, "unbiased")
     assert r["n"] == "2" and r["seeds"] == "0,1" and r["source"] == "test/unbiased_accuracy"
-    assert float(r["mean"]) == pytest.approx(65.0)
-    assert float(r["ci95_half_width"]) == pytest.approx(T975[1] * math.sqrt(50) / math.sqrt(2))
-    assert float(r["published_rebias_vanilla"]) == 33.4
+    assert float(r["mean_pct"]) == pytest.approx(65.0)
+    assert float(r["ci95_half_width_pct"]) == pytest.approx(T975[1] * math.sqrt(50) / math.sqrt(2))
+    assert float(r["ci95_low_pct"]) == pytest.approx(65.0 - 63.531024, abs=1e-5)
+    assert float(r["ci95_high_pct"]) == 100.0  # 128.5 clipped
+    assert r["interval"] == "95% t-interval over 2 seeds (t = 12.7: wide)"
+    assert float(r["published_rebias_vanilla_pct"]) == 33.4
     r = row("contex", 0.997, "bias-conflicting")  # from the test_conflicting split
-    assert float(r["mean"]) == pytest.approx(79.0) and r["source"] == "test_conflicting/accuracy"
-    assert float(r["ci95_half_width"]) == pytest.approx(T975[1] * math.sqrt(2) / math.sqrt(2))
-    assert r["published_rebias_vanilla"] == ""  # only CE has a published reference
+    assert float(r["mean_pct"]) == pytest.approx(79.0)
+    assert r["source"] == "test_conflicting/accuracy"
+    assert float(r["ci95_half_width_pct"]) == pytest.approx(T975[1] * math.sqrt(2) / math.sqrt(2))
+    assert r["published_rebias_vanilla_pct"] == ""  # only CE has a published reference
     r = row("ce", 0.997, "biased")
-    assert float(r["mean"]) == pytest.approx(98.0) and r["source"] == "test_biased/accuracy"
+    assert float(r["mean_pct"]) == pytest.approx(98.0) and r["source"] == "test_biased/accuracy"
     r = row("ce", 0.99, "unbiased")
-    assert r["n"] == "1" and r["ci95_half_width"] == "" and float(r["mean"]) == 90.0
-    assert float(r["published_rebias_vanilla"]) == REBIAS_VANILLA[0.99] == 89.1
+    assert r["n"] == "1" and r["ci95_half_width_pct"] == "" and float(r["mean_pct"]) == 90.0
+    assert float(r["published_rebias_vanilla_pct"]) == REBIAS_VANILLA[0.99] == 89.1
+    # One seed: the interval is a bootstrap over the run's saved test groups (its unbiased
+    # counts give (10 x 10/10 + 90 x 9/10) / 100 = 91%, the scalar 90% is made up), labelled.
+    assert r["interval"] == "95% bootstrap over test images (1 seed)"
+    assert 87 < float(r["ci95_low_pct"]) < 91 < float(r["ci95_high_pct"]) < 95
+    r = row("ce", 0.99, "biased")  # test_biased has no saved groups: no interval
+    assert r["interval"] == "none" and r["ci95_low_pct"] == ""
     assert [(x["method"], x["rho"]) for x in rows if x["metric"] == "unbiased"] == [
         ("ce", "0.997"),
         ("ce", "0.99"),
@@ -369,11 +388,16 @@ def test_report_numbers_files_and_text(sweep, tmp_path):
 
     md = paths["report"].read_text()
     assert (
-        "| ce | 0.997 | 0,1 (2) | 65.0 ± 63.5 | 15.0 ± 63.5 | 60.0 ± 63.5 | 98.0 ± 12.7 | 33.4 |"
-        in md
+        "| ce | 0.997 | — | 0,1 (2) | 65.0 [1.5, 100.0] (n=2, wide) | 15.0 [0.0, 78.5] (n=2, wide) "
+        "| 60.0 [0.0, 100.0] (n=2, wide) | 98.0 [85.3, 100.0] (n=2, wide) | 33.4 |" in md
     )
-    assert "| contex | 0.997 | 0,1 (2) | 82.0 ± 25.4 |" in md
-    assert "| ce | 0.99 | 0 (1) | 90.0 (n=1, no CI) |" in md and "| 89.1 |" in md
+    assert "| unbiased (%) | worst-group (%) |" in md
+    assert "| contex | 0.997 | — | 0,1 (2) | 82.0 [56.6, 100.0] (n=2, wide) |" in md
+    assert "| ce | 0.99 | — | 0 (1) | 90.0 [" in md and "(n=1, bootstrap over test images)" in md
+    assert "| 89.1 |" in md
+    # Worst groups with exact intervals, by name: digit / colour.
+    assert "### Worst groups on the test split at rho = 0.997" in md
+    assert "| ce | 0 / green | conflicting | 12/20 | 60.0 [36.1, 80.9] |" in md
     assert "ReBias Vanilla unbiased, published" in md and "not run here" in md
     assert "`last`: last epoch (5 runs)" in md
     assert "Test data is never used for selection" in md
@@ -407,11 +431,13 @@ def test_faces_report_uses_group_metrics_and_no_reference(tmp_path):
     by = summary.set_index("metric")
     assert by.loc["bias-conflicting", "source"] == "test/conflicting_accuracy"
     assert by.loc["biased", "source"] == "test/aligned_accuracy"
-    assert by.loc["bias-conflicting", "mean"] == pytest.approx(65.0)
-    assert summary["published_rebias_vanilla"].isna().all()
+    assert by.loc["bias-conflicting", "mean_pct"] == pytest.approx(65.0)
+    assert summary["published_rebias_vanilla_pct"].isna().all()
     paths = make_report(root, tmp_path / "rep")
     md = paths["report"].read_text()
-    assert "published" not in md and "| ce | race | 0.9 | 0,1 (2) | 75.0 ± 63.5 |" in md
+    assert "published" not in md
+    assert "| ce | race | 0.9 | — | 0,1 (2) | 75.0 [11.5, 100.0] (n=2, wide) |" in md
+    assert "| ce (bias=race) | male / White | aligned | 80/100 | 80.0 [70.8, 87.3] |" in md
 
 
 def test_report_cli(sweep, capsys):

@@ -337,9 +337,10 @@ def _group_table(
     geo_groups: pd.DataFrame,
     aligned: tuple[Group, ...] | None,
 ) -> pd.DataFrame:
-    """One row per ``(y, b)`` group: k-NN purity, aligned flag, probe accuracy, geometry."""
-    probe_groups = target_report.groups[["y", "b", "accuracy"]].rename(
-        columns={"accuracy": "probe_accuracy"}
+    """One row per ``(y, b)`` group: k-NN purity, aligned flag, probe accuracy with its exact
+    95% interval (``probe_ci_low`` / ``probe_ci_high``, Clopper–Pearson), geometry."""
+    probe_groups = target_report.groups[["y", "b", "accuracy", "ci_low", "ci_high"]].rename(
+        columns={"accuracy": "probe_accuracy", "ci_low": "probe_ci_low", "ci_high": "probe_ci_high"}
     )
     groups = knn.rename(columns={"queries": "knn_queries"})
     groups["aligned"] = (
@@ -352,8 +353,8 @@ def _group_table(
     )
     groups = groups.merge(geo_groups, on=["y", "b"], how="left")
     return groups[
-        ["y", "b", "n", "aligned", "probe_accuracy", "knn_purity", "knn_queries", "alignment",
-         "uniformity"]
+        ["y", "b", "n", "aligned", "probe_accuracy", "probe_ci_low", "probe_ci_high",
+         "knn_purity", "knn_queries", "alignment", "uniformity"]
     ]  # fmt: skip
 
 
@@ -386,7 +387,8 @@ class AuditReport(AuditRendering):
         target_report: :class:`debias.metrics.GroupReport` of the target probe's out-of-fold
             predictions.
         metric_frame: fairlearn ``MetricFrame`` of the same predictions grouped by bias.
-        groups: one row per ``(y, b)`` group: ``n, aligned, probe_accuracy, knn_purity,
+        groups: one row per ``(y, b)`` group: ``n, aligned, probe_accuracy, probe_ci_low,
+            probe_ci_high`` (exact 95% interval of the probe accuracy), ``knn_purity,
             knn_queries, alignment, uniformity``.
         bias_groups: one row per bias value: ``n, alignment, uniformity`` (alignment over
             same-target pairs inside the bias group, uniformity over all its pairs).

@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Audit an embeddings file (written by `debias train --save-embeddings`) or, "
         "with --run, embed a finished run's split with its encoder and audit that.",
     )
-    p.add_argument("embeddings", nargs="?", help="an .npz with Z, targets, bias (aligned_groups optional)")
+    p.add_argument(
+        "embeddings", nargs="?", help="an .npz with Z, targets, bias (aligned_groups optional)"
+    )
     p.add_argument("--run", help="a finished `debias train` run directory (uses its model.pt)")
     p.add_argument("--split", default="test", help="with --run: the split to embed (test)")
     p.add_argument("--root", help="with --run: data root, if not where the run was trained")

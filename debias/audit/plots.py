@@ -49,9 +49,17 @@ def plot_projection(proj: pd.DataFrame | None, method: str, path: Path) -> Path 
     return _save(fig, path)
 
 
+# Above this many groups one bar per group stops being readable: draw (y, b) heatmaps instead.
+MAX_GROUP_BARS = 30
+
+
 def plot_groups(groups: pd.DataFrame, path: Path) -> Path:
-    """Per ``(y, b)`` group bars of ``groups`` (the report's table): target-probe accuracy and
-    k-NN purity, aligned vs conflicting."""
+    """Per ``(y, b)`` group target-probe accuracy and k-NN purity, aligned vs conflicting, from
+    ``groups`` (the report's table): bars (probe accuracy with its exact 95% interval) up to
+    :data:`MAX_GROUP_BARS` groups, else one target-by-bias heatmap per metric with the aligned
+    cells outlined, which stays readable at 100 groups and more."""
+    if len(groups) > MAX_GROUP_BARS:
+        return _group_heatmaps(groups, path)
     import seaborn as sns
 
     g = groups.copy()
@@ -61,8 +69,7 @@ def plot_groups(groups: pd.DataFrame, path: Path) -> Path:
         g, id_vars=["group", "kind", "n"], value_vars=["probe_accuracy", "knn_purity"],
         var_name="metric", value_name="value",
     )  # fmt: skip
-    width = float(np.clip(0.28 * len(g) + 3, 6, 40))
-    fig = Figure(figsize=(width, 7))
+    fig = Figure(figsize=(max(6.0, 0.35 * len(g) + 3), 7))
     axes = fig.subplots(2, 1, sharex=True)
     for ax, metric, title in zip(
         axes, ("probe_accuracy", "knn_purity"), ("target-probe accuracy", "k-NN target purity")
@@ -72,12 +79,42 @@ def plot_groups(groups: pd.DataFrame, path: Path) -> Path:
             data=sub, x="group", y="value", hue="kind", hue_order=["aligned", "conflicting"],
             order=list(g["group"]), dodge=False, ax=ax,
         )  # fmt: skip
+        if metric == "probe_accuracy" and "probe_ci_low" in g:
+            err = np.vstack([g[metric] - g["probe_ci_low"], g["probe_ci_high"] - g[metric]])
+            ax.errorbar(range(len(g)), g[metric], yerr=np.nan_to_num(err), fmt="none",
+                        ecolor="black", capsize=2, lw=0.8)  # fmt: skip
+            title += " (bars: exact 95% interval)"
         ax.set_ylim(0, 1.05)
-        ax.set_ylabel(title)
+        ax.set_ylabel(metric.replace("_", " "))
         ax.set_title(f"{title} per (target, bias) group")
         ax.legend(fontsize=8, loc="lower right")
     axes[-1].set_xlabel("group (y, b)")
     axes[-1].tick_params(axis="x", rotation=90, labelsize=7)
+    return _save(fig, path)
+
+
+def _group_heatmaps(groups: pd.DataFrame, path: Path) -> Path:
+    import seaborn as sns
+    from matplotlib.patches import Rectangle
+
+    fig = Figure(figsize=(13, 6))
+    axes = fig.subplots(1, 2)
+    for ax, metric, title in zip(
+        axes, ("probe_accuracy", "knn_purity"), ("target-probe accuracy", "k-NN target purity")
+    ):
+        table = groups.pivot(index="y", columns="b", values=metric)
+        big = table.size > 144
+        sns.heatmap(table, ax=ax, vmin=0, vmax=1, cmap="viridis", annot=not big, fmt=".2f",
+                    annot_kws={"fontsize": 6}, cbar_kws={"label": metric.replace("_", " ")})  # fmt: skip
+        rows, cols = list(table.index), list(table.columns)
+        for y, b in zip(groups.loc[groups["aligned"], "y"], groups.loc[groups["aligned"], "b"]):
+            ax.add_patch(Rectangle((cols.index(b), rows.index(y)), 1, 1, fill=False,
+                                   edgecolor="white", lw=1.5))  # fmt: skip
+        ax.set_title(f"{title} per group (outlined: bias-aligned)", fontsize=10)
+        ax.set_xlabel("bias b")
+        ax.set_ylabel("target y")
+        ax.tick_params(labelsize=6 if big else 8)
+    fig.tight_layout()
     return _save(fig, path)
 
 

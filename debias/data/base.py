@@ -30,6 +30,9 @@ class TensorImageDataset(Dataset):
         aligned_groups: the explicit set of bias-aligned ``(target, bias)`` pairs. Metrics take
             it from here; the diagonal ``b == y`` is right for Biased-MNIST only.
         num_classes, num_bias: label cardinalities (not inferred from a possibly partial split).
+        class_names, bias_names: what each target / bias value means, indexed by the value
+            (``("male", "female")``, colour names, ...); the codes as strings when the loader
+            gives none. Reports and figures print these instead of integer codes.
         mean, std: per-channel normalisation applied by :meth:`normalize`.
         transform: optional callable on a single uint8 ``[C, H, W]`` image, torchvision style.
     """
@@ -48,6 +51,8 @@ class TensorImageDataset(Dataset):
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        class_names: Sequence[str] | None = None,
+        bias_names: Sequence[str] | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(
@@ -71,6 +76,8 @@ class TensorImageDataset(Dataset):
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.transform = transform
+        self.class_names = _names("class_names", class_names, self.num_classes)
+        self.bias_names = _names("bias_names", bias_names, self.num_bias)
 
     # -- torch Dataset protocol -------------------------------------------------------------
     def __len__(self) -> int:
@@ -135,3 +142,13 @@ class TensorImageDataset(Dataset):
             f"classes={self.num_classes}, bias_values={self.num_bias}, "
             f"aligned={int(self.aligned.sum())}, device={self.device})"
         )
+
+
+def _names(what: str, names: Sequence[str] | None, count: int) -> tuple[str, ...]:
+    """``names`` as a tuple of ``count`` strings, or the codes ``"0".."count-1"``."""
+    if names is None:
+        return tuple(str(i) for i in range(count))
+    out = tuple(str(n) for n in names)
+    if len(out) != count:
+        raise ValueError(f"{what} must name all {count} values; got {len(out)}: {list(out)}")
+    return out

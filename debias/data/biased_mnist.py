@@ -37,6 +37,7 @@ __all__ = [
     "PALETTES",
     "SPLITS",
     "VAL_SEED_OFFSET",
+    "COLOUR_NAMES",
     "ColouredMNIST",
     "assign_colours",
     "biased_mnist",
@@ -62,6 +63,14 @@ PALETTES: dict[str, tuple[RGB, ...]] = {
     "rebias": _REBIAS,
     # FairKL's code changes colour 9 only; offered by name, never substituted silently.
     "fairkl": _REBIAS[:9] + ((50, 255, 128),),
+}
+# What a reader calls each palette colour (the bias names of the dataset).
+_REBIAS_NAMES = (
+    "red", "green", "blue", "yellow", "magenta", "cyan", "orange", "pink", "violet", "grey",
+)  # fmt: skip
+COLOUR_NAMES: dict[str, tuple[str, ...]] = {
+    "rebias": _REBIAS_NAMES,
+    "fairkl": _REBIAS_NAMES[:9] + ("mint",),
 }
 
 SPLITS = ("train", "val", "test", "test_biased", "test_conflicting")
@@ -111,6 +120,8 @@ class ColouredMNIST(TensorImageDataset):
             mean=(0.5, 0.5, 0.5),
             std=(0.5, 0.5, 0.5),
             transform=transform,
+            class_names=[str(c) for c in range(_NUM_CLASSES)],
+            bias_names=COLOUR_NAMES.get(palette),
         )
         if source_index.shape != (len(self),):
             raise ValueError(

@@ -68,6 +68,7 @@ __all__ = [
     "CelebA",
     "PROTOCOLS",
     "PROTOCOL_ALIASES",
+    "attribute_names",
     "canonical_protocol",
     "read_attributes",
     "read_partition",
@@ -232,6 +233,12 @@ def _biascon_non_blond_women(
     }
 
 
+def attribute_names(attribute: str) -> tuple[str, str]:
+    """What values 0 and 1 of a binary CelebA attribute mean: ``("not Blond_Hair",
+    "Blond_Hair")``; ``Male`` reads ``("female", "male")``."""
+    return ("female", "male") if attribute == "Male" else (f"not {attribute}", attribute)
+
+
 class CelebA(TensorImageDataset):
     """CelebA faces with a binary target and bias attribute; see the module docstring.
 
@@ -321,6 +328,8 @@ class CelebA(TensorImageDataset):
             mean=(0.5, 0.5, 0.5),
             std=(0.5, 0.5, 0.5),
             transform=transform,
+            class_names=attribute_names(target),
+            bias_names=attribute_names(bias),
         )
 
     # -- the steps of __init__ -----------------------------------------------------------------

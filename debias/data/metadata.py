@@ -409,6 +409,8 @@ class MetadataDataset(TensorImageDataset):
             mean=mean,
             std=std,
             transform=transform,
+            class_names=[str(c) for c in self.classes],
+            bias_names=[str(c) for c in self.bias_classes],
         )
         self._report_groups(parts)
 

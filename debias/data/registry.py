@@ -261,6 +261,32 @@ def dataset_family(name: str) -> str:
     return "metadata" if name.startswith(METADATA_PREFIX) else name
 
 
+def label_names(
+    dataset: str, options: dict[str, Any]
+) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """``(class_names, bias_names)`` of a built-in dataset from its options, without loading it
+    (the same constants its loader gives its splits); None when only the data can tell
+    (``metadata:``, a user's dataset). For results written before runs recorded the names."""
+    family = dataset_family(dataset)
+    if family in ("biased-mnist", "digits"):
+        from debias.data.biased_mnist import COLOUR_NAMES
+
+        colours = COLOUR_NAMES.get(options.get("palette") or "rebias")
+        return (tuple(str(c) for c in range(10)), colours) if colours else None
+    if family == "utkface":
+        from debias.data.utkface import BIAS_NAMES, CLASS_NAMES
+
+        target, bias = options.get("target") or "gender", options.get("bias") or "race"
+        if target in CLASS_NAMES and bias in BIAS_NAMES:
+            return CLASS_NAMES[target], BIAS_NAMES[bias]
+    if family == "celeba":
+        from debias.data.celeba import attribute_names
+
+        target, bias = options.get("target") or "Blond_Hair", options.get("bias") or "Male"
+        return attribute_names(target), attribute_names(bias)
+    return None
+
+
 def load_splits(name: str, **options: Any) -> Splits:
     """All splits of a registered dataset; ``options`` are the dataset's own keyword arguments.
 

@@ -46,6 +46,9 @@ __all__ = ["UTKFace", "parse_utkface_name", "RACES"]
 RACES = ("White", "Black", "Asian", "Indian", "Others")
 SPLITS = ("train", "val", "test")
 BIASES = ("race", "age")
+# What the codes mean (see the module docstring's encodings).
+CLASS_NAMES = {"gender": ("male", "female")}
+BIAS_NAMES = {"race": ("White", "non-White"), "age": ("age >= 20", "age <= 10")}
 SKIP_OFF_PATTERN = "off-pattern name"
 SKIP_AGE = "age 11-19 (bias=age)"
 SKIP_UNREADABLE = "unreadable image"
@@ -190,6 +193,8 @@ class UTKFace(TensorImageDataset):
             mean=(0.5, 0.5, 0.5),
             std=(0.5, 0.5, 0.5),
             transform=transform,
+            class_names=CLASS_NAMES[target],
+            bias_names=BIAS_NAMES[bias],
         )
 
     # -- the steps of __init__ -----------------------------------------------------------------

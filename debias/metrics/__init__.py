@@ -16,11 +16,13 @@ from debias.metrics.groups import (
     balanced_accuracy,
     bias_aligned_accuracy,
     bias_conflicting_accuracy,
+    bootstrap_from_groups,
     equalized_odds,
     group_report,
     unbiased_accuracy,
     worst_group_accuracy,
 )
+from debias.metrics.intervals import clopper_pearson
 
 __all__ = [
     "BOOTSTRAP_METRICS",
@@ -30,6 +32,8 @@ __all__ = [
     "bias_aligned_accuracy",
     "bias_conflicting_accuracy",
     "bias_metric_frame",
+    "bootstrap_from_groups",
+    "clopper_pearson",
     "equalized_odds",
     "from_metric_frame",
     "group_report",

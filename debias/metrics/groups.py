@@ -20,6 +20,7 @@ import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ import pandas as pd
 from debias._types import Group
 from debias.metrics._inputs import as_aligned, check_arrays
 from debias.metrics.bootstrap import stratified_bootstrap
+from debias.metrics.intervals import clopper_pearson
 
 # Largest dense (label x bias) table built straight from non-negative label values; beyond it
 # labels are re-coded with np.unique (sparse or negative label values).
@@ -162,7 +164,9 @@ def _balanced(g_n: np.ndarray, g_correct: np.ndarray, class_starts: np.ndarray) 
     return recall.mean(-1)
 
 
-def _count_metrics(t: _GroupTable, g_correct: np.ndarray) -> dict[str, np.ndarray]:
+def _count_metrics(
+    t: _GroupTable | SimpleNamespace, g_correct: np.ndarray
+) -> dict[str, np.ndarray]:
     """All :data:`BOOTSTRAP_METRICS` from correct counts ``[..., G]`` of table ``t``."""
     return {
         "accuracy": _accuracy(t.g_n, g_correct),
@@ -315,8 +319,11 @@ class GroupReport:
         balanced_accuracy: mean per-class recall over classes present in ``y_true``.
         equalized_odds_mean_gap / equalized_odds_max_gap: see :func:`equalized_odds`.
         n, n_aligned, n_conflicting: sample counts.
-        groups: one row per non-empty group, columns ``y, b, n, correct, accuracy, aligned``,
-            sorted by ``(y, b)``.
+        groups: one row per non-empty group, columns ``y, b, n, correct, accuracy, aligned,
+            ci_low, ci_high``, sorted by ``(y, b)``; ``ci_low`` / ``ci_high`` are the exact
+            (Clopper–Pearson) interval of the group's accuracy at ``ci_level``
+            (:func:`debias.metrics.intervals.clopper_pearson`): 0 of 98 correct is [0, 0.037],
+            not the point [0, 0] a bootstrap gives.
         ci: ``{metric: (low, high)}`` bootstrap intervals; empty unless ``bootstrap > 0``.
         ci_level: the confidence level of ``ci``.
     """
@@ -365,7 +372,8 @@ class GroupReport:
         return out
 
     def accuracy_table(self) -> pd.DataFrame:
-        """``acc_g`` as a table: rows ``y``, columns ``b``; NaN for empty groups.
+        """``acc_g`` as a table (fractions in [0, 1], like every field): rows ``y``, columns
+        ``b``; NaN for empty groups.
 
         On Biased-MNIST this is the 10x10 digit-by-colour table.
         """
@@ -419,6 +427,36 @@ class GroupReport:
         return self.summary()
 
 
+def bootstrap_from_groups(
+    groups: pd.DataFrame, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """Stratified bootstrap intervals of :data:`BOOTSTRAP_METRICS` from a saved group table.
+
+    ``groups`` has one row per non-empty group with columns ``y, b, n, correct, aligned`` (a
+    :attr:`GroupReport.groups` table, or the ``groups`` records of a run's ``metrics.json``), so
+    a finished run's intervals over its test images need no predictions. Same resampling as
+    ``group_report(..., bootstrap=n_boot)`` on the predictions the table came from.
+    """
+    g = groups.sort_values(["y", "b"])
+    missing = sorted({"y", "b", "n", "correct", "aligned"} - set(g.columns))
+    if missing:
+        raise ValueError(f"groups: missing column(s) {missing}; expected y, b, n, correct, aligned")
+    y = g["y"].to_numpy()
+    table = SimpleNamespace(
+        g_n=g["n"].to_numpy(np.int64),
+        g_aligned=g["aligned"].to_numpy(bool),
+        class_starts=np.flatnonzero(np.r_[True, y[1:] != y[:-1]]),
+    )
+    return stratified_bootstrap(
+        table.g_n,
+        g["correct"].to_numpy(np.int64),
+        lambda draws: _count_metrics(table, draws),
+        n_boot=n_boot,
+        ci=ci,
+        seed=seed,
+    )
+
+
 def group_report(
     y_true: Any,
     y_pred: Any,
@@ -442,7 +480,8 @@ def group_report(
             :func:`debias.metrics.bootstrap.stratified_bootstrap`), and :data:`BOOTSTRAP_METRICS`
             are recomputed on each replicate. The worst-group interval is a minimum over
             resampled groups, so it leans low (a known trait of bootstrapping an extremum).
-        ci: confidence level of the percentile intervals, in (0, 1).
+        ci: confidence level of the bootstrap intervals and of the per-group exact intervals,
+            in (0, 1).
         seed: bootstrap seed.
 
     See :class:`GroupReport` for the fields and :func:`equalized_odds` for the gaps.
@@ -456,6 +495,7 @@ def group_report(
     eo_mean, eo_max = _equalized_odds(t)
     acc_g = t.g_correct / t.g_n
     worst = int(np.argmin(acc_g))
+    low, high = clopper_pearson(t.g_correct, t.g_n, ci)
     groups = pd.DataFrame(
         {
             "y": t.g_y,
@@ -464,6 +504,8 @@ def group_report(
             "correct": t.g_correct,
             "accuracy": acc_g,
             "aligned": t.g_aligned,
+            "ci_low": low,
+            "ci_high": high,
         }
     )
     intervals: dict[str, tuple[float, float]] = {}

@@ -50,8 +50,9 @@ def paired_differences(
     """``method − baseline`` on ``metric`` for each condition, paired on ``replicate``.
 
     ``per_run`` has one row per run (``method``, ``replicate``, the condition ``keys`` and the
-    ``metric`` column, in %). Returns one row per (condition, method) with ``n``, ``mean_diff``,
-    ``ci95_low``, ``ci95_high``, ``p_value``, ``wins``, ``baseline_mean``, ``method_mean``.
+    ``metric`` column, in %). Returns one row per (condition, method) with ``n``,
+    ``mean_diff_pp``, ``ci95_low_pp``, ``ci95_high_pp`` (percentage points), ``p_value``,
+    ``wins``, ``baseline_mean_pct``, ``method_mean_pct``.
     """
     match = [k for k in keys if k not in _METHOD_BOUND]
     base = per_run[per_run["method"] == baseline]
@@ -77,13 +78,13 @@ def paired_differences(
                     "baseline": baseline,
                     "metric": metric,
                     "n": len(d),
-                    "mean_diff": mean,
-                    "ci95_low": mean - half if not math.isnan(half) else math.nan,
-                    "ci95_high": mean + half if not math.isnan(half) else math.nan,
+                    "mean_diff_pp": mean,
+                    "ci95_low_pp": mean - half if not math.isnan(half) else math.nan,
+                    "ci95_high_pp": mean + half if not math.isnan(half) else math.nan,
                     "p_value": p,
                     "wins": int((d > 0).sum()),
-                    "method_mean": float(g[metric].mean()),
-                    "baseline_mean": float(g[f"{metric}_base"].mean()),
+                    "method_mean_pct": float(g[metric].mean()),
+                    "baseline_mean_pct": float(g[f"{metric}_base"].mean()),
                 }
             )
     return pd.DataFrame(rows)

@@ -6,6 +6,7 @@ Each function returns the Figure; pass ``path`` to also save it as PNG.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -46,13 +47,17 @@ def plot_accuracy_vs_bias(
     styles: Mapping[str, str] | None = None,
     path: str | Path | None = None,
 ) -> Figure:
-    """Mean accuracy (%) per condition against the bias level, with the 95% t-interval as a band.
+    """Mean accuracy (%) per condition against the bias level, with its 95% interval.
+
+    Intervals: a band and bars for a t-interval over three or more seeds; bars only for a
+    one-seed bootstrap interval; nothing for two seeds (t = 12.7 makes that band span most of
+    the axis and say nothing).
 
     ``styles`` maps a condition label to a matplotlib line style (the report draws methods that
     read training bias labels dashed, the others solid).
 
     ``summary`` is the report's summary table (columns ``label``, ``level`` column, ``metric``,
-    ``mean``, ``ci95_low``, ``ci95_high``); one panel per metric. Without a bias level the panels
+    ``n``, ``mean_pct``, ``ci95_low_pct``, ``ci95_high_pct``); one panel per metric. Without a bias level the panels
     are bar charts per condition. ``published`` ({level: % }) is drawn, dashed, in the panel of
     the first metric.
     """
@@ -72,22 +77,22 @@ def plot_accuracy_vs_bias(
         for ax, metric in zip(axes, metrics):
             ax.set_axisbelow(True)
             ax.grid(True, alpha=0.3)
-            d = summary[summary["metric"] == metric]
+            d = _drawn_intervals(summary[summary["metric"] == metric])
             if level is None or level not in d:
                 sns.barplot(
                     data=d,
                     x="label",
-                    y="mean",
+                    y="mean_pct",
                     hue="label",
                     palette=palette,
                     ax=ax,
                     errorbar=None,
                     legend=False,
                 )
-                err = np.vstack([d["mean"] - d["ci95_low"], d["ci95_high"] - d["mean"]])
+                err = np.vstack([d["mean_pct"] - d["low"], d["high"] - d["mean_pct"]])
                 ax.errorbar(
                     range(len(d)),
-                    d["mean"],
+                    d["mean_pct"],
                     yerr=np.nan_to_num(err),
                     fmt="none",
                     ecolor="black",
@@ -104,20 +109,20 @@ def plot_accuracy_vs_bias(
                     x = s[level].map(pos).to_numpy(float)
                     ax.plot(
                         x,
-                        s["mean"],
+                        s["mean_pct"],
                         marker="o",
                         color=palette[lab],
                         linestyle=styles.get(lab, "-"),
                         label=lab,
                     )
                     ax.fill_between(
-                        x, s["ci95_low"], s["ci95_high"], color=palette[lab], alpha=0.2, linewidth=0
+                        x, s["band_low"], s["band_high"], color=palette[lab], alpha=0.2, linewidth=0
                     )
                     # Error bars too: a band needs two neighbouring intervals to show at all.
-                    yerr = np.vstack([s["mean"] - s["ci95_low"], s["ci95_high"] - s["mean"]])
+                    yerr = np.vstack([s["mean_pct"] - s["low"], s["high"] - s["mean_pct"]])
                     ax.errorbar(
                         x,
-                        s["mean"],
+                        s["mean_pct"],
                         yerr=np.nan_to_num(yerr),
                         fmt="none",
                         ecolor=palette[lab],
@@ -145,9 +150,37 @@ def plot_accuracy_vs_bias(
                 bbox_to_anchor=(0.5, -0.02 - 0.04 * (len(names) // 5)),
                 frameon=False,
             )
-    fig.suptitle("mean over seeds; band and bars: 95% t-interval (none for n = 1)", fontsize=10)
+    fig.suptitle(
+        "mean over seeds; band and bars: 95% t-interval (n ≥ 3 seeds); bars alone: one-seed "
+        "bootstrap over test images; none drawn for n = 2",
+        fontsize=9,
+    )
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
     return _save(fig, path)
+
+
+def _drawn_intervals(d: pd.DataFrame) -> pd.DataFrame:
+    """``d`` with ``low, high`` (bars) and ``band_low, band_high`` (bands) to draw: NaN where
+    an interval is not drawn (two seeds: bars and band; one seed: band)."""
+    n = d["n"].astype(int) if "n" in d else pd.Series(3, d.index)
+    bars = n != 2
+    band = n >= 3
+    return d.assign(
+        low=d["ci95_low_pct"].where(bars, d["mean_pct"]),
+        high=d["ci95_high_pct"].where(bars, d["mean_pct"]),
+        band_low=d["ci95_low_pct"].where(band),
+        band_high=d["ci95_high_pct"].where(band),
+    )
+
+
+def _names_table(g: pd.DataFrame) -> pd.DataFrame:
+    """Mean group accuracy (%) as a (y, b) table labelled by the group names where known."""
+    table = 100 * g.groupby(["y", "b"])["accuracy"].mean().unstack("b")
+    for axis, code, name in (("index", "y", "y_name"), ("columns", "b", "b_name")):
+        if name in g:
+            names = dict(zip(g[code], g[name].astype(str)))
+            table = table.rename(**{axis: lambda v, names=names: names.get(v, str(v))})
+    return table
 
 
 def plot_group_heatmap(
@@ -169,11 +202,11 @@ def plot_group_heatmap(
     labels = list(dict.fromkeys(groups["label"]))
     ncols = min(len(labels), 3)
     nrows = int(np.ceil(len(labels) / ncols))
-    fig = Figure(figsize=(4.6 * ncols, 4.0 * nrows))
+    fig = Figure(figsize=(5.0 * ncols, 4.6 * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for i, (ax, lab) in enumerate(zip(axes, labels)):
         g = groups[groups["label"] == lab]
-        table = 100 * g.groupby(["y", "b"])["accuracy"].mean().unstack("b")
+        table = _names_table(g)
         annot = table.size <= 144
         sns.heatmap(
             table,
@@ -188,14 +221,19 @@ def plot_group_heatmap(
             cbar=i == len(labels) - 1,
             cbar_kws={"label": "accuracy (%)"},
         )
-        ax.set_title(f"{lab} (n seeds={g['run'].nunique()})", fontsize=10)
+        # Long condition labels (face sweeps) wrap instead of running into the next panel.
+        heading = textwrap.fill(f"{lab} (n seeds={g['run'].nunique()})", 38)
+        ax.set_title(heading, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=90 if table.shape[1] > 4 else 0, labelsize=7)
+        ax.tick_params(axis="y", labelrotation=0, labelsize=7)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
     for ax in axes[len(labels) :]:
         ax.set_visible(False)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    # Leave the suptitle its own strip above the (possibly two-line) panel titles.
+    fig.tight_layout(rect=(0, 0, 1, 0.94 if title else 1))
     return _save(fig, path)
 
 
@@ -215,35 +253,56 @@ def plot_convergence(
     max_levels: int = 4,
     path: str | Path | None = None,
 ) -> Figure:
-    """Train loss and validation accuracy per epoch, one line per condition ``label``.
+    """Train losses and validation accuracy per epoch, one line per condition ``label``.
 
     ``history`` is :func:`debias.results.load_history` with a ``label`` column. Columns of the
-    figure are bias levels (the ``max_levels`` strongest), rows the two quantities. Line style
-    shows the stage (``train``, ``pretrain`` = contrastive with online linear probe, ``linear``
-    = classifier on frozen features); the band is ±1 s.d. over seeds.
+    figure are bias levels (the ``max_levels`` strongest), rows the quantities: the contrastive
+    loss of ``pretrain`` stages (tens, or negative for some losses) and the loss of the other
+    stages (``train``; ``linear`` = classifier on frozen features; cross-entropy scale, about 1)
+    each get their own row and axis, so neither is flattened by the other; then validation
+    accuracy (the online probe's while pretraining). Line style shows the stage; the band is
+    ±1 s.d. over seeds.
     """
     import seaborn as sns
 
     h = history.copy()
     h["val accuracy (%)"] = 100 * combined_val_accuracy(h)
+    pretrain = h["stage"].astype(str) == "pretrain"
+    quantities = []
+    if "train_loss" in h:
+        h["pretrain loss"] = h["train_loss"].where(pretrain)
+        h["train loss"] = h["train_loss"].where(~pretrain)
+        for col, name in (
+            ("pretrain loss", "contrastive loss (pretrain)"),
+            ("train loss", "train loss (train / linear)"),
+        ):
+            if h[col].notna().any():
+                quantities.append((col, name))
+    quantities.append(("val accuracy (%)", "val accuracy (%)"))
     levels = [None]
     if level is not None and level in h:
         levels = sorted(h[level].dropna().unique(), reverse=True)[:max_levels]
-    fig = Figure(figsize=(4.4 * len(levels), 6.4))
-    axes = fig.subplots(2, len(levels), squeeze=False)
+    fig = Figure(figsize=(4.4 * len(levels), 3.2 * len(quantities)))
+    axes = fig.subplots(len(quantities), len(levels), squeeze=False)
     labels = list(dict.fromkeys(h["label"]))
     stages = [s for s in ("train", "pretrain", "linear") if s in set(h["stage"])]
     stages += sorted(set(h["stage"].astype(str)) - set(stages))
     palette = dict(zip(labels, sns.color_palette("tab10", len(labels))))
+    legend_ax = None
     with sns.axes_style("whitegrid"):
         for j, lv in enumerate(levels):
             d = h if lv is None else h[h[level] == lv]
-            for i, (col, name) in enumerate(
-                (("train_loss", "train loss"), ("val accuracy (%)", "val accuracy (%)"))
-            ):
+            for i, (col, name) in enumerate(quantities):
                 ax = axes[i, j]
                 ax.grid(True, alpha=0.3)
-                if col in d and d[col].notna().any():
+                if not d[col].notna().any():
+                    ax.text(0.5, 0.5, "no such stage here", ha="center", va="center",
+                            transform=ax.transAxes, color="grey")  # fmt: skip
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                else:
+                    draw_legend = legend_ax is None and j == len(levels) - 1
+                    legend_ax = ax if draw_legend else legend_ax
                     # Fixed orders: same colour and dash per condition and stage in every panel,
                     # and a complete legend even where a panel lacks some conditions.
                     sns.lineplot(
@@ -258,14 +317,14 @@ def plot_convergence(
                         errorbar="sd",
                         marker="o",
                         ax=ax,
-                        legend=(i == 0 and j == len(levels) - 1),
+                        legend=draw_legend,
                     )
                 ax.set_ylabel(name)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 if i == 0:
                     ax.set_title("all runs" if lv is None else f"{level} = {_fmt_level(lv)}")
-        if axes[0, -1].get_legend() is not None:
-            sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
+        if legend_ax is not None and legend_ax.get_legend() is not None:
+            sns.move_legend(legend_ax, "upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
     fig.suptitle("convergence: mean over seeds, band ±1 s.d.", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

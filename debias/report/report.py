@@ -6,8 +6,15 @@ writes ``report.md``, ``summary.csv`` and three PNG figures.
 Statistics. For a condition (every option that varies across the sweep except ``seed``, e.g.
 method x rho) with per-seed values ``v_1..v_n`` (in %):
 ``mean = (1/n) Σ v_i``, ``s = sqrt(Σ (v_i − mean)² / (n − 1))`` and the 95% Student
-t-interval ``mean ± t_{0.975, n−1} · s / sqrt(n)``. With ``n = 1`` there is no interval and the
-report says so.
+t-interval ``mean ± t_{0.975, n−1} · s / sqrt(n)``, clipped to [0, 100]. With ``n = 2``,
+``t_{0.975, 1} = 12.7``: the interval is marked "n=2, wide" and not drawn in figures. With
+``n = 1`` the interval is a stratified bootstrap over the run's test images (its saved group
+counts, :func:`debias.metrics.bootstrap_from_groups`), labelled as such: it shows how much the
+test sample alone moves the number, not how much another seed would.
+
+Units: ``metrics.json``, :class:`~debias.metrics.GroupReport` and :mod:`debias.results` hold
+fractions in [0, 1]; everything this module writes is in % (columns ``*_pct``, headers "(%)")
+or percentage points for differences (``*_pp``).
 
 Reported metrics (each from the run's ``metrics.json``, i.e. at the epoch its selection rule
 picked; test splits are never used for selection):
@@ -61,6 +68,8 @@ METRICS: dict[str, tuple[tuple[str, str], ...]] = {
 # runs, unbiased test accuracy in %.
 REBIAS_VANILLA: dict[float, float] = {0.999: 10.4, 0.997: 33.4, 0.995: 72.1, 0.99: 89.1}
 PUBLISHED_COLUMN = "ReBias Vanilla unbiased, published"
+# Bootstrap replicates for a one-seed condition's interval over test images.
+N_BOOT = 2000
 # Which options say how biased the training data is, per dataset.
 LEVEL_KEYS: dict[str, tuple[str, ...]] = {
     "biased-mnist": ("rho",),
@@ -155,7 +164,8 @@ def _label(row: pd.Series, keys: Sequence[str]) -> str:
     """``contex`` or, with more condition keys, ``contex (mode=joint, temperature=0.1)``."""
     if not keys:
         return "all runs"
-    rest = ", ".join(f"{k}={_fmt(row[k])}" for k in keys[1:])
+    # An option the run's dataset does not take is empty there: it is not printed.
+    rest = ", ".join(f"{k}={_fmt(row[k])}" for k in keys[1:] if not _missing(row[k]))
     return _fmt(row[keys[0]]) + (f" ({rest})" if rest else "")
 
 
@@ -184,27 +194,35 @@ def _per_run(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, set[str]]]:
     sources: dict[str, set[str]] = {m: set() for m in METRICS}
     lookup = df.set_index(["run_key", "split", "metric"])["value"]
     for label, candidates in METRICS.items():
-        vals = []
+        vals, used = [], []
         for key in runs.index:
-            v = math.nan
+            v, src = math.nan, None
             for split, metric in candidates:
                 if (key, split, metric) in lookup.index:
                     v = 100 * float(lookup.loc[(key, split, metric)])
-                    sources[label].add(f"{split}/{metric}")
+                    src = f"{split}/{metric}"
+                    sources[label].add(src)
                     break
             vals.append(v)
+            used.append(src)
         runs[label] = vals
+        runs[f"source:{label}"] = used
     return runs.reset_index(), sources
 
 
-def summarize(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+def summarize(
+    df: pd.DataFrame, groups: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Summary rows (condition x metric) from :func:`debias.results.load` output.
 
     Returns ``(summary, info)``: ``summary`` columns are the condition keys, ``label``,
-    ``metric``, ``source``, ``n``, ``seeds``, ``mean``, ``std``, ``ci95_half_width``,
-    ``ci95_low``, ``ci95_high`` (accuracies in %) and ``published_rebias_vanilla`` (unbiased
-    metric of CE runs at the ReBias rho values, else NaN); ``info`` holds the condition keys,
-    the bias-level key and the metric sources.
+    ``metric``, ``source``, ``n``, ``seeds``, ``mean_pct``, ``std_pct``,
+    ``ci95_half_width_pct`` (the t half-width, unclipped), ``ci95_low_pct``, ``ci95_high_pct``
+    (the interval, clipped to [0, 100]), ``interval`` (what the interval is) and
+    ``published_rebias_vanilla_pct`` (unbiased metric of CE runs at the ReBias rho values, else
+    NaN); ``info`` holds the condition keys, the bias-level key and the metric sources.
+    ``groups`` (:func:`debias.results.load_groups`) gives one-seed conditions their bootstrap
+    interval over test images; without it they have none.
     """
     if df.empty:
         raise ValueError("no finished runs to summarize (no metrics.json found)")
@@ -226,7 +244,7 @@ def summarize(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
         }
         seeds = ",".join(str(s) for s in sorted(g["seed"].dropna().unique())) if "seed" in g else ""
         for label in METRICS:
-            stats = mean_ci(g[label].tolist())
+            stats = _interval(mean_ci(g[label].tolist()), g, label, groups)
             if stats["n"] == 0:
                 continue
             pub = _published(g.iloc[0]) if label == "unbiased" else math.nan
@@ -239,7 +257,7 @@ def summarize(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
                     "_order": g["_order"].min(),
                 }
                 | stats
-                | {"published_rebias_vanilla": pub}
+                | {"published_rebias_vanilla_pct": pub}
             )
     summary = pd.DataFrame(rows)
     labels_order = {lab: i for i, lab in enumerate(dict.fromkeys(per_run["label"]))}
@@ -258,14 +276,82 @@ def summarize(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     return summary, info
 
 
+def _clip(v: float) -> float:
+    return v if math.isnan(v) else min(100.0, max(0.0, v))
+
+
+def _interval(
+    stats: dict[str, float], runs: pd.DataFrame, label: str, groups: pd.DataFrame | None
+) -> dict[str, Any]:
+    """:func:`mean_ci` stats in % with the interval a reader should see: the t-interval clipped
+    to [0, 100] (n >= 2; n = 2 marked wide), else a bootstrap over the one run's test images."""
+    n, low, high = stats["n"], stats["ci95_low"], stats["ci95_high"]
+    kind = f"95% t-interval over {n} seeds"
+    if n == 2:
+        kind += " (t = 12.7: wide)"
+    elif n == 1:
+        low, high = _bootstrap_one(runs[runs[label].notna()].iloc[0], label, groups)
+        kind = "95% bootstrap over test images (1 seed)" if not math.isnan(low) else "none"
+    return {
+        "n": n,
+        "mean_pct": stats["mean"],
+        "std_pct": stats["std"],
+        "ci95_half_width_pct": stats["ci95_half_width"],
+        "ci95_low_pct": _clip(low),
+        "ci95_high_pct": _clip(high),
+        "interval": kind if n else "",
+    }
+
+
+def _bootstrap_one(run: pd.Series, label: str, groups: pd.DataFrame | None) -> tuple[float, float]:
+    """A one-seed run's 95% stratified bootstrap interval (%) of ``label`` from its saved group
+    counts on the split the number came from; NaN when they are not there."""
+    from debias.metrics import BOOTSTRAP_METRICS, bootstrap_from_groups
+
+    src = run.get(f"source:{label}")
+    if groups is None or not src or groups.empty:
+        return math.nan, math.nan
+    split, metric = src.split("/", 1)
+    mine = groups[
+        (groups["sweep"].astype(str) + "::" + groups["run"].astype(str) == run["run_key"])
+        & (groups["split"] == split)
+    ]
+    if mine.empty or metric not in BOOTSTRAP_METRICS:
+        return math.nan, math.nan
+    low, high = bootstrap_from_groups(mine, n_boot=N_BOOT, seed=0)[metric]
+    return 100 * low, 100 * high
+
+
 # -- markdown ---------------------------------------------------------------------------------
-def format_ci(mean: float, half: float, n: int) -> str:
-    """``"65.0 ± 63.5"`` (%, one decimal); ``"72.0 (n=1, no CI)"`` for a single seed."""
+def format_ci(
+    mean: float, half: float, n: int, low: float = math.nan, high: float = math.nan
+) -> str:
+    """A summary cell (%, one decimal) that says what its interval is.
+
+    ``"65.0 ± 3.5"`` (n >= 3 inside [0, 100]); ``"98.0 [92.1, 100.0]"`` when the t-interval is
+    clipped; ``"65.0 [1.5, 100.0] (n=2, wide)"``; ``"72.0 [69.1, 74.8] (n=1, bootstrap over
+    test images)"`` with a one-seed interval ``low, high``, else ``"72.0 (n=1, no CI)"``.
+    """
     if n == 0 or math.isnan(mean):
         return "–"
-    if n == 1 or math.isnan(half):
-        return f"{mean:.1f} (n=1, no CI)"
-    return f"{mean:.1f} ± {half:.1f}"
+    if n == 1:
+        if math.isnan(low):
+            return f"{mean:.1f} (n=1, no CI)"
+        return f"{mean:.1f} [{_clip(low):.1f}, {_clip(high):.1f}] (n=1, bootstrap over test images)"
+    if math.isnan(half):
+        return f"{mean:.1f} (n={n}, no CI)"
+    low, high = _clip(mean - half), _clip(mean + half)
+    if n == 2:
+        return f"{mean:.1f} [{low:.1f}, {high:.1f}] (n=2, wide)"
+    if low == mean - half and high == mean + half:
+        return f"{mean:.1f} ± {half:.1f}"
+    return f"{mean:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def _cell(r: pd.Series) -> str:
+    return format_ci(
+        r["mean_pct"], r["ci95_half_width_pct"], int(r["n"]), r["ci95_low_pct"], r["ci95_high_pct"]
+    )
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -280,6 +366,10 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "–" if math.isnan(v) else f"{v:g}"
@@ -287,8 +377,8 @@ def _fmt(v: Any) -> str:
 
 
 def _results_table(summary: pd.DataFrame, keys: Sequence[str]) -> str:
-    with_pub = summary["published_rebias_vanilla"].notna().any()
-    header = [*keys, "supervision", "seeds (n)", *METRICS]
+    with_pub = summary["published_rebias_vanilla_pct"].notna().any()
+    header = [*keys, "supervision", "seeds (n)", *(f"{m} (%)" for m in METRICS)]
     if with_pub:
         header.append(f"{PUBLISHED_COLUMN} (%)")
     rows = []
@@ -299,12 +389,9 @@ def _results_table(summary: pd.DataFrame, keys: Sequence[str]) -> str:
             first.get("supervision", "?"),
             f"{first['seeds']} ({int(first['n'])})",
         ]
-        row += [
-            format_ci(by[m]["mean"], by[m]["ci95_half_width"], int(by[m]["n"])) if m in by else "–"
-            for m in METRICS
-        ]
+        row += [_cell(by[m]) if m in by else "–" for m in METRICS]
         if with_pub:
-            pub = by["unbiased"]["published_rebias_vanilla"] if "unbiased" in by else math.nan
+            pub = by["unbiased"]["published_rebias_vanilla_pct"] if "unbiased" in by else math.nan
             row.append("–" if math.isnan(pub) else f"{pub:.1f}")
         rows.append(row)
     return _md_table(header, rows)
@@ -318,22 +405,18 @@ def _pivot_table(summary: pd.DataFrame, level: str, metric: str = "unbiased") ->
         cells = []
         for lv in levels:
             r = g[g[level] == lv]
-            cells.append(
-                format_ci(r["mean"].iloc[0], r["ci95_half_width"].iloc[0], int(r["n"].iloc[0]))
-                if len(r)
-                else "–"
-            )
+            cells.append(_cell(r.iloc[0]) if len(r) else "–")
         rows.append([lab, *cells])
-    pub = s.dropna(subset=["published_rebias_vanilla"])
+    pub = s.dropna(subset=["published_rebias_vanilla_pct"])
     if len(pub):
-        vals = dict(zip(pub[level], pub["published_rebias_vanilla"]))
+        vals = dict(zip(pub[level], pub["published_rebias_vanilla_pct"]))
         rows.append(
             [
                 f"*{PUBLISHED_COLUMN}*",
                 *[f"*{vals[lv]:.1f}*" if lv in vals else "–" for lv in levels],
             ]
         )
-    return _md_table(["condition", *[f"{level}={lv:g}" for lv in levels]], rows)
+    return _md_table(["condition", *[f"{level}={lv:g} (%)" for lv in levels]], rows)
 
 
 def _selection_lines(df: pd.DataFrame) -> list[str]:
@@ -373,11 +456,12 @@ def paired_tables(info: dict[str, Any]) -> pd.DataFrame:
 
 
 def _fmt_diff(r: pd.Series) -> str:
-    if math.isnan(r["ci95_low"]):
-        return f"{r['mean_diff']:+.1f} (n={int(r['n'])}, no CI)"
+    if math.isnan(r["ci95_low_pp"]):
+        return f"{r['mean_diff_pp']:+.1f} (n={int(r['n'])}, no CI)"
     p = "–" if math.isnan(r["p_value"]) else f"{r['p_value']:.3f}"
+    wide = ", n=2: wide" if int(r["n"]) == 2 else ""
     return (
-        f"{r['mean_diff']:+.1f} [{r['ci95_low']:+.1f}, {r['ci95_high']:+.1f}] "
+        f"{r['mean_diff_pp']:+.1f} [{r['ci95_low_pp']:+.1f}, {r['ci95_high_pp']:+.1f}]{wide} "
         f"p={p}, {int(r['wins'])}/{int(r['n'])}"
     )
 
@@ -397,7 +481,7 @@ def _paired_markdown(paired: pd.DataFrame, level: str | None) -> list[str]:
     ]
     levels = sorted(paired[level].dropna().unique(), reverse=True) if level in paired else [None]
     for (baseline, metric), g in paired.groupby(["baseline", "metric"], sort=False):
-        md += [f"### {metric} accuracy: method − {baseline}", ""]
+        md += [f"### {metric} accuracy: method − {baseline} (percentage points)", ""]
         rows = []
         for method, gm in g.groupby("method", sort=False):
             cells = []
@@ -410,6 +494,68 @@ def _paired_markdown(paired: pd.DataFrame, level: str | None) -> list[str]:
         )
         md += [_md_table(header, rows), ""]
     return md
+
+
+WORST_GROUPS = 3
+
+
+def worst_groups(groups: pd.DataFrame, k: int = WORST_GROUPS) -> pd.DataFrame:
+    """The ``k`` lowest-accuracy groups per condition ``label``, counts pooled over seeds.
+
+    ``groups``: :func:`debias.results.load_groups` rows of one split with a ``label`` column.
+    Returns ``label, y_name, b_name, aligned, n, correct, accuracy_pct`` and the exact 95%
+    interval ``ci95_low_pct, ci95_high_pct`` of the pooled proportion (Clopper–Pearson).
+    """
+    from debias.metrics import clopper_pearson
+
+    keys = ["label", "y", "b"]
+    names = [c for c in ("y_name", "b_name") if c in groups]
+    pooled = groups.groupby(keys, sort=False, dropna=False).agg(
+        n=("n", "sum"), correct=("correct", "sum"), aligned=("aligned", "first"),
+        **{c: (c, "first") for c in names},
+    ).reset_index()  # fmt: skip
+    for c, code in (("y_name", "y"), ("b_name", "b")):
+        if c not in pooled:
+            pooled[c] = pooled[code].astype(str)
+    pooled["accuracy_pct"] = 100 * pooled["correct"] / pooled["n"]
+    low, high = clopper_pearson(pooled["correct"].to_numpy(), pooled["n"].to_numpy())
+    pooled["ci95_low_pct"], pooled["ci95_high_pct"] = 100 * low, 100 * high
+    pooled = pooled.sort_values(["accuracy_pct", "n"], ascending=[True, False], kind="stable")
+    out = pooled.groupby("label", sort=False).head(k)
+    order = {lab: i for i, lab in enumerate(dict.fromkeys(groups["label"]))}
+    out = out.sort_values("label", key=lambda s: s.map(order), kind="stable")
+    cols = ["label", "y_name", "b_name", "aligned", "n", "correct", "accuracy_pct"]
+    return out[cols + ["ci95_low_pct", "ci95_high_pct"]].reset_index(drop=True)
+
+
+def _worst_groups_markdown(groups: pd.DataFrame, level: str | None) -> list[str]:
+    if groups is None or groups.empty or "correct" not in groups:
+        return []
+    note = ""
+    if level is not None and level in groups:
+        top = groups[level].max()
+        groups, note = groups[groups[level] == top], f" at {level} = {top:g}"
+    table = worst_groups(groups)
+    rows = [
+        [
+            r.label, f"{r.y_name} / {r.b_name}", "aligned" if r.aligned else "conflicting",
+            f"{int(r.correct)}/{int(r.n)}",
+            f"{r.accuracy_pct:.1f} [{r.ci95_low_pct:.1f}, {r.ci95_high_pct:.1f}]",
+        ]
+        for r in table.itertuples()
+    ]  # fmt: skip
+    return [
+        f"### Worst groups on the test split{note}",
+        "",
+        f"The {WORST_GROUPS} lowest-accuracy (target / bias) groups per condition, correct "
+        "predictions pooled over seeds, with the exact 95% (Clopper–Pearson) interval of the "
+        "pooled proportion: a group with 0 correct of 98 reads [0.0, 3.7], not a certain 0.",
+        "",
+        _md_table(
+            ["condition", "group (target / bias)", "kind", "correct/n", "accuracy (%)"], rows
+        ),
+        "",
+    ]
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -435,7 +581,7 @@ def load_sweep_data(sweep_dir: str | Path | Sequence[str | Path]) -> SweepData:
         warnings.simplefilter("ignore")  # the incomplete runs are listed in the report instead
         df = results.load(sweep_dir)
         groups = results.load_groups(sweep_dir)
-    summary, info = summarize(df)
+    summary, info = summarize(df, groups)
     per_run = info["per_run"]
     label_of = dict(zip(per_run["run_key"], per_run["label"]))
 
@@ -474,7 +620,7 @@ def make_figures(
     figs: dict[str, Figure] = {}
     titles = {m: f"{m} accuracy ({', '.join(info['sources'][m])})" for m in METRICS}
     published = None
-    if summary["published_rebias_vanilla"].notna().any() and level == "rho":
+    if summary["published_rebias_vanilla_pct"].notna().any() and level == "rho":
         published = dict(REBIAS_VANILLA)
     styles = {}
     if "supervision" in summary:
@@ -483,9 +629,7 @@ def make_figures(
             lab: "--" if sup == SUPERVISION_MARK["bias"] else "-"
             for lab, sup in zip(labelled["label"], labelled["supervision"])
         }
-        styled = {
-            lab + (" [B]" if st == "--" else ""): st for lab, st in styles.items()
-        }
+        styled = {lab + (" [B]" if st == "--" else ""): st for lab, st in styles.items()}
         summary = summary.assign(
             label=summary["label"].map(
                 lambda lab: lab + (" [B]" if styles.get(lab) == "--" else "")
@@ -509,11 +653,16 @@ def make_figures(
             groups = groups[groups[level] == top]
             note = f" at the strongest bias, {level} = {top:g}"
         mnist = set(groups["dataset"]) <= {"biased-mnist", "digits"}
+
+        def named(option: str, fallback: str) -> str:
+            values = groups[option].dropna().astype(str).unique() if option in groups else []
+            return " / ".join(values) if len(values) else fallback
+
         figs["group_heatmap"] = plots.plot_group_heatmap(
             groups,
             title=f"test-split accuracy per group (%){note}",
-            ylabel="digit" if mnist else "target y",
-            xlabel="background colour index" if mnist else "bias attribute b",
+            ylabel="digit" if mnist else f"target: {named('target', 'y')}",
+            xlabel="background colour" if mnist else f"bias: {named('bias', 'b')}",
             path=path("group_heatmap"),
         )
         info["heatmap_note"] = note
@@ -598,8 +747,12 @@ def _markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: str = "
     ]
     md += [
         "Each cell is the mean over seeds ± the half-width of the 95% Student t-interval, "
-        "t(0.975, n−1)·s/√n with s the sample standard deviation (n−1 denominator). With a "
-        "single seed there is no interval: the cell says `n=1, no CI`. Accuracies in %.",
+        "t(0.975, n−1)·s/√n with s the sample standard deviation (n−1 denominator), written "
+        "[low, high] where it is clipped to [0, 100]. With two seeds t(0.975, 1) = 12.7, so the "
+        "interval is marked `n=2, wide` (and not drawn in the figures). With a single seed the "
+        "interval is a 95% stratified bootstrap over the run's test images (`n=1, bootstrap "
+        "over test images`): it shows how much the test sample moves the number, not how much "
+        "another seed would. Accuracies in % (`metrics.json` holds fractions).",
         "",
     ]
     md += ["## Results", ""]
@@ -612,7 +765,7 @@ def _markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: str = "
         + ".",
         "",
     ]
-    if summary["published_rebias_vanilla"].notna().any():
+    if summary["published_rebias_vanilla_pct"].notna().any():
         ce = df[(df["method"] == "ce")].drop_duplicates("run")
         models = ", ".join(sorted(ce["model"].astype(str).unique()))
         epochs = ", ".join(sorted(ce["epochs"].astype(str).unique()))
@@ -626,15 +779,19 @@ def _markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: str = "
     md += [SUPERVISION_NOTE, ""]
     if level is not None and summary[level].nunique() > 1:
         md += [f"### Unbiased accuracy by {level}", "", _pivot_table(summary, level), ""]
+    md += _worst_groups_markdown(data.groups, level)
     md += _paired_markdown(paired_tables(info), level)
     if notes:
         md += [notes.strip(), ""]
     md += ["## Figures", ""]
     captions = {
         "accuracy_vs_bias": "Accuracy against the bias level per condition (band: 95% "
-        "t-interval; dashed lines and [B]: methods that read training bias labels)",
+        "t-interval over ≥ 3 seeds; bars without band: one-seed bootstrap; no interval drawn "
+        "for 2 seeds; dashed lines and [B]: methods that read training bias labels)",
         "group_heatmap": f"Test accuracy per (target, bias) group{heat_note}, mean over seeds",
-        "convergence": "Train loss and validation accuracy per epoch (probe during pretraining)",
+        "convergence": "Training loss per epoch (a contrastive pretraining loss and the "
+        "train / linear stages' loss on separate axes) and validation accuracy (probe during "
+        "pretraining)",
     }
     for key, cap in captions.items():
         if key in paths:

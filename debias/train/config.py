@@ -12,6 +12,7 @@ from typing import Any
 
 from debias._hints import unknown_names
 from debias.methods import METHODS, get_method, resolve_hparams
+from debias.train.logging_backends import check_log_to
 
 __all__ = [
     "METHODS",
@@ -40,6 +41,7 @@ RUNTIME_FIELDS = frozenset(
         "download",
         "eval_batch_size",
         "eval_every",
+        "log_to",
     }
 )
 
@@ -219,9 +221,15 @@ class TrainConfig:
     save_embeddings: bool = _opt(False, "eval", "write test embeddings to embeddings.npz")
     device: str = _opt("auto", "eval", "auto | cpu | cuda | cuda:1 ...")
     progress: bool = _opt(True, "eval", "no progress bars", false_flag="--quiet")
+    log_to: str | None = _opt(
+        None,
+        "eval",
+        "experiment trackers, comma-separated: tensorboard, mlflow, wandb (off by default)",
+    )
 
     def __post_init__(self) -> None:
         self._check_method()
+        check_log_to(self.log_to)  # an unknown or uninstalled tracker fails here, not mid-run
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:

@@ -56,6 +56,7 @@ from debias.train.checkpoint import save_json, save_text, save_torch
 from debias.train.config import RunConflictError, TrainConfig
 from debias.train.distributed import DistContext
 from debias.train.evaluate import encode
+from debias.train.logging_backends import log_epoch
 from debias.train.runfolder import CHECKPOINT, EMBEDDINGS, HISTORY, METRICS, MODEL
 
 # Version of the checkpoint layout; a checkpoint of another layout is refused, not misread.
@@ -539,6 +540,7 @@ class Trainer:
         if self.dist.is_main:
             save_torch(self.state(), ckpt_path)
             save_text(pd.DataFrame(self.history).to_csv(index=False), self.out / HISTORY)
+            log_epoch(self, row)  # optional trackers (config.log_to); nothing when unset
         self.log(_epoch_line(row))
 
     _current: int = -1
@@ -617,6 +619,8 @@ class Trainer:
                     "n": len(ds),
                     "aligned_groups": [list(g) for g in ds.aligned_groups],
                     "n_aligned": int(ds.aligned.sum()),
+                    "class_names": list(ds.class_names),
+                    "bias_names": list(ds.bias_names),
                 }
                 for split, ds in self.splits.items()
             },
@@ -745,7 +749,7 @@ def load_trained(
                 "(expected metrics.json and model.pt written by `debias train`)"
             )
     config = runfolder.saved_config(runfolder.read_metrics(metrics)["config"])
-    config.update(out=str(run_dir), device=device, progress=False)
+    config.update(out=str(run_dir), device=device, progress=False, log_to=None)
     if root is not None:
         config["root"] = root
     cfg = TrainConfig.from_dict(config)
