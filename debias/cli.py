@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError, RunConflictError, RunFolderError) as exc:
+    except (ValueError, FileNotFoundError, ImportError, RunConflictError, RunFolderError) as exc:
         print(f"debias {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -263,7 +263,7 @@ def test_interrupt_before_first_epoch_says_nothing_was_saved(tmp_path, monkeypat
     def boom(self, epoch):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop.Trainer, "_train_epoch", boom)
+    monkeypatch.setattr(loop.Trainer, "train_epoch", boom)
     lines = []
     with pytest.raises(KeyboardInterrupt):
         train(tiny_cfg(tmp_path / "r"), log=lines.append)

@@ -55,7 +55,7 @@ def test_grid_expansion_order_names_and_overrides():
         {
             "name": "g",
             "base": {"dataset": "digits", "epochs": 3, "loss_options": {"a": 1}},
-            "grid": {"rho": [0.999, 0.99], "method": ["ce", "contex"], "seed": [0, 1, 2]},
+            "grid": {"rho": [0.999, 0.99], "method": ["supcon", "contex"], "seed": [0, 1, 2]},
             "methods": {"contex": {"temperature": 0.1, "loss_options": {"b": 2}}},
         }
     )
@@ -63,16 +63,17 @@ def test_grid_expansion_order_names_and_overrides():
     assert len(runs) == 2 * 2 * 3
     # Grid order: the last key varies fastest; folder levels follow the grid's key order.
     assert [r.name for r in runs[:4]] == [
-        "rho=0.999/method=ce/seed=0",
-        "rho=0.999/method=ce/seed=1",
-        "rho=0.999/method=ce/seed=2",
+        "rho=0.999/method=supcon/seed=0",
+        "rho=0.999/method=supcon/seed=1",
+        "rho=0.999/method=supcon/seed=2",
         "rho=0.999/method=contex/seed=0",
     ]
     assert len({r.name for r in runs}) == len(runs)
-    ce, cx = runs[0].config, runs[3].config
-    assert ce["epochs"] == cx["epochs"] == 3 and ce["rho"] == 0.999
-    assert "temperature" not in ce and cx["temperature"] == 0.1
-    assert ce["loss_options"] == {"a": 1} and cx["loss_options"] == {"a": 1, "b": 2}
+    sc, cx = runs[0].config, runs[3].config
+    assert sc["epochs"] == cx["epochs"] == 3 and sc["rho"] == 0.999
+    assert "temperature" not in sc and cx["temperature"] == 0.1
+    # dict-valued options merge key by key: base, then the method's override
+    assert sc["loss_options"] == {"a": 1} and cx["loss_options"] == {"a": 1, "b": 2}
     cfg = runs[3].train_config("/tmp/sweep")
     assert cfg.out == "/tmp/sweep/rho=0.999/method=contex/seed=0" and cfg.mode == "two-stage"
 

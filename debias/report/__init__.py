@@ -9,7 +9,7 @@ from typing import Any
 _EXPORTS = {
     name: "debias.report.report"
     for name in (
-        "METRICS",
+        "METRIC_LABELS",
         "REBIAS_VANILLA",
         "SweepData",
         "format_ci",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,84 +73,24 @@ def plot_accuracy_vs_bias(
     palette = dict(
         zip(labels, sns.color_palette("tab10" if len(labels) <= 10 else "tab20", len(labels)))
     )
-    styles = styles or {}
     with sns.axes_style("whitegrid"):
         for ax, metric in zip(axes, metrics):
             ax.set_axisbelow(True)
             ax.grid(True, alpha=0.3)
             d = _drawn_intervals(summary[summary["metric"] == metric])
             if level is None or level not in d:
-                sns.barplot(
-                    data=d,
-                    x="label",
-                    y="mean_pct",
-                    hue="label",
-                    palette=palette,
-                    ax=ax,
-                    errorbar=None,
-                    legend=False,
-                )
-                err = np.vstack([d["mean_pct"] - d["low"], d["high"] - d["mean_pct"]])
-                ax.errorbar(
-                    range(len(d)),
-                    d["mean_pct"],
-                    yerr=np.nan_to_num(err),
-                    fmt="none",
-                    ecolor="black",
-                    capsize=4,
-                )
-                ax.set_xlabel("")
+                _bar_panel(ax, d, palette)
             else:
-                levels = sorted(d[level].dropna().unique())
-                pos = {v: i for i, v in enumerate(levels)}
-                for lab in labels:
-                    s = d[d["label"] == lab].sort_values(level)
-                    if s.empty:
-                        continue
-                    x = s[level].map(pos).to_numpy(float)
-                    ax.plot(
-                        x,
-                        s["mean_pct"],
-                        marker="o",
-                        color=palette[lab],
-                        linestyle=styles.get(lab, "-"),
-                        label=lab,
-                    )
-                    ax.fill_between(
-                        x, s["band_low"], s["band_high"], color=palette[lab], alpha=0.2, linewidth=0
-                    )
-                    # Error bars too: a band needs two neighbouring intervals to show at all.
-                    yerr = np.vstack([s["mean_pct"] - s["low"], s["high"] - s["mean_pct"]])
-                    ax.errorbar(
-                        x,
-                        s["mean_pct"],
-                        yerr=np.nan_to_num(yerr),
-                        fmt="none",
-                        ecolor=palette[lab],
-                        capsize=3,
-                        alpha=0.7,
-                    )
+                _line_panel(ax, d, level, labels, palette, styles or {})
                 if published and metric == metrics[0]:
-                    pts = [(pos[v], published[v]) for v in levels if v in published]
-                    if pts:
-                        ax.plot(*zip(*pts), "k--", marker="x", label=published_label)
-                ax.set_xticks(range(len(levels)), [_fmt_level(v) for v in levels])
-                ax.set_xlabel(f"{level} (training bias; stronger to the right)")
+                    _published_line(ax, d, level, published, published_label)
             ax.set_ylim(0, 100)
             ax.set_ylabel("accuracy (%)")
             ax.set_title((titles or {}).get(metric, metric))
         for ax in axes[n:]:
             ax.set_visible(False)
         if level is not None:
-            handles, names = axes[0].get_legend_handles_labels()
-            fig.legend(
-                handles,
-                names,
-                loc="lower center",
-                ncol=min(len(names), 4),
-                bbox_to_anchor=(0.5, -0.02 - 0.04 * (len(names) // 5)),
-                frameon=False,
-            )
+            _figure_legend(fig, axes[0])
     fig.suptitle(
         "mean over seeds; band and bars: 95% t-interval (n ≥ 3 seeds); bars alone: one-seed "
         "bootstrap over test images; none drawn for n = 2",
@@ -157,6 +98,80 @@ def plot_accuracy_vs_bias(
     )
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
     return _save(fig, path)
+
+
+def _bar_panel(ax, d: pd.DataFrame, palette: Mapping[str, Any]) -> None:
+    """Without a bias level: one bar per condition with its interval."""
+    import seaborn as sns
+
+    sns.barplot(
+        data=d,
+        x="label",
+        y="mean_pct",
+        hue="label",
+        palette=palette,
+        ax=ax,
+        errorbar=None,
+        legend=False,
+    )
+    err = np.vstack([d["mean_pct"] - d["low"], d["high"] - d["mean_pct"]])
+    ax.errorbar(
+        range(len(d)),
+        d["mean_pct"],
+        yerr=np.nan_to_num(err),
+        fmt="none",
+        ecolor="black",
+        capsize=4,
+    )
+    ax.set_xlabel("")
+
+
+def _line_panel(ax, d, level: str, labels, palette, styles: Mapping[str, str]) -> None:
+    """One line per condition against the bias level, with its band and error bars."""
+    levels = sorted(d[level].dropna().unique())
+    pos = {v: i for i, v in enumerate(levels)}
+    for lab in labels:
+        s = d[d["label"] == lab].sort_values(level)
+        if s.empty:
+            continue
+        x = s[level].map(pos).to_numpy(float)
+        style = styles.get(lab, "-")
+        ax.plot(x, s["mean_pct"], marker="o", color=palette[lab], linestyle=style, label=lab)
+        ax.fill_between(
+            x, s["band_low"], s["band_high"], color=palette[lab], alpha=0.2, linewidth=0
+        )
+        # Error bars too: a band needs two neighbouring intervals to show at all.
+        yerr = np.vstack([s["mean_pct"] - s["low"], s["high"] - s["mean_pct"]])
+        ax.errorbar(
+            x,
+            s["mean_pct"],
+            yerr=np.nan_to_num(yerr),
+            fmt="none",
+            ecolor=palette[lab],
+            capsize=3,
+            alpha=0.7,
+        )
+    ax.set_xticks(range(len(levels)), [_fmt_level(v) for v in levels])
+    ax.set_xlabel(f"{level} (training bias; stronger to the right)")
+
+
+def _published_line(ax, d, level: str, published: Mapping[float, float], label: str) -> None:
+    levels = sorted(d[level].dropna().unique())
+    pts = [(i, published[v]) for i, v in enumerate(levels) if v in published]
+    if pts:
+        ax.plot(*zip(*pts), "k--", marker="x", label=label)
+
+
+def _figure_legend(fig: Figure, ax) -> None:
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(
+        handles,
+        names,
+        loc="lower center",
+        ncol=min(len(names), 4),
+        bbox_to_anchor=(0.5, -0.02 - 0.04 * (len(names) // 5)),
+        frameon=False,
+    )
 
 
 def _drawn_intervals(d: pd.DataFrame) -> pd.DataFrame:

@@ -41,12 +41,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from debias import results
+from debias._markdown import markdown_table as _md_table
 from debias.report import plots
 from debias.report.compare import paired_differences
 from debias.train.config import RUNTIME_FIELDS
 
 __all__ = [
-    "METRICS",
+    "METRIC_LABELS",
     "REBIAS_VANILLA",
     "SweepData",
     "format_ci",
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 # label -> candidate (split, metric) sources, first present wins (per run).
-METRICS: dict[str, tuple[tuple[str, str], ...]] = {
+METRIC_LABELS: dict[str, tuple[tuple[str, str], ...]] = {
     "unbiased": (("test", "unbiased_accuracy"),),
     "worst-group": (("test", "worst_group_accuracy"),),
     "bias-conflicting": (("test_conflicting", "accuracy"), ("test", "conflicting_accuracy")),
@@ -191,9 +192,9 @@ def _per_run(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, set[str]]]:
     """One row per run with a column per report metric (in %), and the sources used."""
     runs = df.drop_duplicates("run_key").set_index("run_key")
     runs["supervision"] = runs["method"].map(supervision_of) if "method" in runs else "?"
-    sources: dict[str, set[str]] = {m: set() for m in METRICS}
+    sources: dict[str, set[str]] = {m: set() for m in METRIC_LABELS}
     lookup = df.set_index(["run_key", "split", "metric"])["value"]
-    for label, candidates in METRICS.items():
+    for label, candidates in METRIC_LABELS.items():
         vals, used = [], []
         for key in runs.index:
             v, src = math.nan, None
@@ -243,7 +244,7 @@ def summarize(
             "supervision": g["supervision"].iloc[0],
         }
         seeds = ",".join(str(s) for s in sorted(g["seed"].dropna().unique())) if "seed" in g else ""
-        for label in METRICS:
+        for label in METRIC_LABELS:
             stats = _interval(mean_ci(g[label].tolist()), g, label, groups)
             if stats["n"] == 0:
                 continue
@@ -262,7 +263,7 @@ def summarize(
     summary = pd.DataFrame(rows)
     labels_order = {lab: i for i, lab in enumerate(dict.fromkeys(per_run["label"]))}
     summary["_lab"] = summary["label"].map(labels_order)
-    summary["_met"] = summary["metric"].map({m: i for i, m in enumerate(METRICS)})
+    summary["_met"] = summary["metric"].map({m: i for i, m in enumerate(METRIC_LABELS)})
     sort_cols = ["_lab"] + ([level] if level else []) + ["_met"]
     asc = [True] + ([False] if level else []) + [True]
     summary = summary.sort_values(sort_cols, ascending=asc, kind="stable")
@@ -354,18 +355,6 @@ def _cell(r: pd.Series) -> str:
     )
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(x: Any) -> str:
-        return str(x).replace("|", "\\|").replace("\n", " ")
-
-    lines = [
-        "| " + " | ".join(cell(h) for h in header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-    ]
-    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
@@ -378,7 +367,7 @@ def _fmt(v: Any) -> str:
 
 def _results_table(summary: pd.DataFrame, keys: Sequence[str]) -> str:
     with_pub = summary["published_rebias_vanilla_pct"].notna().any()
-    header = [*keys, "supervision", "seeds (n)", *(f"{m} (%)" for m in METRICS)]
+    header = [*keys, "supervision", "seeds (n)", *(f"{m} (%)" for m in METRIC_LABELS)]
     if with_pub:
         header.append(f"{PUBLISHED_COLUMN} (%)")
     rows = []
@@ -389,7 +378,7 @@ def _results_table(summary: pd.DataFrame, keys: Sequence[str]) -> str:
             first.get("supervision", "?"),
             f"{first['seeds']} ({int(first['n'])})",
         ]
-        row += [_cell(by[m]) if m in by else "–" for m in METRICS]
+        row += [_cell(by[m]) if m in by else "–" for m in METRIC_LABELS]
         if with_pub:
             pub = by["unbiased"]["published_rebias_vanilla_pct"] if "unbiased" in by else math.nan
             row.append("–" if math.isnan(pub) else f"{pub:.1f}")
@@ -618,7 +607,7 @@ def make_figures(
         return None if out_dir is None else Path(out_dir) / f"{name}.png"
 
     figs: dict[str, Figure] = {}
-    titles = {m: f"{m} accuracy ({', '.join(info['sources'][m])})" for m in METRICS}
+    titles = {m: f"{m} accuracy ({', '.join(info['sources'][m])})" for m in METRIC_LABELS}
     published = None
     if summary["published_rebias_vanilla_pct"].notna().any() and level == "rho":
         published = dict(REBIAS_VANILLA)
@@ -639,7 +628,7 @@ def make_figures(
     figs["accuracy_vs_bias"] = plots.plot_accuracy_vs_bias(
         summary,
         level=level,
-        metrics=list(METRICS),
+        metrics=list(METRIC_LABELS),
         titles=titles,
         published=published,
         styles=styles,
@@ -709,30 +698,41 @@ def make_report(
 
 
 def _markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: str = "") -> str:
+    """The report page, section by section."""
+    info, level = data.info, data.info["level"]
+    md = _header_markdown(data)
+    md += _selection_markdown(data.df)
+    md += _results_markdown(data)
+    md += _worst_groups_markdown(data.groups, level)
+    md += _paired_markdown(paired_tables(info), level)
+    if notes:
+        md += [notes.strip(), ""]
+    md += _figures_markdown(paths, out, info.get("heatmap_note", ""))
+    md += _not_done_markdown(data.not_done)
+    return "\n".join(md)
+
+
+def _header_markdown(data: SweepData) -> list[str]:
     import debias
 
-    sweep_dir, df, summary, info, not_done = (
-        data.source,
-        data.df,
-        data.summary,
-        data.info,
-        data.not_done,
-    )
-    heat_note = info.get("heatmap_note", "")
-    keys, level = info["keys"], info["level"]
+    df, not_done = data.df, data.not_done
     names = sorted(df["sweep"].unique())
     n_done = (
         df["run"].nunique() if len(names) == 1 else df[["sweep", "run"]].drop_duplicates().shape[0]
     )
-    md = [f"# Sweep report: {', '.join(names)}", ""]
-    md += [
-        f"Source: `{sweep_dir}`. {n_done} finished run(s)"
+    return [
+        f"# Sweep report: {', '.join(names)}",
+        "",
+        f"Source: `{data.source}`. {n_done} finished run(s)"
         + (f", {len(not_done)} not finished (listed at the end)" if not_done else "")
         + f". Generated {_dt.datetime.now().isoformat(timespec='seconds')} by debias "
         f"{debias.__version__}.",
         "",
     ]
-    md += ["## How the numbers were selected", ""]
+
+
+def _selection_markdown(df: pd.DataFrame) -> list[str]:
+    md = ["## How the numbers were selected", ""]
     md += [
         "Each number is taken at the epoch chosen by the run's own selection rule "
         "(recorded in its `metrics.json`):"
@@ -744,8 +744,6 @@ def _markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: str = "
         "`val/<metric>` on the validation split, which is held out of the training images "
         "and disjoint from every test split (PROTOCOLS §1).",
         "",
-    ]
-    md += [
         "Each cell is the mean over seeds ± the half-width of the 95% Student t-interval, "
         "t(0.975, n−1)·s/√n with s the sample standard deviation (n−1 denominator), written "
         "[low, high] where it is clipped to [0, 100]. With two seeds t(0.975, 1) = 12.7, so the "
@@ -755,12 +753,17 @@ def _markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: str = "
         "another seed would. Accuracies in % (`metrics.json` holds fractions).",
         "",
     ]
-    md += ["## Results", ""]
-    md += [_results_table(summary, keys), ""]
+    return md
+
+
+def _results_markdown(data: SweepData) -> list[str]:
+    df, summary, info = data.df, data.summary, data.info
+    keys, level = info["keys"], info["level"]
+    md = ["## Results", "", _results_table(summary, keys), ""]
     md += [
         "Metric sources (split/metric in `metrics.json`): "
         + "; ".join(
-            f"**{m}** = {', '.join(f'`{s}`' for s in info['sources'][m]) or '–'}" for m in METRICS
+            f"**{m}** = {', '.join(f'`{s}`' for s in info['sources'][m]) or '–'}" for m in METRIC_LABELS
         )
         + ".",
         "",
@@ -779,11 +782,11 @@ def _markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: str = "
     md += [SUPERVISION_NOTE, ""]
     if level is not None and summary[level].nunique() > 1:
         md += [f"### Unbiased accuracy by {level}", "", _pivot_table(summary, level), ""]
-    md += _worst_groups_markdown(data.groups, level)
-    md += _paired_markdown(paired_tables(info), level)
-    if notes:
-        md += [notes.strip(), ""]
-    md += ["## Figures", ""]
+    return md
+
+
+def _figures_markdown(paths: dict[str, Path], out: Path, heat_note: str) -> list[str]:
+    md = ["## Figures", ""]
     captions = {
         "accuracy_vs_bias": "Accuracy against the bias level per condition (band: 95% "
         "t-interval over ≥ 3 seeds; bars without band: one-seed bootstrap; no interval drawn "
@@ -797,10 +800,11 @@ def _markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: str = "
         if key in paths:
             rel = Path(paths[key]).relative_to(out)
             md += [f"![{cap}]({rel.as_posix()})", "", f"*{cap}.*", ""]
-    if not_done:
-        md += ["## Runs not included", ""]
-        rows = []
-        for r in not_done:
-            rows.append([r.run, r.status, r.error or "–"])
-        md += [_md_table(["run", "status", "error"], rows), ""]
-    return "\n".join(md)
+    return md
+
+
+def _not_done_markdown(not_done: list[results.RunRecord]) -> list[str]:
+    if not not_done:
+        return []
+    rows = [[r.run, r.status, r.error or "–"] for r in not_done]
+    return ["## Runs not included", "", _md_table(["run", "status", "error"], rows), ""]

@@ -330,23 +330,23 @@ class _Sweep:
         what, why = self.inspect(run)
         if what == "fail":
             return self._fail(run, why)
-        st = self.status[run.name]
+        row = self.status[run.name]
         if what == "skip":
-            st["status"] = "skipped"
+            row["status"] = "skipped"
             before = self.previous.get(run.name, {})
             if before.get("status") in ("done", "skipped") and before.get("seconds") != "":
                 # An earlier pass ran it: keep when and how long.
-                st |= {k: before[k] for k in _TIMING_FIELDS if k in before}
+                row |= {k: before[k] for k in _TIMING_FIELDS if k in before}
             else:
                 # The run's own recorded training time.
                 wall = runfolder.read_metrics(d / METRICS).get("wall_time_seconds")
                 if isinstance(wall, (int, float)):
-                    st["seconds"] = round(wall, 1)
+                    row["seconds"] = round(wall, 1)
             return "skipped"
         runfolder.claim_folder(
             d, names=runfolder.OUTPUTS + runfolder.SWEEP_RUN_FILES, what="run folder"
         )
-        st["resumed"] = what == "resume"
+        row["resumed"] = what == "resume"
         (d / ERROR).unlink(missing_ok=True)
         _atomic_write(d / RUN_CONFIG, json.dumps(self.config(run).to_dict(), indent=2))
         return None
@@ -364,10 +364,10 @@ class _Sweep:
 
     def finished(self, run: RunSpec, returncode: int, seconds: float) -> None:
         d = self.dir(run)
-        st = self.status[run.name]
-        st |= {"returncode": returncode, "seconds": round(seconds, 1), "finished": _now()}
+        row = self.status[run.name]
+        row |= {"returncode": returncode, "seconds": round(seconds, 1), "finished": _now()}
         if returncode == 0 and (d / METRICS).exists():
-            st["status"] = "done"
+            row["status"] = "done"
         else:
             err = d / ERROR
             if not err.exists():  # killed before the child could write it
@@ -376,11 +376,11 @@ class _Sweep:
                     f"run exited with code {returncode} without a traceback; "
                     f"last lines of {LOG}:\n{tail}\n"
                 )
-            st["status"] = "interrupted" if returncode in (130, -2) else "failed"
-            st["error"] = error_line(err.read_text())
+            row["status"] = "interrupted" if returncode in (130, -2) else "failed"
+            row["error"] = error_line(err.read_text())
         self.log(
-            f"[{self.progress()}] {st['status']:>7} {run.name} ({seconds:.1f}s)"
-            + (f": {st['error']}" if st["error"] else "")
+            f"[{self.progress()}] {row['status']:>7} {run.name} ({seconds:.1f}s)"
+            + (f": {row['error']}" if row["error"] else "")
         )
         self.write_status()
 
@@ -412,7 +412,7 @@ def _atomic_write(path: Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
-def _run_local(sw: _Sweep, todo: list[RunSpec], jobs: int) -> None:
+def _run_local(sweep: _Sweep, todo: list[RunSpec], jobs: int) -> None:
     env = _child_env(threads_per_job(jobs))
     cwd = os.getcwd()
     queue = deque(todo)
@@ -421,8 +421,8 @@ def _run_local(sw: _Sweep, todo: list[RunSpec], jobs: int) -> None:
         while queue or active:
             while queue and len(active) < jobs:
                 run = queue.popleft()
-                sw.started(run)
-                proc, log = _launch(sw.dir(run), env, cwd)
+                sweep.started(run)
+                proc, log = _launch(sweep.dir(run), env, cwd)
                 active[run.name] = (run, proc, log, time.time())
             time.sleep(0.05)
             for name, (run, proc, log, t0) in list(active.items()):
@@ -431,7 +431,7 @@ def _run_local(sw: _Sweep, todo: list[RunSpec], jobs: int) -> None:
                     continue
                 log.close()
                 del active[name]
-                sw.finished(run, rc, time.time() - t0)
+                sweep.finished(run, rc, time.time() - t0)
     except KeyboardInterrupt:
         # Ctrl-C reached the children too (same process group); give them a moment to save.
         for run, proc, log, t0 in active.values():
@@ -441,7 +441,7 @@ def _run_local(sw: _Sweep, todo: list[RunSpec], jobs: int) -> None:
                 proc.kill()
                 proc.wait()
             log.close()
-            sw.finished(run, 130, time.time() - t0)
+            sweep.finished(run, 130, time.time() - t0)
         raise
 
 
@@ -455,7 +455,7 @@ def _import_ray():
     return ray
 
 
-def _run_ray(sw: _Sweep, todo: list[RunSpec], jobs: int, address: str | None) -> None:
+def _run_ray(sweep: _Sweep, todo: list[RunSpec], jobs: int, address: str | None) -> None:
     ray = _import_ray()
     started_here = False
     if not ray.is_initialized():
@@ -474,25 +474,25 @@ def _run_ray(sw: _Sweep, todo: list[RunSpec], jobs: int, address: str | None) ->
         cwd = os.getcwd()
         pending = {}
         for run in todo:
-            sw.started(run)
-            ref = task.remote(str(sw.dir(run).resolve()), num_cpus, env_extra, cwd)
+            sweep.started(run)
+            ref = task.remote(str(sweep.dir(run).resolve()), num_cpus, env_extra, cwd)
             pending[ref] = run
-        sw.write_status()
+        sweep.write_status()
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 run = pending.pop(ready[0])
                 try:
                     result = ray.get(ready[0])
-                    sw.finished(run, result["returncode"], result["seconds"])
+                    sweep.finished(run, result["returncode"], result["seconds"])
                 except Exception as exc:  # the task itself broke (worker died, ...)
-                    (sw.dir(run) / ERROR).write_text(f"Ray task failed: {exc!r}\n")
-                    sw.finished(run, -1, 0.0)
+                    (sweep.dir(run) / ERROR).write_text(f"Ray task failed: {exc!r}\n")
+                    sweep.finished(run, -1, 0.0)
         except KeyboardInterrupt:
             for ref, run in pending.items():
                 ray.cancel(ref, force=True)
-                sw.status[run.name] |= {"status": "interrupted", "error": "sweep interrupted"}
-            sw.write_status()
+                sweep.status[run.name] |= {"status": "interrupted", "error": "sweep interrupted"}
+            sweep.write_status()
             raise
     finally:
         if started_here:
@@ -502,12 +502,12 @@ def _run_ray(sw: _Sweep, todo: list[RunSpec], jobs: int, address: str | None) ->
 _DRY = {"skip": "finished: skip", "resume": "resume from checkpoint", "run": "run"}
 
 
-def _dry_run(sw: _Sweep, log: Callable[[str], Any]) -> SweepResult:
+def _dry_run(sweep: _Sweep, log: Callable[[str], Any]) -> SweepResult:
     """List what each run would do after the checks a real pass makes; an error if any fails."""
     problems = []
-    for r in sw.runs:
-        what, why = sw.inspect(r)
-        cfg = sw.config(r)
+    for r in sweep.runs:
+        what, why = sweep.inspect(r)
+        cfg = sweep.config(r)
         log(
             f"{r.name}: {_DRY.get(what, 'cannot run')} | method {cfg.method}, mode {cfg.mode}, "
             f"epochs {cfg.epochs}"
@@ -516,10 +516,10 @@ def _dry_run(sw: _Sweep, log: Callable[[str], Any]) -> SweepResult:
             problems.append(f"  {r.name}: {why}")
     if problems:
         raise ValueError(
-            f"dry run: {len(problems)} run(s) cannot run in {sw.out}:\n" + "\n".join(problems)
+            f"dry run: {len(problems)} run(s) cannot run in {sweep.out}:\n" + "\n".join(problems)
         )
-    log(f"dry run: {len(sw.runs)} run(s) in {sw.out}; nothing was started")
-    return SweepResult(out=sw.out, runs=list(sw.status.values()))
+    log(f"dry run: {len(sweep.runs)} run(s) in {sweep.out}; nothing was started")
+    return SweepResult(out=sweep.out, runs=list(sweep.status.values()))
 
 
 def run_sweep(
@@ -561,15 +561,15 @@ def run_sweep(
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     runs = spec.expand(overrides=overrides, only=only)
     out_dir = Path(out) if out is not None else spec.default_out
-    sw = _Sweep(spec, runs, out_dir, log)
+    sweep = _Sweep(spec, runs, out_dir, log)
     runfolder.check_out_path(out_dir, "sweep out")
     if dry_run:
-        return _dry_run(sw, log)
+        return _dry_run(sweep, log)
 
-    sw.write_manifest()
-    todo = [r for r in runs if sw.prepare(r) is None]
-    sw.write_status()
-    n_skip = sum(s["status"] == "skipped" for s in sw.status.values())
+    sweep.write_manifest()
+    todo = [r for r in runs if sweep.prepare(r) is None]
+    sweep.write_status()
+    n_skip = sum(s["status"] == "skipped" for s in sweep.status.values())
     log(
         f"sweep {spec.name}: {len(runs)} run(s) in {out_dir} | {n_skip} already finished | "
         f"{len(todo)} to run with {jobs} job(s) on {backend} "
@@ -577,11 +577,11 @@ def run_sweep(
     )
     if todo:
         if backend == "local":
-            _run_local(sw, todo, jobs)
+            _run_local(sweep, todo, jobs)
         else:
-            _run_ray(sw, todo, jobs, ray_address)
-    sw.write_status()
-    result = SweepResult(out=out_dir, runs=[sw.status[r.name] for r in runs])
+            _run_ray(sweep, todo, jobs, ray_address)
+    sweep.write_status()
+    result = SweepResult(out=out_dir, runs=[sweep.status[r.name] for r in runs])
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts().items()))
     log(f"sweep {spec.name}: {counts}; status in {out_dir / STATUS_CSV}")
     return result
