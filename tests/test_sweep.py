@@ -163,7 +163,13 @@ def test_cpu_face_sweeps():
 
 
 def test_shipped_sweeps_expand():
-    expected = {"biased_mnist_paper": 72, "biased_mnist_quick": 72, "utkface": 36, "celeba": 18}
+    expected = {
+        "biased_mnist_paper": 156,
+        "biased_mnist_quick": 156,
+        "biased_mnist_cpu": 156,
+        "utkface": 78,
+        "celeba": 39,
+    }
     for name, n in expected.items():
         spec = load_sweep(REPO / "sweeps" / f"{name}.yaml")
         runs = spec.expand()
@@ -174,7 +180,13 @@ def test_shipped_sweeps_expand():
         r.train_config("x") for r in load_sweep(REPO / "sweeps/biased_mnist_paper.yaml").expand()
     ]
     assert {c.rho for c in paper} == {0.999, 0.997, 0.995, 0.99}
-    assert {c.method for c in paper} == {"ce", "supcon", "contex", "cacr", "simclr", "biascon"}
+    from debias.methods import METHODS
+
+    # every method of the toolkit is in the Biased-MNIST grids
+    assert {c.method for c in paper} == set(METHODS)
+    cpu = [r.train_config("x") for r in load_sweep(REPO / "sweeps/biased_mnist_cpu.yaml").expand()]
+    assert {c.method for c in cpu} == set(METHODS)
+    assert {(c.model, c.lr_milestones, c.select) for c in cpu} == {("lenet", [], "last")}
     assert {(c.model, c.epochs, c.batch_size, c.lr, c.weight_decay) for c in paper} == {
         ("simpleconvnet", 80, 256, 1e-3, 1e-4)
     }

@@ -133,6 +133,17 @@ def test_sweep_dry_run_checks_run_folders(tmp_path, capsys):
     assert (out / "seed=0" / "model.pt").read_text() == "a user's file"
 
 
+def test_sweep_never_overwrites_a_users_sweep_json(tmp_path, capsys):
+    cfg = write_yaml(tmp_path / "s.yaml", {"base": SWEEP_BASE, "grid": {"seed": [0]}})
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "sweep.json").write_text("my own notes")
+    rc, err = run_cli(["sweep", str(cfg), "--out", str(out)], capsys)
+    assert rc == 2 and "sweep.json that debias did not write" in err
+    assert (out / "sweep.json").read_text() == "my own notes"
+    assert not (out / "seed=0").exists()
+
+
 def status_rows(out: Path) -> dict[str, dict[str, str]]:
     with open(out / "sweep_status.csv") as fh:
         return {r["run"]: r for r in csv.DictReader(fh)}

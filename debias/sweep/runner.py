@@ -55,9 +55,8 @@ from debias.train.runfolder import CHECKPOINT, ERROR, LOG, METRICS, RUN_CONFIG, 
 __all__ = ["BACKENDS", "SweepResult", "run_sweep", "threads_per_job"]
 
 BACKENDS = ("local", "ray")
-MANIFEST = "sweep.json"
-STATUS_CSV = "sweep_status.csv"
-STATUS_JSON = "sweep_status.json"
+MANIFEST = runfolder.SWEEP_MANIFEST
+STATUS_CSV, STATUS_JSON = runfolder.SWEEP_STATUS
 STATUS_FIELDS = (
     "run",
     "status",
@@ -566,6 +565,8 @@ def run_sweep(
     if dry_run:
         return _dry_run(sweep, log)
 
+    # A sweep folder is debias's like a run folder: a user's sweep.json is never overwritten.
+    runfolder.claim_folder(out_dir, names=runfolder.SWEEP_FILES, kind="sweep", what="sweep out")
     sweep.write_manifest()
     todo = [r for r in runs if sweep.prepare(r) is None]
     sweep.write_status()

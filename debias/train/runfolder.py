@@ -50,6 +50,9 @@ RUN_CONFIG = "run_config.json"
 LOG = "log.txt"
 ERROR = "error.txt"
 SWEEP_RUN_FILES = (RUN_CONFIG, LOG, ERROR)
+SWEEP_MANIFEST = "sweep.json"
+SWEEP_STATUS = ("sweep_status.csv", "sweep_status.json")
+SWEEP_FILES = (SWEEP_MANIFEST, *SWEEP_STATUS)
 MARKER = ".debias-run"
 LOCK = ".debias-run.lock"
 MARKER_VERSION = 1
@@ -115,7 +118,12 @@ def _legacy_run(out: Path) -> bool:
             return True
     except (OSError, ValueError):
         pass
-    for name, keys in ((RUN_CONFIG, {"dataset", "method", "out"}), (AUDIT_JSON, _AUDIT_KEYS)):
+    known = (
+        (RUN_CONFIG, {"dataset", "method", "out"}),
+        (AUDIT_JSON, _AUDIT_KEYS),
+        (SWEEP_MANIFEST, {"name", "spec", "runs"}),
+    )
+    for name, keys in known:
         try:
             c = json.loads((out / name).read_text())
             if isinstance(c, dict) and keys <= set(c):
