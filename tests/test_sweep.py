@@ -186,7 +186,7 @@ def test_shipped_sweeps_expand():
     assert {c.method for c in paper} == set(METHODS)
     cpu = [r.train_config("x") for r in load_sweep(REPO / "sweeps/biased_mnist_cpu.yaml").expand()]
     assert {c.method for c in cpu} == set(METHODS)
-    assert {(c.model, c.lr_milestones, c.select) for c in cpu} == {("lenet", [], "last")}
+    assert {(c.model, tuple(c.lr_milestones), c.select) for c in cpu} == {("lenet", (), "last")}
     assert {(c.model, c.epochs, c.batch_size, c.lr, c.weight_decay) for c in paper} == {
         ("simpleconvnet", 80, 256, 1e-3, 1e-4)
     }
