@@ -209,6 +209,15 @@ DATASET_OPTIONS: dict[str, dict[str, Any]] = {
     # target/bias name the label columns (None: the loader's y / a); see _metadata.
     "metadata": {"target": None, "bias": None, "image_size": 64},
 }
+# Which options say how biased a dataset's training data is (the report's x axis and the
+# conditions it groups runs by).
+LEVEL_KEYS: dict[str, tuple[str, ...]] = {
+    "biased-mnist": ("rho",),
+    "digits": ("rho",),
+    "utkface": ("bias", "bias_rate"),
+    "celeba": ("target", "bias", "protocol"),
+    "metadata": ("target", "bias"),
+}
 # Options a dataset cannot run without.
 REQUIRED_OPTIONS: dict[str, tuple[str, ...]] = {"biased-mnist": ("rho",), "digits": ("rho",)}
 # Every dataset-specific option of any dataset.
@@ -232,6 +241,7 @@ def register_dataset(
     options: dict[str, Any],
     augment: dict[str, Any] | None = None,
     colour_bias: bool = False,
+    level_keys: tuple[str, ...] = (),
     replace: bool = False,
 ) -> None:
     """Make ``factory(**options) -> {split: TensorImageDataset}`` available as ``dataset=name``.
@@ -239,7 +249,9 @@ def register_dataset(
     Every fact about the dataset is given here once: ``options`` are the TrainConfig data
     options it takes with their defaults (see :data:`DATASET_OPTIONS`), ``augment`` the
     :class:`~debias.data.augment.AugmentConfig` fields of its two-view augmentation, and
-    ``colour_bias`` whether its bias attribute is the image colour. The factory must return a
+    ``colour_bias`` whether its bias attribute is the image colour, ``level_keys`` the options
+    that say how biased its training data is (reports group and plot by them). The factory
+    must return a
     ``"train"`` and a ``"val"`` split and at least one test split.
     """
     if (name in DATASETS or name in DATASET_OPTIONS) and not replace:
@@ -250,6 +262,7 @@ def register_dataset(
     DATASETS[name] = factory
     DATASET_OPTIONS[name] = dict(options)
     DEFAULT_AUGMENT[name] = dict(augment or {})
+    LEVEL_KEYS[name] = tuple(level_keys)
     if colour_bias:
         COLOUR_BIAS.add(name)
     else:

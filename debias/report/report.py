@@ -42,6 +42,7 @@ from matplotlib.figure import Figure
 
 from debias import results
 from debias._markdown import markdown_table as _md_table
+from debias.data.registry import LEVEL_KEYS, dataset_family
 from debias.report import plots
 from debias.report.compare import paired_differences
 from debias.train.config import RUNTIME_FIELDS
@@ -71,13 +72,6 @@ REBIAS_VANILLA: dict[float, float] = {0.999: 10.4, 0.997: 33.4, 0.995: 72.1, 0.9
 PUBLISHED_COLUMN = "ReBias Vanilla unbiased, published"
 # Bootstrap replicates for a one-seed condition's interval over test images.
 N_BOOT = 2000
-# Which options say how biased the training data is, per dataset.
-LEVEL_KEYS: dict[str, tuple[str, ...]] = {
-    "biased-mnist": ("rho",),
-    "digits": ("rho",),
-    "utkface": ("bias", "bias_rate"),
-    "celeba": ("target", "bias", "protocol"),
-}
 _REPLICATE = ("seed",)
 _NOT_CONDITIONS = set(RUNTIME_FIELDS) | set(_REPLICATE)
 
@@ -134,7 +128,7 @@ def _condition_keys(runs: pd.DataFrame, config_cols: Sequence[str]) -> tuple[lis
 
     level_cols: list[str] = []
     for ds in runs["dataset"].dropna().unique():
-        for k in LEVEL_KEYS.get(ds, ()):
+        for k in LEVEL_KEYS.get(dataset_family(ds), ()):
             if k in runs and runs[k].notna().any() and k not in level_cols:
                 level_cols.append(k)
     keys = [c for c in ("dataset", "method") if c in runs and (c == "method" or varies(c))]
