@@ -7,6 +7,7 @@ synthetic folders written into ``tmp_path``.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -405,3 +406,39 @@ def test_minor_count_and_aligned_rule_arithmetic():
     # independent labels: diagonal fallback
     y, b = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
     assert sorted(_aligned_from_pool(y, b)) == [(0, 0), (1, 1)]
+
+
+def test_cli_on_error_skip_trains_past_an_unreadable_face_and_records_it(tmp_path, capsys):
+    from debias.cli import main
+
+    data = tmp_path / "data"
+    _synthetic_utk(data / "utkface")
+    (data / "utkface" / "40_0_0_20170301000000000.jpg.chip.jpg").write_bytes(b"not a jpeg")
+    common = [
+        "train",
+        "--dataset",
+        "utkface",
+        "--root",
+        str(data),
+        "--model",
+        "smallconvnet",
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    rc = main([*common, "--out", str(tmp_path / "raise")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--on-error skip" in err and "40_0_0_20170301000000000" in err
+    rc = main([*common, "--on-error", "skip", "--out", str(tmp_path / "skip")])
+    assert rc == 0
+    metrics = json.loads((tmp_path / "skip" / "metrics.json").read_text())
+    assert metrics["config"]["on_error"] == "skip"
+    assert metrics["data"]["train"]["skipped"] == {"off-pattern name": 1, "unreadable image": 1}

@@ -317,7 +317,7 @@ def load_images(
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         raise ImageDecodeError(
             f"cannot decode image {root / rels[i]}: {failed[i]}{more}. Replace or remove that "
-            "file, or (Python API) pass on_error='skip' to skip unreadable images and count them"
+            "file, or skip and count unreadable images: --on-error skip (CLI), on_error='skip' (Python)"
         )
     return DecodedImages(
         images=images,

@@ -82,6 +82,7 @@ def _utkface(
     bias_rate: float = 0.9,
     data_seed: int = 0,
     image_size: int = 64,
+    on_error: str = "raise",
     **_: Any,
 ) -> Splits:
     from debias.data.utkface import UTKFace
@@ -95,6 +96,7 @@ def _utkface(
             bias_rate=bias_rate,
             seed=data_seed,
             image_size=image_size,
+            on_error=on_error,
         )
         for split in ("train", "val", "test")
     }
@@ -108,6 +110,7 @@ def _celeba(
     protocol: str = "official",
     data_seed: int = 0,
     image_size: int = 64,
+    on_error: str = "raise",
     **_: Any,
 ) -> Splits:
     from debias.data.celeba import CelebA
@@ -121,6 +124,7 @@ def _celeba(
             protocol=protocol,
             seed=data_seed,
             image_size=image_size,
+            on_error=on_error,
         )
         for split in ("train", "val", "test")
     }
@@ -137,6 +141,7 @@ def _metadata(
     bias: str | None = None,
     data_seed: int = 0,
     image_size: int = 64,
+    on_error: str = "raise",
     **_: Any,
 ) -> Splits:
     """``metadata:PATH[?path=COL&split=COL&aligned=Y:B,Y:B]``: any table-described dataset.
@@ -170,7 +175,13 @@ def _metadata(
         options["bias"] = bias
     return {
         split: MetadataDataset(
-            path, split, root=root, seed=data_seed, image_size=image_size, **options
+            path,
+            split,
+            root=root,
+            seed=data_seed,
+            image_size=image_size,
+            on_error=on_error,
+            **options,
         )
         for split in ("train", "val", "test")
     }
@@ -204,10 +215,22 @@ COMMON_OPTIONS = ("data_seed", "root")
 DATASET_OPTIONS: dict[str, dict[str, Any]] = {
     "biased-mnist": {"rho": None, "val_size": 5000, "palette": "rebias", "download": False},
     "digits": {"rho": None, "palette": "rebias"},
-    "utkface": {"target": "gender", "bias": "race", "bias_rate": 0.9, "image_size": 64},
-    "celeba": {"target": "Blond_Hair", "bias": "Male", "protocol": "official", "image_size": 64},
+    "utkface": {
+        "target": "gender",
+        "bias": "race",
+        "bias_rate": 0.9,
+        "image_size": 64,
+        "on_error": "raise",
+    },
+    "celeba": {
+        "target": "Blond_Hair",
+        "bias": "Male",
+        "protocol": "official",
+        "image_size": 64,
+        "on_error": "raise",
+    },
     # target/bias name the label columns (None: the loader's y / a); see _metadata.
-    "metadata": {"target": None, "bias": None, "image_size": 64},
+    "metadata": {"target": None, "bias": None, "image_size": 64, "on_error": "raise"},
 }
 # Which options say how biased a dataset's training data is (the report's x axis and the
 # conditions it groups runs by).

@@ -126,6 +126,12 @@ class TrainConfig:
         "'groupdro' is a deprecated name of official",
     )
     image_size: int | None = _opt(None, "data", "faces: side length in pixels (default 64)")
+    on_error: str | None = _opt(
+        None,
+        "data",
+        "image datasets: 'raise' on an unreadable image (default) or 'skip' to drop and count it",
+        choices=("raise", "skip"),
+    )
     val_size: int | None = _opt(
         None, "data", "Biased-MNIST held-out validation images (default 5000)"
     )

@@ -619,6 +619,8 @@ class Trainer:
                     "n": len(ds),
                     "aligned_groups": [list(g) for g in ds.aligned_groups],
                     "n_aligned": int(ds.aligned.sum()),
+                    # files the loader skipped (off-pattern names, unreadable images), by reason
+                    "skipped": dict(getattr(ds, "skipped", {}) or {}),
                     "class_names": list(ds.class_names),
                     "bias_names": list(ds.bias_names),
                 }
@@ -667,6 +669,7 @@ def _data_options(cfg: TrainConfig) -> dict[str, Any]:
         bias_rate=cfg.bias_rate,
         protocol=cfg.protocol,
         image_size=cfg.image_size,
+        on_error=cfg.on_error,
     )
     if cfg.target is not None:
         options["target"] = cfg.target
