@@ -287,20 +287,10 @@ def test_jtt_upsamples_the_error_set_and_restarts_the_model():
 
 # -- through the trainer ------------------------------------------------------------------------------
 def tiny(out, **kw) -> TrainConfig:
-    base = dict(
-        out=str(out),
-        dataset="digits",
-        rho=0.95,
-        model="smallconvnet",
-        epochs=2,
-        batch_size=64,
-        max_steps=4,
-        lr_milestones=[],
-        progress=False,
-        device="cpu",
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    """test_train's seconds-long digits run, with 2 epochs (enough for a resume in between)."""
+    from test_train import tiny as train_tiny
+
+    return train_tiny(out, **{"epochs": 2, **kw})
 
 
 @pytest.mark.parametrize("method", ["groupdro", "lff", "jtt", "resample"])

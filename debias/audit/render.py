@@ -76,24 +76,8 @@ class AuditRendering:
     :meth:`to_dict`, :meth:`to_markdown` and :meth:`save` (see
     :class:`~debias.audit.audit.AuditReport` for the fields)."""
 
-    n: int
-    dim: int
-    num_classes: int
-    num_bias: int
-    bias_leakage: float
-    bias_leakage_chance: float
-    bias_leakage_by_class: pd.DataFrame
-    target_report: Any
-    metric_frame: Any
-    groups: pd.DataFrame
-    bias_groups: pd.DataFrame
-    geometry: dict[str, float]
-    projection: pd.DataFrame | None
-    timings: dict[str, float]
-    settings: dict[str, Any]
-    notes: list[str]
+    # The fields (n, dim, groups, geometry, ...) are declared once, on AuditReport.
 
-    # -- views --------------------------------------------------------------------------------
     def overall(self) -> dict[str, float]:
         """The overall scalars: sizes, leakage, target-probe metrics (``probe_*``), geometry."""
         out: dict[str, float] = {

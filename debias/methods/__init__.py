@@ -75,7 +75,6 @@ __all__ = [
     "Stage",
     "StageHelper",
     "get_method",
-    "method_table",
     "register_method",
     "resolve_hparams",
 ]
@@ -139,19 +138,6 @@ def resolve_hparams(name: str, options: dict[str, Any] | None) -> dict[str, Any]
         )
     return {k: hp.parse(k, options.get(k, hp.default)) for k, hp in cls.hparams.items()}
 
-
-def method_table() -> list[dict[str, Any]]:
-    """One row per registered method: name, supervision, modes, hyper-parameters, source."""
-    return [
-        {
-            "method": name,
-            "supervision": cls.supervision,
-            "modes": list(cls.modes),
-            "hparams": {k: v.default for k, v in cls.hparams.items()},
-            "paper": cls.paper,
-        }
-        for name, cls in METHODS.items()
-    ]
 
 
 register_method(ERM)

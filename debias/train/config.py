@@ -322,10 +322,6 @@ class TrainConfig:
             raise ValueError(f"method_options must be a mapping, got {self.method_options!r}")
         resolve_hparams(self.method, self.method_options)  # raises on an unknown option
 
-    def hparams(self) -> dict[str, Any]:
-        """The method's hyper-parameters: its registry defaults with ``method_options`` applied."""
-        return resolve_hparams(self.method, self.method_options)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -366,12 +366,7 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} is not valid JSON ({exc}): truncated or edited? Delete it to re-evaluate "
             "the run from its checkpoint, or use --force to start over"
         ) from None
-    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
-        raise RunFolderError(
-            f"{path} is not a debias metrics.json (no 'config' mapping); use another --out, or "
-            "move that file away"
-        )
-    return data
+    return _require_config(data, path, "metrics.json")
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -389,9 +384,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} cannot be read ({first}): truncated or corrupt. Delete it to restart this "
             "run from epoch 0 (or use --force)"
         ) from None
-    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+    return _require_config(state, path, "checkpoint")
+
+
+def _require_config(data: Any, path: Path, what: str) -> dict[str, Any]:
+    """``data`` if it is a mapping with a ``config`` mapping (what debias writes), else an error."""
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         raise RunFolderError(
-            f"{path} is not a debias checkpoint (no 'config' mapping); use another --out, or "
+            f"{path} is not a debias {what} (no 'config' mapping); use another --out, or "
             "move that file away"
         )
-    return state
+    return data
