@@ -80,7 +80,9 @@ class TrainConfig:
     images of the (already seeded, already biased) training split.
 
     Speed options: ``amp="bf16"`` runs the network under bfloat16 autocast (losses are computed in
-    float32); ``channels_last`` stores activations NHWC, faster for convolutions on GPUs.
+    float32); ``channels_last`` stores activations NHWC: faster convolutions on GPUs, and on CPUs
+    faster pooling and batch norm too (measured: NarrowResNet on 32x32 faces, one thread, 1.4x
+    less CPU time per run). Results agree with NCHW up to float rounding, not bit for bit.
 
     Selection (``select``): ``"last"`` reports the last epoch; ``"val/<metric>"`` (e.g.
     ``"val/worst_group_accuracy"``) reports the epoch with the best value of that GroupReport
@@ -203,7 +205,7 @@ class TrainConfig:
     amp: str | None = _opt(
         None, "optim", "bf16: bfloat16 autocast for the network (GPU speed)", choices=("bf16",)
     )
-    channels_last: bool = _opt(False, "optim", "NHWC activations (GPU speed)")
+    channels_last: bool = _opt(False, "optim", "NHWC activations (faster on GPUs, and on CPUs)")
     # evaluation and output
     select: str = _opt(
         "last",
