@@ -346,7 +346,11 @@ def test_report_numbers_files_and_text(sweep, tmp_path):
 
     with open(paths["summary"]) as fh:
         rows = list(csv.DictReader(fh))
-    assert {r["metric"] for r in rows} == {"unbiased", "worst-group", "bias-conflicting", "biased"}
+    # Every metric is summarised; the MNIST table shows four of them (below).
+    assert {r["metric"] for r in rows} == {
+        "accuracy", "unbiased", "worst-group", "bias-conflicting", "biased", "EO mean gap",
+        "EO max gap", "accuracy − worst-group",
+    }  # fmt: skip
 
     def row(method, rho, metric):
         (r,) = [
@@ -438,6 +442,47 @@ def test_faces_report_uses_group_metrics_and_no_reference(tmp_path):
     assert "published" not in md
     assert "| ce | race | 0.9 | — | 0,1 (2) | 75.0 [11.5, 100.0] (n=2, wide) |" in md
     assert "| ce (bias=race) | male / White | aligned | 80/100 | 80.0 [70.8, 87.3] |" in md
+
+
+def test_faces_report_columns_gap_equalized_odds_and_paired_per_bias(tmp_path):
+    """Faces: accuracy, the accuracy − worst-group gap and both equalized-odds gaps (pp) are
+    columns; paired comparisons get one column per bias attribute (not only the first)."""
+    root = tmp_path / "faces"
+    # bias, method, seed -> accuracy, worst-group, EO mean gap, EO max gap (fractions)
+    vals = {
+        ("race", "ce"): [(0.80, 0.50, 0.20, 0.30), (0.82, 0.52, 0.22, 0.32), (0.84, 0.54, 0.24, 0.34)],
+        ("race", "groupdro"): [(0.79, 0.70, 0.05, 0.08), (0.80, 0.72, 0.06, 0.09), (0.81, 0.74, 0.07, 0.10)],
+        ("age", "ce"): [(0.70, 0.30, 0.40, 0.50)] * 3,
+        ("age", "groupdro"): [(0.68, 0.40, 0.30, 0.35), (0.69, 0.41, 0.31, 0.36), (0.70, 0.42, 0.32, 0.37)],
+    }  # fmt: skip
+    for (bias, method), seeds in vals.items():
+        for seed, (acc, worst, eo_mean, eo_max) in enumerate(seeds):
+            d = root / f"bias={bias}/method={method}/seed={seed}"
+            m = write_run(d, dataset="utkface", method=method, rho=0.9, seed=seed,
+                          unbiased=acc, worst=worst, conflicting=0.6, biased=0.9)  # fmt: skip
+            m["config"]["bias"] = bias
+            m["splits"]["test"] |= {
+                "equalized_odds_mean_gap": eo_mean, "equalized_odds_max_gap": eo_max
+            }  # fmt: skip
+            (d / "metrics.json").write_text(json.dumps(m))
+    summary, info = summarize(results.load(root))
+    assert info["table_metrics"][0] == "accuracy" and "EO max gap" in info["table_metrics"]
+    s = summary.set_index(["label", "metric"])
+    gap = s.loc[("ce (bias=race)", "accuracy − worst-group")]
+    assert gap["mean_pct"] == pytest.approx(30.0) and gap["ci95_half_width_pct"] == 0
+    assert s.loc[("groupdro (bias=race)", "EO max gap"), "mean_pct"] == pytest.approx(9.0)
+    paths = make_report(root, tmp_path / "rep")
+    assert "worst_group_gap" in paths and "accuracy_vs_bias" not in paths  # one bias level
+    md = paths["report"].read_text()
+    assert "](worst_group_gap.png)" in md
+    assert "| accuracy (%) | unbiased (%) | worst-group (%) | accuracy − worst-group (pp) |" in md
+    assert "| bias-conflicting (%) | EO mean gap (pp) | EO max gap (pp) |" in md
+    assert "(|ΔTPR| + |ΔTNR|)/2" in md
+    # groupdro − ce on worst-group: +11.0 at age (differences 10, 11, 12), +20.0 at race.
+    assert "| method | supervision | bias=age | bias=race |" in md
+    assert (
+        "| groupdro | B | +11.0 [+8.5, +13.5] p=0.003, 3/3 | +20.0 [+20.0, +20.0] p=–, 3/3 |" in md
+    )
 
 
 def test_report_cli(sweep, capsys):

@@ -21,6 +21,7 @@ __all__ = [
     "plot_accuracy_vs_bias",
     "plot_convergence",
     "plot_group_heatmap",
+    "plot_worst_group_gap",
 ]
 
 _DPI = 120
@@ -98,6 +99,61 @@ def plot_accuracy_vs_bias(
     )
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
     return _save(fig, path)
+
+
+def plot_worst_group_gap(
+    summary: pd.DataFrame,
+    *,
+    tasks: Sequence[str] = (),
+    bias_label_methods: Sequence[str] = (),
+    path: str | Path | None = None,
+) -> Figure:
+    """Average against worst-group accuracy per method: one dumbbell per method, one panel per
+    task (each combination of the ``tasks`` columns, e.g. ``bias`` = race / age).
+
+    The line from the worst-group mean (square) to the average-accuracy mean (circle) is the gap
+    a shortcut opens; bars are the 95% intervals of :func:`debias.report.summarize`. Methods in
+    ``bias_label_methods`` (they read training bias labels) are drawn in orange, the others in
+    blue, so a reader sees at a glance which methods close the gap and what they were given.
+    """
+    d = summary[summary["metric"].isin(["accuracy", "worst-group"])]
+    combos = list(dict.fromkeys(d[list(tasks)].itertuples(index=False, name=None))) or [()]
+    methods = list(dict.fromkeys(d["method"]))
+    fig = Figure(figsize=(4.2 * len(combos) + 1.2, 0.38 * len(methods) + 1.6))
+    axes = np.atleast_1d(fig.subplots(1, len(combos), sharey=True, squeeze=False)).ravel()
+    for ax, combo in zip(axes, combos):
+        mine = (
+            d[(d[list(tasks)].astype(str) == [str(v) for v in combo]).all(axis=1)] if tasks else d
+        )
+        for i, method in enumerate(methods):
+            colour = "tab:orange" if method in bias_label_methods else "tab:blue"
+            _dumbbell(ax, mine[mine["method"] == method], i, colour)
+        ax.set_title(", ".join(f"{t}={_fmt_level(v)}" for t, v in zip(tasks, combo)) or "all runs")
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("test accuracy (%)")
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(methods)))
+    axes[0].set_yticklabels([m + (" [B]" if m in bias_label_methods else "") for m in methods])
+    axes[0].invert_yaxis()
+    fig.suptitle(
+        "circle: average accuracy, square: worst-group accuracy (mean over seeds, bars: 95% "
+        "interval); orange [B]: reads training bias labels",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return _save(fig, path)
+
+
+def _dumbbell(ax, rows: pd.DataFrame, y: int, colour: str) -> None:
+    by = {r["metric"]: r for _, r in rows.iterrows()}
+    if "accuracy" not in by or "worst-group" not in by:
+        return
+    acc, worst = by["accuracy"], by["worst-group"]
+    ax.plot([worst["mean_pct"], acc["mean_pct"]], [y, y], color=colour, alpha=0.5, lw=2)
+    for r, marker in ((acc, "o"), (worst, "s")):
+        err = [[r["mean_pct"] - r["ci95_low_pct"]], [r["ci95_high_pct"] - r["mean_pct"]]]
+        err = None if np.isnan(err[0][0]) else err
+        ax.errorbar(r["mean_pct"], y, xerr=err, fmt=marker, color=colour, capsize=2, ms=5)
 
 
 def _bar_panel(ax, d: pd.DataFrame, palette: Mapping[str, Any]) -> None:

@@ -61,10 +61,37 @@ __all__ = [
 
 # label -> candidate (split, metric) sources, first present wins (per run).
 METRIC_LABELS: dict[str, tuple[tuple[str, str], ...]] = {
+    "accuracy": (("test", "accuracy"),),
     "unbiased": (("test", "unbiased_accuracy"),),
     "worst-group": (("test", "worst_group_accuracy"),),
     "bias-conflicting": (("test_conflicting", "accuracy"), ("test", "conflicting_accuracy")),
     "biased": (("test_biased", "accuracy"), ("test", "aligned_accuracy")),
+    "EO mean gap": (("test", "equalized_odds_mean_gap"),),
+    "EO max gap": (("test", "equalized_odds_max_gap"),),
+}
+# Per-run metrics computed from two others: label -> (minuend, subtrahend). The gap between
+# average and worst-group accuracy is the faces issue's measure of a shortcut.
+DERIVED_METRICS: dict[str, tuple[str, str]] = {
+    "accuracy − worst-group": ("accuracy", "worst-group")
+}
+# Metrics that are differences of rates: percentage points, not percent.
+POINTS = frozenset({"EO mean gap", "EO max gap", "accuracy − worst-group"})
+# The columns a results table shows, by dataset family (PROTOCOLS §5); any other dataset gets
+# DEFAULT_TABLE_METRICS. On Biased-MNIST the test split is the unbiased one, so its plain
+# accuracy and equalized odds would only repeat "unbiased".
+MNIST_TABLE_METRICS = ("unbiased", "worst-group", "bias-conflicting", "biased")
+DEFAULT_TABLE_METRICS = (
+    "accuracy",
+    "unbiased",
+    "worst-group",
+    "accuracy − worst-group",
+    "bias-conflicting",
+    "EO mean gap",
+    "EO max gap",
+)
+TABLE_METRICS: dict[str, tuple[str, ...]] = {
+    "biased-mnist": MNIST_TABLE_METRICS,
+    "digits": MNIST_TABLE_METRICS,
 }
 # PROTOCOLS §1: ReBias Table 1, Vanilla (cross-entropy), SimpleConvNet, 80 epochs, mean of 3
 # runs, unbiased test accuracy in %.
@@ -202,7 +229,27 @@ def _per_run(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, set[str]]]:
             used.append(src)
         runs[label] = vals
         runs[f"source:{label}"] = used
+    for label, (a, b) in DERIVED_METRICS.items():
+        runs[label] = runs[a] - runs[b]
+        runs[f"source:{label}"] = None
+        sources[label] = {f"{a} − {b}"} if runs[label].notna().any() else set()
     return runs.reset_index(), sources
+
+
+def all_metrics() -> list[str]:
+    """Every metric label the summary has rows for: the read ones, then the derived ones."""
+    return [*METRIC_LABELS, *DERIVED_METRICS]
+
+
+def unit(metric: str) -> str:
+    """``"pp"`` (percentage points) for a difference of rates, else ``"%"``."""
+    return "pp" if metric in POINTS else "%"
+
+
+def table_metrics(datasets: Sequence[str]) -> tuple[str, ...]:
+    """The metrics a results table shows for runs on ``datasets`` (see TABLE_METRICS)."""
+    chosen = {TABLE_METRICS.get(dataset_family(str(d)), DEFAULT_TABLE_METRICS) for d in datasets}
+    return chosen.pop() if len(chosen) == 1 else DEFAULT_TABLE_METRICS
 
 
 def summarize(
@@ -238,7 +285,7 @@ def summarize(
             "supervision": g["supervision"].iloc[0],
         }
         seeds = ",".join(str(s) for s in sorted(g["seed"].dropna().unique())) if "seed" in g else ""
-        for label in METRIC_LABELS:
+        for label in all_metrics():
             stats = _interval(mean_ci(g[label].tolist()), g, label, groups)
             if stats["n"] == 0:
                 continue
@@ -257,7 +304,7 @@ def summarize(
     summary = pd.DataFrame(rows)
     labels_order = {lab: i for i, lab in enumerate(dict.fromkeys(per_run["label"]))}
     summary["_lab"] = summary["label"].map(labels_order)
-    summary["_met"] = summary["metric"].map({m: i for i, m in enumerate(METRIC_LABELS)})
+    summary["_met"] = summary["metric"].map({m: i for i, m in enumerate(all_metrics())})
     sort_cols = ["_lab"] + ([level] if level else []) + ["_met"]
     asc = [True] + ([False] if level else []) + [True]
     summary = summary.sort_values(sort_cols, ascending=asc, kind="stable")
@@ -267,6 +314,7 @@ def summarize(
         "level": level,
         "sources": {k: sorted(v) for k, v in sources.items()},
         "per_run": per_run,
+        "table_metrics": table_metrics(per_run["dataset"].dropna().unique()),
     }
     return summary, info
 
@@ -359,9 +407,17 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else str(v)
 
 
-def _results_table(summary: pd.DataFrame, keys: Sequence[str]) -> str:
+UNITS_NOTE = (
+    " Units: % for accuracies; pp (percentage points) for differences of rates. Equalized odds"
+    " across bias groups (PROTOCOLS §5; binary target): the mean gap is FSCL's"
+    " (|ΔTPR| + |ΔTNR|)/2, the max gap is fairlearn's `equalized_odds_difference`,"
+    " max(|ΔTPR|, |ΔFPR|)."
+)
+
+
+def _results_table(summary: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -> str:
     with_pub = summary["published_rebias_vanilla_pct"].notna().any()
-    header = [*keys, "supervision", "seeds (n)", *(f"{m} (%)" for m in METRIC_LABELS)]
+    header = [*keys, "supervision", "seeds (n)", *(f"{m} ({unit(m)})" for m in metrics)]
     if with_pub:
         header.append(f"{PUBLISHED_COLUMN} (%)")
     rows = []
@@ -372,7 +428,7 @@ def _results_table(summary: pd.DataFrame, keys: Sequence[str]) -> str:
             first.get("supervision", "?"),
             f"{first['seeds']} ({int(first['n'])})",
         ]
-        row += [_cell(by[m]) if m in by else "–" for m in METRIC_LABELS]
+        row += [_cell(by[m]) if m in by else "–" for m in metrics]
         if with_pub:
             pub = by["unbiased"]["published_rebias_vanilla_pct"] if "unbiased" in by else math.nan
             row.append("–" if math.isnan(pub) else f"{pub:.1f}")
@@ -418,6 +474,11 @@ def _selection_lines(df: pd.DataFrame) -> list[str]:
 PAIRED_BASELINE = "ce"
 PAIRED_CLAIMS = (("contex", "supcon"),)
 PAIRED_METRICS = ("unbiased", "worst-group")
+# Columns of a paired_differences row that are results, not condition options.
+_PAIRED_OUTPUT = (
+    "n", "mean_diff_pp", "ci95_low_pp", "ci95_high_pp", "p_value", "wins",
+    "method_mean_pct", "baseline_mean_pct",
+)  # fmt: skip
 
 
 def paired_tables(info: dict[str, Any]) -> pd.DataFrame:
@@ -449,6 +510,18 @@ def _fmt_diff(r: pd.Series) -> str:
     )
 
 
+def _paired_columns(paired: pd.DataFrame, level: str | None) -> tuple[list[str], list[tuple]]:
+    """The condition options that vary across the paired rows, and their value combinations
+    (one table column each; the bias level strongest first)."""
+    out = set(_PAIRED_OUTPUT) | {"method", "baseline", "metric"}
+    cols = [c for c in paired.columns if c not in out and paired[c].astype(str).nunique() > 1]
+    combos = list(dict.fromkeys(paired[cols].itertuples(index=False, name=None))) if cols else [()]
+    if level in cols:
+        i = cols.index(level)
+        combos.sort(key=lambda t: -float(t[i]))
+    return cols, combos
+
+
 def _paired_markdown(paired: pd.DataFrame, level: str | None) -> list[str]:
     if paired.empty:
         return []
@@ -462,18 +535,24 @@ def _paired_markdown(paired: pd.DataFrame, level: str | None) -> list[str]:
         "interval and the seed count first.",
         "",
     ]
-    levels = sorted(paired[level].dropna().unique(), reverse=True) if level in paired else [None]
+    cols, combos = _paired_columns(paired, level)
     for (baseline, metric), g in paired.groupby(["baseline", "metric"], sort=False):
         md += [f"### {metric} accuracy: method − {baseline} (percentage points)", ""]
         rows = []
         for method, gm in g.groupby("method", sort=False):
             cells = []
-            for lv in levels:
-                r = gm[gm[level] == lv] if lv is not None else gm
+            for combo in combos:
+                r = (
+                    gm[(gm[cols].astype(str) == [str(v) for v in combo]).all(axis=1)]
+                    if cols
+                    else gm
+                )
                 cells.append(_fmt_diff(r.iloc[0]) if len(r) else "–")
             rows.append([method, supervision_of(method), *cells])
         header = ["method", "supervision"] + (
-            [f"{level}={lv:g}" for lv in levels] if levels != [None] else ["difference"]
+            [", ".join(f"{c}={_fmt(v)}" for c, v in zip(cols, combo)) for combo in combos]
+            if cols
+            else ["difference"]
         )
         md += [_md_table(header, rows), ""]
     return md
@@ -587,73 +666,97 @@ def load_sweep_data(sweep_dir: str | Path | Sequence[str | Path]) -> SweepData:
 def make_figures(
     data: SweepData | str | Path | Sequence[str | Path], out_dir: str | Path | None = None
 ) -> dict[str, Figure]:
-    """The report's figures (``accuracy_vs_bias``, ``group_heatmap``, ``convergence``).
+    """The report's figures: ``accuracy_vs_bias`` (several bias levels) or ``worst_group_gap``
+    (one level, e.g. faces), ``group_heatmap`` and ``convergence``.
 
     ``data`` is a :class:`SweepData` or what :func:`load_sweep_data` takes; with ``out_dir``
     each figure is also saved there as ``<name>.png``.
     """
     if not isinstance(data, SweepData):
         data = load_sweep_data(data)
-    summary, info = data.summary, data.info
-    level = info["level"]
+    level = data.info["level"]
+    if level is not None and data.summary[level].nunique() < 2:
+        level = None  # one bias level: nothing to draw a line against
 
     def path(name: str) -> Path | None:
         return None if out_dir is None else Path(out_dir) / f"{name}.png"
 
-    figs: dict[str, Figure] = {}
-    titles = {m: f"{m} accuracy ({', '.join(info['sources'][m])})" for m in METRIC_LABELS}
-    published = None
-    if summary["published_rebias_vanilla_pct"].notna().any() and level == "rho":
-        published = dict(REBIAS_VANILLA)
-    styles = {}
-    if "supervision" in summary:
-        labelled = summary.drop_duplicates("label")
-        styles = {
-            lab: "--" if sup == SUPERVISION_MARK["bias"] else "-"
-            for lab, sup in zip(labelled["label"], labelled["supervision"])
-        }
-        styled = {lab + (" [B]" if st == "--" else ""): st for lab, st in styles.items()}
-        summary = summary.assign(
-            label=summary["label"].map(
-                lambda lab: lab + (" [B]" if styles.get(lab) == "--" else "")
-            )
-        )
-        styles = styled
-    figs["accuracy_vs_bias"] = plots.plot_accuracy_vs_bias(
-        summary,
-        level=level,
-        metrics=list(METRIC_LABELS),
-        titles=titles,
-        published=published,
-        styles=styles,
-        path=path("accuracy_vs_bias"),
-    )
-    groups = data.groups
-    if len(groups):
-        note = ""
-        if level is not None:
-            top = groups[level].max()
-            groups = groups[groups[level] == top]
-            note = f" at the strongest bias, {level} = {top:g}"
-        mnist = set(groups["dataset"]) <= {"biased-mnist", "digits"}
-
-        def named(option: str, fallback: str) -> str:
-            values = groups[option].dropna().astype(str).unique() if option in groups else []
-            return " / ".join(values) if len(values) else fallback
-
-        figs["group_heatmap"] = plots.plot_group_heatmap(
-            groups,
-            title=f"test-split accuracy per group (%){note}",
-            ylabel="digit" if mnist else f"target: {named('target', 'y')}",
-            xlabel="background colour" if mnist else f"bias: {named('bias', 'b')}",
-            path=path("group_heatmap"),
-        )
-        info["heatmap_note"] = note
+    figs = _accuracy_figure(data, level, path)
+    if len(data.groups):
+        figs["group_heatmap"] = _heatmap_figure(data, level, path("group_heatmap"))
     if data.history is not None and len(data.history):
         figs["convergence"] = plots.plot_convergence(
             data.history, level=level, path=path("convergence")
         )
     return figs
+
+
+def _marked(summary: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Labels of bias-label methods suffixed " [B]", and a line style per label (dashed: B)."""
+    if "supervision" not in summary:
+        return summary, {}
+    labelled = summary.drop_duplicates("label")
+    bias = {lab for lab, sup in zip(labelled["label"], labelled["supervision"])
+            if sup == SUPERVISION_MARK["bias"]}  # fmt: skip
+    marked = summary.assign(label=summary["label"].map(lambda x: x + (" [B]" if x in bias else "")))
+    return marked, {lab: "--" if lab.endswith(" [B]") else "-" for lab in marked["label"]}
+
+
+def _accuracy_figure(data: SweepData, level: str | None, path) -> dict[str, Figure]:
+    """Unbiased (and the other table metrics) against the bias level; with one level, the
+    average-versus-worst-group dumbbells per method instead."""
+    info, metrics = data.info, list(data.info["table_metrics"])
+    if level is None and {"accuracy", "worst-group"} <= set(metrics) and "method" in data.summary:
+        tasks = [k for k in info["keys"] if k != "method" and data.summary[k].nunique() > 1]
+        methods = data.summary["method"].unique()
+        fig = plots.plot_worst_group_gap(
+            data.summary,
+            tasks=tasks,
+            bias_label_methods=[m for m in methods if supervision_of(m) == "B"],
+            path=path("worst_group_gap"),
+        )
+        return {"worst_group_gap": fig}
+    summary, styles = _marked(data.summary)
+    titles = {
+        m: f"{m}{' accuracy' if unit(m) == '%' else ' (pp)'} ({', '.join(info['sources'][m])})"
+        for m in metrics
+    }
+    published = None
+    if summary["published_rebias_vanilla_pct"].notna().any() and level == "rho":
+        published = dict(REBIAS_VANILLA)
+    fig = plots.plot_accuracy_vs_bias(
+        summary,
+        level=level,
+        metrics=metrics,
+        titles=titles,
+        published=published,
+        styles=styles,
+        path=path("accuracy_vs_bias"),
+    )
+    return {"accuracy_vs_bias": fig}
+
+
+def _heatmap_figure(data: SweepData, level: str | None, path: Path | None) -> Figure:
+    """Test accuracy per (target, bias) group at the strongest bias level."""
+    groups, note = data.groups, ""
+    if level is not None:
+        top = groups[level].max()
+        groups = groups[groups[level] == top]
+        note = f" at the strongest bias, {level} = {top:g}"
+    mnist = set(groups["dataset"]) <= {"biased-mnist", "digits"}
+
+    def named(option: str, fallback: str) -> str:
+        values = groups[option].dropna().astype(str).unique() if option in groups else []
+        return " / ".join(values) if len(values) else fallback
+
+    data.info["heatmap_note"] = note
+    return plots.plot_group_heatmap(
+        groups,
+        title=f"test-split accuracy per group (%){note}",
+        ylabel="digit" if mnist else f"target: {named('target', 'y')}",
+        xlabel="background colour" if mnist else f"bias: {named('bias', 'b')}",
+        path=path,
+    )
 
 
 def make_report(
@@ -753,13 +856,15 @@ def _selection_markdown(df: pd.DataFrame) -> list[str]:
 def _results_markdown(data: SweepData) -> list[str]:
     df, summary, info = data.df, data.summary, data.info
     keys, level = info["keys"], info["level"]
-    md = ["## Results", "", _results_table(summary, keys), ""]
+    metrics = info["table_metrics"]
+    md = ["## Results", "", _results_table(summary, keys, metrics), ""]
     md += [
         "Metric sources (split/metric in `metrics.json`): "
         + "; ".join(
-            f"**{m}** = {', '.join(f'`{s}`' for s in info['sources'][m]) or '–'}" for m in METRIC_LABELS
+            f"**{m}** = {', '.join(f'`{s}`' for s in info['sources'][m]) or '–'}" for m in metrics
         )
-        + ".",
+        + "."
+        + (UNITS_NOTE if any(unit(m) == "pp" for m in metrics) else ""),
         "",
     ]
     if summary["published_rebias_vanilla_pct"].notna().any():
@@ -782,6 +887,9 @@ def _results_markdown(data: SweepData) -> list[str]:
 def _figures_markdown(paths: dict[str, Path], out: Path, heat_note: str) -> list[str]:
     md = ["## Figures", ""]
     captions = {
+        "worst_group_gap": "Average (circle) and worst-group (square) test accuracy per method "
+        "and task, 95% intervals over seeds; the line between them is the gap a shortcut opens "
+        "(orange [B]: the method reads training bias labels)",
         "accuracy_vs_bias": "Accuracy against the bias level per condition (band: 95% "
         "t-interval over ≥ 3 seeds; bars without band: one-seed bootstrap; no interval drawn "
         "for 2 seeds; dashed lines and [B]: methods that read training bias labels)",
