@@ -480,6 +480,11 @@ def test_faces_report_columns_gap_equalized_odds_and_paired_per_bias(tmp_path):
     assert "(|ΔTPR| + |ΔTNR|)/2" in md
     # groupdro − ce on worst-group: +11.0 at age (differences 10, 11, 12), +20.0 at race.
     assert "| method | supervision | bias=age | bias=race |" in md
+    # Gaps: ce 40 (age) and 30 (race); groupdro 28 and 9, 8, 7: narrower in every seed.
+    assert "### the accuracy − worst-group gap: method − ce (percentage points)" in md
+    assert (
+        "| groupdro | B | -12.0 [-12.0, -12.0] p=–, 3/3 | -22.0 [-24.5, -19.5] p=0.001, 3/3 |" in md
+    )
     assert (
         "| groupdro | B | +11.0 [+8.5, +13.5] p=0.003, 3/3 | +20.0 [+20.0, +20.0] p=–, 3/3 |" in md
     )

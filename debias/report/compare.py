@@ -46,11 +46,13 @@ def paired_differences(
     baseline: str,
     methods: Sequence[str] | None = None,
     replicate: str = "seed",
+    lower_is_better: bool = False,
 ) -> pd.DataFrame:
     """``method − baseline`` on ``metric`` for each condition, paired on ``replicate``.
 
     ``per_run`` has one row per run (``method``, ``replicate``, the condition ``keys`` and the
-    ``metric`` column, in %). Returns one row per (condition, method) with ``n``,
+    ``metric`` column, in %). ``lower_is_better`` (a gap): ``wins`` counts the seeds where the
+    method's value is below the baseline's. Returns one row per (condition, method) with ``n``,
     ``mean_diff_pp``, ``ci95_low_pp``, ``ci95_high_pp`` (percentage points), ``p_value``,
     ``wins``, ``baseline_mean_pct``, ``method_mean_pct``.
     """
@@ -82,7 +84,7 @@ def paired_differences(
                     "ci95_low_pp": mean - half if not math.isnan(half) else math.nan,
                     "ci95_high_pp": mean + half if not math.isnan(half) else math.nan,
                     "p_value": p,
-                    "wins": int((d > 0).sum()),
+                    "wins": int((d < 0).sum() if lower_is_better else (d > 0).sum()),
                     "method_mean_pct": float(g[metric].mean()),
                     "baseline_mean_pct": float(g[f"{metric}_base"].mean()),
                 }
