@@ -122,9 +122,7 @@ def plot_worst_group_gap(
     fig = Figure(figsize=(4.2 * len(combos) + 1.2, 0.38 * len(methods) + 1.6))
     axes = np.atleast_1d(fig.subplots(1, len(combos), sharey=True, squeeze=False)).ravel()
     for ax, combo in zip(axes, combos):
-        mine = (
-            d[(d[list(tasks)].astype(str) == [str(v) for v in combo]).all(axis=1)] if tasks else d
-        )
+        mine = rows_matching(d, tasks, combo)
         for i, method in enumerate(methods):
             colour = "tab:orange" if method in bias_label_methods else "tab:blue"
             _dumbbell(ax, mine[mine["method"] == method], i, colour)
@@ -142,6 +140,14 @@ def plot_worst_group_gap(
     )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return _save(fig, path)
+
+
+def rows_matching(df: pd.DataFrame, cols: Sequence[str], values: Sequence[Any]) -> pd.DataFrame:
+    """The rows of ``df`` whose ``cols`` equal ``values`` (compared as text, so 0.9 == "0.9");
+    all rows when ``cols`` is empty."""
+    if not cols:
+        return df
+    return df[(df[list(cols)].astype(str) == [str(v) for v in values]).all(axis=1)]
 
 
 def _dumbbell(ax, rows: pd.DataFrame, y: int, colour: str) -> None:

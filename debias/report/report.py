@@ -550,11 +550,7 @@ def _paired_markdown(paired: pd.DataFrame, level: str | None) -> list[str]:
         for method, gm in g.groupby("method", sort=False):
             cells = []
             for combo in combos:
-                r = (
-                    gm[(gm[cols].astype(str) == [str(v) for v in combo]).all(axis=1)]
-                    if cols
-                    else gm
-                )
+                r = plots.rows_matching(gm, cols, combo)
                 cells.append(_fmt_diff(r.iloc[0]) if len(r) else "–")
             rows.append([method, supervision_of(method), *cells])
         header = ["method", "supervision"] + (
