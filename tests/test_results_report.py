@@ -14,11 +14,12 @@ import math
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from debias import results
-from debias.report import REBIAS_VANILLA, format_ci, make_report, mean_ci, summarize
+from debias.report import REBIAS_VANILLA, format_ci, make_figures, make_report, mean_ci, summarize
 from debias.report.cli import register
 from debias.train import TrainConfig
 
@@ -505,3 +506,40 @@ def test_report_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no run folders"):
         make_report(tmp_path / "empty", tmp_path / "out")
+
+
+def test_faces_convergence_one_column_per_task_and_one_colour_per_method(tmp_path):
+    """Without bias levels the convergence figure gets a column per task (here the bias
+    attribute), its lines are the methods, and 13 methods get 13 different colours (tab10 gave
+    three pairs of methods one colour)."""
+    methods = ["ce", "reweight", "resample", "groupdro", "biasbal", "lff", "jtt", "supcon",
+               "contex", "simclr", "cacr", "biascon", "fairkl"]  # fmt: skip
+    root = tmp_path / "faces"
+    for bias in ("race", "age"):
+        for i, method in enumerate(methods):
+            d = root / f"bias={bias}/method={method}/seed=0"
+            m = write_run(d, dataset="utkface", method=method, rho=0.9, seed=0,
+                          unbiased=0.8, worst=0.8, conflicting=0.8, biased=0.8)  # fmt: skip
+            m["config"]["bias"] = bias
+            (d / "metrics.json").write_text(json.dumps(m))
+            loss = [1.0 - 0.01 * i, 0.5 - 0.01 * i]
+            pd.DataFrame(
+                {"epoch": [1, 2], "stage": "train", "train_loss": loss, "val/accuracy": [0.6, 0.7]}
+            ).to_csv(d / "history.csv", index=False)
+    fig = make_figures(root)["convergence"]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["bias = race", "bias = age"]
+    loss_axes = [ax for ax in fig.axes if ax.get_ylabel() == "train loss (train / linear)"]
+    assert len(loss_axes) == 2
+    for ax in loss_axes:
+        # one line per method, at the loss written for it, in a colour of its own
+        lines = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 2]
+        by_start = {round(float(ln.get_ydata()[0]), 2): ln.get_color() for ln in lines}
+        assert sorted(by_start) == sorted(round(1.0 - 0.01 * i, 2) for i in range(13))
+        assert len({tuple(np.round(c, 3)) if not isinstance(c, str) else c
+                    for c in by_start.values()}) == 13  # fmt: skip
+    legend = next(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[0] == "condition" and sorted(labels[1:14]) == sorted(
+        methods
+    )  # not "ce (bias=race)"

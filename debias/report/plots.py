@@ -38,6 +38,15 @@ def _fmt_level(v) -> str:
     return f"{v:g}" if isinstance(v, (int, float, np.floating)) else str(v)
 
 
+def condition_palette(labels: Sequence[str]) -> dict[str, Any]:
+    """One distinct colour per label: tab10 up to 10, tab20 up to 20, evenly spaced hues beyond
+    (a sweep's 13 methods on tab10 would give three pairs of methods the same colour)."""
+    import seaborn as sns
+
+    name = "tab10" if len(labels) <= 10 else "tab20" if len(labels) <= 20 else "husl"
+    return dict(zip(labels, sns.color_palette(name, len(labels))))
+
+
 def plot_accuracy_vs_bias(
     summary: pd.DataFrame,
     *,
@@ -71,9 +80,7 @@ def plot_accuracy_vs_bias(
     fig = Figure(figsize=(5.2 * ncols, 3.8 * nrows))
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     labels = list(dict.fromkeys(summary["label"]))
-    palette = dict(
-        zip(labels, sns.color_palette("tab10" if len(labels) <= 10 else "tab20", len(labels)))
-    )
+    palette = condition_palette(labels)
     with sns.axes_style("whitegrid"):
         for ax, metric in zip(axes, metrics):
             ax.set_axisbelow(True)
@@ -364,7 +371,7 @@ def plot_convergence(
     labels = list(dict.fromkeys(h["label"]))
     stages = [s for s in ("train", "pretrain", "linear") if s in set(h["stage"])]
     stages += sorted(set(h["stage"].astype(str)) - set(stages))
-    palette = dict(zip(labels, sns.color_palette("tab10", len(labels))))
+    palette = condition_palette(labels)
     legend_ax = None
     with sns.axes_style("whitegrid"):
         for j, lv in enumerate(levels):

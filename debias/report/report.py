@@ -689,10 +689,25 @@ def make_figures(
     if len(data.groups):
         figs["group_heatmap"] = _heatmap_figure(data, level, path("group_heatmap"))
     if data.history is not None and len(data.history):
-        figs["convergence"] = plots.plot_convergence(
-            data.history, level=level, path=path("convergence")
-        )
+        figs["convergence"] = _convergence_figure(data, level, path("convergence"))
     return figs
+
+
+def _tasks(data: SweepData) -> list[str]:
+    """Condition keys other than the method that vary in the sweep (e.g. the bias attribute or
+    the protocol of a face sweep): what tells one task from another."""
+    return [k for k in data.info["keys"] if k != "method" and data.summary[k].nunique() > 1]
+
+
+def _convergence_figure(data: SweepData, level: str | None, path: Path | None) -> Figure:
+    """Convergence with one column per bias level or else per task, lines labelled by what
+    still varies inside a column, so a method keeps one colour in every column."""
+    history, panel = data.history, level
+    if panel is None and _tasks(data):
+        panel = _tasks(data)[0]
+        inside = [k for k in data.info["keys"] if k != panel and history[k].nunique() > 1]
+        history = history.assign(label=history.apply(lambda r: _label(r, inside), axis=1))
+    return plots.plot_convergence(history, level=panel, path=path)
 
 
 def _marked(summary: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -711,11 +726,10 @@ def _accuracy_figure(data: SweepData, level: str | None, path) -> dict[str, Figu
     average-versus-worst-group dumbbells per method instead."""
     info, metrics = data.info, list(data.info["table_metrics"])
     if level is None and {"accuracy", "worst-group"} <= set(metrics) and "method" in data.summary:
-        tasks = [k for k in info["keys"] if k != "method" and data.summary[k].nunique() > 1]
         methods = data.summary["method"].unique()
         fig = plots.plot_worst_group_gap(
             data.summary,
-            tasks=tasks,
+            tasks=_tasks(data),
             bias_label_methods=[m for m in methods if supervision_of(m) == "B"],
             path=path("worst_group_gap"),
         )
