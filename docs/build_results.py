@@ -55,6 +55,7 @@ def readme_table(name: str = "biased_mnist_cpu", metric: str = "unbiased") -> st
     import pandas as pd
 
     from debias._markdown import markdown_table
+    from debias.report.report import format_ci
 
     s = pd.read_csv(DOCS / "results" / name / "summary.csv")
     s = s[s["metric"] == metric]
@@ -68,8 +69,16 @@ def readme_table(name: str = "biased_mnist_cpu", metric: str = "unbiased") -> st
                 cells.append("–")
                 continue
             r = r.iloc[0]
-            half = r["ci95_half_width_pct"]
-            cells.append(f"{r['mean_pct']:.1f}" + ("" if pd.isna(half) else f" ± {half:.1f}"))
+            # the page's cell (interval clipped to [0, 100]), so README and page agree
+            cells.append(
+                format_ci(
+                    r["mean_pct"],
+                    r["ci95_half_width_pct"],
+                    int(r["n"]),
+                    r["ci95_low_pct"],
+                    r["ci95_high_pct"],
+                )
+            )
         rows.append([method, g["supervision"].iloc[0], *cells])
     return markdown_table(["method", "supervision", *(f"rho {lv:g}" for lv in levels)], rows)
 
