@@ -808,8 +808,10 @@ def _references(labels, bias):
         "cacr": (CACRLoss(supervised=True), lambda f: loop_cacr_supervised(f, labels)),
         "fairkl": (
             FairKLLoss(),
-            lambda f: loop_supinfonce(f, labels)
-            + official_fairkl(F.normalize(f[:, 0], dim=-1), labels, bias),
+            lambda f: (
+                loop_supinfonce(f, labels)
+                + official_fairkl(F.normalize(f[:, 0], dim=-1), labels, bias)
+            ),
         ),
     }
 

@@ -139,7 +139,6 @@ def resolve_hparams(name: str, options: dict[str, Any] | None) -> dict[str, Any]
     return {k: hp.parse(k, options.get(k, hp.default)) for k, hp in cls.hparams.items()}
 
 
-
 register_method(ERM)
 for _loss in LOSSES:
     register_method(contrastive_method(_loss))
