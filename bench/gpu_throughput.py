@@ -78,7 +78,9 @@ def main() -> int:
     device = torch.device(args.device)
     macs = forward_macs(SimpleConvNet(), torch.zeros(1, 3, 28, 28))
     flops_per_image = 3 * 2 * macs
-    print(f"device: {torch.cuda.get_device_name(device)}; SimpleConvNet {macs / 1e9:.3f} GMAC/image")
+    print(
+        f"device: {torch.cuda.get_device_name(device)}; SimpleConvNet {macs / 1e9:.3f} GMAC/image"
+    )
     for bf16 in (False, True):
         for cl in (False, True):
             ips = throughput(device, bf16=bf16, channels_last=cl, steps=args.steps)
