@@ -19,7 +19,15 @@ import pandas as pd
 import pytest
 
 from debias import results
-from debias.report import REBIAS_VANILLA, format_ci, make_figures, make_report, mean_ci, summarize
+from debias.report import (
+    REBIAS_VANILLA,
+    format_ci,
+    load_sweep_data,
+    make_figures,
+    make_report,
+    mean_ci,
+    summarize,
+)
 from debias.report.cli import register
 from debias.train import TrainConfig
 
@@ -543,3 +551,22 @@ def test_faces_convergence_one_column_per_task_and_one_colour_per_method(tmp_pat
     assert labels[0] == "condition" and sorted(labels[1:14]) == sorted(
         methods
     )  # not "ce (bias=race)"
+
+
+def test_one_seed_interval_that_excludes_its_point_is_still_drawn(tmp_path):
+    """A percentile bootstrap of a minimum (the worst group) can lie wholly on one side of the
+    observed value; the figures draw it up to the point instead of failing (matplotlib refuses
+    negative error-bar lengths). Here worst-group 60% sits below its groups' 80% bootstrap."""
+    root = tmp_path / "faces"
+    for method in ("ce", "groupdro"):
+        d = root / f"method={method}/seed=0"
+        write_run(d, dataset="utkface", method=method, rho=0.9, seed=0,
+                  unbiased=0.8, worst=0.6, conflicting=0.8, biased=0.8)  # fmt: skip
+    data = load_sweep_data(root)  # one seed: bootstrap intervals over the test groups
+    worst = data.summary[data.summary["metric"] == "worst-group"].iloc[0]
+    assert worst["mean_pct"] == pytest.approx(60.0) and worst["ci95_low_pct"] > 60.0
+    figs = make_figures(data)
+    ax = figs["worst_group_gap"].axes[0]
+    # every error bar segment has a non-negative extent and ends at or beyond its marker
+    segments = [seg for coll in ax.collections for seg in getattr(coll, "get_segments", list)()]
+    assert segments and all(np.all(np.isfinite(seg)) for seg in segments)

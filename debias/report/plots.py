@@ -38,6 +38,15 @@ def _fmt_level(v) -> str:
     return f"{v:g}" if isinstance(v, (int, float, np.floating)) else str(v)
 
 
+def _bar_lengths(mean: Any, low: Any, high: Any) -> np.ndarray:
+    """Error-bar lengths ``[[mean - low], [high - mean]]`` for matplotlib: no interval (NaN) is a
+    zero-length bar, and so is the side of an interval that lies wholly on one side of its point
+    (a percentile bootstrap of a worst group, i.e. of a minimum, need not contain the observed
+    minimum; matplotlib refuses negative lengths)."""
+    mean, low, high = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (mean, low, high))
+    return np.clip(np.nan_to_num(np.vstack([mean - low, high - mean])), 0.0, None)
+
+
 def condition_palette(labels: Sequence[str]) -> dict[str, Any]:
     """One distinct colour per label: tab10 up to 10, tab20 up to 20, evenly spaced hues beyond
     (a sweep's 13 methods on tab10 would give three pairs of methods the same colour)."""
@@ -164,8 +173,7 @@ def _dumbbell(ax, rows: pd.DataFrame, y: int, colour: str) -> None:
     acc, worst = by["accuracy"], by["worst-group"]
     ax.plot([worst["mean_pct"], acc["mean_pct"]], [y, y], color=colour, alpha=0.5, lw=2)
     for r, marker in ((acc, "o"), (worst, "s")):
-        err = [[r["mean_pct"] - r["ci95_low_pct"]], [r["ci95_high_pct"] - r["mean_pct"]]]
-        err = None if np.isnan(err[0][0]) else err
+        err = _bar_lengths(r["mean_pct"], r["ci95_low_pct"], r["ci95_high_pct"])
         ax.errorbar(r["mean_pct"], y, xerr=err, fmt=marker, color=colour, capsize=2, ms=5)
 
 
@@ -183,11 +191,10 @@ def _bar_panel(ax, d: pd.DataFrame, palette: Mapping[str, Any]) -> None:
         errorbar=None,
         legend=False,
     )
-    err = np.vstack([d["mean_pct"] - d["low"], d["high"] - d["mean_pct"]])
     ax.errorbar(
         range(len(d)),
         d["mean_pct"],
-        yerr=np.nan_to_num(err),
+        yerr=_bar_lengths(d["mean_pct"], d["low"], d["high"]),
         fmt="none",
         ecolor="black",
         capsize=4,
@@ -210,11 +217,10 @@ def _line_panel(ax, d, level: str, labels, palette, styles: Mapping[str, str]) -
             x, s["band_low"], s["band_high"], color=palette[lab], alpha=0.2, linewidth=0
         )
         # Error bars too: a band needs two neighbouring intervals to show at all.
-        yerr = np.vstack([s["mean_pct"] - s["low"], s["high"] - s["mean_pct"]])
         ax.errorbar(
             x,
             s["mean_pct"],
-            yerr=np.nan_to_num(yerr),
+            yerr=_bar_lengths(s["mean_pct"], s["low"], s["high"]),
             fmt="none",
             ecolor=palette[lab],
             capsize=3,
