@@ -865,7 +865,8 @@ def _selection_markdown(df: pd.DataFrame) -> list[str]:
         "interval is marked `n=2, wide` (and not drawn in the figures). With a single seed the "
         "interval is a 95% stratified bootstrap over the run's test images (`n=1, bootstrap "
         "over test images`): it shows how much the test sample moves the number, not how much "
-        "another seed would. Accuracies in % (`metrics.json` holds fractions).",
+        "another seed would; for worst-group accuracy, a minimum over groups, it is biased low "
+        "and can end below the observed value. Accuracies in % (`metrics.json` holds fractions).",
         "",
     ]
     return md
