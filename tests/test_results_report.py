@@ -570,3 +570,19 @@ def test_one_seed_interval_that_excludes_its_point_is_still_drawn(tmp_path):
     # every error bar segment has a non-negative extent and ends at or beyond its marker
     segments = [seg for coll in ax.collections for seg in getattr(coll, "get_segments", list)()]
     assert segments and all(np.all(np.isfinite(seg)) for seg in segments)
+
+
+def test_gap_figure_draws_no_interval_for_two_seeds(tmp_path):
+    """Two seeds give t(0.975, 1) = 12.7 times the spread: the table marks it `n=2, wide` and no
+    figure draws it, the dumbbells included."""
+    root = tmp_path / "faces"
+    for method in ("ce", "groupdro"):
+        for seed, worst in ((0, 0.5), (1, 0.7)):
+            write_run(root / f"method={method}/seed={seed}", dataset="utkface", method=method,
+                      rho=0.9, seed=seed, unbiased=0.8, worst=worst, conflicting=0.8,
+                      biased=0.8)  # fmt: skip
+    ax = make_figures(root)["worst_group_gap"].axes[0]
+    segments = [seg for coll in ax.collections for seg in coll.get_segments()]
+    assert segments  # one (zero-length) bar per marker
+    lengths = [float(np.abs(np.diff(np.asarray(seg), axis=0)).max()) for seg in segments]
+    assert max(lengths) == 0.0

@@ -128,11 +128,12 @@ def plot_worst_group_gap(
     task (each combination of the ``tasks`` columns, e.g. ``bias`` = race / age).
 
     The line from the worst-group mean (square) to the average-accuracy mean (circle) is the gap
-    a shortcut opens; bars are the 95% intervals of :func:`debias.report.summarize`. Methods in
+    a shortcut opens; bars are the 95% intervals of :func:`debias.report.summarize` (none for
+    two seeds, as in the other figures). Methods in
     ``bias_label_methods`` (they read training bias labels) are drawn in orange, the others in
     blue, so a reader sees at a glance which methods close the gap and what they were given.
     """
-    d = summary[summary["metric"].isin(["accuracy", "worst-group"])]
+    d = _drawn_intervals(summary[summary["metric"].isin(["accuracy", "worst-group"])])
     combos = list(dict.fromkeys(d[list(tasks)].itertuples(index=False, name=None))) or [()]
     methods = list(dict.fromkeys(d["method"]))
     fig = Figure(figsize=(4.2 * len(combos) + 1.2, 0.38 * len(methods) + 1.6))
@@ -173,7 +174,7 @@ def _dumbbell(ax, rows: pd.DataFrame, y: int, colour: str) -> None:
     acc, worst = by["accuracy"], by["worst-group"]
     ax.plot([worst["mean_pct"], acc["mean_pct"]], [y, y], color=colour, alpha=0.5, lw=2)
     for r, marker in ((acc, "o"), (worst, "s")):
-        err = _bar_lengths(r["mean_pct"], r["ci95_low_pct"], r["ci95_high_pct"])
+        err = _bar_lengths(r["mean_pct"], r["low"], r["high"])
         ax.errorbar(r["mean_pct"], y, xerr=err, fmt=marker, color=colour, capsize=2, ms=5)
 
 
