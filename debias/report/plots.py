@@ -27,6 +27,22 @@ __all__ = [
 _DPI = 120
 
 
+def _finish(
+    fig: Figure,
+    title: str | None,
+    path: str | Path | None,
+    *,
+    fontsize: float = 9,
+    rect: tuple[float, float, float, float] = (0, 0, 1, 1),
+) -> Figure:
+    """Title the figure, lay it out inside ``rect`` (room left for the title or a legend below)
+    and save it."""
+    if title:
+        fig.suptitle(title, fontsize=fontsize)
+    fig.tight_layout(rect=rect)
+    return _save(fig, path)
+
+
 def _save(fig: Figure, path: str | Path | None) -> Figure:
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -108,13 +124,11 @@ def plot_accuracy_vs_bias(
             ax.set_visible(False)
         if level is not None:
             _figure_legend(fig, axes[0])
-    fig.suptitle(
+    title = (
         "mean over seeds; band and bars: 95% t-interval (n ≥ 3 seeds); bars alone: one-seed "
-        "bootstrap over test images; none drawn for n = 2",
-        fontsize=9,
+        "bootstrap over test images; none drawn for n = 2"
     )
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    return _save(fig, path)
+    return _finish(fig, title, path, rect=(0, 0.06, 1, 0.97))
 
 
 def plot_worst_group_gap(
@@ -134,7 +148,7 @@ def plot_worst_group_gap(
     blue, so a reader sees at a glance which methods close the gap and what they were given.
     """
     d = _drawn_intervals(summary[summary["metric"].isin(["accuracy", "worst-group"])])
-    combos = list(dict.fromkeys(d[list(tasks)].itertuples(index=False, name=None))) or [()]
+    combos = condition_combos(d, tasks)
     methods = list(dict.fromkeys(d["method"]))
     fig = Figure(figsize=(4.2 * len(combos) + 1.2, 0.38 * len(methods) + 1.6))
     axes = np.atleast_1d(fig.subplots(1, len(combos), sharey=True, squeeze=False)).ravel()
@@ -150,13 +164,19 @@ def plot_worst_group_gap(
     axes[0].set_yticks(range(len(methods)))
     axes[0].set_yticklabels([m + (" [B]" if m in bias_label_methods else "") for m in methods])
     axes[0].invert_yaxis()
-    fig.suptitle(
+    title = (
         "circle: average accuracy, square: worst-group accuracy (mean over seeds, bars: 95% "
-        "interval); orange [B]: reads training bias labels",
-        fontsize=9,
+        "interval); orange [B]: reads training bias labels"
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return _save(fig, path)
+    return _finish(fig, title, path, rect=(0, 0, 1, 0.95))
+
+
+def condition_combos(df: pd.DataFrame, cols: Sequence[str]) -> list[tuple]:
+    """The value combinations of ``cols`` in ``df``, in order of first appearance (one panel or
+    table column each); ``[()]`` when ``cols`` is empty. :func:`rows_matching` selects one."""
+    if not cols:
+        return [()]
+    return list(dict.fromkeys(df[list(cols)].itertuples(index=False, name=None)))
 
 
 def rows_matching(df: pd.DataFrame, cols: Sequence[str], values: Sequence[Any]) -> pd.DataFrame:
@@ -321,11 +341,8 @@ def plot_group_heatmap(
         ax.set_ylabel(ylabel)
     for ax in axes[len(labels) :]:
         ax.set_visible(False)
-    if title:
-        fig.suptitle(title, fontsize=11)
     # Leave the suptitle its own strip above the (possibly two-line) panel titles.
-    fig.tight_layout(rect=(0, 0, 1, 0.94 if title else 1))
-    return _save(fig, path)
+    return _finish(fig, title, path, fontsize=11, rect=(0, 0, 1, 0.94 if title else 1))
 
 
 def combined_val_accuracy(history: pd.DataFrame) -> pd.Series:
@@ -416,6 +433,4 @@ def plot_convergence(
                     ax.set_title("all runs" if lv is None else f"{level} = {_fmt_level(lv)}")
         if legend_ax is not None and legend_ax.get_legend() is not None:
             sns.move_legend(legend_ax, "upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
-    fig.suptitle("convergence: mean over seeds, band ±1 s.d.", fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, "convergence: mean over seeds, band ±1 s.d.", path, fontsize=10)

@@ -521,7 +521,7 @@ def _paired_columns(paired: pd.DataFrame, level: str | None) -> tuple[list[str],
     (one table column each; the bias level strongest first)."""
     out = set(_PAIRED_OUTPUT) | {"method", "baseline", "metric"}
     cols = [c for c in paired.columns if c not in out and paired[c].astype(str).nunique() > 1]
-    combos = list(dict.fromkeys(paired[cols].itertuples(index=False, name=None))) if cols else [()]
+    combos = plots.condition_combos(paired, cols)
     if level in cols:
         i = cols.index(level)
         combos.sort(key=lambda t: -float(t[i]))
@@ -702,9 +702,9 @@ def _tasks(data: SweepData) -> list[str]:
 def _convergence_figure(data: SweepData, level: str | None, path: Path | None) -> Figure:
     """Convergence with one column per bias level or else per task, lines labelled by what
     still varies inside a column, so a method keeps one colour in every column."""
-    history, panel = data.history, level
-    if panel is None and _tasks(data):
-        panel = _tasks(data)[0]
+    history, panel, tasks = data.history, level, _tasks(data)
+    if panel is None and tasks:
+        panel = tasks[0]
         inside = [k for k in data.info["keys"] if k != panel and history[k].nunique() > 1]
         history = history.assign(label=history.apply(lambda r: _label(r, inside), axis=1))
     return plots.plot_convergence(history, level=panel, path=path)
