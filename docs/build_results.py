@@ -55,7 +55,7 @@ def readme_table(name: str = "biased_mnist_cpu", metric: str = "unbiased") -> st
     import pandas as pd
 
     from debias._markdown import markdown_table
-    from debias.report.report import format_ci
+    from debias.report import summary_cell
 
     s = pd.read_csv(DOCS / "results" / name / "summary.csv")
     s = s[s["metric"] == metric]
@@ -68,17 +68,8 @@ def readme_table(name: str = "biased_mnist_cpu", metric: str = "unbiased") -> st
             if r.empty:
                 cells.append("–")
                 continue
-            r = r.iloc[0]
             # the page's cell (interval clipped to [0, 100]), so README and page agree
-            cells.append(
-                format_ci(
-                    r["mean_pct"],
-                    r["ci95_half_width_pct"],
-                    int(r["n"]),
-                    r["ci95_low_pct"],
-                    r["ci95_high_pct"],
-                )
-            )
+            cells.append(summary_cell(r.iloc[0]))
         rows.append([method, g["supervision"].iloc[0], *cells])
     return markdown_table(["method", "supervision", *(f"rho {lv:g}" for lv in levels)], rows)
 

@@ -18,6 +18,7 @@ _EXPORTS = {
         "make_report",
         "mean_ci",
         "summarize",
+        "summary_cell",
     )
 }
 __all__ = sorted(_EXPORTS)

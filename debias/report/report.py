@@ -57,6 +57,7 @@ __all__ = [
     "make_report",
     "mean_ci",
     "summarize",
+    "summary_cell",
 ]
 
 # label -> candidate (split, metric) sources, first present wins (per run).
@@ -391,7 +392,8 @@ def format_ci(
     return f"{mean:.1f} [{low:.1f}, {high:.1f}]"
 
 
-def _cell(r: pd.Series) -> str:
+def summary_cell(r: pd.Series) -> str:
+    """:func:`format_ci` of one summary row (``mean_pct``, ``ci95_*``, ``n``): a table cell."""
     return format_ci(
         r["mean_pct"], r["ci95_half_width_pct"], int(r["n"]), r["ci95_low_pct"], r["ci95_high_pct"]
     )
@@ -428,7 +430,7 @@ def _results_table(summary: pd.DataFrame, keys: Sequence[str], metrics: Sequence
             first.get("supervision", "?"),
             f"{first['seeds']} ({int(first['n'])})",
         ]
-        row += [_cell(by[m]) if m in by else "–" for m in metrics]
+        row += [summary_cell(by[m]) if m in by else "–" for m in metrics]
         if with_pub:
             pub = by["unbiased"]["published_rebias_vanilla_pct"] if "unbiased" in by else math.nan
             row.append("–" if math.isnan(pub) else f"{pub:.1f}")
@@ -444,7 +446,7 @@ def _pivot_table(summary: pd.DataFrame, level: str, metric: str = "unbiased") ->
         cells = []
         for lv in levels:
             r = g[g[level] == lv]
-            cells.append(_cell(r.iloc[0]) if len(r) else "–")
+            cells.append(summary_cell(r.iloc[0]) if len(r) else "–")
         rows.append([lab, *cells])
     pub = s.dropna(subset=["published_rebias_vanilla_pct"])
     if len(pub):
