@@ -1,13 +1,14 @@
 # Two entry points do all set-up on a fresh machine:
 #   make demo   - create .venv if needed, install debias, run `debias demo` on real data
 #   make test   - create .venv if needed, install debias[dev], run the test suite
+#   (make test-quick skips the tests marked slow)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DEBIAS_DATA ?= $(abspath ../shared/data)
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test test-quick install lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15
+
+# The suite without the tests marked slow (end-to-end runs, notebooks, processes): for
+# development; CI runs `make test`, everything.
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" --durations=5
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

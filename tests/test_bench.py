@@ -25,12 +25,7 @@ import bench_feed  # noqa: E402
 import bench_train  # noqa: E402
 import common  # noqa: E402
 import driver  # noqa: E402
-
-DATA = Path(os.environ.get("DEBIAS_DATA", "data"))
-HAVE_MNIST = (DATA / "mnist" / "train-images-idx3-ubyte.gz").exists()
-needs_mnist = pytest.mark.skipif(
-    not HAVE_MNIST, reason=f"MNIST files not found under $DEBIAS_DATA ({DATA}/mnist)"
-)
+from conftest import needs_mnist  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +198,7 @@ def test_expected_rows_and_check():
         bench_feed._check_rows({"ours": 512, "ref": 256}, 512)
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_memory_worker_in_a_fresh_process_and_in_this_one():
     mem = bench_feed.run_memory(max_batches=2, limit=600, variants=("ref_plain_nw2",))

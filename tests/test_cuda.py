@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import quiet
 
 from debias.data.augment import AugmentConfig, BatchAugment
 from debias.losses import LOSSES, get_loss
@@ -61,7 +62,7 @@ def test_short_run_trains_on_cuda_with_bf16_and_channels_last(tmp_path, method):
         device="cuda",
         progress=False,
     )
-    res = train(cfg, log=lambda *_: None)
+    res = train(cfg, log=quiet)
     assert res["device"].startswith("cuda")
     saved = json.loads((Path(cfg.out) / "metrics.json").read_text())
     assert 0.0 <= saved["splits"]["test"]["unbiased_accuracy"] <= 1.0

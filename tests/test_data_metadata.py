@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import quiet
 
 from debias.data.cache import ImageDecodeError
 from debias.data.groups import aligned_from_counts
@@ -171,14 +172,54 @@ def test_unreadable_images_named(faces, cache, tmp_path):
     table = biased(faces)
     table.loc[table.index[table["split"] == 0][:2], "filename"] = [str(p) for p in bad]
     path = write(table, tmp_path)
-    # tmp_path and the shared data have no common folder but "/": no cache, and a warning
-    with pytest.warns(UserWarning, match="no common folder below /; decoding without the cache"):
-        with pytest.raises(ImageDecodeError, match="cannot decode 2 image") as err:
-            load(path, "train", cache)
-        d = load(path, "train", cache, on_error="skip")
+    # tmp_path and the shared data may share no folder but "/": cached all the same
+    with pytest.raises(ImageDecodeError, match="cannot decode 2 image") as err:
+        load(path, "train", cache)
+    d = load(path, "train", cache, on_error="skip")
+    assert d.cache_hit  # the first call decoded and cached the table's train images
     assert "broken_a.jpg" in str(err.value) and "broken_b.jpg" in str(err.value)
     assert d.skipped == {"unreadable image": 2}
     assert str(bad[0]) not in d.files and len(d) == int((table["split"] == 0).sum()) - 2
+
+
+def sibling_folders(faces: pd.DataFrame, top: Path) -> pd.DataFrame:
+    """The table's images linked into two sibling folders ``top/a`` and ``top/b`` (half each):
+    the common ancestor of the images, ``top``, holds no image itself."""
+    table = biased(faces)
+    links = []
+    for i, src in enumerate(table["filename"]):
+        link = top / ("a" if i % 2 else "b") / Path(src).name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(src)
+        links.append(str(link))
+    table["filename"] = links
+    return table
+
+
+@pytest.mark.parametrize("cache_below_top", ["cache", ".cache/debias"])
+def test_cache_beside_image_folders_is_used(faces, tmp_path, cache_below_top):
+    """Images under top/a and top/b, the cache under top (e.g. /data/x, /data/y and
+    DEBIAS_CACHE=/data/cache; or /home/me/a, /home/me/b and ~/.cache/debias)."""
+    top = tmp_path / "top"
+    path = write(sibling_folders(faces, top), tmp_path / "table")
+    first = load(path, "val", top / cache_below_top)
+    again = load(path, "val", top / cache_below_top)
+    assert not first.cache_hit and again.cache_hit
+    assert first.cache_path.is_relative_to(top / cache_below_top)
+    assert torch.equal(first.images, again.images)
+    assert sorted(p.name for p in top.iterdir()) == sorted(
+        {"a", "b", cache_below_top.split("/")[0]}
+    )
+
+
+@pytest.mark.parametrize("inside", ["a", "a/deeper/cache", "b/cache"])
+def test_cache_inside_an_image_folder_is_refused(faces, tmp_path, inside):
+    top = tmp_path / "top"
+    path = write(sibling_folders(faces, top), tmp_path / "table")
+    before = {p: sorted(p.iterdir()) for p in (top / "a", top / "b")}
+    with pytest.raises(ValueError, match=r"cache folder .* which holds images of this dataset"):
+        load(path, "val", top / inside)
+    assert {p: sorted(p.iterdir()) for p in before} == before  # nothing written there
 
 
 @pytest.mark.parametrize(
@@ -299,7 +340,7 @@ def test_train_end_to_end(faces, tmp_path, monkeypatch):
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no empty groups here: nothing to warn about
-        res = train(cfg, log=lambda *_: None)
+        res = train(cfg, log=quiet)
     assert set(res["splits"]) == {"val", "test"}
     test = res["splits"]["test"]
     assert test["n"] == int((table["split"] == 2).sum()) and test["n_groups"] == 4
@@ -315,6 +356,7 @@ def test_train_end_to_end(faces, tmp_path, monkeypatch):
     assert main([*bad, "--out", str(tmp_path / "cli2")]) == 2
 
 
+@pytest.mark.slow
 def test_sweep_report_and_audit_on_a_metadata_dataset(faces, tmp_path, monkeypatch):
     from debias.cli import main
     from debias.sweep import run_sweep

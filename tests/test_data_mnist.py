@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import MNIST_DIR, needs_mnist
 
 from debias.data import (
     PALETTES,
@@ -30,34 +31,11 @@ from debias.data.base import TensorImageDataset
 from debias.data.biased_mnist import SPLITS, assign_colours, validation_rows
 from debias.data.mnist import IDXFormatError
 from debias.data.registry import label_names
-from debias.data.root import data_root
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 CONFLICTING = {0.999: 63, 0.997: 184, 0.995: 305, 0.99: 606, 0.95: 3006, 0.9: 6006}
-
-
-def _mnist_dir() -> Path:
-    return data_root() / "mnist"
-
-
-def _have_mnist() -> bool:
-    names = [
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte",
-    ]
-    d = _mnist_dir()
-    return all((d / n).is_file() or (d / f"{n}.gz").is_file() for n in names)
-
-
-needs_mnist = pytest.mark.skipif(
-    not _have_mnist(),
-    reason=f"MNIST IDX files not found in {data_root() / 'mnist'} (set DEBIAS_DATA to the "
-    "shared data folder)",
-)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +49,7 @@ def mnist_test() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _raw_idx(name: str) -> bytes:
-    d = _mnist_dir()
+    d = MNIST_DIR
     if (d / name).is_file():
         return (d / name).read_bytes()
     return gzip.decompress((d / f"{name}.gz").read_bytes())
@@ -193,7 +171,7 @@ def test_truncated_idx_names_file_and_expected_size(tmp_path):
 def test_truncated_gzip_names_file(tmp_path):
     _labels_file(tmp_path)
     bad = tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz"
-    good = (_mnist_dir() / "t10k-images-idx3-ubyte.gz").read_bytes()
+    good = (MNIST_DIR / "t10k-images-idx3-ubyte.gz").read_bytes()
     bad.write_bytes(good[: len(good) // 2])
     with pytest.raises(IDXFormatError, match="t10k-images-idx3-ubyte.gz.*gzip"):
         load_mnist("test", root=tmp_path)

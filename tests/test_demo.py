@@ -5,9 +5,12 @@ from __future__ import annotations
 import sys
 import types
 
+import pytest
+
 from debias.cli import main
 
 
+@pytest.mark.slow
 def test_demo_offline_fallback_runs_on_digits(tmp_path, monkeypatch, capsys):
     attempts = []
 

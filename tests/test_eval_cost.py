@@ -9,6 +9,7 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import quiet
 
 from debias.cli import main
 from debias.train import TrainConfig, train
@@ -23,14 +24,11 @@ def tiny(out, **kw) -> TrainConfig:
     return TrainConfig(**(base | kw))
 
 
-def quiet(*_):
-    pass
-
-
 def same(a, b) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("select", ["last", "val/worst_group_accuracy"])
 def test_eval_every_keeps_the_reported_numbers(tmp_path, select):
     full = train(tiny(tmp_path / "a", select=select), log=quiet)
@@ -45,6 +43,7 @@ def test_eval_every_keeps_the_reported_numbers(tmp_path, select):
     assert ref.loc[1:, "test/accuracy"].tolist() == hist.loc[1:, "test/accuracy"].tolist()
 
 
+@pytest.mark.slow
 def test_eval_every_two_stage_probe_and_linear(tmp_path):
     kw = dict(method="supcon", epochs=3, linear_epochs=2, batch_size=32, max_steps=2)
     full = train(tiny(tmp_path / "a", **kw), log=quiet)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import quiet
 
 from debias.train import TrainConfig, train
 
@@ -69,7 +70,7 @@ def test_every_epoch_row_reaches_the_tracker(tmp_path, monkeypatch):
         fake = types.ModuleType("torch.utils.tensorboard")
         fake.SummaryWriter = Writer
         monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
-    res = train(tiny(tmp_path / "r", log_to="tensorboard"), log=lambda *_: None)
+    res = train(tiny(tmp_path / "r", log_to="tensorboard"), log=quiet)
     assert res["config"]["log_to"] == "tensorboard"
     history = pd.read_csv(tmp_path / "r" / "history.csv")
     if HAS_TENSORBOARD:
@@ -85,5 +86,5 @@ def test_every_epoch_row_reaches_the_tracker(tmp_path, monkeypatch):
     assert {step for _, _, step in calls} == {1, 2}
     assert not any(tag in ("epoch", "stage") for tag, _, _ in calls)
     # A runtime option: the same run without trackers is the same run (resume, compare).
-    again = train(tiny(tmp_path / "r"), log=lambda *_: None)
+    again = train(tiny(tmp_path / "r"), log=quiet)
     assert json.dumps(again["splits"], sort_keys=True) == json.dumps(res["splits"], sort_keys=True)

@@ -120,6 +120,7 @@ def _check_unequal_batches_raise(rank: int) -> None:
         gather_features(feats)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed gloo missing"
 )

@@ -109,6 +109,7 @@ def tiny_sweep(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_sweep_analysis_notebook(tiny_sweep, kernel_env, monkeypatch, tmp_path):
     out = tmp_path / "nb_out"
     env = kernel_env | {
@@ -138,6 +139,7 @@ def test_sweep_analysis_notebook(tiny_sweep, kernel_env, monkeypatch, tmp_path):
     assert paired.loc[0, "test"] == "paired t"
 
 
+@pytest.mark.slow
 def test_biased_mnist_tour_notebook(kernel_env, monkeypatch, tmp_path):
     from debias.data.mnist import load_mnist
 
@@ -165,6 +167,7 @@ def test_biased_mnist_tour_notebook(kernel_env, monkeypatch, tmp_path):
         assert (out / f"{fig}.png").stat().st_size > 2_000, fig
 
 
+@pytest.mark.slow
 def test_embedding_audit_notebook(kernel_env, monkeypatch, tmp_path):
     # The offline digits data keeps this fast; the notebook's default is real Biased-MNIST.
     out = tmp_path / "nb03"
@@ -188,6 +191,7 @@ def test_embedding_audit_notebook(kernel_env, monkeypatch, tmp_path):
     assert (out / "projections.png").stat().st_size > 5_000
 
 
+@pytest.mark.slow
 def test_audit_pretrained_encoder_notebook(kernel_env, monkeypatch, tmp_path):
     from debias.data.root import data_root
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from conftest import quiet
 from torch import nn
 
 import debias
@@ -62,7 +63,7 @@ def cfg(out, **kw) -> TrainConfig:
 
 def test_a_registered_model_trains(registered, tmp_path):
     assert isinstance(build_model("tinynet", 10), TinyNet)
-    res = train(cfg(tmp_path / "m", model="tinynet"), log=lambda *_: None)
+    res = train(cfg(tmp_path / "m", model="tinynet"), log=quiet)
     weights = torch.load(tmp_path / "m" / "model.pt", weights_only=False)["model"]
     assert set(weights) == set(TinyNet(10).state_dict())
     assert res["splits"]["test"]["n"] == json.loads((tmp_path / "m" / "metrics.json").read_text())["splits"]["test"]["n"]  # fmt: skip

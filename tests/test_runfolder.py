@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import quiet
 
 from debias import _atomic
 from debias.cli import main
@@ -39,10 +40,6 @@ def tiny_cfg(out: Path, **kw) -> TrainConfig:
         batch_size=64, max_steps=2, lr_milestones=[], progress=False, device="cpu",
     )  # fmt: skip
     return TrainConfig(**(base | kw))
-
-
-def quiet(*_):
-    pass
 
 
 # -- names are declared once ------------------------------------------------------------------

@@ -312,6 +312,7 @@ def test_resume_and_conflict(tmp_path):
     assert result.failed == [second.name]
 
 
+@pytest.mark.slow
 def test_ray_backend(tmp_path):
     ray = pytest.importorskip("ray", reason="ray is an optional extra: debias-toolkit[ray]")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

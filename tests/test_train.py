@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import needs_mnist, quiet
 
 from debias.cli import main
 from debias.train import RunConflictError, TrainConfig, train
-
-MNIST = Path(os.environ.get("DEBIAS_DATA", "data")) / "mnist" / "train-images-idx3-ubyte.gz"
 
 
 def tiny(out, **kw) -> TrainConfig:
@@ -32,10 +29,6 @@ def tiny(out, **kw) -> TrainConfig:
     )
     base.update(kw)
     return TrainConfig(**base)
-
-
-def quiet(*_):
-    pass
 
 
 def same(a, b) -> bool:
@@ -170,7 +163,7 @@ def test_cli_train_and_errors(tmp_path, capsys):
     assert rc == 2
 
 
-@pytest.mark.skipif(not MNIST.exists(), reason=f"real MNIST not found at {MNIST} (set DEBIAS_DATA)")
+@needs_mnist
 def test_real_biased_mnist_ce_few_steps(tmp_path):
     res = train(
         TrainConfig(

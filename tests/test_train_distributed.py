@@ -55,6 +55,7 @@ def _torchrun(out, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ce", "contex"])
 def test_two_gloo_processes_train_and_write_once(tmp_path, method):
     out = tmp_path / method

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import quiet
 
 from debias.train import TrainConfig, train
 
@@ -26,9 +27,10 @@ def _run(tmp_path, monkeypatch, **kw):
         image_size=32,
         **kw,
     )
-    return train(cfg, log=lambda *_: None)
+    return train(cfg, log=quiet)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "utkface").is_dir(), reason=f"UTKFace not found under {ROOT}")
 @pytest.mark.parametrize("method", ["ce", "contex", "biascon"])
 def test_utkface_run_uses_its_aligned_groups(tmp_path, monkeypatch, method):
@@ -46,6 +48,7 @@ def test_utkface_run_uses_its_aligned_groups(tmp_path, monkeypatch, method):
     assert test["n_groups"] == 4 and sum(g["n"] for g in test["groups"]) == test["n"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "celeba").is_dir(), reason=f"CelebA not found under {ROOT}")
 def test_celeba_run_uses_its_aligned_groups(tmp_path, monkeypatch):
     with warnings.catch_warnings():

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import needs_mnist, quiet
 
 from debias.losses import LOSSES
 from debias.train import TrainConfig, train
 
-MNIST = Path(os.environ.get("DEBIAS_DATA", "data")) / "mnist" / "t10k-images-idx3-ubyte.gz"
-pytestmark = pytest.mark.skipif(not MNIST.exists(), reason=f"real MNIST not found at {MNIST}")
+pytestmark = [needs_mnist, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("mode", ["two-stage", "joint"])
@@ -36,7 +35,7 @@ def test_method_mode_on_real_biased_mnist(tmp_path, method, mode):
         device="cpu",
         save_embeddings=mode == "two-stage",
     )
-    res = train(cfg, log=lambda *_: None)
+    res = train(cfg, log=quiet)
     out = Path(cfg.out)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["config"]["method"] == method and saved["config"]["mode"] == mode

@@ -122,8 +122,8 @@ def _rel(path: str, root: str) -> str:
     of a cache hit on 10k files)."""
     if not os.path.isabs(path):
         rel = os.path.normpath(path)
-    elif path.startswith(root + os.sep):
-        rel = path[len(root) + 1 :]
+    elif path.startswith(prefix := root.rstrip(os.sep) + os.sep):
+        rel = path[len(prefix) :]
     else:
         try:
             rel = str(Path(path).relative_to(root))
@@ -266,14 +266,19 @@ def load_images(
     on_error: str = "raise",
     num_threads: int = 2,
     use_cache: bool = True,
+    root_is_data: bool = True,
 ) -> DecodedImages:
     """Decode, crop and resize ``paths`` to uint8 ``[N, 3, image_size, image_size]``, cached.
 
     Args:
         paths: image files, absolute or relative to ``root``, all inside ``root``.
         image_size: output side ``S``.
-        root: the dataset folder; the cache key uses paths relative to it. The cache folder
-            must not lie inside it (data folders may be read-only or shared).
+        root: the dataset folder; the cache key uses paths relative to it.
+        root_is_data: True (a dataset's own folder): the cache folder must not lie anywhere
+            inside ``root`` (data folders may be read-only or shared). False (``root`` is only
+            the common ancestor of the images, as for a metadata table): the cache folder must
+            not lie inside a folder that holds one of the images, and may lie elsewhere under
+            ``root`` (images under ``/data/x`` and ``/data/y``, cache under ``/data/cache``).
         name: dataset name, part of the key and of the cache file name.
         crop: one of :data:`CROP_RULES` (see the module docstring).
         cache_key_parts: extra JSON-able values folded into the key.
@@ -294,7 +299,9 @@ def load_images(
     cache_path = None
     stored = None
     if use_cache:
-        cache_path = _cache_file(cache_dir, root, name, sorted_rels, image_size, crop,
+        cdir = cache_root(cache_dir) / SUBDIR
+        _check_cache_location(cdir, root, sorted_rels if not root_is_data else None)
+        cache_path = _cache_file(cdir, root, name, sorted_rels, image_size, crop,
                                  cache_key_parts)  # fmt: skip
         stored = _read_cache(cache_path, sorted_rels)
 
@@ -346,8 +353,32 @@ def _relative_paths(paths: Sequence[str | os.PathLike], root: Path) -> list[str]
     return rels
 
 
+def _check_cache_location(cdir: Path, root: Path, rels: list[str] | None) -> None:
+    """Refuse a cache folder that would write into the data: anywhere inside ``root`` when
+    ``rels`` is None, else inside a folder holding one of the images ``root / rel``."""
+    if rels is None:
+        if _is_inside(cdir, root):
+            raise ValueError(
+                f"cache folder {cdir} is inside the dataset folder {root}; the data root must "
+                "stay untouched: set DEBIAS_CACHE or cache_dir= to a folder elsewhere"
+            )
+        return
+    base = root.resolve()
+    # Only the folders that hold images, not their common ancestor: a table listing
+    # /home/me/a/*.jpg and /home/me/b/*.jpg may cache in /home/me/.cache.
+    holders = {base / os.path.dirname(r) for r in rels}
+    target = cdir.resolve()
+    for folder in (target, *target.parents):
+        if folder in holders:
+            raise ValueError(
+                f"cache folder {cdir} is inside {folder}, which holds images of this dataset; "
+                "the image folders must stay untouched: set DEBIAS_CACHE or cache_dir= to a "
+                "folder that holds none of them"
+            )
+
+
 def _cache_file(
-    cache_dir: str | os.PathLike | None,
+    cdir: Path,
     root: Path,
     name: str,
     sorted_rels: list[str],
@@ -355,13 +386,7 @@ def _cache_file(
     crop: str,
     cache_key_parts: Mapping[str, Any] | None,
 ) -> Path:
-    """The cache entry's path: ``<cache>/images/<name>-<S>px-<crop>-<key>.pt``."""
-    cdir = cache_root(cache_dir) / SUBDIR
-    if _is_inside(cdir, root):
-        raise ValueError(
-            f"cache folder {cdir} is inside the dataset folder {root}; the data root must "
-            "stay untouched: set DEBIAS_CACHE or cache_dir= to a folder elsewhere"
-        )
+    """The cache entry's path in ``cdir``: ``<name>-<S>px-<crop>-<key>.pt``."""
     key = fingerprint(name, root, sorted_rels, image_size, crop, cache_key_parts)
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
     return cdir / f"{safe}-{image_size}px-{crop}-{key[:24]}.pt"

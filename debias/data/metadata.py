@@ -251,14 +251,6 @@ def _decode(
     common = os.path.commonpath(chosen) if len(chosen) > 1 else os.path.dirname(chosen[0])
     if os.path.isfile(common):  # a single file
         common = os.path.dirname(common)
-    # Files spread over the whole file system: the cache folder would lie "inside the data".
-    use_cache = os.path.dirname(common) != common
-    if not use_cache:
-        warnings.warn(
-            f"{source}: the images have no common folder below {common}; decoding without the "
-            "cache (put them under one folder to cache them)",
-            stacklevel=3,
-        )
     decoded = load_images(
         chosen,
         image_size,
@@ -267,7 +259,7 @@ def _decode(
         crop=crop,
         cache_dir=cache_dir,
         on_error="skip",
-        use_cache=use_cache,
+        root_is_data=False,  # ``common`` is only the images' common ancestor
     )
     if decoded.failed and on_error == "raise":
         shown = ", ".join(f"{chosen[i]} ({m})" for i, m in list(decoded.failed.items())[:_SHOW])
