@@ -25,6 +25,7 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +111,17 @@ def versions() -> dict[str, str]:
 
 class Trainer:
     """Runs one :class:`TrainConfig` with the method it names. Use :func:`train` unless you
-    need the pieces (``load_data``, ``build``, ``batches``, ``inputs``, ``train_epoch``)."""
+    need the pieces (``load_data``, ``build``, ``batches``, ``inputs``, ``train_epoch``).
 
-    def __init__(self, cfg: TrainConfig, *, log=print) -> None:
+    ``load`` stands in for :func:`~debias.data.registry.load_splits` (same arguments, same
+    result; a sweep worker passes its cache of the splits, :class:`debias.sweep.worker.SplitCache`).
+    """
+
+    def __init__(
+        self, cfg: TrainConfig, *, log=print, load: Callable[..., Any] | None = None
+    ) -> None:
         self.cfg = cfg
+        self._load_splits = load or load_splits
         self.out = Path(cfg.out)
         self.device = resolve_device(cfg.device)
         self.dist = DistContext.from_env(self.device.type)
@@ -129,7 +137,7 @@ class Trainer:
         cfg = self.cfg
         self.splits: dict[str, TensorImageDataset] = {
             name: ds.to(self.device)
-            for name, ds in load_splits(cfg.dataset, **_data_options(cfg)).items()
+            for name, ds in self._load_splits(cfg.dataset, **_data_options(cfg)).items()
         }
         if cfg.train_limit is not None:
             self.splits["train"] = self.splits["train"].subset(range(cfg.train_limit))
@@ -775,11 +783,18 @@ def _progress(items, enabled: bool, desc: str, *, delay: float = 0):
     return tqdm(items, desc=desc, leave=False, delay=delay)
 
 
-def train(cfg: TrainConfig | dict[str, Any], *, force: bool = False, log=print) -> dict[str, Any]:
-    """Run (or resume, or skip if finished) one training run; returns the ``metrics.json`` dict."""
+def train(
+    cfg: TrainConfig | dict[str, Any],
+    *,
+    force: bool = False,
+    log=print,
+    load: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) one training run; returns the ``metrics.json`` dict.
+    ``load``: see :class:`Trainer`."""
     if isinstance(cfg, dict):
         cfg = TrainConfig.from_dict(cfg)
-    return Trainer(cfg, log=log).run(force=force)
+    return Trainer(cfg, log=log, load=load).run(force=force)
 
 
 def load_trained(
