@@ -24,6 +24,11 @@ def tiny(out, **kw) -> TrainConfig:
     return TrainConfig(**(base | kw))
 
 
+def evaluated(hist: pd.DataFrame, column: str) -> list[bool]:
+    """Which history rows hold ``column`` (a column no row has is absent from the file)."""
+    return hist[column].notna().tolist() if column in hist else [False] * len(hist)
+
+
 def same(a, b) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
@@ -55,6 +60,57 @@ def test_eval_every_two_stage_probe_and_linear(tmp_path):
     assert hist["test/accuracy"].isna().tolist() == [True, True, True, False, False]
 
 
+@pytest.mark.parametrize("method", ["ce", "jtt"])
+@pytest.mark.parametrize("select", ["last", "val/worst_group_accuracy"])
+def test_eval_every_0_evaluates_only_what_is_read(tmp_path, select, method):
+    """eval_every=0: val every epoch, the test splits once, for the reported epoch; the same
+    reported numbers as evaluating everything every epoch (today's eval_every=1)."""
+    kw = dict(select=select, method=method, epochs=3)  # jtt: 1 identification epoch first
+    full = train(tiny(tmp_path / "a", **kw), log=quiet)
+    read = train(tiny(tmp_path / "b", eval_every=0, **kw), log=quiet)
+    assert same(full["splits"], read["splits"]) and full["selection"] == read["selection"]
+    hist = pd.read_csv(tmp_path / "b" / "history.csv")
+    n = len(hist)
+    assert hist["val/accuracy"].notna().all()
+    assert pd.read_csv(tmp_path / "a" / "history.csv")["val/accuracy"].tolist() == (
+        hist["val/accuracy"].tolist()
+    )
+    # select last: the test splits at the last epoch only; val selection: never in the loop.
+    tested = [select == "last" and e == n for e in hist["epoch"]]
+    for split in ("test", "test_biased", "test_conflicting"):
+        assert evaluated(hist, f"{split}/accuracy") == tested
+    assert (hist["eval_seconds"] > 0).all() and (hist["eval_seconds"] < hist["epoch_seconds"]).all()
+    assert read["eval_seconds"] >= hist["eval_seconds"].sum()
+
+
+@pytest.mark.parametrize("select", ["last", "val/worst_group_accuracy"])
+def test_eval_every_0_two_stage(tmp_path, select):
+    """The online probe logs val only; the linear stage evaluates the test splits once, on the
+    frozen features (as an evaluated epoch would), with the numbers of eval_every=1."""
+    kw = dict(method="supcon", epochs=2, linear_epochs=3, batch_size=32, max_steps=2)
+    full = train(tiny(tmp_path / "a", select=select, **kw), log=quiet)
+    read = train(tiny(tmp_path / "b", select=select, eval_every=0, **kw), log=quiet)
+    assert same(full["splits"], read["splits"]) and full["selection"] == read["selection"]
+    hist = pd.read_csv(tmp_path / "b" / "history.csv")
+    # Epochs 1-2 pretrain (probe on val), 3-5 linear (val every epoch).
+    assert evaluated(hist, "probe/val/accuracy") == [True, True, False, False, False]
+    assert evaluated(hist, "probe/test/accuracy") == [False] * 5
+    assert evaluated(hist, "val/accuracy") == [False, False, True, True, True]
+    assert evaluated(hist, "test/accuracy") == [False, False, False, False, select == "last"]
+
+
+@pytest.mark.parametrize("select", ["last", "val/worst_group_accuracy"])
+def test_two_stage_run_resumed_after_its_last_epoch(tmp_path, select):
+    """A crash between the last checkpoint and metrics.json: the rerun restores the linear
+    classifier and reports the numbers of the uninterrupted run (it used to fail: no linear)."""
+    kw = dict(method="supcon", epochs=1, linear_epochs=2, batch_size=32, max_steps=2)
+    cfg = tiny(tmp_path / "a", select=select, eval_every=0, **kw)
+    done = train(cfg, log=quiet)
+    (tmp_path / "a" / "metrics.json").unlink()
+    again = train(cfg, log=quiet)
+    assert same(done["splits"], again["splits"]) and done["selection"] == again["selection"]
+
+
 def test_eval_limit_evaluates_a_seeded_subset_and_is_part_of_the_run(tmp_path):
     res = train(tiny(tmp_path / "a", eval_limit=50, epochs=1), log=quiet)
     assert {s: d["n"] for s, d in res["data"].items() if s != "train"} == dict.fromkeys(
@@ -78,7 +134,7 @@ def test_eval_limit_evaluates_a_seeded_subset_and_is_part_of_the_run(tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--eval-every", "0"], "eval_every (epochs between test evaluations) must be an integer >= 1; got 0"),
+        (["--eval-every", "-1"], "eval_every (epochs between test evaluations; 0: the reported epoch only) must be an integer >= 0; got -1"),
         (["--eval-limit", "1"], "eval_limit (images per evaluation split) must be an integer >= 2; got 1"),
     ],
 )  # fmt: skip

@@ -8,6 +8,7 @@ from torch import nn
 
 from debias.models import (
     MODELS,
+    LeNet,
     NarrowResNet,
     ProjectionHead,
     ResNet18,
@@ -47,6 +48,39 @@ def test_features_then_fc_equals_forward(name):
     f = m.features(x)
     assert f.shape == (2, m.feature_dim)
     torch.testing.assert_close(m.fc(f), m(x))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_lenet_pool_before_relu_is_bit_identical_to_relu_before_pool(channels_last):
+    """LeNet pools before its ReLU; the textbook order (ReLU, then pool) must give the same
+    bits: outputs, every gradient, and after a few Adam steps the weights and BN statistics."""
+    torch.manual_seed(0)
+    ours = LeNet(10)
+    ref = LeNet(10)
+    e = list(ref.extracter)
+    assert isinstance(e[2], nn.MaxPool2d) and isinstance(e[3], nn.ReLU)
+    e[2], e[3], e[6], e[7] = e[3], e[2], e[7], e[6]  # Conv, BN, ReLU, Pool (x2)
+    ref.extracter = nn.Sequential(*e)
+    ref.load_state_dict(ours.state_dict())  # same keys: the swapped modules have no parameters
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    nets = [m.to(memory_format=fmt) for m in (ours, ref)]
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in nets]
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        # Negative-heavy inputs: many all-negative pooling windows, where the orders differ.
+        x = (torch.randn(16, 3, 28, 28, generator=gen) - 0.5).contiguous(memory_format=fmt)
+        y = torch.randint(0, 10, (16,), generator=gen)
+        outs = []
+        for m, opt in zip(nets, opts, strict=True):
+            out = m(x)
+            opt.zero_grad()
+            nn.functional.cross_entropy(out, y).backward()
+            outs.append((out.detach(), [p.grad.clone() for p in m.parameters()]))
+            opt.step()
+        assert torch.equal(outs[0][0], outs[1][0])
+        assert all(torch.equal(a, b) for a, b in zip(outs[0][1], outs[1][1], strict=True))
+    for a, b in zip(ours.state_dict().values(), ref.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_smallconvnet_is_much_cheaper_than_simpleconvnet():

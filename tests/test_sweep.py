@@ -335,3 +335,135 @@ def test_ray_backend(tmp_path):
         m = json.loads((run / "metrics.json").read_text())
         assert m["config"]["seed"] == seed and m["config"]["out"] == str(run.resolve())
         assert "threads 1" in (run / "log.txt").read_text()  # 2 Ray CPUs / 2 jobs
+
+
+# -- persistent workers -------------------------------------------------------------------------
+def run_pids(out: Path, runs: list[str]) -> list[int]:
+    """The pid each run's last attempt ran in (the ``[sweep] ... | pid N`` line of its log)."""
+    pids = []
+    for run in runs:
+        starts = [ln for ln in (out / run / "log.txt").read_text().splitlines() if "| pid " in ln]
+        pids.append(int(starts[-1].rsplit("| pid ", 1)[1]))
+    return pids
+
+
+def test_a_worker_runs_several_runs_with_the_numbers_of_fresh_processes(tmp_path):
+    """One worker runs CE, SupCon (two-stage) and CE again in turn, on one cached dataset:
+    bit for bit the metrics of one fresh process per run."""
+    spec = {
+        "name": "w",
+        "base": {**TINY, "rho": 0.99, "epochs": 2, "max_steps": 3, "eval_every": 0},
+        "grid": {"seed": [0, 1], "method": ["ce", "supcon"]},
+    }
+    fresh = run_sweep(spec, out=tmp_path / "fresh", process_per_run=True, log=lambda m: None)
+    reused = run_sweep(spec, out=tmp_path / "reused", log=lambda m: None)
+    assert fresh.ok and reused.ok and len(reused.runs) == 4
+    names = [r["run"] for r in reused.runs]
+    for name in names:
+        a = json.loads((tmp_path / "fresh" / name / "metrics.json").read_text())
+        b = json.loads((tmp_path / "reused" / name / "metrics.json").read_text())
+        assert json.dumps(a["splits"], sort_keys=True) == json.dumps(b["splits"], sort_keys=True)
+        assert a["selection"] == b["selection"]
+    assert len(set(run_pids(tmp_path / "reused", names))) == 1  # one worker ran them all
+    assert len(set(run_pids(tmp_path / "fresh", names))) == 4
+
+
+def test_a_failed_run_does_not_stop_its_worker(tmp_path):
+    """A Python error ends that run only: the same worker runs the next one."""
+    spec = {
+        "name": "f",
+        "base": {**TINY, "rho": 0.99, "root": str(tmp_path / "no-data-here")},
+        "grid": {"dataset": ["biased-mnist", "digits"]},
+    }
+    result = run_sweep(spec, out=tmp_path / "out", log=lambda m: None)
+    rows = status_rows(tmp_path / "out")
+    bad, good = "dataset=biased-mnist", "dataset=digits"
+    assert result.failed == [bad] and rows[bad]["returncode"] == "1"
+    assert rows[good]["status"] == "done"
+    assert "FileNotFoundError" in (tmp_path / "out" / bad / "error.txt").read_text()
+    assert len(set(run_pids(tmp_path / "out", [bad, good]))) == 1
+
+
+def test_a_killed_worker_fails_its_run_only_and_the_run_resumes(tmp_path):
+    """SIGKILL of the worker mid-run: that run is failed with -9, a new worker runs the others,
+    and the next pass resumes the killed run (its lock is stale)."""
+    import os
+    import signal
+    import threading
+
+    from debias.train import runfolder
+
+    spec = SweepSpec.from_dict(
+        {"name": "k", "base": {**TINY, "rho": 0.99, "epochs": 3}, "grid": {"seed": [0, 1, 2]}}
+    )
+    out = tmp_path / "out"
+    victim = out / "seed=0"
+    killed = []
+
+    def kill_when_training() -> None:
+        # The lock appears when train() starts and names the process (the worker) holding it.
+        for _ in range(6000):
+            holder = runfolder.lock_holder(victim)
+            if holder is not None and (victim / "checkpoint.pt").exists():
+                os.kill(int(holder["pid"]), signal.SIGKILL)
+                killed.append(int(holder["pid"]))
+                return
+            threading.Event().wait(0.005)
+
+    watcher = threading.Thread(target=kill_when_training)
+    watcher.start()
+    result = run_sweep(spec, out=out, log=lambda m: None)
+    watcher.join()
+    assert killed, "the test never saw the run training"
+    rows = status_rows(out)
+    assert result.failed == ["seed=0"] and rows["seed=0"]["returncode"] == str(-signal.SIGKILL)
+    assert "without a traceback" in (victim / "error.txt").read_text()
+    assert rows["seed=1"]["status"] == rows["seed=2"]["status"] == "done"
+    assert killed[0] not in run_pids(out, ["seed=1", "seed=2"])
+    again = run_sweep(spec, out=out, log=lambda m: None)
+    assert again.ok and status_rows(out)["seed=0"]["resumed"] == "True"
+    assert "resuming" in (victim / "log.txt").read_text()
+
+
+def test_split_cache_loads_once_and_hands_out_copies(monkeypatch):
+    from debias.data import registry
+    from debias.sweep.worker import SplitCache
+
+    calls = []
+    real = registry.load_splits
+
+    def counting(name, **options):
+        calls.append((name, options))
+        return real(name, **options)
+
+    monkeypatch.setattr(registry, "load_splits", counting)
+    cache = SplitCache(size=1)
+    a = cache("digits", rho=0.9)
+    b = cache("digits", rho=0.9)
+    assert len(calls) == 1 and a["train"] is not b["train"]
+    assert a["train"].images is b["train"].images  # shared, read-only by convention
+    a["train"].images = None  # a run rebinding an attribute does not reach the cache
+    assert cache("digits", rho=0.9)["train"].images is b["train"].images
+    cache("digits", rho=0.8)  # evicts rho 0.9 (size 1)
+    cache("digits", rho=0.9)
+    assert [o["rho"] for _, o in calls] == [0.9, 0.8, 0.9]
+
+
+def test_split_cache_data_is_unchanged_by_runs(tmp_path):
+    """The cached tensors after runs of several methods equal a fresh load: runs never write
+    into the data a worker shares between them."""
+    import torch
+
+    from debias.data.registry import load_splits
+    from debias.sweep.worker import SplitCache
+
+    cache = SplitCache()
+    for method in ("ce", "jtt", "lff", "groupdro", "supcon"):
+        cfg = {**TINY, "rho": 0.9, "method": method, "progress": False}
+        train({**cfg, "out": str(tmp_path / method)}, log=lambda *a: None, load=cache)
+    (key,) = cache._items
+    fresh = load_splits("digits", **json.loads(key)[1])
+    for split, ds in cache._items[key].items():
+        for attr, value in vars(ds).items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, getattr(fresh[split], attr)), (split, attr)

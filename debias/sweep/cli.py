@@ -1,5 +1,5 @@
 """``debias sweep CONFIG.yaml [--jobs N] [--backend local|ray] [--out DIR] [--set K=V]
-[--only K=V1,V2] [--dry-run]``."""
+[--only K=V1,V2] [--process-per-run] [--dry-run]``."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             ray_address=args.ray_address,
             overrides=_parse_set(args.set),
             only=_parse_only(args.only),
+            process_per_run=args.process_per_run,
         )
     except ImportError as exc:  # --backend ray without Ray installed
         print(f"debias sweep: error: {exc}", file=sys.stderr)
@@ -114,6 +115,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="KEY=VALUE[,VALUE]",
         help="run only these values of a grid key, e.g. --only rho=0.997,0.99 --only seed=0 "
         "(repeatable; values must be in the grid)",
+    )
+    p.add_argument(
+        "--process-per-run",
+        action="store_true",
+        help="local backend: start a fresh process for every run instead of --jobs persistent "
+        "workers (each pays the imports and data loading again; same numbers)",
     )
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
     p.set_defaults(func=cmd_sweep)

@@ -12,11 +12,15 @@ Files under the sweep's out folder:
   and stderr, appended per attempt), ``error.txt`` (the traceback, only if it failed) and what
   :func:`debias.train.train` writes (``checkpoint.pt``, ``history.csv``, ``metrics.json``, ...).
 
-Each run is a child process (``python -c ... _worker(<run dir>)``) so that a crash, an
-out-of-memory kill or a C-level error in one run never takes the others down, and its output
-(C-level included) lands in its own log. A finished run is skipped without starting a process
+Local backend: ``jobs`` persistent worker processes (:mod:`debias.sweep.worker`), each running
+runs in turn, so the fixed cost of a process (imports, loading and colouring the data) is paid
+once per worker, not once per run; ``process_per_run=True`` (``--process-per-run``) starts a
+fresh child process (``python -c ... _worker(<run dir>)``) for every run instead, as before.
+Either way a crash, an out-of-memory kill or a C-level error in one run never takes the others
+down (a dead worker fails only the run it held and is replaced), and a run's output (C-level
+included) lands in its own log. A finished run is skipped without starting anything
 (its recorded options must match, else it fails with the difference); an interrupted one is
-resumed from its checkpoint by ``train``. Each child gets ``cores // jobs`` threads
+resumed from its checkpoint by ``train``. Each worker or child gets ``cores // jobs`` threads
 (``OMP_NUM_THREADS`` and ``torch.set_num_threads``) so parallel runs do not oversubscribe the
 CPU; with CUDA present every run uses it (``device: auto``) and they share the GPU.
 
@@ -30,15 +34,12 @@ under the same paths on every node (a shared filesystem); relative ``DEBIAS_DATA
 from __future__ import annotations
 
 import csv
-import datetime as _dt
 import json
 import os
-import signal
+import select
 import subprocess
 import sys
-import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -48,11 +49,20 @@ from typing import Any
 from debias._atomic import atomic_write
 from debias.results import error_line
 from debias.sweep.config import RunSpec, SweepSpec
+from debias.sweep.worker import (
+    INTERRUPTED,
+    PARENT_ENV,
+    Worker,
+    die_with_parent,
+    run_in_process,
+    watch_parent_from_env,
+)
+from debias.sweep.worker import now as _now
 from debias.train import runfolder
 from debias.train.config import TrainConfig
 from debias.train.runfolder import CHECKPOINT, ERROR, LOG, METRICS, RUN_CONFIG, RunFolderError
 
-__all__ = ["BACKENDS", "SweepResult", "run_sweep", "threads_per_job"]
+__all__ = ["BACKENDS", "SweepResult", "die_with_parent", "run_sweep", "threads_per_job"]
 
 BACKENDS = ("local", "ray")
 MANIFEST = runfolder.SWEEP_MANIFEST
@@ -70,8 +80,6 @@ STATUS_FIELDS = (
 )
 # Kept from an earlier pass for a run this pass skips: when and how long it ran.
 _TIMING_FIELDS = ("returncode", "seconds", "started", "finished", "resumed", "log")
-_PARENT_ENV = "DEBIAS_SWEEP_PARENT"
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Environment variables that point at folders: children may start elsewhere (Ray workers do),
 # so relative values are made absolute before they are passed on.
 _PATH_ENV = ("DEBIAS_DATA", "DEBIAS_CACHE")
@@ -114,67 +122,14 @@ def threads_per_job(jobs: int, cores: int | None = None) -> int:
     return max(1, (cores or available_cores()) // jobs)
 
 
-def _now() -> str:
-    return _dt.datetime.now().isoformat(timespec="seconds")
-
-
 # -- the child process -------------------------------------------------------------------------
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def die_with_parent(parent: int | None = None) -> None:
-    """End this process when ``parent`` (default: the current parent) dies, even by SIGKILL.
-
-    SIGTERM becomes KeyboardInterrupt, so the run stops as after Ctrl-C (its last checkpoint
-    stays, its lock is released). Linux: the kernel sends SIGTERM on the parent's death
-    (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread polls the parent pid every second.
-    """
-    parent = parent or os.getppid()
-    signal.signal(signal.SIGTERM, _interrupt)
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0:
-                if os.getppid() != parent:  # it died before prctl took effect
-                    os.kill(os.getpid(), signal.SIGTERM)
-                return
-        except (OSError, AttributeError):
-            pass
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-
-
 def _worker(run_dir: str) -> int:
-    """Run the config in ``<run_dir>/run_config.json``; on failure write ``error.txt``."""
-    run = Path(run_dir)
+    """A child process of its own for one run (``process_per_run``); see :func:`run_in_process`."""
     try:
-        parent = os.environ.get(_PARENT_ENV)
-        die_with_parent(int(parent) if parent else None)
-        threads = os.environ.get("DEBIAS_NUM_THREADS")
-        if threads:
-            import torch
-
-            torch.set_num_threads(int(threads))
-        from debias.train import train
-
-        cfg = json.loads((run / RUN_CONFIG).read_text())
-        print(f"[sweep] {run} | start {_now()} | threads {threads or 'default'}", flush=True)
-        train(cfg, log=lambda msg: print(msg, flush=True))
-        print(f"[sweep] {run} | finished {_now()}", flush=True)
-        return 0
-    except BaseException as exc:  # noqa: BLE001 - every failure must leave error.txt behind
-        tb = traceback.format_exc()
-        (run / ERROR).write_text(tb)
-        print(tb, file=sys.stderr, flush=True)
-        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+        watch_parent_from_env()
+    except KeyboardInterrupt:  # the parent died (or Ctrl-C) before the run started
+        return INTERRUPTED
+    return run_in_process(run_dir)
 
 
 def _child_env(threads: int) -> dict[str, str]:
@@ -188,7 +143,7 @@ def _child_env(threads: int) -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
-    env[_PARENT_ENV] = str(os.getpid())
+    env[PARENT_ENV] = str(os.getpid())
     return env
 
 
@@ -196,10 +151,16 @@ def _child_env(threads: int) -> dict[str, str]:
 _CHILD = "import sys; from debias.sweep.runner import _worker; sys.exit(_worker(sys.argv[1]))"
 
 
-def _launch(run_dir: Path, env: Mapping[str, str], cwd: str) -> tuple[subprocess.Popen, Any]:
-    log = open(run_dir / LOG, "a")  # noqa: SIM115 - closed by the caller when the run ends
+def _open_log(run_dir: Path):
+    """The run's ``log.txt``, opened for appending, with this attempt's header written."""
+    log = open(run_dir / LOG, "a")  # noqa: SIM115 - closed by the caller
     log.write(f"\n===== attempt {_now()} =====\n")
     log.flush()
+    return log
+
+
+def _launch(run_dir: Path, env: Mapping[str, str], cwd: str) -> tuple[subprocess.Popen, Any]:
+    log = _open_log(run_dir)
     proc = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(run_dir)],
         stdout=log,
@@ -411,7 +372,45 @@ def _atomic_write(path: Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
-def _run_local(sweep: _Sweep, todo: list[RunSpec], jobs: int) -> None:
+def _run_workers(sweep: _Sweep, todo: list[RunSpec], jobs: int) -> None:
+    """``jobs`` persistent workers take the runs in order; a dead worker is replaced."""
+    env, cwd = _child_env(threads_per_job(jobs)), os.getcwd()
+    queue = deque(todo)
+    idle: list[Worker] = []
+    busy: dict[Worker, tuple[RunSpec, float]] = {}
+    try:
+        while queue or busy:
+            while queue and len(busy) < jobs:
+                worker = idle.pop() if idle else Worker(env, cwd)
+                run = queue.popleft()
+                sweep.started(run)
+                _open_log(sweep.dir(run)).close()  # the attempt header; the worker appends
+                worker.submit(sweep.dir(run))
+                busy[worker] = (run, time.time())
+            select.select([w.fd for w in busy], [], [], 0.5)
+            for worker, (run, t0) in list(busy.items()):
+                rc = worker.poll()
+                if rc is None:
+                    continue
+                del busy[worker]
+                if worker.alive:
+                    idle.append(worker)
+                else:
+                    worker.close()
+                sweep.finished(run, rc, time.time() - t0)
+    except KeyboardInterrupt:
+        # Ctrl-C reached the workers too (same process group); give them a moment to save.
+        for worker, (run, t0) in busy.items():
+            rc = worker.poll(timeout=10)
+            sweep.finished(run, INTERRUPTED if rc is None else rc, time.time() - t0)
+        raise
+    finally:
+        for worker in [*idle, *busy]:
+            worker.close()
+
+
+def _run_processes(sweep: _Sweep, todo: list[RunSpec], jobs: int) -> None:
+    """One fresh child process per run, ``jobs`` at a time (``process_per_run``)."""
     env = _child_env(threads_per_job(jobs))
     cwd = os.getcwd()
     queue = deque(todo)
@@ -531,6 +530,7 @@ def run_sweep(
     ray_address: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     only: Mapping[str, list[Any]] | None = None,
+    process_per_run: bool = False,
     log: Callable[[str], Any] = print,
 ) -> SweepResult:
     """Run (or resume, or dry-run) a sweep; returns every run's status.
@@ -545,6 +545,8 @@ def run_sweep(
         overrides: options that replace the YAML's ``base`` (e.g. ``{"device": "cpu"}``); one
             on a grid key narrows the grid to that value (see :meth:`SweepSpec.narrowed`).
         only: ``{grid key: [values]}``: run only these values of the grid (``--only``).
+        process_per_run: local backend: a fresh process for every run instead of ``jobs``
+            persistent workers (slower by the fixed cost of a process; ``--process-per-run``).
         log: where progress lines go.
 
     Every run is validated before any starts (ValueError otherwise). A failing run is recorded
@@ -571,14 +573,17 @@ def run_sweep(
     todo = [r for r in runs if sweep.prepare(r) is None]
     sweep.write_status()
     n_skip = sum(s["status"] == "skipped" for s in sweep.status.values())
+    how = ""
+    if backend == "local":
+        how = ", a process per run" if process_per_run else ", persistent workers"
     log(
         f"sweep {spec.name}: {len(runs)} run(s) in {out_dir} | {n_skip} already finished | "
-        f"{len(todo)} to run with {jobs} job(s) on {backend} "
+        f"{len(todo)} to run with {jobs} job(s) on {backend}{how} "
         f"({threads_per_job(jobs)} thread(s) each)"
     )
     if todo:
         if backend == "local":
-            _run_local(sweep, todo, jobs)
+            (_run_processes if process_per_run else _run_workers)(sweep, todo, jobs)
         else:
             _run_ray(sweep, todo, jobs, ray_address)
     sweep.write_status()

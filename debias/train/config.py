@@ -90,9 +90,13 @@ class TrainConfig:
     later epoch (at high bias many epochs share a worst-group accuracy of 0.0, and the later one
     has trained longer); an epoch whose value is NaN is never preferred to a number.
 
-    Evaluation cost (for smoke runs): ``eval_every=N`` evaluates the test splits every N epochs
-    and always at the run's last epoch (the val split too, unless ``select`` is a val metric:
-    then val is evaluated every epoch of the final stage); the reported numbers do not change.
+    Evaluation cost: ``eval_every=N`` evaluates the test splits every N epochs and always at
+    the run's last epoch (the val split too, unless ``select`` is a val metric: then val is
+    evaluated every epoch of the final stage). ``eval_every=0`` evaluates only what is read:
+    the val split (the online probe's, while pretraining) every epoch, the test splits once, for
+    the reported epoch (under ``select: last`` at the last epoch; under a val selection at the
+    end, on the selected epoch's kept state); the other epochs' history rows have empty test
+    columns. Either way the reported numbers do not change.
     ``eval_limit=N`` keeps a seeded subset (``data_seed``) of at most N images of every
     evaluation split (val and test splits), for the whole run: selection, every history row
     and every number in ``metrics.json`` are then on that subset, and ``data.<split>.n`` says
@@ -217,7 +221,8 @@ class TrainConfig:
         1,
         "eval",
         "evaluate the test splits every N epochs (always at the last epoch); the val split "
-        "stays per-epoch under a val/ selection",
+        "stays per-epoch under a val/ selection; 0: only what is read (val every epoch, the "
+        "test splits once, for the reported epoch)",
     )
     eval_limit: int | None = _opt(
         None,
@@ -450,7 +455,10 @@ def _check_optimisation_values(cfg: TrainConfig) -> None:
     _check_number("lambda_con", cfg.lambda_con, low=0)
     _check_number("eval_batch_size", cfg.eval_batch_size, low=1, integer=True)
     _check_number(
-        "eval_every (epochs between test evaluations)", cfg.eval_every, low=1, integer=True
+        "eval_every (epochs between test evaluations; 0: the reported epoch only)",
+        cfg.eval_every,
+        low=0,
+        integer=True,
     )
     if cfg.eval_limit is not None:
         # A group report needs a few images; one image per split would report nothing.

@@ -18,12 +18,14 @@ complete) and, with ``save_embeddings``, ``embeddings.npz``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +111,17 @@ def versions() -> dict[str, str]:
 
 class Trainer:
     """Runs one :class:`TrainConfig` with the method it names. Use :func:`train` unless you
-    need the pieces (``load_data``, ``build``, ``batches``, ``inputs``, ``train_epoch``)."""
+    need the pieces (``load_data``, ``build``, ``batches``, ``inputs``, ``train_epoch``).
 
-    def __init__(self, cfg: TrainConfig, *, log=print) -> None:
+    ``load`` stands in for :func:`~debias.data.registry.load_splits` (same arguments, same
+    result; a sweep worker passes its cache of the splits, :class:`debias.sweep.worker.SplitCache`).
+    """
+
+    def __init__(
+        self, cfg: TrainConfig, *, log=print, load: Callable[..., Any] | None = None
+    ) -> None:
         self.cfg = cfg
+        self._load_splits = load or load_splits
         self.out = Path(cfg.out)
         self.device = resolve_device(cfg.device)
         self.dist = DistContext.from_env(self.device.type)
@@ -128,7 +137,7 @@ class Trainer:
         cfg = self.cfg
         self.splits: dict[str, TensorImageDataset] = {
             name: ds.to(self.device)
-            for name, ds in load_splits(cfg.dataset, **_data_options(cfg)).items()
+            for name, ds in self._load_splits(cfg.dataset, **_data_options(cfg)).items()
         }
         if cfg.train_limit is not None:
             self.splits["train"] = self.splits["train"].subset(range(cfg.train_limit))
@@ -431,12 +440,18 @@ class Trainer:
         )
 
     def _splits_now(self, epoch: int, final: bool) -> list[str]:
-        """The evaluation splits of ``epoch``: all of them every ``eval_every`` epochs and at the
-        run's last epoch; else only val, in the final stage under a val selection."""
-        every = self.cfg.eval_every
-        if (epoch + 1) % every == 0 or epoch + 1 == self.total_epochs:
+        """The evaluation splits of ``epoch``. ``eval_every=N``: all of them every N epochs and at
+        the run's last epoch, else only val, in the final stage under a val selection.
+        ``eval_every=0`` (only what is read): val every epoch; the test splits only at the last
+        epoch under ``select: last`` (under a val selection :meth:`_final_reports` evaluates
+        them once, on the selected state)."""
+        every, last = self.cfg.eval_every, epoch + 1 == self.total_epochs
+        val = ["val"] if "val" in self.splits else []
+        if every == 0:
+            return list(self.eval_splits) if last and self.cfg.select == "last" else val
+        if (epoch + 1) % every == 0 or last:
             return list(self.eval_splits)
-        return ["val"] if final and self.cfg.select != "last" and "val" in self.splits else []
+        return val if final and self.cfg.select != "last" else []
 
     def _probe_row(self, epoch: int) -> dict[str, float]:
         probe = self.method.net.probe
@@ -520,20 +535,25 @@ class Trainer:
             self._current = index
         row: dict[str, Any] = {"epoch": epoch + 1, "stage": stage.name}
         final = index == len(self.stages) - 1
+        self.eval_seconds = 0.0
         if stage.kind == LINEAR:
             row |= self._linear_stage_epoch(epoch, final)
         else:
             row["lr"] = self.optimizer.param_groups[0]["lr"]
             row |= self.train_epoch(epoch)
             if stage.kind == PRETRAIN:
-                row |= self._probe_row(epoch)
+                with self._evaluating():
+                    row |= self._probe_row(epoch)
             else:
                 splits = self._splits_now(epoch, final)
-                evaluated, reports = self._evaluate(self._model_predictions, splits)
+                with self._evaluating():
+                    evaluated, reports = self._evaluate(self._model_predictions, splits)
                 row |= evaluated
                 if final:
                     self._select(epoch, row, reports, lambda: {"model": self.model.state_dict()})
         row["epoch_seconds"] = time.perf_counter() - t0
+        # Forward passes over whole splits (evaluation, probing, frozen features) in the epoch.
+        row["eval_seconds"] = self.eval_seconds
         self.elapsed += row["epoch_seconds"]
         self.history.append(row)
         self.epochs_done += 1
@@ -544,17 +564,40 @@ class Trainer:
         self.log(_epoch_line(row))
 
     _current: int = -1
+    eval_seconds: float = 0.0
+    _eval_depth: int = 0
 
-    def _linear_stage_epoch(self, epoch: int, final: bool) -> dict[str, Any]:
-        if not self._frozen:
+    @contextlib.contextmanager
+    def _evaluating(self):
+        """Add the time of the ``with`` block to :attr:`eval_seconds` (nested blocks once)."""
+        t0 = time.perf_counter()
+        self._eval_depth += 1
+        try:
+            yield
+        finally:
+            self._eval_depth -= 1
+            if self._eval_depth == 0:
+                self.eval_seconds += time.perf_counter() - t0
+
+    def _frozen_features(self, split: str) -> torch.Tensor:
+        """The frozen encoder's features of ``split``, encoded on first use (linear stage)."""
+        if split not in self._frozen:
             # Every rank holds all features and fits the (cheap) linear classifier identically.
-            self._frozen = {name: self._encode(name, what="encoding") for name in self.splits}
-        row: dict[str, Any] = {"lr": self.cfg.linear_lr}
-        row |= self.linear_epoch(epoch, self._frozen["train"])
+            with self._evaluating():
+                self._frozen[split] = self._encode(split, what="encoding")
+        return self._frozen[split]
+
+    def _linear_predictions(self, split: str) -> torch.Tensor:
         self.linear.eval()
         with torch.no_grad():
+            return self.linear(self._frozen_features(split)).argmax(1)
+
+    def _linear_stage_epoch(self, epoch: int, final: bool) -> dict[str, Any]:
+        row: dict[str, Any] = {"lr": self.cfg.linear_lr}
+        row |= self.linear_epoch(epoch, self._frozen_features("train"))
+        with self._evaluating():
             evaluated, reports = self._evaluate(
-                lambda s: self.linear(self._frozen[s]).argmax(1), self._splits_now(epoch, final)
+                self._linear_predictions, self._splits_now(epoch, final)
             )
         row |= evaluated
         if final:
@@ -565,6 +608,9 @@ class Trainer:
         """The selected epoch and its reports: the classifier is put in its selected state and
         the reports computed when that epoch was evaluated are reused (not evaluated twice)."""
         cfg = self.cfg
+        linear = self.stages[-1].kind == LINEAR
+        if linear and self.linear is None:  # resumed after the last epoch: restore the classifier
+            self.enter_stage(len(self.stages) - 1)
         if cfg.select == "last":
             chosen, cached = self.history[-1]["epoch"], getattr(self, "_last_reports", None)
         else:
@@ -574,15 +620,18 @@ class Trainer:
                 self.model.load_state_dict(state["model"])
             if "linear" in state:
                 self.linear.load_state_dict(state["linear"])
-        if self.stages[-1].kind == LINEAR:
-            # From here on model(x) is the full classifier: encoder + the fitted linear layer.
-            self.model.fc.load_state_dict(self.linear.state_dict())
         reports = dict(cached[1]) if cached is not None and cached[0] == chosen else {}
         # A run resumed after its last epoch, or a selected epoch whose test splits eval_every
-        # skipped: evaluate the selected classifier on what is missing.
-        for s in self.eval_splits:
-            if s not in reports:
-                reports[s] = self._report(s, self._model_predictions(s))
+        # skipped: evaluate the selected classifier on what is missing, the way the epoch would
+        # have (a linear stage: on the frozen features), so the numbers are the same.
+        classify = self._linear_predictions if linear else self._model_predictions
+        with self._evaluating():
+            for s in self.eval_splits:
+                if s not in reports:
+                    reports[s] = self._report(s, classify(s))
+        if linear:
+            # From here on model(x) is the full classifier: encoder + the fitted linear layer.
+            self.model.fc.load_state_dict(self.linear.state_dict())
         return chosen, {s: reports[s] for s in self.eval_splits}
 
     def _method_record(self) -> dict[str, Any]:
@@ -598,7 +647,9 @@ class Trainer:
 
     def _finish(self) -> dict[str, Any]:
         cfg = self.cfg
+        self.eval_seconds = 0.0
         chosen_epoch, reports = self._final_reports()
+        eval_seconds = self.eval_seconds + sum(r.get("eval_seconds", 0.0) for r in self.history)
         rule = "last epoch" if cfg.select == "last" else f"best {cfg.select} (validation split)"
         rule += "; ties go to the later epoch" if cfg.select != "last" else ""
         result = {
@@ -628,6 +679,9 @@ class Trainer:
             },
             "epochs_run": self.epochs_done,
             "wall_time_seconds": self.elapsed,
+            # Forward passes over whole splits: in the epochs (part of wall_time_seconds) and in
+            # the final evaluation (not).
+            "eval_seconds": eval_seconds,
             "device": str(self.device),
             "versions": versions(),
             "history": HISTORY,
@@ -729,11 +783,18 @@ def _progress(items, enabled: bool, desc: str, *, delay: float = 0):
     return tqdm(items, desc=desc, leave=False, delay=delay)
 
 
-def train(cfg: TrainConfig | dict[str, Any], *, force: bool = False, log=print) -> dict[str, Any]:
-    """Run (or resume, or skip if finished) one training run; returns the ``metrics.json`` dict."""
+def train(
+    cfg: TrainConfig | dict[str, Any],
+    *,
+    force: bool = False,
+    log=print,
+    load: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) one training run; returns the ``metrics.json`` dict.
+    ``load``: see :class:`Trainer`."""
     if isinstance(cfg, dict):
         cfg = TrainConfig.from_dict(cfg)
-    return Trainer(cfg, log=log).run(force=force)
+    return Trainer(cfg, log=log, load=load).run(force=force)
 
 
 def load_trained(
