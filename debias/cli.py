@@ -153,7 +153,10 @@ def cmd_methods(args: argparse.Namespace) -> int:
     from debias.methods import METHODS, SUPERVISION
 
     for name, cls in METHODS.items():
-        print(f"{name:<10} {SUPERVISION[cls.supervision]}; modes: {', '.join(cls.modes)}")
+        print(
+            f"{name:<10} supervision {cls.supervision} ({SUPERVISION[cls.supervision]}); "
+            f"modes: {', '.join(cls.modes)}"
+        )
         print(f"{'':<10} {cls.paper}")
         for key, hp in cls.hparams.items():
             print(f"{'':<10}   {key} = {hp.default!r}: {hp.help} [{hp.source}]")

@@ -15,7 +15,8 @@ Tables:
 
 * :func:`load`: one row per (run, split, metric) with ``split, metric, value,
   selection_rule, selection_description, selected_epoch, selected_stage, wall_time_seconds,
-  device``: the numbers in ``metrics.json`` (the selected epoch's GroupReport on each split).
+  device, supervision``: the numbers in ``metrics.json`` (the selected epoch's GroupReport on
+  each split); ``supervision`` is what the run read (:func:`run_supervision_of`).
 * :func:`load_history`: one row per (run, epoch): ``history.csv`` as written by ``train``
   (``epoch, stage, lr, train_loss, ..., <split>/<metric>, probe/<split>/<metric>``).
 * :func:`load_groups`: one row per (run, split, y, b): ``n, correct, accuracy, aligned``.
@@ -48,6 +49,7 @@ __all__ = [
     "load",
     "load_groups",
     "load_history",
+    "run_supervision_of",
 ]
 
 PathLike = str | Path
@@ -64,6 +66,7 @@ RESULT_COLUMNS = (
     "selected_stage",
     "wall_time_seconds",
     "device",
+    "supervision",
 )
 
 
@@ -200,6 +203,24 @@ def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def run_supervision_of(metrics: dict[str, Any], config: dict[str, Any]) -> str | None:
+    """What a finished run read (:data:`debias.methods.SUPERVISION` kinds): its
+    ``metrics.json`` ``supervision``; for runs written before it was recorded, the method's
+    recorded kind (``"target"`` / ``"bias"`` mapped) or its registered one, raised by the
+    run's selection rule (:func:`debias.methods.run_supervision`). None when unknown."""
+    from debias.methods import METHODS, run_supervision, supervision_kind
+
+    try:
+        if "supervision" in metrics:
+            return supervision_kind(metrics["supervision"])
+        method = metrics.get("method", {}).get("supervision")
+        if method is None and config.get("method") in METHODS:
+            method = METHODS[config["method"]].supervision
+        return None if method is None else run_supervision(method, config.get("select", "last"))
+    except ValueError:  # a kind this version does not know
+        return None
+
+
 def _frame(rows: list[dict[str, Any]], front: Sequence[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     cols = [c for c in front if c in df.columns] + [c for c in df.columns if c not in front]
@@ -224,7 +245,7 @@ def load(path: PathLike | Sequence[PathLike], *, include_incomplete: bool = Fals
 
     Columns: ``sweep, run, status``, the flattened config, then ``split, metric, value,
     selection_rule, selection_description, selected_epoch, selected_stage,
-    wall_time_seconds, device``. ``value`` is the number in ``metrics.json`` (accuracies are
+    wall_time_seconds, device, supervision``. ``value`` is the number in ``metrics.json`` (accuracies are
     fractions in [0, 1]). Runs without ``metrics.json`` are left out with a warning, or kept
     as one row with empty split/metric/value when ``include_incomplete`` is true.
     """
@@ -246,6 +267,7 @@ def load(path: PathLike | Sequence[PathLike], *, include_incomplete: bool = Fals
             "selected_stage": sel.get("stage"),
             "wall_time_seconds": m.get("wall_time_seconds"),
             "device": m.get("device"),
+            "supervision": run_supervision_of(m, r.config),
         }
         for split, values in m.get("splits", {}).items():
             for metric, value in values.items():

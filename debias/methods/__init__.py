@@ -1,5 +1,8 @@
 """Training methods behind one interface (:class:`Method`), and their registry.
 
+Supervision (what a method reads besides images and training targets): ``none``, ``val_bias``
+(bias labels of the validation split only) or ``train_bias`` (of the training split).
+
 =============  ===========  ==========================================================
 name           supervision  what it does
 =============  ===========  ==========================================================
@@ -30,10 +33,13 @@ from debias.losses import LOSSES
 from debias.methods.base import (
     BIAS_LABELS,
     LINEAR,
+    NO_BIAS_LABELS,
     PRETRAIN,
     SUPERVISION,
     TARGET_ONLY,
     TRAIN,
+    TRAIN_BIAS_LABELS,
+    VAL_BIAS_LABELS,
     Batch,
     Context,
     EncoderWithHeads,
@@ -41,6 +47,8 @@ from debias.methods.base import (
     Method,
     Stage,
     StageHelper,
+    run_supervision,
+    supervision_kind,
 )
 from debias.methods.biasbal import BiasBalancedSoftmax
 from debias.methods.contrastive import Contrastive, contrastive_method
@@ -55,10 +63,13 @@ __all__ = [
     "BIAS_LABELS",
     "LINEAR",
     "METHODS",
+    "NO_BIAS_LABELS",
     "PRETRAIN",
     "SUPERVISION",
     "TARGET_ONLY",
     "TRAIN",
+    "TRAIN_BIAS_LABELS",
+    "VAL_BIAS_LABELS",
     "Batch",
     "BiasBalancedSoftmax",
     "Context",
@@ -77,6 +88,8 @@ __all__ = [
     "get_method",
     "register_method",
     "resolve_hparams",
+    "run_supervision",
+    "supervision_kind",
 ]
 
 METHODS: dict[str, type[Method]] = {}
@@ -86,16 +99,17 @@ def register_method(cls: type[Method], *, replace: bool = False) -> type[Method]
     """Make ``cls`` available as ``TrainConfig(method=cls.name)`` and ``--method NAME``.
 
     Usable as a class decorator. Checks what the trainer relies on: a name, a supervision of
-    :data:`TARGET_ONLY` or :data:`BIAS_LABELS`, :class:`HParam` defaults, a ``loss`` method.
+    :data:`SUPERVISION` (an earlier name, ``"target"`` or ``"bias"``, is mapped to its kind),
+    :class:`HParam` defaults, a ``loss`` method.
     """
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise TypeError(f"register_method expects a Method subclass, got {cls!r}")
     if not cls.name or not isinstance(cls.name, str):
         raise ValueError(f"{cls.__name__}.name must be a non-empty string")
-    if cls.supervision not in SUPERVISION:
-        raise ValueError(
-            f"{cls.__name__}.supervision={cls.supervision!r}: expected one of {list(SUPERVISION)}"
-        )
+    try:
+        cls.supervision = supervision_kind(cls.supervision)
+    except ValueError as exc:
+        raise ValueError(f"{cls.__name__}.{exc}") from None
     bad = [k for k, v in cls.hparams.items() if not isinstance(v, HParam)]
     if bad:
         raise TypeError(f"{cls.__name__}.hparams {bad}: values must be HParam(default, help)")

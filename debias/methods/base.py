@@ -29,13 +29,46 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-# What a method reads from the training split besides the images.
-TARGET_ONLY = "target"  # target labels only; bias labels are withheld from it
-BIAS_LABELS = "bias"  # target and bias labels of the training split
+# What a method reads besides the images and the training split's target labels: three kinds,
+# from least to most. Tables print them as "—", "V" and "B" (debias.report).
+NO_BIAS_LABELS = "none"  # no bias labels of any split (target labels only)
+VAL_BIAS_LABELS = "val_bias"  # bias labels of the validation split, none of the training split
+TRAIN_BIAS_LABELS = "train_bias"  # bias labels of the training split
 SUPERVISION = {
-    TARGET_ONLY: "target labels only (no bias labels in training)",
-    BIAS_LABELS: "target and bias labels of the training split",
+    NO_BIAS_LABELS: "no bias labels (target labels only)",
+    VAL_BIAS_LABELS: "bias labels of the validation split only (none of the training split)",
+    TRAIN_BIAS_LABELS: "target and bias labels of the training split",
 }
+# The earlier names of the first and last kind, kept for code that imports them.
+TARGET_ONLY = NO_BIAS_LABELS
+BIAS_LABELS = TRAIN_BIAS_LABELS
+# What metrics.json files written before the validation kind existed say.
+LEGACY_SUPERVISION = {"target": NO_BIAS_LABELS, "bias": TRAIN_BIAS_LABELS}
+
+
+def supervision_kind(value: Any) -> str:
+    """``value`` as one of the :data:`SUPERVISION` kinds (an earlier name is mapped)."""
+    kind = LEGACY_SUPERVISION.get(value, value)
+    if kind not in SUPERVISION:
+        raise ValueError(
+            f"supervision {value!r}: expected one of {list(SUPERVISION)} "
+            f"(or an earlier name: {list(LEGACY_SUPERVISION)})"
+        )
+    return kind
+
+
+def run_supervision(method_kind: str, select: str) -> str:
+    """What a whole run reads: its method's kind, raised to :data:`VAL_BIAS_LABELS` when the
+    run's epoch is selected on a validation metric that needs bias labels (worst-group,
+    unbiased, ...; ``accuracy`` and ``balanced_accuracy`` need none)."""
+    from debias.metrics.groups import BIAS_FREE_METRICS
+
+    kind = supervision_kind(method_kind)
+    metric = select.partition("/")[2]
+    if kind == NO_BIAS_LABELS and select != "last" and metric not in BIAS_FREE_METRICS:
+        return VAL_BIAS_LABELS
+    return kind
+
 
 # Stage kinds the trainer knows how to run.
 TRAIN = "train"  # gradient steps on method.loss; the classifier is evaluated every epoch
@@ -67,8 +100,8 @@ class Stage:
 class Batch(NamedTuple):
     """One training batch as a method sees it.
 
-    ``x`` holds ``views`` stacked view-major (row ``v·B + i``). ``bias`` is ``None`` for a
-    method whose supervision is :data:`TARGET_ONLY`: such a method cannot read bias labels.
+    ``x`` holds ``views`` stacked view-major (row ``v·B + i``). ``bias`` is ``None`` unless the
+    method's supervision is :data:`TRAIN_BIAS_LABELS`: no other method can read them.
     """
 
     index: torch.Tensor  # rows of the training split, [B]
@@ -82,7 +115,7 @@ class Batch(NamedTuple):
 class Context:
     """What a method may know about the run when it builds itself.
 
-    ``train_bias`` is ``None`` unless the method's supervision is :data:`BIAS_LABELS`.
+    ``train_bias`` is ``None`` unless the method's supervision is :data:`TRAIN_BIAS_LABELS`.
     """
 
     cfg: Any  # the TrainConfig (read-only by convention)

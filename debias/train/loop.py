@@ -48,6 +48,7 @@ from debias.methods import (
     StageHelper,
     get_method,
     resolve_hparams,
+    run_supervision,
 )
 from debias.metrics import group_report
 from debias.models import build_model
@@ -604,6 +605,9 @@ class Trainer:
         result = {
             "config": cfg.to_dict(),
             "method": self._method_record(),
+            # What the whole run read: the method's kind, raised by a selection on a validation
+            # metric that needs bias labels.
+            "supervision": run_supervision(type(self.method).supervision, cfg.select),
             "selection": {
                 "rule": cfg.select,
                 "description": rule,
