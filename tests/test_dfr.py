@@ -275,7 +275,7 @@ def test_l1_ratio_one_is_the_official_penalty_l1():
     x, y = rng.randn(200, 6), (rng.rand(200) > 0.5).astype(int)
     ours = SkLogisticRegression(l1_ratio=1.0, C=0.3, solver="liblinear", random_state=1).fit(x, y)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore")  # penalty is deprecated (FutureWarning, UserWarning)
         official = SkLogisticRegression(
             penalty="l1", C=0.3, solver="liblinear", random_state=1, class_weight={0: 1.0, 1: 1.0}
         ).fit(x, y)

@@ -674,7 +674,7 @@ def test_contex_self_weight_matches_loop_and_official_supcontupletloss2(b, v, w)
     assert_same(ours, lambda f: official(F.normalize(f, dim=-1), labels)[0], feats)
 
 
-def test_contex_self_weight_half_is_the_default_bit_for_bit_and_07_is_not():
+def test_contex_self_weight_half_is_the_default_and_07_is_not():
     feats, labels, _ = make_batch(6, 2, seed=4)
     half, default = ConTeXLoss(self_weight=0.5)(feats, labels), ConTeXLoss()(feats, labels)
     assert half.item() == default.item()

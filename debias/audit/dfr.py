@@ -39,11 +39,11 @@ __all__ = [
     "DFRError",
     "DFRHead",
     "REFITS",
-    "RULE",
     "SCALER_ROWS",
     "SOURCE",
     "fit_dfr",
     "group_codes",
+    "rule",
     "scaler_rows",
 ]
 
@@ -51,25 +51,31 @@ __all__ = [
 C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 REFITS = 20
 # Training rows whose features the refit's standardisation is fitted on (None: every row, as
-# the official code does). Encoding the whole training split would by itself cost about 10% of
-# a CPU-protocol run; the mean and scale of 5,000 seeded rows are within ~1.4% of a standard
-# deviation of the full split's.
+# the official code does). Encoding the whole training split would by itself cost 10-15% of a
+# CPU-protocol run (measured: 58,000 LeNet encodings took 24 s of a 200 s run on busy cores);
+# the mean of 5,000 seeded rows is within about 1/sqrt(5000) = 1.4% of a standard deviation of
+# the full split's.
 SCALER_ROWS = 5000
 SOURCE = (
-    "PolinaKirichenko/deep_feature_reweighting dfr_evaluate_spurious.py (DFR on validation: "
-    "dfr_on_validation_tune + dfr_on_validation_eval, balance_dfr_val=True, "
+    "PolinaKirichenko/deep_feature_reweighting@9d8d5de dfr_evaluate_spurious.py (DFR on "
+    "validation: dfr_on_validation_tune + dfr_on_validation_eval, balance_dfr_val=True, "
     "notrain_dfr_val=True)"
 )
-RULE = (
-    "features of the frozen encoder; validation split halved at random; the second half "
-    "subsampled to equal (target, bias) group sizes, standardised, and an L1 logistic "
-    "regression (liblinear) fitted for each C in "
-    + ", ".join(f"{c:g}" for c in C_GRID)
-    + "; C chosen by worst-group accuracy on the first half (ties: the larger C); then "
-    f"{REFITS} refits with that C on group-balanced subsamples of the whole validation split, "
-    "standardised with training-split statistics, coefficients and intercepts averaged. "
-    "Reads the validation split's bias labels; nothing of the test splits"
-)
+
+
+def rule(refits: int = REFITS) -> str:
+    """The protocol in one paragraph, for the records (with ``refits`` refits)."""
+    return (
+        "features of the frozen encoder; validation split halved at random; the second half "
+        "subsampled to equal (target, bias) group sizes, standardised, and an L1 logistic "
+        "regression (liblinear) fitted for each C in "
+        + ", ".join(f"{c:g}" for c in C_GRID)
+        + "; C chosen by worst-group accuracy on the first half (ties: the larger C); then "
+        f"{refits} refits with that C on group-balanced subsamples of the whole validation "
+        f"split (the official code: {REFITS}), standardised with training-split statistics, "
+        "coefficients and intercepts averaged. Reads the validation split's bias labels; "
+        "nothing of the test splits"
+    )
 
 
 class DFRError(ValueError):
@@ -303,7 +309,10 @@ def fit_dfr(
 
     Raises:
         DFRError: fewer than two classes, or a group missing from the half the tuning fits on.
+        ValueError: features and labels of different lengths, or ``refits`` < 1.
     """
+    if isinstance(refits, bool) or not isinstance(refits, int) or refits < 1:
+        raise ValueError(f"refits must be an integer >= 1; got {refits!r}")
     X, x_scale = _matrix(val_features), _matrix(scale_features)
     y = np.asarray(_matrix(val_targets), dtype=np.int64)
     g = group_codes(y, _matrix(val_bias))

@@ -6,19 +6,20 @@ Supervision (what a method reads besides images and training targets): ``none``,
 =============  ===========  ==========================================================
 name           supervision  what it does
 =============  ===========  ==========================================================
-ce             target       cross-entropy (ERM, the Vanilla baseline)
-supcon         target       SupCon, two-stage (pretrain + linear) or joint with CE
-simclr         target       SimCLR / NT-Xent (labels only in the linear stage)
-contex         target       ConTeX, context-enriched contrastive loss
-cacr           target       CACR, contrastive attraction and repulsion
-biascon        bias         BiasCon: positives with the same label and a different bias
-fairkl         bias         FairKL: aligned/conflicting similarity distributions matched
-reweight       bias         CE weighted by 1 / n(y, b)
-resample       bias         CE on batches drawn ∝ 1 / n(y, b)
-groupdro       bias         Group DRO, exponentiated-gradient weights over groups
-biasbal        bias         bias-balanced softmax, logits + log P(y | b)
-lff            target       Learning from Failure, GCE-biased model reweights a second one
-jtt            target       Just Train Twice, errors of an ERM model upsampled
+ce             none         cross-entropy (ERM, the Vanilla baseline)
+supcon         none         SupCon, two-stage (pretrain + linear) or joint with CE
+simclr         none         SimCLR / NT-Xent (labels only in the linear stage)
+contex         none         ConTeX, context-enriched contrastive loss
+cacr           none         CACR, contrastive attraction and repulsion
+biascon        train_bias   BiasCon: positives with the same label and a different bias
+fairkl         train_bias   FairKL: aligned/conflicting similarity distributions matched
+reweight       train_bias   CE weighted by 1 / n(y, b)
+resample       train_bias   CE on batches drawn ∝ 1 / n(y, b)
+groupdro       train_bias   Group DRO, exponentiated-gradient weights over groups
+biasbal        train_bias   bias-balanced softmax, logits + log P(y | b)
+lff            none         Learning from Failure, GCE-biased model reweights a second one
+jtt            none         Just Train Twice, errors of an ERM model upsampled
+dfr            val_bias     DFR: ERM, then its last layer refitted on group-balanced val
 =============  ===========  ==========================================================
 
 Add your own with :func:`register_method` (see the README, "Add your own method").
@@ -35,6 +36,7 @@ from debias.methods.base import (
     LINEAR,
     NO_BIAS_LABELS,
     PRETRAIN,
+    REFIT,
     SUPERVISION,
     TARGET_ONLY,
     TRAIN,
@@ -52,6 +54,7 @@ from debias.methods.base import (
 )
 from debias.methods.biasbal import BiasBalancedSoftmax
 from debias.methods.contrastive import Contrastive, contrastive_method
+from debias.methods.dfr import DFR
 from debias.methods.erm import ERM
 from debias.methods.groupdro import GroupDRO
 from debias.methods.jtt import JTT
@@ -61,10 +64,12 @@ from debias.methods.reweight import GroupReweight
 
 __all__ = [
     "BIAS_LABELS",
+    "DFR",
     "LINEAR",
     "METHODS",
     "NO_BIAS_LABELS",
     "PRETRAIN",
+    "REFIT",
     "SUPERVISION",
     "TARGET_ONLY",
     "TRAIN",
@@ -156,5 +161,5 @@ def resolve_hparams(name: str, options: dict[str, Any] | None) -> dict[str, Any]
 register_method(ERM)
 for _loss in LOSSES:
     register_method(contrastive_method(_loss))
-for _cls in (GroupReweight, GroupResample, GroupDRO, BiasBalancedSoftmax, LfF, JTT):
+for _cls in (GroupReweight, GroupResample, GroupDRO, BiasBalancedSoftmax, LfF, JTT, DFR):
     register_method(_cls)

@@ -74,7 +74,10 @@ def run_supervision(method_kind: str, select: str) -> str:
 TRAIN = "train"  # gradient steps on method.loss; the classifier is evaluated every epoch
 PRETRAIN = "pretrain"  # gradient steps on method.loss; only the online probe is evaluated
 LINEAR = "linear"  # a linear classifier fitted on frozen features (SupContrast protocol)
-STAGE_KINDS = (TRAIN, PRETRAIN, LINEAR)
+# No gradient steps: the method changes the classifier in start_stage (DFR refits its last layer
+# there); the classifier is then evaluated like a train epoch's. Give it one epoch.
+REFIT = "refit"
+STAGE_KINDS = (TRAIN, PRETRAIN, LINEAR, REFIT)
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,8 @@ class Stage:
     Attributes:
         name: written to ``history.csv`` (``train``, ``pretrain``, ``linear``, ``identify``...).
         epochs: how many epochs it lasts.
-        kind: how the trainer runs it (:data:`TRAIN`, :data:`PRETRAIN` or :data:`LINEAR`).
+        kind: how the trainer runs it (:data:`TRAIN`, :data:`PRETRAIN`, :data:`LINEAR` or
+            :data:`REFIT`).
         views: augmented views per image in a batch (2 for contrastive losses).
         milestones: epochs (within the stage) where the learning rate is multiplied by
             ``lr_gamma``.
@@ -190,12 +194,25 @@ class StageHelper:
     """What the trainer offers a method at the start of a stage (see :meth:`Method.start_stage`).
 
     ``predict_train()`` returns the current classifier's predictions on every training image,
-    without augmentation (JTT builds its error set from it).
+    without augmentation (JTT builds its error set from it). ``features(split, rows=None)``
+    returns the classifier's ``features()`` of the images of a split (``"train"``, ``"val"``;
+    ``rows``: only those). ``val`` is the validation split with its target and bias labels,
+    given only to a method whose supervision reads them (:data:`VAL_BIAS_LABELS` or
+    :data:`TRAIN_BIAS_LABELS`; DFR fits its last layer there), None for the others and when the
+    dataset has no validation split.
     """
 
-    def __init__(self, predict_train: Callable[[], torch.Tensor], log: Callable[..., None]):
+    def __init__(
+        self,
+        predict_train: Callable[[], torch.Tensor],
+        log: Callable[..., None],
+        features: Callable[..., torch.Tensor] | None = None,
+        val: Any = None,
+    ):
         self.predict_train = predict_train
         self.log = log
+        self.features = features
+        self.val = val
 
 
 class Method:
@@ -205,7 +222,9 @@ class Method:
 
     Class attributes:
         name: the registry name (``debias train --method NAME``).
-        supervision: :data:`TARGET_ONLY` or :data:`BIAS_LABELS`.
+        supervision: :data:`NO_BIAS_LABELS`, :data:`VAL_BIAS_LABELS` (it reads the
+            validation split's bias labels, e.g. DFR fitting its last layer there) or
+            :data:`TRAIN_BIAS_LABELS`.
         hparams: ``{name: HParam}`` with the defaults of the paper or official code.
         modes: the ``TrainConfig.mode`` values it accepts; the first is the default.
         uses_contrastive_options: whether ``temperature``/``loss_options``/... apply.
@@ -258,6 +277,12 @@ class Method:
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`extra_state`."""
+
+    def record(self) -> dict[str, Any]:
+        """Entries added to ``metrics.json``'s ``method`` record: what the method resolved or
+        chose that a reader of its numbers needs (a contrastive method's loss with every
+        argument, DFR's fitted head). JSON-ready values."""
+        return {}
 
     # -- shared ---------------------------------------------------------------------------------
     @property
