@@ -20,6 +20,8 @@ Tables:
 * :func:`load_history`: one row per (run, epoch): ``history.csv`` as written by ``train``
   (``epoch, stage, lr, train_loss, ..., <split>/<metric>, probe/<split>/<metric>``).
 * :func:`load_groups`: one row per (run, split, y, b): ``n, correct, accuracy, aligned``.
+* :func:`load_representation`: one row per (run, part, split, metric) of the runs'
+  ``representation`` sections (the DFR head on each test split; the bias audit).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ __all__ = [
     "load",
     "load_groups",
     "load_history",
+    "load_representation",
     "run_supervision_of",
 ]
 
@@ -303,6 +306,53 @@ def load_history(path: PathLike | Sequence[PathLike]) -> pd.DataFrame:
     if not rows:
         raise FileNotFoundError(f"no {_HISTORY} under {path}")
     return pd.concat(rows, ignore_index=True)
+
+
+def _representation_rows(section: dict[str, Any]) -> list[dict[str, Any]]:
+    """``part, split, metric, value`` rows of one run's representation section."""
+    rows = []
+    for split, rep in section.get("dfr", {}).get("splits", {}).items():
+        for metric, value in rep.items():
+            if not isinstance(value, (list, dict)):
+                rows.append({"part": "dfr", "split": split, "metric": metric, "value": value})
+    audit = section.get("audit", {})
+    if "bias_leakage" in audit:
+        split = audit.get("split")
+        for metric in ("bias_leakage", "bias_leakage_chance", "n"):
+            rows.append({"part": "audit", "split": split, "metric": metric, "value": audit[metric]})
+        for metric, value in audit.get("target_probe", {}).items():
+            if not isinstance(value, (list, dict)):
+                rows.append(
+                    {"part": "audit", "split": split, "metric": f"target_probe/{metric}",
+                     "value": value}
+                )  # fmt: skip
+    return rows
+
+
+def load_representation(path: PathLike | Sequence[PathLike]) -> pd.DataFrame:
+    """One row per (run, part, split, metric) of the finished runs' ``representation`` sections
+    (:mod:`debias.train.represent`): part ``dfr``, the DFR head's GroupReport on each test split
+    (it read the validation split's bias labels), with ``dfr_C``; part ``audit``,
+    ``bias_leakage``, its chance level, the audited ``n`` and ``target_probe/<metric>`` on the
+    audit split. Runs without the section are left out with a warning (``debias evaluate RUN``
+    adds it)."""
+    rows: list[dict[str, Any]] = []
+    missing = []
+    for r in _drop_incomplete(find_runs(path), "debias.results.load_representation"):
+        section = (r.metrics or {}).get("representation")
+        if section is None:
+            missing.append(r.run)
+            continue
+        head = {"sweep": r.sweep, "run": r.run, "status": r.status} | flatten_config(r.config)
+        head["dfr_C"] = section.get("dfr", {}).get("C")
+        rows += [head | row for row in _representation_rows(section)]
+    if missing:
+        warnings.warn(
+            f"debias.results.load_representation: {len(missing)} run(s) without a representation "
+            f"section left out (`debias evaluate RUN` adds it): " + ", ".join(missing[:5]),
+            stacklevel=2,
+        )
+    return _frame(rows, ["sweep", "run", "status"])
 
 
 def load_groups(path: PathLike | Sequence[PathLike]) -> pd.DataFrame:

@@ -157,6 +157,13 @@ def test_train_adds_the_section_and_evaluate_gives_the_same_without_touching_the
     # The trainer reuses its last evaluation's features; evaluate encodes again: same numbers.
     assert same(_without_times(after[KEY]), _without_times(on[KEY]))
     assert after[KEY]["dfr"]["splits"]["test"]["n"] == on["splits"]["test"]["n"]
+    # The section as a table, beside the run's own numbers.
+    table = results.load_representation(tmp_path / "off")
+    dfr_test = table[(table["part"] == "dfr") & (table["split"] == "test")]
+    got = dfr_test.set_index("metric")["value"]
+    assert got["unbiased_accuracy"] == after[KEY]["dfr"]["splits"]["test"]["unbiased_accuracy"]
+    leak = table[(table["part"] == "audit") & (table["metric"] == "bias_leakage")]["value"]
+    assert list(leak) == [after[KEY]["audit"]["bias_leakage"]]
     # Run again: left alone; --force recomputes it.
     assert main(["evaluate", str(tmp_path / "off")]) == 0
     assert same(json.loads((tmp_path / "off" / "metrics.json").read_text()), after)
@@ -289,3 +296,5 @@ def test_report_prints_three_supervision_kinds_from_the_run_records(tmp_path, bi
     summary, _ = summarize(df)
     marks = summary.groupby("method")["supervision"].first().to_dict()
     assert marks == {"ce": "—", "dfr": "V", "reweight": "B", "jtt": "V"}
+    with pytest.warns(UserWarning, match="4 run.s. without a representation section"):
+        assert results.load_representation(tmp_path / "s").empty
