@@ -1,4 +1,4 @@
-"""The ``debias`` command line: ``debias {train,demo,sweep,report,audit} ...``."""
+"""The ``debias`` command line: ``debias {train,methods,evaluate,demo,sweep,report,audit} ...``."""
 
 from __future__ import annotations
 
@@ -153,15 +153,28 @@ def cmd_methods(args: argparse.Namespace) -> int:
     from debias.methods import METHODS, SUPERVISION
 
     for name, cls in METHODS.items():
-        print(f"{name:<10} {SUPERVISION[cls.supervision]}; modes: {', '.join(cls.modes)}")
+        print(
+            f"{name:<10} supervision {cls.supervision} ({SUPERVISION[cls.supervision]}); "
+            f"modes: {', '.join(cls.modes)}"
+        )
         print(f"{'':<10} {cls.paper}")
         for key, hp in cls.hparams.items():
             print(f"{'':<10}   {key} = {hp.default!r}: {hp.help} [{hp.source}]")
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Add the representation section (DFR head, bias leakage) to finished runs."""
+    from debias.train.represent import evaluate_run
+
+    for run in args.runs:
+        evaluate_run(run, root=args.root, device=args.device, force=args.force, refits=args.refits)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     import debias
+    from debias.train.represent import REFITS as REPRESENT_REFITS
 
     parser = argparse.ArgumentParser(
         prog="debias", description="Measure and reduce shortcut bias in image representations."
@@ -175,6 +188,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list the training methods and their hyper-parameters")
     p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="add the representation section (DFR head, bias leakage) to finished runs",
+        description="Judge a finished run's encoder, not only its head: fit a DFR head on the "
+        "frozen features of its validation split (it reads that split's bias labels, nothing "
+        "of the test splits), score it on every test split, audit the bias leakage of the "
+        "features, and write it all to the run's metrics.json under 'representation'. The "
+        "run's own numbers are left as they are. `debias train` does this at the end of every "
+        "run unless --no-represent.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="finished `debias train` run folders")
+    p.add_argument("--root", help="data root, if not where the runs were trained")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="recompute an existing section")
+    p.add_argument(
+        "--refits",
+        type=int,
+        default=REPRESENT_REFITS,
+        help=f"DFR refits averaged ({REPRESENT_REFITS}, as at the end of training; the official "
+        "code and the dfr method average 20)",
+    )
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "demo", help="show the colour shortcut and a cure on Biased-MNIST in a few CPU minutes"

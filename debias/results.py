@@ -15,10 +15,13 @@ Tables:
 
 * :func:`load`: one row per (run, split, metric) with ``split, metric, value,
   selection_rule, selection_description, selected_epoch, selected_stage, wall_time_seconds,
-  device``: the numbers in ``metrics.json`` (the selected epoch's GroupReport on each split).
+  device, supervision``: the numbers in ``metrics.json`` (the selected epoch's GroupReport on
+  each split); ``supervision`` is what the run read (:func:`run_supervision_of`).
 * :func:`load_history`: one row per (run, epoch): ``history.csv`` as written by ``train``
   (``epoch, stage, lr, train_loss, ..., <split>/<metric>, probe/<split>/<metric>``).
 * :func:`load_groups`: one row per (run, split, y, b): ``n, correct, accuracy, aligned``.
+* :func:`load_representation`: one row per (run, part, split, metric) of the runs'
+  ``representation`` sections (the DFR head on each test split; the bias audit).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ __all__ = [
     "load",
     "load_groups",
     "load_history",
+    "load_representation",
+    "run_supervision_of",
 ]
 
 PathLike = str | Path
@@ -64,6 +69,7 @@ RESULT_COLUMNS = (
     "selected_stage",
     "wall_time_seconds",
     "device",
+    "supervision",
 )
 
 
@@ -200,6 +206,24 @@ def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def run_supervision_of(metrics: dict[str, Any], config: dict[str, Any]) -> str | None:
+    """What a finished run read (:data:`debias.methods.SUPERVISION` kinds): its
+    ``metrics.json`` ``supervision``; for runs written before it was recorded, the method's
+    recorded kind (``"target"`` / ``"bias"`` mapped) or its registered one, raised by the
+    run's selection rule (:func:`debias.methods.run_supervision`). None when unknown."""
+    from debias.methods import METHODS, run_supervision, supervision_kind
+
+    try:
+        if "supervision" in metrics:
+            return supervision_kind(metrics["supervision"])
+        method = metrics.get("method", {}).get("supervision")
+        if method is None and config.get("method") in METHODS:
+            method = METHODS[config["method"]].supervision
+        return None if method is None else run_supervision(method, config.get("select", "last"))
+    except ValueError:  # a kind this version does not know
+        return None
+
+
 def _frame(rows: list[dict[str, Any]], front: Sequence[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     cols = [c for c in front if c in df.columns] + [c for c in df.columns if c not in front]
@@ -224,7 +248,7 @@ def load(path: PathLike | Sequence[PathLike], *, include_incomplete: bool = Fals
 
     Columns: ``sweep, run, status``, the flattened config, then ``split, metric, value,
     selection_rule, selection_description, selected_epoch, selected_stage,
-    wall_time_seconds, device``. ``value`` is the number in ``metrics.json`` (accuracies are
+    wall_time_seconds, device, supervision``. ``value`` is the number in ``metrics.json`` (accuracies are
     fractions in [0, 1]). Runs without ``metrics.json`` are left out with a warning, or kept
     as one row with empty split/metric/value when ``include_incomplete`` is true.
     """
@@ -246,6 +270,7 @@ def load(path: PathLike | Sequence[PathLike], *, include_incomplete: bool = Fals
             "selected_stage": sel.get("stage"),
             "wall_time_seconds": m.get("wall_time_seconds"),
             "device": m.get("device"),
+            "supervision": run_supervision_of(m, r.config),
         }
         for split, values in m.get("splits", {}).items():
             for metric, value in values.items():
@@ -281,6 +306,53 @@ def load_history(path: PathLike | Sequence[PathLike]) -> pd.DataFrame:
     if not rows:
         raise FileNotFoundError(f"no {_HISTORY} under {path}")
     return pd.concat(rows, ignore_index=True)
+
+
+def _representation_rows(section: dict[str, Any]) -> list[dict[str, Any]]:
+    """``part, split, metric, value`` rows of one run's representation section."""
+    rows = []
+    for split, rep in section.get("dfr", {}).get("splits", {}).items():
+        for metric, value in rep.items():
+            if not isinstance(value, (list, dict)):
+                rows.append({"part": "dfr", "split": split, "metric": metric, "value": value})
+    audit = section.get("audit", {})
+    if "bias_leakage" in audit:
+        split = audit.get("split")
+        for metric in ("bias_leakage", "bias_leakage_chance", "n"):
+            rows.append({"part": "audit", "split": split, "metric": metric, "value": audit[metric]})
+        for metric, value in audit.get("target_probe", {}).items():
+            if not isinstance(value, (list, dict)):
+                rows.append(
+                    {"part": "audit", "split": split, "metric": f"target_probe/{metric}",
+                     "value": value}
+                )  # fmt: skip
+    return rows
+
+
+def load_representation(path: PathLike | Sequence[PathLike]) -> pd.DataFrame:
+    """One row per (run, part, split, metric) of the finished runs' ``representation`` sections
+    (:mod:`debias.train.represent`): part ``dfr``, the DFR head's GroupReport on each test split
+    (it read the validation split's bias labels), with ``dfr_C``; part ``audit``,
+    ``bias_leakage``, its chance level, the audited ``n`` and ``target_probe/<metric>`` on the
+    audit split. Runs without the section are left out with a warning (``debias evaluate RUN``
+    adds it)."""
+    rows: list[dict[str, Any]] = []
+    missing = []
+    for r in _drop_incomplete(find_runs(path), "debias.results.load_representation"):
+        section = (r.metrics or {}).get("representation")
+        if section is None:
+            missing.append(r.run)
+            continue
+        head = {"sweep": r.sweep, "run": r.run, "status": r.status} | flatten_config(r.config)
+        head["dfr_C"] = section.get("dfr", {}).get("C")
+        rows += [head | row for row in _representation_rows(section)]
+    if missing:
+        warnings.warn(
+            f"debias.results.load_representation: {len(missing)} run(s) without a representation "
+            f"section left out (`debias evaluate RUN` adds it): " + ", ".join(missing[:5]),
+            stacklevel=2,
+        )
+    return _frame(rows, ["sweep", "run", "status"])
 
 
 def load_groups(path: PathLike | Sequence[PathLike]) -> pd.DataFrame:

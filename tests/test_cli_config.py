@@ -28,10 +28,15 @@ def test_every_config_field_is_a_train_option_with_help():
     help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     for f in dataclasses.fields(TrainConfig):
         flag = f.metadata["cli"].get("flag", "--" + f.name.replace("_", "-"))
-        if f.name != "progress":
-            assert flag in help_text, f.name
+        # A bool that is on by default shows only the flag that turns it off (--quiet).
+        flag = f.metadata["cli"].get("false_flag", flag) if f.default is True else flag
+        assert flag in help_text, f.name
         assert f.metadata["help"], f.name
     assert "--quiet" in help_text and "--config" in help_text and "--force" in help_text
+    assert (
+        "--no-represent" in help_text
+        and parse(*TINY, "--out", "o", "--no-represent").represent is False
+    )
 
 
 def test_drifted_options_are_settable_and_defaults_come_from_the_dataclass(tmp_path):

@@ -627,6 +627,75 @@ def test_contex_matches_official_contex(b, v, tau):
     )
 
 
+def loop_contex_weighted(feats, labels, w, tau=0.07, base=0.07):
+    """ConTeX with weight w on l_a and 1 - w on l_b (PROTOCOLS §4 with the official history's
+    ``self_weight``); an anchor without a different-label row contributes (1 - w)·l_b."""
+    zf, b, v = _rows(feats)
+    n = v * b
+    per = []
+    for i in range(n):
+        s_i = (zf[i] * zf).sum(1) / tau
+        a = [k for k in range(n) if k != i]
+        p = [k for k in a if labels[k % b] == labels[i % b]]
+        neg = [k for k in a if labels[k % b] != labels[i % b]]
+        l_b = _info_nce_term(s_i, [k for k in a if k % b == i % b], a)
+        l_a = _info_nce_term(s_i, p, neg) if neg else torch.zeros((), dtype=feats.dtype)
+        per.append(w * l_a + (1 - w) * l_b)
+    return tau / base * torch.stack(per).mean()
+
+
+class OfficialConTeXWeighted(OfficialConTeX):
+    """hdeng26/Contex ``losses.py`` @ 69e9790, ``SupConTupletLoss2`` (``--loss_type -2``,
+    ``--self_weight`` default 0.7): ``SupConTupletLoss`` line for line except its last loss line,
+    ``loss = -(τ/τ_base)·((1 - w)·triplet_loss + w·mean_log_prob_pos)`` then the mean over
+    anchors. The mean is linear, so that loss is ``(1 - w)·self_loss + w·class_loss`` of the
+    transcribed ``SupConTupletLoss``'s other two outputs (same per-anchor terms, same masks)."""
+
+    def __init__(
+        self, temperature=0.07, contrast_mode="all", base_temperature=0.07, self_weight=0.7
+    ):
+        super().__init__(temperature, contrast_mode, base_temperature)
+        self.self_weight = self_weight
+
+    def forward(self, features, labels=None, mask=None):
+        _, self_loss, class_loss = super().forward(features, labels, mask)
+        w = self.self_weight
+        return (1 - w) * self_loss + w * class_loss, self_loss, class_loss
+
+
+@pytest.mark.parametrize("b,v", [(4, 2), (6, 2), (5, 3)])
+@pytest.mark.parametrize("w", [0.7, 0.0, 1.0, 0.25])
+def test_contex_self_weight_matches_loop_and_official_supcontupletloss2(b, v, w):
+    feats, labels, _ = make_batch(b, v, seed=b * 13 + v)
+    labels[0], labels[1] = 0, 1  # two labels at least: the official code is NaN with one
+    ours = lambda f: ConTeXLoss(self_weight=w)(f, labels)  # noqa: E731
+    assert_same(ours, lambda f: loop_contex_weighted(f, labels, w), feats)
+    official = OfficialConTeXWeighted(self_weight=w)
+    assert_same(ours, lambda f: official(F.normalize(f, dim=-1), labels)[0], feats)
+
+
+def test_contex_self_weight_half_is_the_default_and_07_is_not():
+    feats, labels, _ = make_batch(6, 2, seed=4)
+    half, default = ConTeXLoss(self_weight=0.5)(feats, labels), ConTeXLoss()(feats, labels)
+    assert half.item() == default.item()
+    torch.testing.assert_close(default, loop_contex(feats, labels), **TOL)
+    assert not torch.allclose(ConTeXLoss(self_weight=0.7)(feats, labels), default)
+
+
+def test_contex_self_weight_single_label_and_bad_values():
+    feats, _, _ = make_batch(4, 2, seed=21)
+    same = torch.full((4,), 3)
+    assert_same(
+        lambda f: ConTeXLoss(self_weight=0.7)(f, same),
+        lambda f: 0.3 * SimCLRLoss(0.07, 0.07)(f),
+        feats,
+    )
+    for bad in (-0.1, 1.5, float("nan"), "0.7", True):
+        with pytest.raises(ValueError, match="self_weight must be a number in"):
+            ConTeXLoss(self_weight=bad)
+    assert get_loss("contex", self_weight=0.7).settings()["self_weight"] == 0.7
+
+
 def test_contex_official_is_nan_on_single_label_ours_is_not():
     feats, _, _ = make_batch(4, 2, seed=3)
     labels = torch.zeros(4, dtype=torch.long)

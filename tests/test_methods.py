@@ -20,6 +20,7 @@ from debias.methods import (
     BIAS_LABELS,
     METHODS,
     TARGET_ONLY,
+    VAL_BIAS_LABELS,
     Batch,
     Context,
     Method,
@@ -83,6 +84,7 @@ def test_registry_lists_every_method_with_its_supervision():
         "biasbal": BIAS_LABELS,
         "lff": TARGET_ONLY,
         "jtt": TARGET_ONLY,
+        "dfr": VAL_BIAS_LABELS,
     }
     assert {k: v.supervision for k, v in METHODS.items()} == expected
 

@@ -164,9 +164,10 @@ def test_cpu_face_sweeps():
 
 def test_shipped_sweeps_expand():
     expected = {
-        "biased_mnist_paper": 156,
+        "biased_mnist_paper": 168,
         "biased_mnist_quick": 156,
-        "biased_mnist_cpu": 156,
+        "biased_mnist_cpu": 168,
+        "biased_mnist_cpu_contex_weight": 12,
         "utkface": 78,
         "celeba": 39,
     }

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -364,9 +364,12 @@ class ContrastiveLoss(nn.Module):
                 loss = scale_grad_for_ddp(loss, ws)
         return loss
 
+    def settings(self) -> dict[str, Any]:
+        """The loss's arguments as resolved, defaults included (a run records them)."""
+        return {n: v for n, v in vars(self).items() if not n.startswith("_") and n != "training"}
+
     def extra_repr(self) -> str:
-        names = [n for n in vars(self) if not n.startswith("_") and n != "training"]
-        return ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
+        return ", ".join(f"{n}={v!r}" for n, v in self.settings().items())
 
 
 class TemperatureScaledLoss(ContrastiveLoss):

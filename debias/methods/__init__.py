@@ -1,21 +1,25 @@
 """Training methods behind one interface (:class:`Method`), and their registry.
 
+Supervision (what a method reads besides images and training targets): ``none``, ``val_bias``
+(bias labels of the validation split only) or ``train_bias`` (of the training split).
+
 =============  ===========  ==========================================================
 name           supervision  what it does
 =============  ===========  ==========================================================
-ce             target       cross-entropy (ERM, the Vanilla baseline)
-supcon         target       SupCon, two-stage (pretrain + linear) or joint with CE
-simclr         target       SimCLR / NT-Xent (labels only in the linear stage)
-contex         target       ConTeX, context-enriched contrastive loss
-cacr           target       CACR, contrastive attraction and repulsion
-biascon        bias         BiasCon: positives with the same label and a different bias
-fairkl         bias         FairKL: aligned/conflicting similarity distributions matched
-reweight       bias         CE weighted by 1 / n(y, b)
-resample       bias         CE on batches drawn ∝ 1 / n(y, b)
-groupdro       bias         Group DRO, exponentiated-gradient weights over groups
-biasbal        bias         bias-balanced softmax, logits + log P(y | b)
-lff            target       Learning from Failure, GCE-biased model reweights a second one
-jtt            target       Just Train Twice, errors of an ERM model upsampled
+ce             none         cross-entropy (ERM, the Vanilla baseline)
+supcon         none         SupCon, two-stage (pretrain + linear) or joint with CE
+simclr         none         SimCLR / NT-Xent (labels only in the linear stage)
+contex         none         ConTeX, context-enriched contrastive loss
+cacr           none         CACR, contrastive attraction and repulsion
+biascon        train_bias   BiasCon: positives with the same label and a different bias
+fairkl         train_bias   FairKL: aligned/conflicting similarity distributions matched
+reweight       train_bias   CE weighted by 1 / n(y, b)
+resample       train_bias   CE on batches drawn ∝ 1 / n(y, b)
+groupdro       train_bias   Group DRO, exponentiated-gradient weights over groups
+biasbal        train_bias   bias-balanced softmax, logits + log P(y | b)
+lff            none         Learning from Failure, GCE-biased model reweights a second one
+jtt            none         Just Train Twice, errors of an ERM model upsampled
+dfr            val_bias     DFR: ERM, then its last layer refitted on group-balanced val
 =============  ===========  ==========================================================
 
 Add your own with :func:`register_method` (see the README, "Add your own method").
@@ -30,10 +34,14 @@ from debias.losses import LOSSES
 from debias.methods.base import (
     BIAS_LABELS,
     LINEAR,
+    NO_BIAS_LABELS,
     PRETRAIN,
+    REFIT,
     SUPERVISION,
     TARGET_ONLY,
     TRAIN,
+    TRAIN_BIAS_LABELS,
+    VAL_BIAS_LABELS,
     Batch,
     Context,
     EncoderWithHeads,
@@ -41,9 +49,12 @@ from debias.methods.base import (
     Method,
     Stage,
     StageHelper,
+    run_supervision,
+    supervision_kind,
 )
 from debias.methods.biasbal import BiasBalancedSoftmax
 from debias.methods.contrastive import Contrastive, contrastive_method
+from debias.methods.dfr import DFR
 from debias.methods.erm import ERM
 from debias.methods.groupdro import GroupDRO
 from debias.methods.jtt import JTT
@@ -53,12 +64,17 @@ from debias.methods.reweight import GroupReweight
 
 __all__ = [
     "BIAS_LABELS",
+    "DFR",
     "LINEAR",
     "METHODS",
+    "NO_BIAS_LABELS",
     "PRETRAIN",
+    "REFIT",
     "SUPERVISION",
     "TARGET_ONLY",
     "TRAIN",
+    "TRAIN_BIAS_LABELS",
+    "VAL_BIAS_LABELS",
     "Batch",
     "BiasBalancedSoftmax",
     "Context",
@@ -77,6 +93,8 @@ __all__ = [
     "get_method",
     "register_method",
     "resolve_hparams",
+    "run_supervision",
+    "supervision_kind",
 ]
 
 METHODS: dict[str, type[Method]] = {}
@@ -86,16 +104,17 @@ def register_method(cls: type[Method], *, replace: bool = False) -> type[Method]
     """Make ``cls`` available as ``TrainConfig(method=cls.name)`` and ``--method NAME``.
 
     Usable as a class decorator. Checks what the trainer relies on: a name, a supervision of
-    :data:`TARGET_ONLY` or :data:`BIAS_LABELS`, :class:`HParam` defaults, a ``loss`` method.
+    :data:`SUPERVISION` (an earlier name, ``"target"`` or ``"bias"``, is mapped to its kind),
+    :class:`HParam` defaults, a ``loss`` method.
     """
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise TypeError(f"register_method expects a Method subclass, got {cls!r}")
     if not cls.name or not isinstance(cls.name, str):
         raise ValueError(f"{cls.__name__}.name must be a non-empty string")
-    if cls.supervision not in SUPERVISION:
-        raise ValueError(
-            f"{cls.__name__}.supervision={cls.supervision!r}: expected one of {list(SUPERVISION)}"
-        )
+    try:
+        cls.supervision = supervision_kind(cls.supervision)
+    except ValueError as exc:
+        raise ValueError(f"{cls.__name__}.{exc}") from None
     bad = [k for k, v in cls.hparams.items() if not isinstance(v, HParam)]
     if bad:
         raise TypeError(f"{cls.__name__}.hparams {bad}: values must be HParam(default, help)")
@@ -142,5 +161,5 @@ def resolve_hparams(name: str, options: dict[str, Any] | None) -> dict[str, Any]
 register_method(ERM)
 for _loss in LOSSES:
     register_method(contrastive_method(_loss))
-for _cls in (GroupReweight, GroupResample, GroupDRO, BiasBalancedSoftmax, LfF, JTT):
+for _cls in (GroupReweight, GroupResample, GroupDRO, BiasBalancedSoftmax, LfF, JTT, DFR):
     register_method(_cls)

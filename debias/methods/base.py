@@ -29,19 +29,55 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-# What a method reads from the training split besides the images.
-TARGET_ONLY = "target"  # target labels only; bias labels are withheld from it
-BIAS_LABELS = "bias"  # target and bias labels of the training split
+# What a method reads besides the images and the training split's target labels: three kinds,
+# from least to most. Tables print them as "—", "V" and "B" (debias.report).
+NO_BIAS_LABELS = "none"  # no bias labels of any split (target labels only)
+VAL_BIAS_LABELS = "val_bias"  # bias labels of the validation split, none of the training split
+TRAIN_BIAS_LABELS = "train_bias"  # bias labels of the training split
 SUPERVISION = {
-    TARGET_ONLY: "target labels only (no bias labels in training)",
-    BIAS_LABELS: "target and bias labels of the training split",
+    NO_BIAS_LABELS: "no bias labels (target labels only)",
+    VAL_BIAS_LABELS: "bias labels of the validation split only (none of the training split)",
+    TRAIN_BIAS_LABELS: "target and bias labels of the training split",
 }
+# The earlier names of the first and last kind, kept for code that imports them.
+TARGET_ONLY = NO_BIAS_LABELS
+BIAS_LABELS = TRAIN_BIAS_LABELS
+# What metrics.json files written before the validation kind existed say.
+LEGACY_SUPERVISION = {"target": NO_BIAS_LABELS, "bias": TRAIN_BIAS_LABELS}
+
+
+def supervision_kind(value: Any) -> str:
+    """``value`` as one of the :data:`SUPERVISION` kinds (an earlier name is mapped)."""
+    kind = LEGACY_SUPERVISION.get(value, value)
+    if kind not in SUPERVISION:
+        raise ValueError(
+            f"supervision {value!r}: expected one of {list(SUPERVISION)} "
+            f"(or an earlier name: {list(LEGACY_SUPERVISION)})"
+        )
+    return kind
+
+
+def run_supervision(method_kind: str, select: str) -> str:
+    """What a whole run reads: its method's kind, raised to :data:`VAL_BIAS_LABELS` when the
+    run's epoch is selected on a validation metric that needs bias labels (worst-group,
+    unbiased, ...; ``accuracy`` and ``balanced_accuracy`` need none)."""
+    from debias.metrics.groups import BIAS_FREE_METRICS
+
+    kind = supervision_kind(method_kind)
+    metric = select.partition("/")[2]
+    if kind == NO_BIAS_LABELS and select != "last" and metric not in BIAS_FREE_METRICS:
+        return VAL_BIAS_LABELS
+    return kind
+
 
 # Stage kinds the trainer knows how to run.
 TRAIN = "train"  # gradient steps on method.loss; the classifier is evaluated every epoch
 PRETRAIN = "pretrain"  # gradient steps on method.loss; only the online probe is evaluated
 LINEAR = "linear"  # a linear classifier fitted on frozen features (SupContrast protocol)
-STAGE_KINDS = (TRAIN, PRETRAIN, LINEAR)
+# No gradient steps: the method changes the classifier in start_stage (DFR refits its last layer
+# there); the classifier is then evaluated like a train epoch's. Give it one epoch.
+REFIT = "refit"
+STAGE_KINDS = (TRAIN, PRETRAIN, LINEAR, REFIT)
 
 
 @dataclass(frozen=True)
@@ -51,7 +87,8 @@ class Stage:
     Attributes:
         name: written to ``history.csv`` (``train``, ``pretrain``, ``linear``, ``identify``...).
         epochs: how many epochs it lasts.
-        kind: how the trainer runs it (:data:`TRAIN`, :data:`PRETRAIN` or :data:`LINEAR`).
+        kind: how the trainer runs it (:data:`TRAIN`, :data:`PRETRAIN`, :data:`LINEAR` or
+            :data:`REFIT`).
         views: augmented views per image in a batch (2 for contrastive losses).
         milestones: epochs (within the stage) where the learning rate is multiplied by
             ``lr_gamma``.
@@ -67,8 +104,8 @@ class Stage:
 class Batch(NamedTuple):
     """One training batch as a method sees it.
 
-    ``x`` holds ``views`` stacked view-major (row ``v·B + i``). ``bias`` is ``None`` for a
-    method whose supervision is :data:`TARGET_ONLY`: such a method cannot read bias labels.
+    ``x`` holds ``views`` stacked view-major (row ``v·B + i``). ``bias`` is ``None`` unless the
+    method's supervision is :data:`TRAIN_BIAS_LABELS`: no other method can read them.
     """
 
     index: torch.Tensor  # rows of the training split, [B]
@@ -82,7 +119,7 @@ class Batch(NamedTuple):
 class Context:
     """What a method may know about the run when it builds itself.
 
-    ``train_bias`` is ``None`` unless the method's supervision is :data:`BIAS_LABELS`.
+    ``train_bias`` is ``None`` unless the method's supervision is :data:`TRAIN_BIAS_LABELS`.
     """
 
     cfg: Any  # the TrainConfig (read-only by convention)
@@ -157,12 +194,25 @@ class StageHelper:
     """What the trainer offers a method at the start of a stage (see :meth:`Method.start_stage`).
 
     ``predict_train()`` returns the current classifier's predictions on every training image,
-    without augmentation (JTT builds its error set from it).
+    without augmentation (JTT builds its error set from it). ``features(split, rows=None)``
+    returns the classifier's ``features()`` of the images of a split (``"train"``, ``"val"``;
+    ``rows``: only those). ``val`` is the validation split with its target and bias labels,
+    given only to a method whose supervision reads them (:data:`VAL_BIAS_LABELS` or
+    :data:`TRAIN_BIAS_LABELS`; DFR fits its last layer there), None for the others and when the
+    dataset has no validation split.
     """
 
-    def __init__(self, predict_train: Callable[[], torch.Tensor], log: Callable[..., None]):
+    def __init__(
+        self,
+        predict_train: Callable[[], torch.Tensor],
+        log: Callable[..., None],
+        features: Callable[..., torch.Tensor] | None = None,
+        val: Any = None,
+    ):
         self.predict_train = predict_train
         self.log = log
+        self.features = features
+        self.val = val
 
 
 class Method:
@@ -172,7 +222,9 @@ class Method:
 
     Class attributes:
         name: the registry name (``debias train --method NAME``).
-        supervision: :data:`TARGET_ONLY` or :data:`BIAS_LABELS`.
+        supervision: :data:`NO_BIAS_LABELS`, :data:`VAL_BIAS_LABELS` (it reads the
+            validation split's bias labels, e.g. DFR fitting its last layer there) or
+            :data:`TRAIN_BIAS_LABELS`.
         hparams: ``{name: HParam}`` with the defaults of the paper or official code.
         modes: the ``TrainConfig.mode`` values it accepts; the first is the default.
         uses_contrastive_options: whether ``temperature``/``loss_options``/... apply.
@@ -225,6 +277,12 @@ class Method:
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`extra_state`."""
+
+    def record(self) -> dict[str, Any]:
+        """Entries added to ``metrics.json``'s ``method`` record: what the method resolved or
+        chose that a reader of its numbers needs (a contrastive method's loss with every
+        argument, DFR's fitted head). JSON-ready values."""
+        return {}
 
     # -- shared ---------------------------------------------------------------------------------
     @property

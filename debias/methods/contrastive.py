@@ -74,6 +74,10 @@ class Contrastive(Method):
             Stage("linear", cfg.linear_epochs, LINEAR),
         ]
 
+    def record(self) -> dict[str, Any]:
+        """The loss with every argument as resolved (e.g. ConTeX's ``self_weight``)."""
+        return {"loss": {"name": self.loss_name, **self.criterion.settings()}}
+
     def loss(self, out: dict[str, torch.Tensor], batch: Batch, stage: Stage):
         bsz = len(batch.y)
         z = torch.stack([out["z"][:bsz], out["z"][bsz:]], dim=1)  # [B, V=2, D]

@@ -44,6 +44,9 @@ BOOTSTRAP_METRICS = (
     "conflicting_accuracy",
     "balanced_accuracy",
 )
+# GroupReport keys computed from targets and predictions alone (no bias label): selecting an
+# epoch on one of them reads no bias labels of the validation split.
+BIAS_FREE_METRICS = frozenset({"accuracy", "balanced_accuracy", "n"})
 
 
 # --------------------------------------------------------------------------------------------

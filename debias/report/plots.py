@@ -136,6 +136,7 @@ def plot_worst_group_gap(
     *,
     tasks: Sequence[str] = (),
     bias_label_methods: Sequence[str] = (),
+    val_label_methods: Sequence[str] = (),
     path: str | Path | None = None,
 ) -> Figure:
     """Average against worst-group accuracy per method: one dumbbell per method, one panel per
@@ -144,8 +145,10 @@ def plot_worst_group_gap(
     The line from the worst-group mean (square) to the average-accuracy mean (circle) is the gap
     a shortcut opens; bars are the 95% intervals of :func:`debias.report.summarize` (none for
     two seeds, as in the other figures). Methods in
-    ``bias_label_methods`` (they read training bias labels) are drawn in orange, the others in
-    blue, so a reader sees at a glance which methods close the gap and what they were given.
+    ``bias_label_methods`` (they read training bias labels) are drawn in orange and marked [B],
+    those in ``val_label_methods`` (validation bias labels only) in green and marked [V], the
+    others in blue, so a reader sees at a glance which methods close the gap and what they were
+    given.
     """
     d = _drawn_intervals(summary[summary["metric"].isin(["accuracy", "worst-group"])])
     combos = condition_combos(d, tasks)
@@ -156,18 +159,22 @@ def plot_worst_group_gap(
         mine = rows_matching(d, tasks, combo)
         for i, method in enumerate(methods):
             colour = "tab:orange" if method in bias_label_methods else "tab:blue"
+            colour = "tab:green" if method in val_label_methods else colour
             _dumbbell(ax, mine[mine["method"] == method], i, colour)
         ax.set_title(", ".join(f"{t}={_fmt_level(v)}" for t, v in zip(tasks, combo)) or "all runs")
         ax.set_xlim(0, 100)
         ax.set_xlabel("test accuracy (%)")
         ax.grid(True, axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(methods)))
-    axes[0].set_yticklabels([m + (" [B]" if m in bias_label_methods else "") for m in methods])
+    mark = {m: " [B]" for m in bias_label_methods} | {m: " [V]" for m in val_label_methods}
+    axes[0].set_yticklabels([m + mark.get(m, "") for m in methods])
     axes[0].invert_yaxis()
     title = (
         "circle: average accuracy, square: worst-group accuracy (mean over seeds, bars: 95% "
         "interval); orange [B]: reads training bias labels"
     )
+    if val_label_methods:
+        title += "; green [V]: validation bias labels only"
     return _finish(fig, title, path, rect=(0, 0, 1, 0.95))
 
 

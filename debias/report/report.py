@@ -43,6 +43,13 @@ from matplotlib.figure import Figure
 from debias import results
 from debias._markdown import markdown_table as _md_table
 from debias.data.registry import LEVEL_KEYS, dataset_family
+from debias.methods.base import (
+    NO_BIAS_LABELS,
+    TRAIN_BIAS_LABELS,
+    VAL_BIAS_LABELS,
+    run_supervision,
+    supervision_kind,
+)
 from debias.report import plots
 from debias.report.compare import paired_differences
 from debias.train.config import RUNTIME_FIELDS
@@ -192,28 +199,56 @@ def _label(row: pd.Series, keys: Sequence[str]) -> str:
     return _fmt(row[keys[0]]) + (f" ({rest})" if rest else "")
 
 
-# How a method's supervision is written in tables (PROTOCOLS §6 notation).
-SUPERVISION_MARK = {"bias": "B", "target": "—"}
+# How what a run read is written in tables (PROTOCOLS §6 notation, with the validation kind of §8).
+SUPERVISION_MARK = {NO_BIAS_LABELS: "—", VAL_BIAS_LABELS: "V", TRAIN_BIAS_LABELS: "B"}
 SUPERVISION_NOTE = (
-    "*supervision*: **B** = the method reads the bias labels of the training split; **—** = it "
-    "trains without them (test and validation bias labels are used only to compute the metrics "
-    "and, where a run's selection rule says so, to select its epoch). Compare a B method with a "
-    "— method knowing that it was given more."
+    "*supervision*, what each run read besides the images and the training targets: **—** = no "
+    "bias labels of any split; **V** = bias labels of the validation split only, to fit part of "
+    "the model (DFR refits its last layer there) or to select the reported epoch (a run "
+    "selected on a validation metric that needs groups, such as worst-group accuracy); **B** = "
+    "the bias labels of the training split. Test-split bias labels are only used to compute the "
+    "metrics. Compare a B or V run with a — run knowing that it was given more."
 )
 
 
-def supervision_of(method: Any) -> str:
-    """``"B"`` or ``"—"`` for a registered method name (``"?"`` for one not registered here)."""
+def supervision_mark(kind: Any) -> str:
+    """``"—"``, ``"V"`` or ``"B"`` for a supervision kind (an earlier name is mapped; ``"?"``
+    for an unknown one or None)."""
+    try:
+        return SUPERVISION_MARK[supervision_kind(kind)]
+    except ValueError:
+        return "?"
+
+
+def supervision_of(method: Any, select: str = "last") -> str:
+    """The mark of a registered method's runs selected by ``select`` (``"?"`` for a method not
+    registered here). Tables read each run's own record instead (:func:`_run_marks`)."""
     from debias.methods import METHODS
 
     cls = METHODS.get(str(method))
-    return SUPERVISION_MARK.get(cls.supervision, "?") if cls is not None else "?"
+    return supervision_mark(run_supervision(cls.supervision, select)) if cls is not None else "?"
+
+
+def _run_marks(runs: pd.DataFrame) -> list[str]:
+    """The supervision mark of each run: its metrics.json record (``results.load``'s
+    ``supervision`` column), else what its method and selection rule imply."""
+    marks = []
+    for _, r in runs.iterrows():
+        kind = r.get("supervision")
+        if isinstance(kind, str):
+            marks.append(supervision_mark(kind))
+        else:
+            select = r.get("select")
+            marks.append(
+                supervision_of(r.get("method"), select if isinstance(select, str) else "last")
+            )
+    return marks
 
 
 def _per_run(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, set[str]]]:
     """One row per run with a column per report metric (in %), and the sources used."""
     runs = df.drop_duplicates("run_key").set_index("run_key")
-    runs["supervision"] = runs["method"].map(supervision_of) if "method" in runs else "?"
+    runs["supervision"] = _run_marks(runs)
     sources: dict[str, set[str]] = {m: set() for m in METRIC_LABELS}
     lookup = df.set_index(["run_key", "split", "metric"])["value"]
     for label, candidates in METRIC_LABELS.items():
@@ -504,7 +539,12 @@ def paired_tables(info: dict[str, Any]) -> pd.DataFrame:
                 )
             )
     frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    # A method's mark from its runs' records (joined when its runs read different kinds).
+    marks = per_run.groupby("method")["supervision"].agg(lambda m: "/".join(sorted(set(m))))
+    return out.assign(supervision=out["method"].map(marks))
 
 
 def _fmt_diff(r: pd.Series) -> str:
@@ -521,7 +561,7 @@ def _fmt_diff(r: pd.Series) -> str:
 def _paired_columns(paired: pd.DataFrame, level: str | None) -> tuple[list[str], list[tuple]]:
     """The condition options that vary across the paired rows, and their value combinations
     (one table column each; the bias level strongest first)."""
-    out = set(_PAIRED_OUTPUT) | {"method", "baseline", "metric"}
+    out = set(_PAIRED_OUTPUT) | {"method", "baseline", "metric", "supervision"}
     cols = [c for c in paired.columns if c not in out and paired[c].astype(str).nunique() > 1]
     combos = plots.condition_combos(paired, cols)
     if level in cols:
@@ -554,7 +594,7 @@ def _paired_markdown(paired: pd.DataFrame, level: str | None) -> list[str]:
             for combo in combos:
                 r = plots.rows_matching(gm, cols, combo)
                 cells.append(_fmt_diff(r.iloc[0]) if len(r) else "–")
-            rows.append([method, supervision_of(method), *cells])
+            rows.append([method, gm["supervision"].iloc[0], *cells])
         header = ["method", "supervision"] + (
             [", ".join(f"{c}={_fmt(v)}" for c, v in zip(cols, combo)) for combo in combos]
             if cols
@@ -713,14 +753,21 @@ def _convergence_figure(data: SweepData, level: str | None, path: Path | None) -
 
 
 def _marked(summary: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Labels of bias-label methods suffixed " [B]", and a line style per label (dashed: B)."""
+    """Labels of runs that read bias labels suffixed " [B]" or " [V]", and a line style per
+    label (dashed: B, dash-dotted: V)."""
     if "supervision" not in summary:
         return summary, {}
     labelled = summary.drop_duplicates("label")
-    bias = {lab for lab, sup in zip(labelled["label"], labelled["supervision"])
-            if sup == SUPERVISION_MARK["bias"]}  # fmt: skip
-    marked = summary.assign(label=summary["label"].map(lambda x: x + (" [B]" if x in bias else "")))
-    return marked, {lab: "--" if lab.endswith(" [B]") else "-" for lab in marked["label"]}
+    marks = dict(zip(labelled["label"], labelled["supervision"]))
+    suffix = {
+        SUPERVISION_MARK[TRAIN_BIAS_LABELS]: " [B]",
+        SUPERVISION_MARK[VAL_BIAS_LABELS]: " [V]",
+    }
+    marked = summary.assign(label=summary["label"].map(lambda x: x + suffix.get(marks.get(x), "")))
+    style = {" [B]": "--", " [V]": "-."}
+    return marked, {
+        lab: next((v for k, v in style.items() if lab.endswith(k)), "-") for lab in marked["label"]
+    }
 
 
 def _accuracy_figure(data: SweepData, level: str | None, path) -> dict[str, Figure]:
@@ -728,11 +775,12 @@ def _accuracy_figure(data: SweepData, level: str | None, path) -> dict[str, Figu
     average-versus-worst-group dumbbells per method instead."""
     info, metrics = data.info, list(data.info["table_metrics"])
     if level is None and {"accuracy", "worst-group"} <= set(metrics) and "method" in data.summary:
-        methods = data.summary["method"].unique()
+        marks = data.summary.groupby("method")["supervision"].agg(lambda m: set(m))
         fig = plots.plot_worst_group_gap(
             data.summary,
             tasks=_tasks(data),
-            bias_label_methods=[m for m in methods if supervision_of(m) == "B"],
+            bias_label_methods=[m for m, k in marks.items() if "B" in k],
+            val_label_methods=[m for m, k in marks.items() if k == {"V"}],
             path=path("worst_group_gap"),
         )
         return {"worst_group_gap": fig}

@@ -3,6 +3,7 @@
 from debias.train.config import METHODS, MODES, RunConflictError, TrainConfig
 from debias.train.evaluate import encode, predict
 from debias.train.loop import Trainer, load_trained, resolve_device, train
+from debias.train.represent import evaluate_run, represent
 from debias.train.runfolder import RunFolderError
 
 __all__ = [
@@ -13,8 +14,10 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "encode",
+    "evaluate_run",
     "load_trained",
     "predict",
+    "represent",
     "resolve_device",
     "train",
 ]

@@ -30,7 +30,8 @@ MODES = ("ce", "two-stage", "joint")
 
 # Fields that say where or how a run executes, not what it computes: they may differ between
 # an interrupted run and its resumption.
-# ``eval_every`` only thins the history: the selected epoch and its numbers do not change.
+# ``eval_every`` only thins the history: the selected epoch and its numbers do not change;
+# ``represent`` only adds metrics.json's "representation" section.
 RUNTIME_FIELDS = frozenset(
     {
         "out",
@@ -42,6 +43,7 @@ RUNTIME_FIELDS = frozenset(
         "eval_batch_size",
         "eval_every",
         "log_to",
+        "represent",
     }
 )
 
@@ -101,6 +103,12 @@ class TrainConfig:
     evaluation split (val and test splits), for the whole run: selection, every history row
     and every number in ``metrics.json`` are then on that subset, and ``data.<split>.n`` says
     its size. It changes the numbers, so it is part of the run's identity.
+
+    Representation (``represent``, on by default): at the end of the run the selected
+    classifier's frozen features get a DFR head fitted on the validation split (it reads that
+    split's bias labels) and a bias-leakage audit, written to ``metrics.json`` under
+    ``representation`` beside the run's own numbers, which they do not change (see
+    :mod:`debias.train.represent`).
 
     Every field is also a ``debias train`` option (``--field-name``; see :func:`_opt`), and
     ``debias train --config FILE`` reads them from YAML or JSON.
@@ -232,6 +240,14 @@ class TrainConfig:
     )
     eval_batch_size: int = _opt(1024, "eval", "batch size of evaluation and encoding")
     save_embeddings: bool = _opt(False, "eval", "write test embeddings to embeddings.npz")
+    represent: bool = _opt(
+        True,
+        "eval",
+        "no representation section: skip the DFR head and bias-leakage audit of the frozen "
+        "features that end every run (metrics.json 'representation'; `debias evaluate` adds "
+        "it later)",
+        false_flag="--no-represent",
+    )
     device: str = _opt("auto", "eval", "auto | cpu | cuda | cuda:1 ...")
     progress: bool = _opt(True, "eval", "no progress bars", false_flag="--quiet")
     log_to: str | None = _opt(

@@ -40,16 +40,19 @@ from debias.data.augment import AugmentConfig, BatchAugment
 from debias.data.base import TensorImageDataset
 from debias.data.registry import COLOUR_BIAS, DEFAULT_AUGMENT, dataset_family, load_splits
 from debias.methods import (
-    BIAS_LABELS,
     LINEAR,
     PRETRAIN,
+    REFIT,
     SUPERVISION,
+    TRAIN_BIAS_LABELS,
+    VAL_BIAS_LABELS,
     Batch,
     Context,
     Stage,
     StageHelper,
     get_method,
     resolve_hparams,
+    run_supervision,
 )
 from debias.metrics import group_report
 from debias.models import build_model
@@ -59,6 +62,8 @@ from debias.train.config import RunConflictError, TrainConfig
 from debias.train.distributed import DistContext
 from debias.train.evaluate import encode
 from debias.train.logging_backends import log_epoch
+from debias.train.represent import KEY as REPRESENTATION
+from debias.train.represent import represent
 from debias.train.runfolder import CHECKPOINT, EMBEDDINGS, HISTORY, METRICS, MODEL
 
 # Version of the checkpoint layout; a checkpoint of another layout is refused, not misread.
@@ -157,7 +162,7 @@ class Trainer:
         """Build the method (seeded), its stage list, and empty run state."""
         cfg, ds = self.cfg, self.train_set
         method_cls = get_method(cfg.method)
-        reads_bias = method_cls.supervision == BIAS_LABELS
+        reads_bias = method_cls.supervision == TRAIN_BIAS_LABELS
         ctx = Context(
             cfg=cfg,
             num_classes=ds.num_classes,
@@ -221,9 +226,19 @@ class Trainer:
         stage = self.stages[index]
         fresh = index > self.stage_started
         if fresh:
-            helper = StageHelper(lambda: self._model_predictions("train"), self.log)
+            reads_val = type(self.method).supervision in (VAL_BIAS_LABELS, TRAIN_BIAS_LABELS)
+            helper = StageHelper(
+                lambda: self._model_predictions("train"),
+                self.log,
+                lambda split, rows=None: encode(
+                    self.model, self.splits[split], batch_size=self.cfg.eval_batch_size, rows=rows
+                ),
+                self.splits.get("val") if reads_val else None,
+            )
             self.method.start_stage(stage, helper)
             self.stage_started = index
+        if stage.kind == REFIT:  # no gradient steps, no optimizer
+            return
         saved = {} if fresh else self._saved_optim
         if stage.kind == LINEAR:
             self._make_linear()
@@ -435,9 +450,44 @@ class Trainer:
         return self.dist.gather_rows(local, len(ds))
 
     def _model_predictions(self, split: str) -> torch.Tensor:
-        return self._encode(
-            split, fn=lambda m, x: m(x).argmax(1), what="evaluating", delay=EVAL_BAR_DELAY_S
-        )
+        kept = self._kept.get(split) if self._kept is not None else None
+        if kept is None:
+            fn = lambda m, x: m(x).argmax(1)  # noqa: E731
+        else:
+            # The run's last evaluation keeps the features for the representation section;
+            # m(x) is m.fc(m.features(x)), so the predictions are the same, bit for bit.
+            def fn(m, x):
+                feats = m.features(x)
+                kept.append(feats)
+                return m.fc(feats).argmax(1)
+
+        return self._encode(split, fn=fn, what="evaluating", delay=EVAL_BAR_DELAY_S)
+
+    # While the run's last evaluation runs: {split: feature batches} (see _evaluate_epoch).
+    _kept: dict[str, list[torch.Tensor]] | None = None
+    # (epoch, {split: features}) of the run's last evaluation, for the representation section.
+    _last_features: tuple[int, dict[str, torch.Tensor]] = (0, {})
+
+    def _evaluate_epoch(self, epoch: int, splits: list[str]) -> tuple[dict[str, float], dict]:
+        """:meth:`_evaluate` of the classifier's predictions; the run's last evaluation also
+        keeps the features it computed, so the representation section need not encode again."""
+        keep = self.cfg.represent and not self.dist.enabled and epoch + 1 == self.total_epochs
+        self._kept = {s: [] for s in splits} if keep else None
+        try:
+            out = self._evaluate(self._model_predictions, splits)
+        finally:
+            kept, self._kept = self._kept, None
+        if keep:
+            self._last_features = (epoch + 1, {s: torch.cat(b) for s, b in kept.items() if b})
+        return out
+
+    def _represent_features(self, chosen_epoch: int) -> dict[str, torch.Tensor]:
+        """Features the representation section can reuse instead of encoding again: the
+        linear stage's frozen ones, or the last evaluation's when that epoch was chosen."""
+        if self.stages[-1].kind == LINEAR:
+            return dict(self._frozen)
+        epoch, features = self._last_features
+        return features if epoch == chosen_epoch else {}
 
     def _splits_now(self, epoch: int, final: bool) -> list[str]:
         """The evaluation splits of ``epoch``. ``eval_every=N``: all of them every N epochs and at
@@ -539,15 +589,16 @@ class Trainer:
         if stage.kind == LINEAR:
             row |= self._linear_stage_epoch(epoch, final)
         else:
-            row["lr"] = self.optimizer.param_groups[0]["lr"]
-            row |= self.train_epoch(epoch)
+            if stage.kind != REFIT:  # a refit stage changed the classifier in start_stage
+                row["lr"] = self.optimizer.param_groups[0]["lr"]
+                row |= self.train_epoch(epoch)
             if stage.kind == PRETRAIN:
                 with self._evaluating():
                     row |= self._probe_row(epoch)
             else:
                 splits = self._splits_now(epoch, final)
                 with self._evaluating():
-                    evaluated, reports = self._evaluate(self._model_predictions, splits)
+                    evaluated, reports = self._evaluate_epoch(epoch, splits)
                 row |= evaluated
                 if final:
                     self._select(epoch, row, reports, lambda: {"model": self.model.state_dict()})
@@ -643,6 +694,7 @@ class Trainer:
             "hparams": dict(self.method.hp),
             "stages": [dataclasses.asdict(s) for s in self.stages],
             "paper": cls.paper,
+            **self.method.record(),
         }
 
     def _finish(self) -> dict[str, Any]:
@@ -655,6 +707,9 @@ class Trainer:
         result = {
             "config": cfg.to_dict(),
             "method": self._method_record(),
+            # What the whole run read: the method's kind, raised by a selection on a validation
+            # metric that needs bias labels.
+            "supervision": run_supervision(type(self.method).supervision, cfg.select),
             "selection": {
                 "rule": cfg.select,
                 "description": rule,
@@ -689,6 +744,11 @@ class Trainer:
         if cfg.save_embeddings:
             self._save_embeddings()
             result["embeddings"] = EMBEDDINGS
+        if cfg.represent and self.dist.is_main:
+            result[REPRESENTATION] = represent(
+                self.model, self.splits, seed=cfg.seed, batch_size=cfg.eval_batch_size,
+                features=self._represent_features(chosen_epoch), log=self.log,
+            )  # fmt: skip
         if self.dist.is_main:
             state = {"config": cfg.to_dict(), "model": self.model.state_dict()}
             save_torch(state, self.out / MODEL)
