@@ -52,6 +52,34 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
+def create_new(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` only if no file has that name; True when this call created it.
+
+    The content is complete before the name exists (a temporary file hard-linked to ``path``;
+    ``link`` fails when the name is taken), so a rival process that finds the file never reads
+    it half-written, as it could between ``open(O_EXCL)`` and ``write``.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: exclusive create, then write
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def remove_orphans(folder: Path, older_than_s: float = 60.0) -> list[Path]:
     """Delete temporary files of killed :func:`atomic_write` calls in ``folder``.
 

@@ -58,7 +58,7 @@ def test_bool_list_and_key_value_options_keep_their_behaviour():
     assert parse(*base, "--augment").augment is True
     assert parse(*base, "--lr-milestones").lr_milestones == []
     assert parse(*base, "--lr-milestones", "20", "40", "60").lr_milestones == [20, 40, 60]
-    cfg = parse(*base, "--method", "contex", "--loss-option", "tau_neg=2.0",
+    cfg = parse(*base, "--method", "cacr", "--loss-option", "tau_neg=2.0",
                 "--loss-option", "symmetric=true")  # fmt: skip
     assert cfg.loss_options == {"tau_neg": 2.0, "symmetric": True}
     assert parse(*base, "--download", "--save-embeddings").download is True

@@ -264,6 +264,109 @@ def test_table_errors(faces, cache, tmp_path):
         load(write(table, tmp_path, "metadata.json"))
 
 
+@pytest.mark.parametrize(("column", "role"), [("a", "bias"), ("y", "target")])
+def test_single_valued_label_column_is_refused(faces, tmp_path, capsys, column, role):
+    """One bias value would report aligned 1.0 / conflicting 0.0 groups that mean nothing
+    (`debias audit` refuses the same); one target value trains no classifier."""
+    from debias.cli import main
+
+    table = biased(faces).assign(**{column: 0})
+    path = write(table, tmp_path)
+    message = (
+        f"{path}: {role} column {column!r} holds a single value ('0') in every row; expected "
+        f"at least 2 {role} values (is {column!r} the right column?)"
+    )
+    with pytest.raises(ValueError) as err:
+        load(path, "train", tmp_path / "cache")
+    assert str(err.value) == message
+    assert not (tmp_path / "cache").exists()  # refused before any decoding
+    argv = ["train", "--dataset", f"metadata:{path}", "--model", "smallconvnet", "--epochs", "1"]
+    assert main([*argv, "--device", "cpu", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == f"debias train: error: {message}\n"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("sep", "name"), [(";", "semicolon"), ("|", "pipe")])
+def test_table_with_another_delimiter_says_which(faces, tmp_path, capsys, sep, name):
+    from debias.cli import main
+
+    path = tmp_path / "metadata.csv"
+    biased(faces).to_csv(path, index=False, sep=sep)
+    argv = ["train", "--dataset", f"metadata:{path}", "--device", "cpu"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    header = sep.join(["filename", "y", "a", "split"])
+    assert capsys.readouterr().err == (
+        f"debias train: error: {path}: read as comma-separated it has one column {header!r}; "
+        f"it looks {name}-separated, but a .csv is read with commas (a .tsv with tabs): save "
+        "it comma-separated\n"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def _grey_images(folder: Path, n: int, side: int) -> list[np.ndarray]:
+    """``n`` seeded random 8-bit grey images, each saved twice: ``g{i}.png`` (8-bit) and
+    ``w{i}.png`` (16-bit, value 257·v: the same picture at 16 bits)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (side, side), dtype=np.uint8) for _ in range(n)]
+    for i, im in enumerate(images):
+        Image.fromarray(im, mode="L").save(folder / f"g{i}.png")
+        Image.fromarray(im.astype(np.uint16) * 257).save(folder / f"w{i}.png")
+        assert Image.open(folder / f"w{i}.png").mode == "I;16"
+    return images
+
+
+@pytest.mark.parametrize("image_size", [8, 20])  # resized, and at the files' own size
+def test_16_bit_png_decodes_like_its_8_bit_twin(tmp_path, image_size):
+    from PIL import Image
+
+    from debias.data import cache as image_cache
+
+    n = 12
+    images = _grey_images(tmp_path / "img", n, side=20)
+    rows = {"y": [i % 2 for i in range(n)], "a": [(i // 2) % 2 for i in range(n)]}
+    rows["split"] = [0 if i % 6 < 4 else i % 6 - 3 for i in range(n)]
+
+    def decoded(prefixes: list[str]) -> torch.Tensor:
+        files = [f"img/{p}{i}.png" for i, p in enumerate(prefixes)]
+        path = write(pd.DataFrame({"filename": files, **rows}), tmp_path, f"{prefixes[:2]}.csv")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nothing here is about empty groups
+            d = MetadataDataset(path, "train", image_size=image_size, cache_dir=tmp_path / "c")
+        return d.images
+
+    eight = decoded(["g"] * n)
+    assert eight.dtype == torch.uint8 and (eight == 255).float().mean() < 0.05  # not white
+    assert torch.equal(decoded(["w"] * n), eight)  # 16-bit images alone
+    assert torch.equal(decoded(["w", "g"] * (n // 2)), eight)  # mixed with 8-bit ones
+    # PIL's reading (the decoder's fallback) scales 16 bits the same way; its convert() clips
+    with Image.open(tmp_path / "img" / "w0.png") as im:
+        rgb = image_cache._pil_rgb(im)
+    assert rgb.dtype == np.uint8 and (rgb == images[0][:, :, None]).all()
+
+
+def test_train_on_mixed_8_and_16_bit_images(tmp_path, monkeypatch, capsys):
+    from debias.cli import main
+
+    monkeypatch.setenv("DEBIAS_CACHE", str(tmp_path / "cache"))
+    n = 24
+    _grey_images(tmp_path / "img", n, side=20)
+    table = pd.DataFrame(
+        {
+            "filename": [f"img/{'wg'[i % 3 == 0]}{i}.png" for i in range(n)],
+            "y": [i % 2 for i in range(n)],
+            "a": [(i // 2) % 2 for i in range(n)],
+        }
+    )
+    path = write(table, tmp_path)
+    argv = ["train", "--dataset", f"metadata:{path}", "--model", "smallconvnet", "--epochs", "1"]
+    argv += ["--max-steps", "1", "--batch-size", "8", "--image-size", "16", "--device", "cpu"]
+    assert main([*argv, "--quiet", "--out", str(tmp_path / "run")]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["data"]["train"]["n"] > 0
+
+
 def test_empty_groups_are_reported(faces, cache, tmp_path):
     table = biased(faces)
     table = table[~((table["split"] == 1) & (table["y"] == 1) & (table["a"] == 0))]
@@ -318,7 +421,7 @@ def test_registry_spec(faces, tmp_path, monkeypatch):
         load_splits("metadata:")
 
 
-def test_train_end_to_end(faces, tmp_path, monkeypatch):
+def test_train_end_to_end(faces, tmp_path, monkeypatch, capsys):
     from debias.cli import main
     from debias.train import TrainConfig, train
 
@@ -352,6 +455,11 @@ def test_train_end_to_end(faces, tmp_path, monkeypatch):
     argv += ["--image-size", "32", "--quiet"]
     assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "metrics.json").exists()
+    # the same command again is the same, finished run (the dataset options of a metadata:
+    # run were once compared as if it took none, and the rerun was called a conflict)
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    assert "already finished" in capsys.readouterr().out
     bad = [a if a != "a" else "race" for a in argv]
     assert main([*bad, "--out", str(tmp_path / "cli2")]) == 2
 

@@ -989,7 +989,11 @@ def test_get_loss_builds_each_registered_loss(name):
 def test_get_loss_passes_kwargs_and_rejects_bad_ones():
     assert get_loss("supcon", temperature=0.2).temperature == 0.2
     assert get_loss("cacr", tau_neg=2.0, symmetric=True).symmetric
-    with pytest.raises(ValueError, match="accepts"):
+    with pytest.raises(
+        ValueError,
+        match=r"loss 'supcon' takes no option 'tau_neg'; it takes "
+        r"temperature, base_temperature, gather \(tau_neg is an option of cacr\)",
+    ):
         get_loss("supcon", tau_neg=2.0)
     with pytest.raises(ValueError, match="temperature"):
         get_loss("contex", temperature=0.0)

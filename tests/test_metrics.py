@@ -425,10 +425,31 @@ def test_summary_is_readable() -> None:
     assert isinstance(r, GroupReport)
     assert "n=100 in 4 (y, b) groups" in text
     assert "worst-group accuracy   20.00%" in text
-    assert "(y=1, b=0, n=10)" in text
+    assert "(y=1, b=0, 2/10 correct)" in text
     assert "95% bootstrap CIs" in text
     assert "mean 50.00%  max 60.00%" in text
     assert len(text.splitlines()) == 8
+
+
+def test_summary_prints_the_exact_worst_group_interval_and_names_empty_subsets() -> None:
+    # 0 of 98 correct in the worst group: the bootstrap interval is the point [0, 0], the
+    # exact one of the group table [0, 3.69]; every group is aligned (no conflicting sample).
+    y = np.r_[np.zeros(98, int), np.ones(50, int)]
+    rep = group_report(y, np.ones(148, int), y, bootstrap=200)
+    assert rep.ci["worst_group_accuracy"] == (0.0, 0.0)  # what the headline used to print
+    high = rep.groups.set_index("y").loc[0, "ci_high"]
+    text = str(rep)
+    lines = text.splitlines()
+    assert lines[3] == f"  worst-group accuracy    0.00%  [0.00, {100 * high:.2f}] exact  " + (
+        "(y=0, b=0, 0/98 correct)"
+    )
+    assert "[0.00, 3.69] exact" in lines[3]  # 1 - 0.025^(1/98)
+    assert lines[5] == "  bias-conflicting acc. no conflicting samples"
+    assert "n/a" not in text and "[0.00, 0.00]" not in text
+    # the same without bootstrap, and an aligned set that matches no sample
+    plain = group_report(y, np.ones(148, int), y, aligned=[(0, 1)])
+    assert "[0.00, 3.69] exact  (y=0, b=0, 0/98 correct)" in str(plain)
+    assert "  bias-aligned acc.     no aligned samples" in str(plain).splitlines()
 
 
 def test_group_intervals_are_exact_and_never_a_point() -> None:

@@ -94,7 +94,7 @@ def write_run(
     dataset: str = "biased-mnist",
 ) -> dict:
     d.mkdir(parents=True, exist_ok=True)
-    extra = {"loss_options": {"tau": 0.5}} if method == "contex" else {}
+    extra = {"loss_options": {"base_temperature": 0.5}} if method == "contex" else {}
     if dataset == "biased-mnist":
         cfg = TrainConfig(
             out=str(d),
@@ -243,7 +243,7 @@ def test_load_is_tidy_and_matches_metrics_json(sweep):
         "mode",
         "seed",
         "epochs",
-        "loss_options.tau",
+        "loss_options.base_temperature",
         "split",
         "metric",
         "value",
@@ -273,8 +273,12 @@ def test_load_is_tidy_and_matches_metrics_json(sweep):
         & (df["split"] == "test")
         & (df["metric"] == "unbiased_accuracy")
     ].iloc[0]
-    assert row["value"] == 0.70 and row["mode"] == "ce" and math.isnan(row["loss_options.tau"])
-    assert set(df[df["method"] == "contex"]["loss_options.tau"]) == {0.5}
+    assert (
+        row["value"] == 0.70
+        and row["mode"] == "ce"
+        and math.isnan(row["loss_options.base_temperature"])
+    )
+    assert set(df[df["method"] == "contex"]["loss_options.base_temperature"]) == {0.5}
     assert isinstance(row["lr_milestones"], tuple)  # hashable: groupby works on every column
 
 

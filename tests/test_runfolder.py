@@ -158,6 +158,137 @@ def test_train_refuses_a_folder_another_process_trains_into(tmp_path):
     assert not (out / METRICS).exists()
 
 
+def _hold_lock(out: Path) -> subprocess.Popen:
+    """A live process that holds ``out``'s lock (taken with acquire_lock) until killed."""
+    code = (
+        "import sys, time; from debias.train import runfolder; "
+        "runfolder.acquire_lock(sys.argv[1]); print('locked', flush=True); time.sleep(120)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_force_never_touches_a_folder_another_process_trains_into(tmp_path, capsys):
+    out = tmp_path / "r"
+    train(tiny_cfg(out), log=quiet)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    holder = _hold_lock(out)
+    try:
+        assert main(["train", *TINY, "--out", str(out), "--force"]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err
+    assert err == (
+        f"debias train: error: {out} is in use: process {holder.pid} on this machine is "
+        f"training into it ({out / LOCK}). Wait for it to finish, or if that process is gone, "
+        f"delete {out / LOCK}.\n"
+    )
+    # --force deletes a run's files only once it holds the lock: the rival's run is intact
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != LOCK} == before
+
+
+def _race(out: Path, start, inside, release, results) -> None:
+    """One of the processes of :func:`test_rivals_starting_at_once_exactly_one_trains`."""
+    start.wait()
+    try:
+        with runfolder.run_folder(out):
+            results.put(("won", os.getpid()))
+            inside.wait()  # the losers have failed and cleaned up; the parent looks
+            release.wait()
+    except RunLockedError as exc:
+        results.put(("lost", str(exc)))
+        inside.wait()
+        release.wait()
+
+
+def test_rivals_starting_at_once_exactly_one_trains(tmp_path):
+    """Processes that claim one new --out at the same moment: one gets the lock, every other
+    fails naming it (the lock is complete when it appears), and no loser removes the winner's
+    marker on its way out."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    n = 4
+    for round_ in range(8):
+        out = tmp_path / f"r{round_}"
+        start, inside, release = (ctx.Barrier(k) for k in (n, n + 1, n + 1))
+        results = ctx.Queue()
+        procs = [
+            ctx.Process(target=_race, args=(out, start, inside, release, results)) for _ in range(n)
+        ]
+        for proc in procs:
+            proc.start()
+        inside.wait(timeout=60)
+        got = [results.get(timeout=60) for _ in range(n)]
+        winners = [pid for what, pid in got if what == "won"]
+        try:
+            assert len(winners) == 1, got
+            lost = [m for what, m in got if what == "lost"]
+            assert all(f"in use: process {winners[0]} on this machine" in m for m in lost), lost
+            assert (out / MARKER).is_file()
+            assert json.loads((out / LOCK).read_text())["pid"] == winners[0]
+        finally:
+            release.wait(timeout=60)
+            for proc in procs:
+                proc.join(timeout=60)
+        assert [proc.exitcode for proc in procs] == [0] * n
+        # nothing left behind but, at most, the marker (no lock, no temporary file)
+        assert not out.exists() or os.listdir(out) == [MARKER]
+
+
+def test_read_only_parent_of_out_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        probe = parent / "probe"
+        try:
+            probe.mkdir()  # root (as in CI containers) writes anyway: simulate the refusal
+            probe.rmdir()
+            real_mkdir = Path.mkdir
+
+            def refuse(self, *args, **kwargs):
+                if parent in self.parents:
+                    raise PermissionError(13, "Permission denied", str(self))
+                return real_mkdir(self, *args, **kwargs)
+
+            monkeypatch.setattr(Path, "mkdir", refuse)
+        except PermissionError:
+            pass
+        out = parent / "run"
+        assert main(["train", *TINY, "--out", str(out)]) == 2
+    finally:
+        parent.chmod(0o755)
+    err = capsys.readouterr().err
+    assert err.startswith(f"debias train: error: --out {out}: cannot create or write this ")
+    assert "Permission denied" in err and "expected a folder you can write to" in err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+def test_report_into_a_run_folder_is_refused(tmp_path, capsys):
+    """A report beside a checkpoint would outlive a --force retrain of that folder."""
+    out = tmp_path / "r"
+    train(tiny_cfg(out), log=quiet)
+    before = sorted(p.name for p in out.iterdir())
+    assert main(["report", str(out), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"debias report: error: report folder {out} is a training run's ")
+    assert f"e.g. {out / 'report'} (the default" in err and err.count("\n") == 1
+    assert sorted(p.name for p in out.iterdir()) == before
+    # the default, a folder of its own inside the run, leaves the run as it is
+    assert main(["report", str(out)]) == 0
+    assert (out / "report" / "report.md").is_file()
+    assert sorted(p.name for p in out.iterdir()) == sorted([*before, "report"])
+    capsys.readouterr()
+    assert main(["train", *TINY, "--out", str(out)]) == 0  # still the same finished run
+    assert "already finished" in capsys.readouterr().out
+
+
 # -- same run ---------------------------------------------------------------------------------------
 def test_config_diff_fills_options_added_later_including_default_factories(tmp_path):
     cfg = tiny_cfg(tmp_path)

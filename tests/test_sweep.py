@@ -54,9 +54,9 @@ def test_grid_expansion_order_names_and_overrides():
     spec = SweepSpec.from_dict(
         {
             "name": "g",
-            "base": {"dataset": "digits", "epochs": 3, "loss_options": {"a": 1}},
+            "base": {"dataset": "digits", "epochs": 3, "loss_options": {"gather": True}},
             "grid": {"rho": [0.999, 0.99], "method": ["supcon", "contex"], "seed": [0, 1, 2]},
-            "methods": {"contex": {"temperature": 0.1, "loss_options": {"b": 2}}},
+            "methods": {"contex": {"temperature": 0.1, "loss_options": {"base_temperature": 2}}},
         }
     )
     runs = spec.expand()
@@ -73,7 +73,8 @@ def test_grid_expansion_order_names_and_overrides():
     assert sc["epochs"] == cx["epochs"] == 3 and sc["rho"] == 0.999
     assert "temperature" not in sc and cx["temperature"] == 0.1
     # dict-valued options merge key by key: base, then the method's override
-    assert sc["loss_options"] == {"a": 1} and cx["loss_options"] == {"a": 1, "b": 2}
+    assert sc["loss_options"] == {"gather": True}
+    assert cx["loss_options"] == {"gather": True, "base_temperature": 2}
     cfg = runs[3].train_config("/tmp/sweep")
     assert cfg.out == "/tmp/sweep/rho=0.999/method=contex/seed=0" and cfg.mode == "two-stage"
 
@@ -209,6 +210,30 @@ def test_missing_yaml_and_bad_yaml(tmp_path):
         load_sweep(tmp_path / "bad.yaml")
     (tmp_path / "named.yaml").write_text("base: {rho: 0.9}\n")
     assert load_sweep(tmp_path / "named.yaml").name == "named"  # the file's stem
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ("seed: [0, 0]", "grid.seed lists the value 0 more than once ([0, 0])"),
+        # 0.9970 is the float 0.997: the planner would make the two points one run
+        ("rho: [0.997, 0.9970]", "grid.rho lists the value 0.997 more than once"),
+        ("lr_milestones: [[1], [], [1]]", "grid.lr_milestones lists the value [1] more than once"),
+    ],
+)
+def test_repeated_grid_value_is_an_error_naming_key_and_value(tmp_path, capsys, grid, message):
+    from debias.cli import main
+
+    path = tmp_path / "rep.yaml"
+    path.write_text(f"base: {{dataset: digits, rho: 0.99, epochs: 3}}\ngrid:\n  {grid}\n")
+    assert main(["sweep", str(path), "--dry-run", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("debias sweep: error: sweep ") and err.count("\n") == 1
+    assert message in err, err
+    assert not (tmp_path / "o").exists()
+    # values that only look alike are distinct runs: a bool is not a number
+    spec = SweepSpec.from_dict({"name": "x", "grid": {"augment": [True, 1, False, 0]}})
+    assert spec.grid["augment"] == [True, 1, False, 0]
 
 
 # -- real sweeps --------------------------------------------------------------------------------

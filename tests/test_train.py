@@ -102,6 +102,47 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     assert again == [f"{out}: already finished (metrics.json present); nothing to do"]
 
 
+@pytest.mark.parametrize(
+    ("linear_epoch", "select"),
+    [(1, "last"), (2, "val/worst_group_accuracy")],  # before / after a linear checkpoint
+)
+def test_interrupt_in_the_linear_stage_resumes_to_the_same_result(
+    tmp_path, monkeypatch, linear_epoch, select
+):
+    """Ctrl-C (KeyboardInterrupt) inside a linear-stage epoch of a two-stage run, then the same
+    command again: metrics.json and history.csv equal an uninterrupted run's exactly."""
+    from debias.train.loop import Trainer
+
+    kw = dict(method="supcon", mode="two-stage", epochs=1, linear_epochs=3, select=select)
+    ref = train(tiny(tmp_path / "ref", **kw), log=quiet)
+    fit = Trainer.linear_epoch
+    calls = []
+
+    def interrupted(self, epoch, feats):
+        calls.append(epoch)
+        if len(calls) == linear_epoch:
+            raise KeyboardInterrupt
+        return fit(self, epoch, feats)
+
+    monkeypatch.setattr(Trainer, "linear_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path / "r", **kw), log=quiet)
+    out = tmp_path / "r"
+    assert len(pd.read_csv(out / "history.csv")) == linear_epoch  # pretrain + finished linear
+    monkeypatch.setattr(Trainer, "linear_epoch", fit)
+    lines = []
+    resumed = train(tiny(tmp_path / "r", **kw), log=lines.append)
+    assert any(f"after epoch {linear_epoch}/4" in line for line in lines)
+    for key in ("splits", "selection", "epochs_run", "method"):
+        assert same(resumed[key], ref[key]), key
+    timeless = [c for c in pd.read_csv(out / "history.csv").columns if c != "epoch_seconds"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "ref" / "history.csv")[timeless],
+        pd.read_csv(out / "history.csv")[timeless],
+        check_exact=True,
+    )
+
+
 def test_validation_selection_picks_the_best_validation_epoch(tmp_path):
     res = train(tiny(tmp_path / "r", epochs=4, select="val/unbiased_accuracy"), log=quiet)
     hist = pd.read_csv(tmp_path / "r" / "history.csv")

@@ -49,8 +49,22 @@ def run_cli(args, capsys) -> tuple[int, str]:
         (["--target", "gender", "--bias", "race"], r"bias='race', target='gender' do not apply"),
         (["--val-size", "100"], r"val_size=100 do not apply to dataset 'digits'"),
         (["--lr", "0"], r"lr must be a number > 0; got 0"),
+        # a milestone outside 1..epochs-1 of the main stage never takes effect
+        (["--epochs", "3", "--lr-milestones", "1", "-1"], r"\[1, -1\]: -1 not allowed; "
+         r"expected integers 1\.\.2, epochs of the 3-epoch main stage \(--epochs\)"),
+        (["--epochs", "3", "--lr-milestones", "3"], r"lr_milestones \[3\]: 3 not allowed"),
+        (["--lr-milestones", "1"], r"1 not allowed; expected none in a 1-epoch run"),
+        (["--select", "worst_group_accuracy"], r"select='worst_group_accuracy': expected 'last' "
+         r"or 'val/<metric>'; did you mean 'val/worst_group_accuracy'\?$"),
+        (["--select", "test/unbiased_accuracy"], r"selection on a test split is not allowed \(got "
+         r"'test'\); use 'val/unbiased_accuracy'"),
+        (["--select", "worst_grup"], r"such as 'val/worst_group_accuracy' \(did you mean"),
+        (["--method", "contex", "--loss-option", "tau_neg=2.0"], r"loss 'contex' takes no "
+         r"option 'tau_neg'; it takes temperature, base_temperature, gather \(tau_neg is an "
+         r"option of cacr\)$"),
+        (["--method", "supcon", "--loss-option", "temprature=0.1"], r"did you mean 'temperature'"),
     ],
-)
+)  # fmt: skip
 def test_train_options_checked_before_anything_runs(tmp_path, capsys, extra, message):
     out = tmp_path / "r"
     rc, err = run_cli(["train", *TINY, *extra, "--out", str(out)], capsys)

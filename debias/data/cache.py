@@ -13,7 +13,7 @@ The absolute location of the data is *not* part of the key, so two byte-identica
 same mtimes share an entry.
 
 Pipeline per image: read bytes -> ``torchvision.io.decode_image`` (libjpeg-turbo; PIL only as a
-fallback, e.g. for files torchvision rejects) -> crop -> ``torch.nn.functional.interpolate``
+fallback, e.g. for files torchvision rejects) -> 8 bits (16-bit PNGs: the high byte) -> crop -> ``torch.nn.functional.interpolate``
 (bilinear, ``antialias=True``, torch's uint8 kernel) in batches of equally-sized crops.
 Decoding runs in a small thread pool (the native decoder and interpolate release the GIL).
 
@@ -65,6 +65,7 @@ def _tv_decoder():
 __all__ = [
     "CROP_RULES",
     "CROP_VERSION",
+    "DEPTH_VERSION",
     "DecodedImages",
     "ImageDecodeError",
     "cache_info",
@@ -76,6 +77,10 @@ __all__ = [
 CROP_RULES = ("center-square", "none")
 # Bump whenever the crop/resize arithmetic changes: old cache entries then stop matching.
 CROP_VERSION = 1
+# How pixels deeper than 8 bits are decoded (2: a 16-bit image's high byte; before, 16-bit
+# files failed or were clipped to white). Only loaders of arbitrary files (metadata tables) fold
+# it into their key: the built-in datasets are 8-bit JPEGs, whose entries stay valid.
+DEPTH_VERSION = 2
 CACHE_FORMAT = 2
 SUBDIR = "images"
 _CHUNK = 128
@@ -172,20 +177,44 @@ def _decode(path: Path) -> torch.Tensor:
     decode = _tv_decoder()
     if decode is not None:
         try:
-            return decode(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            return _to_uint8(decode(torch.frombuffer(bytearray(data), dtype=torch.uint8)))
         except Exception as err:  # PIL reads some files libjpeg rejects (and other formats)
             tv_error = err
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
-            arr = np.asarray(im.convert("RGB")).copy()
+            arr = _pil_rgb(im)
     except Exception as err:
         msg = f"{type(err).__name__}: {err}"
         if tv_error is not None:
             msg = f"torchvision: {type(tv_error).__name__}: {tv_error}; PIL: {msg}"
         raise ImageDecodeError(msg) from err
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def _to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """A 16-bit image (PNG; torchvision decodes those as uint16) in 8 bits: ``v -> v >> 8``,
+    torchvision's ``to_dtype(uint8, scale=True)`` rule; an 8-bit value stored as ``257·v``
+    comes back exactly. 8-bit images pass through."""
+    if img.dtype == torch.uint8:
+        return img
+    if img.dtype != torch.uint16:
+        raise ImageDecodeError(f"decoded as {img.dtype}; expected 8- or 16-bit pixels")
+    return (img.to(torch.int32) >> 8).to(torch.uint8)  # uint16 has no shift kernel
+
+
+def _pil_rgb(im: Any) -> np.ndarray:
+    """A PIL image as uint8 RGB ``[H, W, 3]``; 16-bit grey (``I;16*``) scaled as in
+    :func:`_to_uint8` (PIL's own ``convert`` clips it to white). 32-bit modes are refused."""
+    if im.mode.startswith("I;16"):
+        grey = (np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if im.mode in ("I", "F"):
+        raise ImageDecodeError(
+            f"PIL mode {im.mode!r} (32-bit pixels) is not supported; expected an 8- or 16-bit image"
+        )
+    return np.asarray(im.convert("RGB")).copy()
 
 
 def _crop(img: torch.Tensor, crop: str) -> torch.Tensor:

@@ -28,10 +28,11 @@ with ``argmax_y n(y, b) / n(y)``, the target value most over-represented among i
 records which was used.
 
 Integrity, checked before any image is decoded (so a broken table fails in seconds, not after
-a decode pass), each a one-line error: a missing column (with close names), duplicated files,
-empty/NaN or unknown labels, unknown split values, missing files (the first few listed, with
-the count). Then, while decoding: unreadable images (the first few named, with the count).
-``on_error="skip"`` drops missing and unreadable images instead and counts them in
+a decode pass), each a one-line error: a missing column (with close names), a table that is
+not comma-separated (``;`` or ``|`` in its one column's name), duplicated files, empty/NaN or
+unknown labels, a target or bias column with a single value, unknown split values, missing
+files (the first few listed, with the count). Then, while decoding: unreadable images (the
+first few named, with the count). ``on_error="skip"`` drops missing and unreadable images instead and counts them in
 :attr:`MetadataDataset.skipped`. A split that ends up empty is an error; empty ``(y, b)``
 groups in a split are reported by a warning (their accuracy is undefined; worst-group metrics
 skip them) and listed in :attr:`MetadataDataset.empty_groups`.
@@ -55,7 +56,7 @@ import pandas as pd
 import torch
 
 from debias.data.base import TensorImageDataset
-from debias.data.cache import DecodedImages, ImageDecodeError, load_images
+from debias.data.cache import DEPTH_VERSION, DecodedImages, ImageDecodeError, load_images
 from debias.data.groups import aligned_from_counts, stratified
 
 __all__ = ["MetadataDataset", "read_metadata", "PATH_COLUMNS", "SPLIT_VALUES"]
@@ -105,8 +106,28 @@ def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
     if name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
         sep = "\t" if name.endswith(".tsv") else ","
         # Labels stay text until checked: pandas would turn "1", "", "x" into float/NaN/object.
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        _check_delimiter(table, path, sep)
+        return table
     raise ValueError(f"metadata file {path}: expected a .csv, .tsv or .parquet file")
+
+
+_DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+
+
+def _check_delimiter(table: pd.DataFrame, path: Path, sep: str) -> None:
+    """A table read as one column whose name holds another delimiter was written with that one
+    (a spreadsheet's "CSV" in many locales uses semicolons): say so instead of "no column"."""
+    if len(table.columns) != 1:
+        return
+    header = str(table.columns[0])
+    found = [d for d in _DELIMITERS if d != sep and d in header]
+    if found:
+        raise ValueError(
+            f"{path}: read as {_DELIMITERS[sep]}-separated it has one column {header!r}; it "
+            f"looks {_DELIMITERS[found[0]]}-separated, but a .csv is read with commas (a .tsv "
+            "with tabs): save it comma-separated"
+        )
 
 
 def _find_column(table: pd.DataFrame, name: str, role: str, source: Path) -> str:
@@ -188,6 +209,16 @@ def encode_labels(
     return torch.tensor([lookup[t] for t in text], dtype=torch.long), names
 
 
+def _check_two_values(names: Sequence[str], column: str, role: str, source: Path) -> None:
+    """One target value trains no classifier; one bias value makes every image "aligned" or
+    "conflicting" by its target alone, so the group metrics would mean nothing."""
+    if len(names) < 2:
+        raise ValueError(
+            f"{source}: {role} column {column!r} holds a single value ({names[0]!r}) in every "
+            f"row; expected at least 2 {role} values (is {column!r} the right column?)"
+        )
+
+
 def _split_of_rows(
     table: pd.DataFrame, cols: _Columns, groups: torch.Tensor, seed: int, source: Path
 ) -> tuple[dict[str, torch.Tensor], str]:
@@ -257,6 +288,7 @@ def _decode(
         root=common,
         name=f"metadata-{source.stem}",
         crop=crop,
+        cache_key_parts={"depth": DEPTH_VERSION},
         cache_dir=cache_dir,
         on_error="skip",
         root_is_data=False,  # ``common`` is only the images' common ancestor
@@ -360,6 +392,8 @@ class MetadataDataset(TensorImageDataset):
         self.columns = _columns(table, src, target, bias, path_column, split_column)
         y_all, self.classes = encode_labels(table, self.columns.target, self.columns.path, src)
         b_all, self.bias_classes = encode_labels(table, self.columns.bias, self.columns.path, src)
+        _check_two_values(self.classes, self.columns.target, "target", src)
+        _check_two_values(self.bias_classes, self.columns.bias, "bias", src)
         self.target_name, self.bias_name = self.columns.target, self.columns.bias
         num_bias = len(self.bias_classes)
 

@@ -8,10 +8,12 @@ what the trainer must pass. :func:`get_loss` builds one by name.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from debias._hints import did_you_mean
 from debias.losses.base import ContrastiveLoss
 from debias.losses.biascon import BiasConLoss
 from debias.losses.cacr import CACRLoss
@@ -30,9 +32,11 @@ __all__ = [
     "FairKLLoss",
     "SimCLRLoss",
     "SupConLoss",
+    "check_loss_options",
     "fairkl_regularizer",
     "gather_features",
     "get_loss",
+    "loss_parameters",
     "register_loss",
 ]
 
@@ -81,22 +85,46 @@ def register_loss(
     return cls
 
 
+def loss_parameters(name: str) -> list[str]:
+    """The keyword arguments the loss registered as ``name`` takes (its ``__init__``'s)."""
+    import inspect
+
+    cls = LOSSES[str(name).strip().lower()]
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [
+        p.name
+        for p in params
+        if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+
+
+def check_loss_options(name: str, options: Mapping[str, Any]) -> None:
+    """ValueError naming the options the loss ``name`` does not take, what it takes, and which
+    losses take them (``tau_neg`` is CACR's, not ConTeX's)."""
+    takes = loss_parameters(name)
+    unknown = [k for k in options if k not in takes]
+    if not unknown:
+        return
+    elsewhere = {k: [n for n in LOSSES if k in loss_parameters(n)] for k in unknown}
+    where = "; ".join(f"{k} is an option of {', '.join(v)}" for k, v in elsewhere.items() if v)
+    raise ValueError(
+        f"loss {name!r} takes no option {', '.join(map(repr, unknown))}; it takes "
+        f"{', '.join(takes) or 'none'}{did_you_mean(unknown[0], takes)}"
+        + (f" ({where})" if where else "")
+    )
+
+
 def get_loss(name: str, **kwargs: Any) -> ContrastiveLoss:
     """Build the loss registered as ``name`` (case-insensitive) with ``kwargs``.
 
     Raises ValueError for an unknown name (listing the valid ones) or an argument the loss
-    does not take (listing the ones it does).
+    does not take (:func:`check_loss_options`).
     """
     key = str(name).strip().lower()
     if key not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))}")
-    cls = LOSSES[key]
+    check_loss_options(key, kwargs)
     try:
-        return cls(**kwargs)
-    except TypeError as err:
-        import inspect
-
-        params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-        raise ValueError(
-            f"bad arguments for loss {key!r} ({err}); it accepts: {', '.join(params)}"
-        ) from None
+        return LOSSES[key](**kwargs)
+    except TypeError as err:  # a value of the wrong kind that the loss did not check itself
+        raise ValueError(f"loss {key!r}: bad option value(s) {kwargs}: {err}") from None

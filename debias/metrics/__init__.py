@@ -19,6 +19,7 @@ from debias.metrics.groups import (
     bootstrap_from_groups,
     equalized_odds,
     group_report,
+    report_metrics,
     unbiased_accuracy,
     worst_group_accuracy,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "from_metric_frame",
     "group_report",
     "metric_frame",
+    "report_metrics",
     "stratified_bootstrap",
     "unbiased_accuracy",
     "worst_group_accuracy",

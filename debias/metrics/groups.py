@@ -16,6 +16,7 @@ dataset in ``debias.data`` exports its pairs as ``TensorImageDataset.aligned_gro
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Iterable
@@ -387,47 +388,72 @@ class GroupReport:
         return self.groups.pivot(index="y", columns="b", values="n").fillna(0).astype(np.int64)
 
     def summary(self) -> str:
-        """A compact multi-line, human-readable summary (percentages)."""
+        """A compact multi-line, human-readable summary (percentages).
+
+        The worst group's interval is its exact one from :attr:`groups` (a bootstrap of 0 of
+        98 correct is the point [0, 0]); an aligned or conflicting accuracy over no group says
+        so instead of printing NaN.
+        """
 
         def pct(x: float) -> str:
             return "   n/a" if math.isnan(x) else f"{100 * x:6.2f}"
 
         def interval(name: str) -> str:
-            if name not in self.ci:
+            if name not in self.ci or math.isnan(self.ci[name][0]):
                 return ""
             low, high = self.ci[name]
-            if math.isnan(low):
-                return ""
             return f"  [{100 * low:.2f}, {100 * high:.2f}]"
 
-        wy, wb = self.worst_group
-        wn = self.groups.loc[(self.groups.y == wy) & (self.groups.b == wb), "n"]
-        worst_n = int(wn.iloc[0]) if len(wn) else 0
         head = (
             f"GroupReport: n={self.n:,} in {len(self.groups)} (y, b) groups "
             f"(aligned {self.n_aligned:,}, conflicting {self.n_conflicting:,})"
         )
         if self.ci:
-            head += f"; {100 * self.ci_level:g}% bootstrap CIs"
-        rows = [
-            ("accuracy", "accuracy", ""),
-            ("unbiased accuracy", "unbiased_accuracy", ""),
-            ("worst-group accuracy", "worst_group_accuracy", f"  (y={wy}, b={wb}, n={worst_n})"),
-            ("bias-aligned acc.", "aligned_accuracy", ""),
-            ("bias-conflicting acc.", "conflicting_accuracy", ""),
-            ("balanced accuracy", "balanced_accuracy", ""),
-        ]
+            head += f"; {100 * self.ci_level:g}% bootstrap CIs, the worst group's exact"
         lines = [head]
-        for label, key, extra in rows:
-            lines.append(f"  {label:<22}{pct(getattr(self, key))}%{interval(key)}{extra}")
+        for label, key in (
+            ("accuracy", "accuracy"),
+            ("unbiased accuracy", "unbiased_accuracy"),
+            ("worst-group accuracy", "worst_group_accuracy"),
+            ("bias-aligned acc.", "aligned_accuracy"),
+            ("bias-conflicting acc.", "conflicting_accuracy"),
+            ("balanced accuracy", "balanced_accuracy"),
+        ):
+            value = getattr(self, key)
+            if key == "worst_group_accuracy":
+                text = f"{pct(value)}%{self._worst_group_text()}"
+            elif math.isnan(value) and key in ("aligned_accuracy", "conflicting_accuracy"):
+                text = f"no {key.split('_')[0]} samples"
+            else:
+                text = f"{pct(value)}%{interval(key)}"
+            lines.append(f"  {label:<22}{text}")
         lines.append(
             f"  {'equalized odds gap':<22}mean {pct(self.equalized_odds_mean_gap).strip()}%"
             f"  max {pct(self.equalized_odds_max_gap).strip()}%"
         )
         return "\n".join(lines)
 
+    def _worst_group_text(self) -> str:
+        """``  [0.00, 3.69] exact  (y=0, b=0, 0/98 correct)``: the worst group's own row."""
+        wy, wb = self.worst_group
+        row = self.groups[(self.groups.y == wy) & (self.groups.b == wb)]
+        if not len(row):
+            return f"  (y={wy}, b={wb})"
+        r = row.iloc[0]
+        return (
+            f"  [{100 * r.ci_low:.2f}, {100 * r.ci_high:.2f}] exact  "
+            f"(y={wy}, b={wb}, {int(r.correct)}/{int(r.n)} correct)"
+        )
+
     def __str__(self) -> str:
         return self.summary()
+
+
+@functools.lru_cache(maxsize=1)
+def report_metrics() -> tuple[str, ...]:
+    """The names of a :meth:`GroupReport.to_dict` without intervals: what a history row holds
+    per split and ``select="val/<metric>"`` may name."""
+    return tuple(group_report([0, 1], [0, 1], [0, 1]).to_dict())
 
 
 def bootstrap_from_groups(

@@ -53,6 +53,7 @@ from debias.methods.base import (
 from debias.report import plots
 from debias.report.compare import paired_differences
 from debias.train.config import RUNTIME_FIELDS
+from debias.train.runfolder import RunFolderError, check_out_path, is_run_folder
 
 __all__ = [
     "METRIC_LABELS",
@@ -842,8 +843,9 @@ def make_report(
     reader-facing conclusions a person writes from the numbers.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_report_folder(out)
     data = load_sweep_data(sweep_dir)
+    out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {"summary": out / "summary.csv"}
     data.summary[[c for c in data.summary.columns if c != "label"]].to_csv(
         paths["summary"], index=False
@@ -860,6 +862,18 @@ def make_report(
     paths["report"] = out / "report.md"
     paths["report"].write_text(_markdown(data, paths, out, text))
     return paths
+
+
+def _check_report_folder(out: Path) -> None:
+    """A report never goes into a training run's folder: its files would sit beside the
+    checkpoint, outlive a ``--force`` retrain that replaces the run, and describe another model."""
+    check_out_path(out, "report folder")
+    if is_run_folder(out):
+        raise RunFolderError(
+            f"report folder {out} is a training run's folder; report.md, summary.csv and the "
+            "figures would mix with the run's files and outlive a --force retrain. Use a folder "
+            f"of its own, e.g. {out / 'report'} (the default for `debias report {out}`)"
+        )
 
 
 def _markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: str = "") -> str:

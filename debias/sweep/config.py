@@ -24,8 +24,9 @@ Rules:
   (``debias train --help`` lists them with ``-`` for ``_``); ``out`` is set by the sweep. Unknown
   keys are an error that names them, raised before any run starts; every expanded run is also
   validated by ``TrainConfig`` first, and all problems are reported together.
-* ``grid`` values are non-empty lists (a list-valued option such as ``lr_milestones`` is a list
-  of lists). ``base`` and ``methods`` values are literal.
+* ``grid`` values are non-empty lists without repeats (a list-valued option such as
+  ``lr_milestones`` is a list of lists); a value listed twice (``seed: [0, 0]``, or
+  ``rho: [0.997, 0.9970]``, one float) is an error. ``base`` and ``methods`` values are literal.
 * ``debias sweep --set KEY=VALUE`` overrides ``base``; on a grid key it narrows the grid to that
   one value, which must be one of the grid's values (else an error: a typo would start runs the
   YAML never declared). ``--only KEY=V1,V2`` (repeatable) keeps some values of a grid key. Run
@@ -152,6 +153,7 @@ class SweepSpec:
                     f"{where}: grid.{key} must be a non-empty list of values, got {values!r} "
                     f"(write [{values!r}] for a single value)"
                 )
+            _check_no_repeats(values, f"{where}: grid.{key}")
         bad = sorted(m for m in methods if m not in METHODS)
         if bad:
             raise ValueError(
@@ -297,6 +299,19 @@ def _mapping(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ValueError(f"{what} must be a mapping of option: value, got {value!r}")
     return dict(value)
+
+
+def _check_no_repeats(values: list[Any], what: str) -> None:
+    """A grid value listed twice would plan one run, silently: almost always a typo. Values
+    compare as the planner compares runs (``0.997`` and ``0.9970`` are one float), except that
+    a bool never equals a number (``true`` is not ``1`` here)."""
+    for i, v in enumerate(values):
+        for earlier in values[:i]:
+            if earlier == v and isinstance(earlier, bool) == isinstance(v, bool):
+                raise ValueError(
+                    f"{what} lists the value {v!r} more than once ({values}); each value is one "
+                    "run: remove the repeat or correct the typo"
+                )
 
 
 def _pick(values: list[Any], chosen: list[Any], what: str) -> list[Any]:

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from debias._hints import unknown_names
+from debias._hints import did_you_mean, unknown_names
+from debias.losses import check_loss_options
 from debias.methods import METHODS, get_method, resolve_hparams
 from debias.train.logging_backends import check_log_to
 
@@ -179,7 +180,8 @@ class TrainConfig:
     loss_options: dict[str, Any] = _opt(
         dict,
         "method",
-        "extra loss argument, e.g. tau_neg=2.0 or symmetric=true (repeatable)",
+        "keyword argument of the contrastive loss (repeatable), e.g. for cacr tau_neg=2.0 or "
+        "symmetric=true, for fairkl lambda_fairkl=0.5; one the loss does not take is an error",
         flag="--loss-option",
     )
     lambda_con: float = _opt(1.0, "method", "joint mode: weight of the contrastive term")
@@ -263,13 +265,7 @@ class TrainConfig:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
-        if self.select != "last":
-            split, _, metric = self.select.partition("/")
-            if split != "val" or not metric:
-                raise ValueError(
-                    f"select={self.select!r}: expected 'last' or 'val/<metric>' such as "
-                    "'val/worst_group_accuracy'; selection on a test split is not allowed"
-                )
+        _check_select(self.select)
         if self.amp not in (None, "bf16"):
             # fp16 would need loss scaling; bf16 has float32's range and needs none.
             raise ValueError(f"amp={self.amp!r}: expected None or 'bf16'")
@@ -341,6 +337,11 @@ class TrainConfig:
             raise ValueError(
                 f"lambda_con={self.lambda_con} applies to mode 'joint' only, not {self.mode!r}"
             )
+        if cls.uses_contrastive_options and getattr(cls, "loss_name", None):
+            if not isinstance(self.loss_options, dict):
+                raise ValueError(f"loss_options must be a mapping, got {self.loss_options!r}")
+            # here, not when the loss is built after the data has loaded
+            check_loss_options(cls.loss_name, self.loss_options)
         if not isinstance(self.method_options, dict):
             raise ValueError(f"method_options must be a mapping, got {self.method_options!r}")
         resolve_hparams(self.method, self.method_options)  # raises on an unknown option
@@ -464,6 +465,7 @@ def _check_optimisation_values(cfg: TrainConfig) -> None:
     if cfg.mode == "two-stage":
         _check_number("linear_epochs", cfg.linear_epochs, low=1, integer=True)
     _check_number("seed", cfg.seed, low=0, integer=True)
+    _check_milestones(cfg.lr_milestones, cfg.epochs)
     for name in ("lr", "linear_lr", "lr_gamma"):
         _check_number(name, getattr(cfg, name), low=0, low_open=True)
     _check_number("weight_decay", cfg.weight_decay, low=0)
@@ -484,3 +486,49 @@ def _check_optimisation_values(cfg: TrainConfig) -> None:
     for name in ("temperature", "base_temperature"):
         if getattr(cfg, name) is not None:
             _check_number(name, getattr(cfg, name), low=0, low_open=True)
+
+
+def _check_milestones(milestones: Any, epochs: int) -> None:
+    """Each milestone is an epoch ``m`` in ``1..epochs-1`` of the main stage (the one
+    ``--epochs`` sets; every method's milestones apply there): the lr is multiplied by
+    ``lr_gamma`` after epoch ``m``. A later or negative one never takes effect; 0 only rescales
+    the starting lr (MultiStepLR applies it at construction), which ``lr`` says plainly."""
+    if not isinstance(milestones, (list, tuple)):
+        raise ValueError(f"lr_milestones must be a list of epochs; got {milestones!r}")
+    bad = [
+        m
+        for m in milestones
+        if isinstance(m, bool) or not isinstance(m, numbers.Integral) or not 0 < m < epochs
+    ]
+    if bad:
+        allowed = f"integers 1..{epochs - 1}" if epochs > 1 else "none in a 1-epoch run"
+        raise ValueError(
+            f"lr_milestones {list(milestones)}: {', '.join(map(repr, bad))} not allowed; "
+            f"expected {allowed}, epochs of the {epochs}-epoch main stage (--epochs) after "
+            "which lr is multiplied by lr_gamma (a later or negative one never takes effect, "
+            "0 only rescales the starting lr: set lr instead; give none for a constant lr)"
+        )
+
+
+def _check_select(select: Any) -> None:
+    """``"last"`` or ``"val/<metric>"``; a test split is refused, a bare metric gets a hint."""
+    if select == "last":
+        return
+    text = str(select)
+    split, slash, metric = text.partition("/")
+    if split == "val" and metric:
+        return
+    expected = f"select={select!r}: expected 'last' or 'val/<metric>'"
+    if not slash:
+        from debias.metrics import report_metrics
+
+        if text in report_metrics():
+            raise ValueError(f"{expected}; did you mean 'val/{text}'?")
+        hint = did_you_mean(text, ["last", *report_metrics()])
+        raise ValueError(f"{expected} such as 'val/worst_group_accuracy'{hint}")
+    if split.startswith("test"):
+        raise ValueError(
+            f"{expected}: selection on a test split is not allowed (got {split!r}); use "
+            f"'val/{metric or 'worst_group_accuracy'}'"
+        )
+    raise ValueError(f"{expected} (the validation split) such as 'val/worst_group_accuracy'")

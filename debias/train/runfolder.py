@@ -12,10 +12,14 @@ A run folder (``debias train --out DIR``, or one run of a sweep) holds only file
   :data:`OUTPUTS` names is the user's: the folder is refused with a message naming those files,
   with or without ``force``. Files with other names are never read, written or deleted.
   ``force`` deletes only :data:`OUTPUTS` of a debias folder.
-* **One writer.** :data:`LOCK` holds the owner's ``pid`` and ``host``, created exclusively
-  (``O_EXCL``). A lock whose process is gone (same host, pid not alive) is stale and taken over;
-  a live one is refused. A lock from another host cannot be checked: it is refused with the
-  way to remove it.
+* **One writer.** :data:`LOCK` holds the owner's ``pid`` and ``host``; it is created atomically
+  and complete (a hard link of a written temporary file, :func:`debias._atomic.create_new`), so
+  of two processes starting at once one wins and the other reads who. A lock whose process is
+  gone (same host, pid not alive) is stale and taken over (moved aside first, so a rival's
+  fresh lock is never deleted); a live one is refused. A lock from another host cannot be
+  checked: it is refused with the way to remove it. ``--force`` deletes a run's files only
+  once the lock is held. A folder that cannot be created or written is a one-line error.
+* **Reports** never go into a run folder (:func:`is_run_folder`; ``debias report``).
 * **Same run.** :func:`config_diff` compares a saved config with the one asked for, after
   filling options added since that run was written with their defaults and normalising the
   dataset options (:data:`debias.data.registry.DATASET_OPTIONS`); the trainer and the sweep
@@ -30,13 +34,14 @@ import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import socket
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from debias._atomic import atomic_write, remove_orphans
+from debias._atomic import atomic_write, create_new, remove_orphans
 from debias.train.config import RUNTIME_FIELDS, RunConflictError, TrainConfig
 
 METRICS = "metrics.json"
@@ -83,6 +88,7 @@ __all__ = [
     "config_diff",
     "foreign_files",
     "is_debias_folder",
+    "is_run_folder",
     "load_checkpoint",
     "lock",
     "lock_holder",
@@ -143,6 +149,21 @@ def is_debias_folder(out: str | os.PathLike) -> bool:
     return (out / MARKER).is_file() or _legacy_run(out)
 
 
+def is_run_folder(out: str | os.PathLike) -> bool:
+    """True when debias trains or trained a run in ``out`` (finished, in progress or failed):
+    a run's marker, or a file a run or a sweep's run writes there (older runs have no marker).
+    Audit, sweep and report folders are not run folders."""
+    out = Path(out)
+    if not is_debias_folder(out):
+        return False
+    if any((out / n).exists() for n in (*OUTPUTS, *SWEEP_RUN_FILES, LOCK)):
+        return True
+    try:
+        return json.loads((out / MARKER).read_text()).get("kind") == "run"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def foreign_files(out: str | os.PathLike, names: tuple[str, ...] = OUTPUTS) -> list[str]:
     """Files in ``out`` with a name debias would write, that debias did not write (sorted)."""
     out = Path(out)
@@ -162,6 +183,14 @@ def claim_folder(
     """Make ``out`` a debias folder of ``kind`` (create it, write the marker); returns whether it
     was created now. Refuses a folder holding the user's files named like ``names``; with
     ``force`` deletes ``names`` of a debias folder. Orphan temporary files are removed."""
+    created = _claim(Path(out), names=names, kind=kind, what=what, force=force)
+    if force:
+        _clear(Path(out), names)
+    return created
+
+
+def _claim(out: Path, *, names: tuple[str, ...], kind: str, what: str, force: bool) -> bool:
+    """:func:`claim_folder` without deleting anything."""
     out = check_out_path(out, what)
     foreign = foreign_files(out, names)
     if foreign:
@@ -171,18 +200,39 @@ def claim_folder(
             f"Use another {what}, or move those files away."
         )
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    remove_orphans(out)
-    if force:
-        for name in names:
-            (out / name).unlink(missing_ok=True)
-    if not (out / MARKER).is_file():
-        import debias
+    with _writable(out, what):
+        out.mkdir(parents=True, exist_ok=True)
+        remove_orphans(out)
+        if not (out / MARKER).is_file():
+            import debias
 
-        marker = {"debias": debias.__version__, "kind": kind, "version": MARKER_VERSION}
-        text = json.dumps(marker, indent=2) + "\n"
-        atomic_write(out / MARKER, lambda fh: fh.write(text.encode()))
+            marker = {"debias": debias.__version__, "kind": kind, "version": MARKER_VERSION}
+            text = json.dumps(marker, indent=2) + "\n"
+            atomic_write(out / MARKER, lambda fh: fh.write(text.encode()))
     return created
+
+
+def _clear(out: Path, names: tuple[str, ...]) -> None:
+    """``--force``: delete the files named ``names`` (only ever called on a debias folder)."""
+    for name in names:
+        (out / name).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _writable(out: Path, what: str) -> Iterator[None]:
+    """A folder debias cannot create or write to (read-only parent or file system, no space)
+    is a one-line error naming it, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, FileExistsError):
+            raise
+        reason = exc.strerror or type(exc).__name__
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(out) else ""
+        raise RunFolderError(
+            f"{what} {out}: cannot create or write this folder: {reason}{where}; expected a "
+            f"folder you can write to. Use another {what}, or fix the folder's permissions."
+        ) from None
 
 
 # -- the lock ------------------------------------------------------------------------------------
@@ -198,48 +248,66 @@ def _alive(pid: int) -> bool:
 
 def lock_holder(out: str | os.PathLike) -> dict[str, Any] | None:
     """The live owner ``{"pid", "host", "started"}`` of ``out``'s lock, or None (free or stale)."""
-    path = Path(out) / LOCK
+    return _lock_state(Path(out) / LOCK)[1]
+
+
+def _lock_state(path: Path) -> tuple[str | None, dict[str, Any] | None]:
+    """``(text of the lock file or None if there is none, its live holder or None)``."""
     try:
         text = path.read_text()
         age = time.time() - path.stat().st_mtime
     except FileNotFoundError:
-        return None
+        return None, None
     try:
         holder = json.loads(text)
         pid, host = int(holder["pid"]), str(holder["host"])
     except (ValueError, KeyError, TypeError):
-        # Killed between creating and writing it: stale once it is clearly not being written.
-        return None if age > _EMPTY_LOCK_GRACE_S else {"pid": "?", "host": "?", "started": "?"}
+        # Not debias's format, or a lock of an older debias killed while writing it: stale once
+        # it is clearly not being written.
+        if age > _EMPTY_LOCK_GRACE_S:
+            return text, None
+        return text, {"pid": "?", "host": "?", "started": "?"}
     if host == socket.gethostname() and (pid == os.getpid() or not _alive(pid)):
-        return None
-    return holder
+        return text, None
+    return text, holder
 
 
-def _try_create(path: Path) -> bool:
+def _remove_stale(path: Path, seen: str) -> None:
+    """Delete the stale lock whose text was ``seen``, never a fresh one a rival created since:
+    the lock is moved aside (atomic), compared, and given back if it is not the stale one."""
+    aside = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-    except FileExistsError:
-        return False
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(me))
-    return True
+        os.rename(path, aside)
+    except FileNotFoundError:  # a rival removed it first
+        return
+    try:
+        if aside.read_text() != seen:
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, path)
+    finally:
+        aside.unlink(missing_ok=True)
 
 
 def acquire_lock(out: str | os.PathLike) -> None:
-    """Create ``out``'s lock for this process, taking over a stale one; error if held."""
+    """Create ``out``'s lock for this process, taking over a stale one; error if held.
+
+    Creating the lock is atomic and it is complete when it appears (:func:`create_new`): of two
+    processes starting at the same moment one gets it, the other reads who holds it.
+    """
     path = Path(out) / LOCK
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
     for _ in range(3):  # a stale lock removed by a rival at the same moment: look again
-        if _try_create(path):
+        if create_new(path, json.dumps(me).encode()):
             return
-        holder = lock_holder(out)
+        seen, holder = _lock_state(path)
         if holder is not None:
             where = "this machine" if holder["host"] == socket.gethostname() else holder["host"]
             raise RunLockedError(
                 f"{out} is in use: process {holder['pid']} on {where} is training into it "
                 f"({path}). Wait for it to finish, or if that process is gone, delete {path}."
             )
-        path.unlink(missing_ok=True)
+        if seen is not None:
+            _remove_stale(path, seen)
     raise RunLockedError(f"could not take the lock {path}; another process keeps creating it")
 
 
@@ -278,13 +346,21 @@ def run_folder(
     if not owner:
         yield out
         return
-    created = claim_folder(out, force=force)
+    created = _claim(out, names=OUTPUTS, kind="run", what="--out", force=force)
+    # The lock first: a process refused here (a live rival trains into ``out``) has deleted
+    # nothing, not even with ``force``, and leaves the rival's folder as it is.
+    with _writable(out, "--out"):
+        acquire_lock(out)
     try:
-        with lock(out):
-            yield out
+        if force:
+            _clear(out, OUTPUTS)
+        yield out
     finally:
-        if created and all(not (out / n).exists() for n in OUTPUTS):
+        empty = created and all(not (out / n).exists() for n in OUTPUTS)
+        if empty:  # while still locked: a rival that takes the folder next keeps its marker
             (out / MARKER).unlink(missing_ok=True)
+        release_lock(out)
+        if empty:
             with contextlib.suppress(OSError):
                 out.rmdir()  # only if empty: never anything else in it
 
@@ -315,10 +391,12 @@ def with_dataset_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
     dataset does not take, the dataset's default for those it takes but left unset, and a
     protocol's deprecated name (``groupdro``) replaced by today's (``official``)."""
     from debias.data.celeba import canonical_protocol
-    from debias.data.registry import DATA_OPTIONS, DATASET_OPTIONS
+    from debias.data.registry import DATA_OPTIONS, DATASET_OPTIONS, dataset_family
 
     d = dict(config)
-    takes = DATASET_OPTIONS.get(d.get("dataset", "biased-mnist"), {})
+    # "metadata:PATH" takes the options of the metadata family (a miss here would blank them
+    # and make a finished metadata run differ from the same command given again).
+    takes = DATASET_OPTIONS.get(dataset_family(d.get("dataset", "biased-mnist")), {})
     defaults = _field_defaults()
     for k in DATA_OPTIONS:
         if k not in takes:
