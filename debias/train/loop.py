@@ -25,6 +25,7 @@ import math
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -745,16 +746,27 @@ class Trainer:
             self._save_embeddings()
             result["embeddings"] = EMBEDDINGS
         if cfg.represent and self.dist.is_main:
-            result[REPRESENTATION] = represent(
-                self.model, self.splits, seed=cfg.seed, batch_size=cfg.eval_batch_size,
-                features=self._represent_features(chosen_epoch), log=self.log,
-            )  # fmt: skip
+            result[REPRESENTATION] = self._representation(chosen_epoch)
         if self.dist.is_main:
             state = {"config": cfg.to_dict(), "model": self.model.state_dict()}
             save_torch(state, self.out / MODEL)
             save_json(result, self.out / METRICS)
         self.dist.barrier()
         return result
+
+    def _representation(self, chosen_epoch: int) -> dict[str, Any]:
+        """The representation section; a split too small for its probes (a fit that cannot
+        run) is recorded as the section's ``error`` and warned about, and the run's own
+        numbers are still written."""
+        cfg = self.cfg
+        try:
+            return represent(
+                self.model, self.splits, seed=cfg.seed, batch_size=cfg.eval_batch_size,
+                features=self._represent_features(chosen_epoch), log=self.log,
+            )  # fmt: skip
+        except ValueError as err:
+            warnings.warn(f"{self.out}: no representation section: {err}", stacklevel=2)
+            return {"error": f"{type(err).__name__}: {err}"}
 
     def _save_embeddings(self) -> None:
         ds = self.splits["test"]
