@@ -91,7 +91,10 @@ def loop_supcon(feats, labels, tau=0.07, base=0.07, positives="label"):
     return tau / base * torch.stack(per).mean()
 
 
-def loop_contex(feats, labels, tau=0.07, base=0.07):
+def loop_contex(feats, labels, tau=0.07, base=0.07, w=0.5):
+    """ConTeX with weight w on l_a and 1 - w on l_b (the official ½ by default; the official
+    history's ``self_weight`` otherwise); an anchor without a different-label row contributes
+    (1 - w)·l_b."""
     zf, b, v = _rows(feats)
     n = v * b
     per = []
@@ -102,9 +105,9 @@ def loop_contex(feats, labels, tau=0.07, base=0.07):
         neg = [k for k in a if labels[k % b] != labels[i % b]]
         same_img = [k for k in a if k % b == i % b]
         l_b = _info_nce_term(s_i, same_img, a)
-        # No different-label row: l_a is absent, the anchor contributes ½·l_b.
+        # No different-label row: l_a is absent, the anchor contributes (1 - w)·l_b.
         l_a = _info_nce_term(s_i, p, neg) if neg else torch.zeros((), dtype=feats.dtype)
-        per.append(0.5 * (l_a + l_b))
+        per.append(w * l_a + (1 - w) * l_b)
     return tau / base * torch.stack(per).mean()
 
 
@@ -627,23 +630,6 @@ def test_contex_matches_official_contex(b, v, tau):
     )
 
 
-def loop_contex_weighted(feats, labels, w, tau=0.07, base=0.07):
-    """ConTeX with weight w on l_a and 1 - w on l_b (PROTOCOLS §4 with the official history's
-    ``self_weight``); an anchor without a different-label row contributes (1 - w)·l_b."""
-    zf, b, v = _rows(feats)
-    n = v * b
-    per = []
-    for i in range(n):
-        s_i = (zf[i] * zf).sum(1) / tau
-        a = [k for k in range(n) if k != i]
-        p = [k for k in a if labels[k % b] == labels[i % b]]
-        neg = [k for k in a if labels[k % b] != labels[i % b]]
-        l_b = _info_nce_term(s_i, [k for k in a if k % b == i % b], a)
-        l_a = _info_nce_term(s_i, p, neg) if neg else torch.zeros((), dtype=feats.dtype)
-        per.append(w * l_a + (1 - w) * l_b)
-    return tau / base * torch.stack(per).mean()
-
-
 class OfficialConTeXWeighted(OfficialConTeX):
     """hdeng26/Contex ``losses.py`` @ 69e9790, ``SupConTupletLoss2`` (``--loss_type -2``,
     ``--self_weight`` default 0.7): ``SupConTupletLoss`` line for line except its last loss line,
@@ -669,7 +655,7 @@ def test_contex_self_weight_matches_loop_and_official_supcontupletloss2(b, v, w)
     feats, labels, _ = make_batch(b, v, seed=b * 13 + v)
     labels[0], labels[1] = 0, 1  # two labels at least: the official code is NaN with one
     ours = lambda f: ConTeXLoss(self_weight=w)(f, labels)  # noqa: E731
-    assert_same(ours, lambda f: loop_contex_weighted(f, labels, w), feats)
+    assert_same(ours, lambda f: loop_contex(f, labels, w=w), feats)
     official = OfficialConTeXWeighted(self_weight=w)
     assert_same(ours, lambda f: official(F.normalize(f, dim=-1), labels)[0], feats)
 
