@@ -60,7 +60,8 @@ def run_cli(args, capsys) -> tuple[int, str]:
          r"'test'\); use 'val/unbiased_accuracy'"),
         (["--select", "worst_grup"], r"such as 'val/worst_group_accuracy' \(did you mean"),
         (["--method", "contex", "--loss-option", "tau_neg=2.0"], r"loss 'contex' takes no "
-         r"option 'tau_neg'; it takes temperature, base_temperature, gather \(tau_neg is an "
+         r"option 'tau_neg'; it takes temperature, base_temperature, self_weight, gather "
+         r"\(tau_neg is an "
          r"option of cacr\)$"),
         (["--method", "supcon", "--loss-option", "temprature=0.1"], r"did you mean 'temperature'"),
     ],
