@@ -374,3 +374,44 @@ def test_driver_writes_table_csv_and_environment(tmp_path, monkeypatch, capsys):
     raw = json.loads((tmp_path / "bench.json").read_text())
     assert raw["raw"]["generation"] == {"r": 2}
     assert np.isclose(raw["rows"][0]["ours"]["median"], 0.55)
+
+
+# -- bench_sweep --------------------------------------------------------------------------------------
+def test_bench_sweep_runs_the_grid_options_and_splits_the_wall_time(tmp_path):
+    """Both paths train the grid's own runs (only the speed settings differ), and a run's wall
+    time is split into training / evaluation / representation / rest from its own records."""
+    import bench_sweep
+
+    cfgs = bench_sweep.run_configs(["ce", "supcon"], [1], 0.997, quick=False)
+    assert [(c["method"], c["seed"], c["rho"]) for c in cfgs] == [
+        ("ce", 1, 0.997),
+        ("supcon", 1, 0.997),
+    ]
+    assert cfgs[0]["epochs"] == 3 and cfgs[1]["epochs"] == 2  # the YAML's per-method epochs
+    assert cfgs[0]["channels_last"] is True and cfgs[0]["eval_every"] == 0  # the grid's own
+    old = json.loads(
+        (bench_sweep.write_run(cfgs[0], "old", tmp_path) / "run_config.json").read_text()
+    )
+    new = json.loads(
+        (bench_sweep.write_run(cfgs[0], "new", tmp_path) / "run_config.json").read_text()
+    )
+    differ = {k for k in old if old[k] != new[k]}
+    assert differ == {"channels_last", "eval_every", "out"}
+    assert (old["channels_last"], old["eval_every"]) == (False, 1)
+    with pytest.raises(SystemExit, match="not a run"):
+        bench_sweep.run_configs(["ce"], [7], 0.997, quick=False)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    metrics = {"wall_time_seconds": 30.0, "eval_seconds": 8.0, "representation": {"seconds": 4.0}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / "history.csv").write_text("epoch,eval_seconds\n1,2.0\n2,\n3,3.0\n")
+    split = bench_sweep.profile(run, wall=50.0)
+    # training = epochs (30) - evaluation inside them (5); rest = 50 - 25 - 8 - 4
+    assert split == {"training": 25.0, "evaluation": 8.0, "representation": 4.0, "rest": 13.0}
+    recs = [
+        {"path": p, "method": "ce", "wall": w, **dict.fromkeys(bench_sweep.PARTS, w / 4)}
+        for p, w in [("old", 90.0), ("new", 60.0), ("old", 100.0), ("new", 40.0)]
+    ]
+    row = bench_sweep.table(recs).splitlines()[1].split()
+    assert row[:4] == ["ce", "95.0", "50.0", "1.90"]
