@@ -590,3 +590,72 @@ def test_gap_figure_draws_no_interval_for_two_seeds(tmp_path):
     assert segments  # one (zero-length) bar per marker
     lengths = [float(np.abs(np.diff(np.asarray(seg), axis=0)).max()) for seg in segments]
     assert max(lengths) == 0.0
+
+
+# -- the representation section (issue 21) ---------------------------------------------------------
+REPRESENTATION = {  # (method, rho, seed): (DFR unbiased, DFR worst-group, bias leakage)
+    ("ce", 0.997, 0): (0.90, 0.70, 1.00),
+    ("ce", 0.997, 1): (0.94, 0.74, 1.00),
+    ("contex", 0.997, 0): (0.70, 0.40, 0.50),
+    ("contex", 0.997, 1): (0.76, 0.50, 0.60),
+}  # ("ce", 0.99, 0) has no section: a run finished before the section existed
+
+
+def add_representation(sweep_dir: Path) -> None:
+    for (method, rho, seed), (unb, worst, leak) in REPRESENTATION.items():
+        path = sweep_dir / run_name(method, rho, seed) / "metrics.json"
+        m = json.loads(path.read_text())
+        test = split_dict(acc=unb + 0.01, unbiased=unb, worst=worst)
+        m["representation"] = {
+            "dfr": {"C": 0.7, "splits": {"test": test, "test_biased": split_dict(acc=0.99)}},
+            "audit": {
+                "split": "test",
+                "n": 5000,
+                "bias_leakage": leak,
+                "bias_leakage_chance": 0.1,
+                "target_probe": {"accuracy": 0.5},
+            },
+        }
+        path.write_text(json.dumps(m))
+
+
+def test_representation_tables_paired_comparisons_and_figure(sweep, tmp_path):
+    """The DFR head's numbers and the leakage get their own table, pivot, paired comparisons,
+    CSVs and figure; the run's own numbers are untouched; a run without the section is named."""
+    add_representation(sweep)
+    paths = make_report(sweep, tmp_path / "rep")
+    assert {"representation", "representation_paired", "head_vs_dfr"} <= set(paths)
+    rep = pd.read_csv(paths["representation"])
+    ce = rep[(rep["method"] == "ce") & (rep["rho"] == 0.997)].set_index("metric")
+    assert ce.loc["unbiased", "mean_pct"] == pytest.approx(92.0)
+    assert ce.loc["unbiased", "ci95_half_width_pct"] == pytest.approx(
+        T975[1] * np.std([90, 94], ddof=1) / math.sqrt(2)
+    )
+    cx = rep[rep["method"] == "contex"].set_index("metric")
+    assert cx.loc["worst-group", "mean_pct"] == pytest.approx(45.0)
+    assert cx.loc["bias leakage", "mean_pct"] == pytest.approx(55.0)
+    assert not (rep["rho"] == 0.99).any()  # the run without a section is left out
+    paired = pd.read_csv(paths["representation_paired"])
+    row = paired[(paired["metric"] == "unbiased") & (paired["method"] == "contex")].iloc[0]
+    assert (row["baseline"], row["n"], row["wins"]) == ("ce", 2, 0)
+    assert row["mean_diff_pp"] == pytest.approx(-19.0)
+
+    text = paths["report"].read_text()
+    section = text.split("## Representation")[1].split("## Figures")[0]
+    assert "| DFR unbiased (%) | DFR worst-group (%) |" in section
+    assert "bias leakage (%)" in section and "DFR bias leakage" not in section
+    assert "92.0 [66.6, 100.0] (n=2, wide)" in section  # ce's DFR unbiased
+    assert "55.0" in section and "biased-mnist: 10%" in section
+    assert "1 finished run(s) have no representation section" in section
+    assert f"`{run_name('ce', 0.99, 0)}`" in section
+    assert "-19.0" in section  # contex − ce on the DFR head
+    # The results table above still shows each run's own head (ce at .997: 60 and 70 → 65.0).
+    head = text.split("## Results")[1].split("## Representation")[0]
+    assert "65.0" in head and "92.0" not in head
+    assert "![The run's own head" in text
+
+
+def test_report_without_representation_sections_has_no_such_section(sweep, tmp_path):
+    paths = make_report(sweep, tmp_path / "rep")
+    assert "representation" not in paths and "head_vs_dfr" not in paths
+    assert "## Representation" not in paths["report"].read_text()

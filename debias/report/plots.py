@@ -21,6 +21,7 @@ __all__ = [
     "plot_accuracy_vs_bias",
     "plot_convergence",
     "plot_group_heatmap",
+    "plot_head_vs_representation",
     "plot_worst_group_gap",
 ]
 
@@ -176,6 +177,66 @@ def plot_worst_group_gap(
     if val_label_methods:
         title += "; green [V]: validation bias labels only"
     return _finish(fig, title, path, rect=(0, 0, 1, 0.95))
+
+
+def plot_head_vs_representation(
+    head: pd.DataFrame,
+    representation: pd.DataFrame,
+    *,
+    metric: str,
+    panels: Sequence[str] = (),
+    marks: Mapping[str, str] | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """The run's own head (circle) against the DFR head on its frozen features (square), one
+    row per method and one panel per combination of ``panels`` (e.g. rho, or a face task).
+
+    ``head`` and ``representation`` are summaries (:func:`debias.report.summarize` and
+    :func:`debias.report.representation.summarize_representation`); bars are their 95%
+    intervals (none for two seeds). The arrow from circle to square is what retraining the last
+    layer on group-balanced validation data recovers from the same encoder. ``marks``: a
+    method's supervision mark, appended to its name unless it is "—".
+    """
+    both = pd.concat(
+        [head.assign(_who="head"), representation.assign(_who="dfr")], ignore_index=True
+    )
+    d = _drawn_intervals(both[both["metric"] == metric])
+    combos = condition_combos(d, panels)
+    methods = list(dict.fromkeys(d["method"]))
+    fig = Figure(figsize=(3.4 * len(combos) + 1.4, 0.36 * len(methods) + 1.7))
+    axes = np.atleast_1d(fig.subplots(1, len(combos), sharey=True, squeeze=False)).ravel()
+    for ax, combo in zip(axes, combos):
+        mine = rows_matching(d, panels, combo)
+        for i, method in enumerate(methods):
+            rows = {r["_who"]: r for _, r in mine[mine["method"] == method].iterrows()}
+            if len(rows) == 2:
+                ax.annotate(
+                    "", (rows["dfr"]["mean_pct"], i), (rows["head"]["mean_pct"], i),
+                    arrowprops={"arrowstyle": "->", "color": "0.6", "lw": 1},
+                )  # fmt: skip
+            for who, marker, colour in (("head", "o", "tab:blue"), ("dfr", "s", "tab:red")):
+                if who in rows:
+                    r = rows[who]
+                    err = _bar_lengths(r["mean_pct"], r["low"], r["high"])
+                    ax.errorbar(
+                        r["mean_pct"], i, xerr=err, fmt=marker, color=colour, capsize=2, ms=5
+                    )
+        ax.set_title(", ".join(f"{t}={_fmt_level(v)}" for t, v in zip(panels, combo)) or metric)
+        ax.set_xlim(0, 100)
+        ax.set_xlabel(f"test {metric} accuracy (%)")
+        ax.grid(True, axis="x", alpha=0.3)
+    marks = marks or {}
+    axes[0].set_yticks(range(len(methods)))
+    axes[0].set_yticklabels(
+        [m + (f" [{marks[m]}]" if marks.get(m, "—") != "—" else "") for m in methods]
+    )
+    axes[0].invert_yaxis()
+    title = (
+        f"{metric} accuracy: blue circle = the run's own head, red square = DFR head refitted on "
+        "group-balanced validation data (reads validation bias labels); mean over seeds, bars: "
+        "95% interval"
+    )
+    return _finish(fig, textwrap.fill(title, 110), path, rect=(0, 0, 1, 0.92))
 
 
 def condition_combos(df: pd.DataFrame, cols: Sequence[str]) -> list[tuple]:

@@ -246,13 +246,15 @@ def _run_marks(runs: pd.DataFrame) -> list[str]:
     return marks
 
 
-def _per_run(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, set[str]]]:
+def _per_run(
+    df: pd.DataFrame, labels: dict[str, tuple[tuple[str, str], ...]] = METRIC_LABELS
+) -> tuple[pd.DataFrame, dict[str, set[str]]]:
     """One row per run with a column per report metric (in %), and the sources used."""
     runs = df.drop_duplicates("run_key").set_index("run_key")
     runs["supervision"] = _run_marks(runs)
-    sources: dict[str, set[str]] = {m: set() for m in METRIC_LABELS}
+    sources: dict[str, set[str]] = {m: set() for m in labels}
     lookup = df.set_index(["run_key", "split", "metric"])["value"]
-    for label, candidates in METRIC_LABELS.items():
+    for label, candidates in labels.items():
         vals, used = [], []
         for key in runs.index:
             v, src = math.nan, None
@@ -273,9 +275,9 @@ def _per_run(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, set[str]]]:
     return runs.reset_index(), sources
 
 
-def all_metrics() -> list[str]:
+def all_metrics(labels: dict[str, Any] = METRIC_LABELS) -> list[str]:
     """Every metric label the summary has rows for: the read ones, then the derived ones."""
-    return [*METRIC_LABELS, *DERIVED_METRICS]
+    return [*labels, *DERIVED_METRICS]
 
 
 def unit(metric: str) -> str:
@@ -290,7 +292,9 @@ def table_metrics(datasets: Sequence[str]) -> tuple[str, ...]:
 
 
 def summarize(
-    df: pd.DataFrame, groups: pd.DataFrame | None = None
+    df: pd.DataFrame,
+    groups: pd.DataFrame | None = None,
+    labels: dict[str, tuple[tuple[str, str], ...]] = METRIC_LABELS,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Summary rows (condition x metric) from :func:`debias.results.load` output.
 
@@ -300,6 +304,8 @@ def summarize(
     (the interval, clipped to [0, 100]), ``interval`` (what the interval is) and
     ``published_rebias_vanilla_pct`` (unbiased metric of CE runs at the ReBias rho values, else
     NaN); ``info`` holds the condition keys, the bias-level key and the metric sources.
+    ``labels`` maps each metric label to its candidate ``(split, metric)`` sources
+    (:data:`METRIC_LABELS`; the representation section passes its own).
     ``groups`` (:func:`debias.results.load_groups`) gives one-seed conditions their bootstrap
     interval over test images; without it they have none.
     """
@@ -307,7 +313,7 @@ def summarize(
         raise ValueError("no finished runs to summarize (no metrics.json found)")
     df = df.copy()
     df["run_key"] = df["sweep"].astype(str) + "::" + df["run"].astype(str)
-    per_run, sources = _per_run(df)
+    per_run, sources = _per_run(df, labels)
     fixed = {"sweep", "run", "status", "run_key", "supervision", *results.RESULT_COLUMNS}
     config_cols = [c for c in df.columns if c not in fixed]
     keys, level = _condition_keys(per_run, config_cols)
@@ -322,7 +328,7 @@ def summarize(
             "supervision": g["supervision"].iloc[0],
         }
         seeds = ",".join(str(s) for s in sorted(g["seed"].dropna().unique())) if "seed" in g else ""
-        for label in all_metrics():
+        for label in all_metrics(labels):
             stats = _interval(mean_ci(g[label].tolist()), g, label, groups)
             if stats["n"] == 0:
                 continue
@@ -341,7 +347,7 @@ def summarize(
     summary = pd.DataFrame(rows)
     labels_order = {lab: i for i, lab in enumerate(dict.fromkeys(per_run["label"]))}
     summary["_lab"] = summary["label"].map(labels_order)
-    summary["_met"] = summary["metric"].map({m: i for i, m in enumerate(all_metrics())})
+    summary["_met"] = summary["metric"].map({m: i for i, m in enumerate(all_metrics(labels))})
     sort_cols = ["_lab"] + ([level] if level else []) + ["_met"]
     asc = [True] + ([False] if level else []) + [True]
     summary = summary.sort_values(sort_cols, ascending=asc, kind="stable")
@@ -453,9 +459,17 @@ UNITS_NOTE = (
 )
 
 
-def _results_table(summary: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -> str:
+def _results_table(
+    summary: pd.DataFrame,
+    keys: Sequence[str],
+    metrics: Sequence[str],
+    names: dict[str, str] | None = None,
+) -> str:
+    """The results table; ``names`` renames metric columns (e.g. "DFR unbiased")."""
+    names = names or {}
     with_pub = summary["published_rebias_vanilla_pct"].notna().any()
-    header = [*keys, "supervision", "seeds (n)", *(f"{m} ({unit(m)})" for m in metrics)]
+    header = [*keys, "supervision", "seeds (n)"]
+    header += [f"{names.get(m, m)} ({unit(m)})" for m in metrics]
     if with_pub:
         header.append(f"{PUBLISHED_COLUMN} (%)")
     rows = []
@@ -520,13 +534,16 @@ _PAIRED_OUTPUT = (
 )  # fmt: skip
 
 
-def paired_tables(info: dict[str, Any]) -> pd.DataFrame:
-    """Every paired comparison of the report (see :mod:`debias.report.compare`)."""
+def paired_tables(info: dict[str, Any], metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every paired comparison of the report (see :mod:`debias.report.compare`) on ``metrics``
+    (default: the :data:`PAIRED_METRICS` the results table shows)."""
     per_run, keys = info["per_run"], info["keys"]
     if "method" not in per_run:
         return pd.DataFrame()
+    if metrics is None:
+        metrics = [m for m in PAIRED_METRICS if m in info["table_metrics"]]
     frames = []
-    for metric in [m for m in PAIRED_METRICS if m in info["table_metrics"]]:
+    for metric in metrics:
         low = metric in POINTS
         frames.append(
             paired_differences(
@@ -571,11 +588,13 @@ def _paired_columns(paired: pd.DataFrame, level: str | None) -> tuple[list[str],
     return cols, combos
 
 
-def _paired_markdown(paired: pd.DataFrame, level: str | None) -> list[str]:
+def _paired_markdown(
+    paired: pd.DataFrame, level: str | None, title: str = "## Paired comparisons"
+) -> list[str]:
     if paired.empty:
         return []
     md = [
-        "## Paired comparisons",
+        title,
         "",
         "Each cell: mean difference in percentage points over seeds run with the same seed and "
         "the same data, [95% t-interval of the differences], the two-sided paired t-test "
@@ -586,9 +605,10 @@ def _paired_markdown(paired: pd.DataFrame, level: str | None) -> list[str]:
         "",
     ]
     cols, combos = _paired_columns(paired, level)
+    sub = "#" * (title.split(" ")[0].count("#") + 1)
     for (baseline, metric), g in paired.groupby(["baseline", "metric"], sort=False):
         what = f"{metric} accuracy" if unit(metric) == "%" else f"the {metric} gap"
-        md += [f"### {what}: method − {baseline} (percentage points)", ""]
+        md += [f"{sub} {what}: method − {baseline} (percentage points)", ""]
         rows = []
         for method, gm in g.groupby("method", sort=False):
             cells = []
@@ -667,6 +687,10 @@ def _worst_groups_markdown(groups: pd.DataFrame, level: str | None) -> list[str]
     ]
 
 
+# The representation section's leakage metric (debias.report.representation.LEAKAGE).
+REP_LEAKAGE = "bias leakage"
+
+
 # -- the report -------------------------------------------------------------------------------
 @dataclass
 class SweepData:
@@ -679,6 +703,8 @@ class SweepData:
     groups: pd.DataFrame  # load_groups on the "test" split, with a "label" column
     history: pd.DataFrame | None  # load_history with a "label" column
     not_done: list[results.RunRecord]
+    # summarize_representation(df): the runs' representation sections (DFR head, bias leakage)
+    representation: tuple[pd.DataFrame, dict[str, Any]] | None = None
 
 
 def load_sweep_data(sweep_dir: str | Path | Sequence[str | Path]) -> SweepData:
@@ -705,8 +731,17 @@ def load_sweep_data(sweep_dir: str | Path | Sequence[str | Path]) -> SweepData:
         history["label"] = key(history).map(label_of)
     except FileNotFoundError:
         history = None
+    from debias.report.representation import summarize_representation
+
     return SweepData(
-        sweep_dir, df, summary, info, groups, history, [r for r in every if r.status != "done"]
+        sweep_dir,
+        df,
+        summary,
+        info,
+        groups,
+        history,
+        [r for r in every if r.status != "done"],
+        summarize_representation(df, sweep_dir),
     )
 
 
@@ -733,7 +768,29 @@ def make_figures(
         figs["group_heatmap"] = _heatmap_figure(data, level, path("group_heatmap"))
     if data.history is not None and len(data.history):
         figs["convergence"] = _convergence_figure(data, level, path("convergence"))
+    if data.representation is not None:
+        figs["head_vs_dfr"] = _representation_figure(data, level, path("head_vs_dfr"))
     return figs
+
+
+def _representation_metric(data: SweepData) -> str:
+    """The metric the head-versus-DFR figure shows: unbiased accuracy across bias levels
+    (Biased-MNIST), else worst-group accuracy (the faces' measure of a shortcut)."""
+    level = data.info["level"]
+    return "unbiased" if level is not None and data.summary[level].nunique() > 1 else "worst-group"
+
+
+def _representation_figure(data: SweepData, level: str | None, path: Path | None) -> Figure:
+    rep, _ = data.representation
+    marks = data.summary.groupby("method")["supervision"].agg(lambda m: "/".join(sorted(set(m))))
+    return plots.plot_head_vs_representation(
+        data.summary,
+        rep,
+        metric=_representation_metric(data),
+        panels=[level] if level is not None else _tasks(data),
+        marks=marks.to_dict(),
+        path=path,
+    )
 
 
 def _tasks(data: SweepData) -> list[str]:
@@ -854,6 +911,16 @@ def make_report(
     if len(paired):
         paths["paired"] = out / "paired.csv"
         paired.to_csv(paths["paired"], index=False)
+    if data.representation is not None:
+        from debias.report.representation import representation_paired
+
+        rep, rep_info = data.representation
+        paths["representation"] = out / "representation.csv"
+        rep[[c for c in rep.columns if c != "label"]].to_csv(paths["representation"], index=False)
+        rep_paired = representation_paired(rep_info)
+        if len(rep_paired):
+            paths["representation_paired"] = out / "representation_paired.csv"
+            rep_paired.to_csv(paths["representation_paired"], index=False)
     for name in make_figures(data, out):
         paths[name] = out / f"{name}.png"
     text = ""
@@ -884,6 +951,7 @@ def _markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: str = "
     md += _results_markdown(data)
     md += _worst_groups_markdown(data.groups, level)
     md += _paired_markdown(paired_tables(info), level)
+    md += _representation_markdown(data)
     if notes:
         md += [notes.strip(), ""]
     md += _figures_markdown(paths, out, info.get("heatmap_note", ""))
@@ -967,6 +1035,48 @@ def _results_markdown(data: SweepData) -> list[str]:
     return md
 
 
+REPRESENTATION_NOTE = (
+    "Every run ends by measuring its frozen encoder (`metrics.json` → `representation`, "
+    "`debias evaluate RUN` adds it to an older run). **DFR head**: the official deep feature "
+    "reweighting protocol (Kirichenko, Izmailov & Wilson, ICLR 2023; "
+    "`dfr_evaluate_spurious.py`): the features standardised, an L1 logistic regression with C "
+    "chosen by worst-group accuracy on half of the validation split, then refitted on "
+    "group-balanced subsamples of the whole validation split (refits averaged), scored on the "
+    "test splits with the run's own metrics. It reads the validation split's bias labels and "
+    "nothing of the test splits, so every DFR number has read at least **V**; the supervision "
+    "column still says what the *method* read to train the encoder. **Bias leakage**: "
+    "cross-validated balanced accuracy of a linear probe predicting the bias attribute from the "
+    "same features, on the test split cut to equal (target, bias) group sizes; lower = less of "
+    "the bias is linearly readable."
+)
+
+
+def _representation_markdown(data: SweepData) -> list[str]:
+    from debias.report.representation import representation_paired, table_metrics
+
+    if data.representation is None:
+        return []
+    rep, info = data.representation
+    level = info["level"]
+    chance = ", ".join(f"{d}: {c:.0f}%" for d, c in info["chance"].items())
+    md = ["## Representation: what a fair head reads from the encoder", "", REPRESENTATION_NOTE, ""]
+    md += [f"Bias leakage chance level (1 / number of bias values): {chance}.", ""]
+    if info["missing"]:
+        md += [
+            f"{len(info['missing'])} finished run(s) have no representation section and are "
+            "left out here: " + ", ".join(f"`{r}`" for r in info["missing"][:8]) + ".",
+            "",
+        ]
+    metrics = table_metrics(info)
+    rep = rep.assign(published_rebias_vanilla_pct=math.nan)  # published numbers: the head's only
+    names = {m: f"DFR {m}" for m in metrics if m != REP_LEAKAGE}
+    md += [_results_table(rep, info["keys"], metrics, names), ""]
+    if level is not None and rep[level].nunique() > 1:
+        md += [f"### DFR unbiased accuracy by {level}", "", _pivot_table(rep, level), ""]
+    title = "### Paired comparisons on the representation (DFR head)"
+    return md + _paired_markdown(representation_paired(info), level, title)
+
+
 def _figures_markdown(paths: dict[str, Path], out: Path, heat_note: str) -> list[str]:
     md = ["## Figures", ""]
     captions = {
@@ -980,6 +1090,9 @@ def _figures_markdown(paths: dict[str, Path], out: Path, heat_note: str) -> list
         "convergence": "Training loss per epoch (a contrastive pretraining loss and the "
         "train / linear stages' loss on separate axes) and validation accuracy (probe during "
         "pretraining)",
+        "head_vs_dfr": "The run's own head (circle) against the DFR head refitted on its frozen "
+        "features with group-balanced validation data (square), per method: what the encoder "
+        "holds beyond what its head reads (the DFR head reads validation bias labels)",
     }
     for key, cap in captions.items():
         if key in paths:
