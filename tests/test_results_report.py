@@ -659,3 +659,32 @@ def test_report_without_representation_sections_has_no_such_section(sweep, tmp_p
     paths = make_report(sweep, tmp_path / "rep")
     assert "representation" not in paths and "head_vs_dfr" not in paths
     assert "## Representation" not in paths["report"].read_text()
+
+
+def test_paired_differences_compares_each_loss_option_variant_on_its_own():
+    """ConTeX at self_weight 0.5 (the default, no option recorded) and 0.7 in one report: each
+    variant is paired with SupCon on the same seeds, never pooled, never silently dropped."""
+    from debias.report.compare import paired_differences
+
+    rows = []
+    for seed in (0, 1, 2):
+        rows.append(
+            {"method": "supcon", "seed": seed, "rho": 0.99, "w": math.nan, "v": 50.0 + seed}
+        )
+        rows.append(
+            {"method": "contex", "seed": seed, "rho": 0.99, "w": math.nan, "v": 52.0 + seed}
+        )
+        rows.append({"method": "contex", "seed": seed, "rho": 0.99, "w": 0.7, "v": 40.0 + 2 * seed})
+    per_run = pd.DataFrame(rows).rename(columns={"w": "loss_options.self_weight"})
+    keys = ["method", "loss_options.self_weight", "rho"]
+    out = paired_differences(per_run, metric="v", keys=keys, baseline="supcon", methods=["contex"])
+    by = out.set_index("variant")
+    assert sorted(by.index) == ["default", "self_weight=0.7"]
+    assert by.loc["default", "mean_diff_pp"] == pytest.approx(2.0)
+    assert by.loc["self_weight=0.7", "mean_diff_pp"] == pytest.approx(-9.0)  # -10, -9, -8
+    assert (by["n"] == 3).all() and by.loc["default", "wins"] == 3
+    # One variant only: no variant text (the tables stay as they were).
+    one = per_run[per_run["loss_options.self_weight"].isna()]
+    assert paired_differences(one, metric="v", keys=keys, baseline="supcon")[
+        "variant"
+    ].tolist() == [""]

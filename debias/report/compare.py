@@ -22,6 +22,36 @@ __all__ = ["paired_differences"]
 
 # Options that differ between two methods by construction, not a different condition.
 _METHOD_BOUND = ("method", "mode", "augment", "method_options", "label", "supervision")
+# Flattened option groups (``loss_options.self_weight``) that belong to one method: values of
+# them split a method into variants (ConTeX with self_weight 0.5 and 0.7), each compared with
+# the baseline on its own; they are never a condition to match the baseline on.
+_VARIANT_PREFIXES = ("loss_options.", "method_options.")
+
+
+def _missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _variant_columns(per_run: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    return [k for k in keys if k.startswith(_VARIANT_PREFIXES) and k in per_run]
+
+
+def _variants(rows: pd.DataFrame, cols: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
+    """``(description, rows)`` per combination of the variant options that vary among ``rows``
+    (``"self_weight=0.7"``; ``""`` for a method with one variant). An option a variant does not
+    set is left out of its description."""
+    text = {c: rows[c].map(lambda v: "nan" if _missing(v) else str(v)) for c in cols}
+    cols = [c for c in cols if text[c].nunique() > 1]  # (astype(str) keeps NaN in pandas 3)
+    if not cols:
+        return [("", rows)]
+    out = []
+    for values, g in rows.groupby([text[c] for c in cols], sort=False):
+        values = values if isinstance(values, tuple) else (values,)
+        desc = ", ".join(
+            f"{c.split('.', 1)[1]}={v}" for c, v in zip(cols, values, strict=True) if v != "nan"
+        )
+        out.append((desc or "default", g))
+    return out
 
 
 def _t_interval(d: np.ndarray) -> tuple[float, float, float]:
@@ -52,41 +82,55 @@ def paired_differences(
 
     ``per_run`` has one row per run (``method``, ``replicate``, the condition ``keys`` and the
     ``metric`` column, in %). ``lower_is_better`` (a gap): ``wins`` counts the seeds where the
-    method's value is below the baseline's. Returns one row per (condition, method) with ``n``,
+    method's value is below the baseline's. Returns one row per (condition, method variant)
+    with ``variant`` (``""``, or e.g. ``"self_weight=0.7"`` when the method's loss or method
+    options vary among its runs: each variant is compared on its own), ``n``,
     ``mean_diff_pp``, ``ci95_low_pp``, ``ci95_high_pp`` (percentage points), ``p_value``,
     ``wins``, ``baseline_mean_pct``, ``method_mean_pct``.
     """
-    match = [k for k in keys if k not in _METHOD_BOUND]
+    variant_cols = _variant_columns(per_run, keys)
+    match = [k for k in keys if k not in _METHOD_BOUND and k not in variant_cols]
     base = per_run[per_run["method"] == baseline]
     if base.empty:
         return pd.DataFrame()
+    base = _variants(base, variant_cols)[0][1]  # a baseline with variants: its first one
     others = methods or [m for m in dict.fromkeys(per_run["method"]) if m != baseline]
     rows = []
     for method in others:
         mine = per_run[per_run["method"] == method]
-        if mine.empty:
-            continue
-        joined = mine.merge(base, on=[*match, replicate], suffixes=("", "_base"))
-        for cond, g in joined.groupby(match, dropna=False, sort=False) if match else [((), joined)]:
-            cond = cond if isinstance(cond, tuple) else (cond,)
-            d = (g[metric] - g[f"{metric}_base"]).dropna().to_numpy(float)
-            if len(d) == 0:
-                continue
-            mean, half, p = _t_interval(d)
-            rows.append(
-                dict(zip(match, cond))
-                | {
-                    "method": method,
-                    "baseline": baseline,
-                    "metric": metric,
-                    "n": len(d),
-                    "mean_diff_pp": mean,
-                    "ci95_low_pp": mean - half if not math.isnan(half) else math.nan,
-                    "ci95_high_pp": mean + half if not math.isnan(half) else math.nan,
-                    "p_value": p,
-                    "wins": int((d < 0).sum() if lower_is_better else (d > 0).sum()),
-                    "method_mean_pct": float(g[metric].mean()),
-                    "baseline_mean_pct": float(g[f"{metric}_base"].mean()),
-                }
-            )
+        for variant, runs in _variants(mine, variant_cols) if len(mine) else []:
+            head = {"method": method, "variant": variant, "baseline": baseline, "metric": metric}
+            for cond, d, means in _paired(runs, base, match, replicate, metric):
+                mean, half, p = _t_interval(d)
+                rows.append(
+                    cond
+                    | head
+                    | {
+                        "n": len(d),
+                        "mean_diff_pp": mean,
+                        "ci95_low_pp": mean - half if not math.isnan(half) else math.nan,
+                        "ci95_high_pp": mean + half if not math.isnan(half) else math.nan,
+                        "p_value": p,
+                        "wins": int((d < 0).sum() if lower_is_better else (d > 0).sum()),
+                        "method_mean_pct": means[0],
+                        "baseline_mean_pct": means[1],
+                    }
+                )
     return pd.DataFrame(rows)
+
+
+def _paired(
+    mine: pd.DataFrame, base: pd.DataFrame, match: Sequence[str], replicate: str, metric: str
+):
+    """Per condition of ``mine`` (one method variant): the condition's values, the per-seed
+    differences against ``base`` and the two means (%), for conditions with a pair."""
+    joined = mine.merge(base, on=[*match, replicate], suffixes=("", "_base"))
+    for cond, g in joined.groupby(match, dropna=False, sort=False) if match else [((), joined)]:
+        cond = cond if isinstance(cond, tuple) else (cond,)
+        d = (g[metric] - g[f"{metric}_base"]).dropna().to_numpy(float)
+        if len(d):
+            yield (
+                dict(zip(match, cond)),
+                d,
+                (float(g[metric].mean()), float(g[f"{metric}_base"].mean())),
+            )

@@ -579,7 +579,7 @@ def _fmt_diff(r: pd.Series) -> str:
 def _paired_columns(paired: pd.DataFrame, level: str | None) -> tuple[list[str], list[tuple]]:
     """The condition options that vary across the paired rows, and their value combinations
     (one table column each; the bias level strongest first)."""
-    out = set(_PAIRED_OUTPUT) | {"method", "baseline", "metric", "supervision"}
+    out = set(_PAIRED_OUTPUT) | {"method", "variant", "baseline", "metric", "supervision"}
     cols = [c for c in paired.columns if c not in out and paired[c].astype(str).nunique() > 1]
     combos = plots.condition_combos(paired, cols)
     if level in cols:
@@ -610,12 +610,13 @@ def _paired_markdown(
         what = f"{metric} accuracy" if unit(metric) == "%" else f"the {metric} gap"
         md += [f"{sub} {what}: method − {baseline} (percentage points)", ""]
         rows = []
-        for method, gm in g.groupby("method", sort=False):
+        for (method, variant), gm in g.groupby(["method", "variant"], sort=False):
             cells = []
             for combo in combos:
                 r = plots.rows_matching(gm, cols, combo)
                 cells.append(_fmt_diff(r.iloc[0]) if len(r) else "–")
-            rows.append([method, gm["supervision"].iloc[0], *cells])
+            name = f"{method} ({variant})" if variant else method
+            rows.append([name, gm["supervision"].iloc[0], *cells])
         header = ["method", "supervision"] + (
             [", ".join(f"{c}={_fmt(v)}" for c, v in zip(cols, combo)) for combo in combos]
             if cols
