@@ -68,7 +68,7 @@ import common  # noqa: E402  (bench/ is not a package)
 
 from debias.data.augment import AugmentConfig, BatchAugment  # noqa: E402
 from debias.data.base import TensorImageDataset  # noqa: E402
-from debias.data.registry import DEFAULT_AUGMENT  # noqa: E402
+from debias.data.registry import dataset_spec  # noqa: E402
 from debias.train.config import TrainConfig  # noqa: E402
 from debias.train.loop import Trainer  # noqa: E402
 
@@ -149,7 +149,7 @@ def biascon_transform() -> Callable:
 
 def geometric_transform() -> Callable:
     """Per-sample PIL version of our default Biased-MNIST augmentation (crop 2 px, rotate 10)."""
-    cfg = DEFAULT_AUGMENT["biased-mnist"]
+    cfg = dict(dataset_spec("biased-mnist").augment)
     return TwoCropTransform(
         transforms.Compose(
             [
@@ -248,7 +248,9 @@ def feed_trainer(
         # Colour jitter on a colour bias warns; the like-for-like row asks for it on purpose.
         warnings.simplefilter("ignore", UserWarning)
         trainer.augment = BatchAugment(
-            AugmentConfig(**dict(DEFAULT_AUGMENT["biased-mnist"], colour_jitter=colour_jitter)),
+            AugmentConfig(
+                **dict(dataset_spec("biased-mnist").augment, colour_jitter=colour_jitter)
+            ),
             bias_is_colour=True,
         )
     return trainer

@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 # that ``import debias`` (and ``debias --help``) stays light.
 _REGISTRATION = {
     "register_dataset": "debias.data.registry",
+    "DatasetSpec": "debias.data.spec",
+    "DataOption": "debias.data.spec",
     "register_model": "debias.models.registry",
     "register_loss": "debias.losses",
     "register_method": "debias.methods",

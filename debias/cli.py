@@ -244,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.formatwarning = one_line  # restored on leaving the block
+            from debias.plugins import load_plugins
+
+            load_plugins()  # a user's datasets, models and methods ($DEBIAS_PLUGINS)
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130

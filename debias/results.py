@@ -9,7 +9,8 @@ list of those. Every table carries, per run:
 * ``status``: ``done`` (``metrics.json`` present), else the sweep's recorded status
   (``failed``, ``interrupted``, ``pending``) or ``incomplete`` (a checkpoint but no result);
 * every option of the run's :class:`~debias.train.TrainConfig`, flattened (``loss_options``
-  entries become ``loss_options.<key>``; lists become tuples so that columns stay hashable).
+  entries become ``loss_options.<key>``, ``data_options`` entries columns of their own name;
+  lists become tuples so that columns stay hashable).
 
 Tables:
 
@@ -193,10 +194,13 @@ def find_runs(path: PathLike | Sequence[PathLike]) -> list[RunRecord]:
 
 
 def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Config as flat, hashable columns: dicts -> ``key.sub``, lists -> tuples."""
+    """Config as flat, hashable columns: dicts -> ``key.sub``, lists -> tuples; a dataset's own
+    options (``data_options``) are columns of their own name, like the built-in ones (``rho``)."""
     out: dict[str, Any] = {}
     for key, value in config.items():
-        if isinstance(value, dict):
+        if key == "data_options" and isinstance(value, dict):
+            out.update(flatten_config(value))
+        elif isinstance(value, dict):
             for sub, v in value.items():
                 out[f"{key}.{sub}"] = tuple(v) if isinstance(v, list) else v
         elif isinstance(value, list):

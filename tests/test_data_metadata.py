@@ -464,6 +464,32 @@ def test_train_end_to_end(faces, tmp_path, monkeypatch, capsys):
     assert main([*bad, "--out", str(tmp_path / "cli2")]) == 2
 
 
+def test_a_train_run_parses_its_table_once(faces, tmp_path, monkeypatch):
+    """Three splits, one table: read and checked once per run (it was once per split); a
+    changed file is read again."""
+    from debias.train import TrainConfig, train
+
+    monkeypatch.setenv("DEBIAS_CACHE", str(tmp_path / "cache"))
+    path = write(biased(faces), tmp_path)
+    calls = []
+    read_csv = pd.read_csv
+
+    def counting(*args, **kw):
+        calls.append(args[0])
+        return read_csv(*args, **kw)
+
+    monkeypatch.setattr(pd, "read_csv", counting)
+    cfg = TrainConfig(out=str(tmp_path / "run"), dataset=f"metadata:{path}", model="smallconvnet",
+                      epochs=1, max_steps=1, batch_size=32, image_size=16, device="cpu",
+                      progress=False, represent=False)  # fmt: skip
+    train(cfg, log=quiet)
+    assert calls == [path]
+    before = len(load(path))
+    write(biased(faces).iloc[:-10], tmp_path)  # the same file, changed
+    assert len(load(path)) < before
+    assert calls == [path, path]
+
+
 @pytest.mark.slow
 def test_sweep_report_and_audit_on_a_metadata_dataset(faces, tmp_path, monkeypatch):
     from debias.cli import main

@@ -19,6 +19,9 @@ from torch.utils.data import Dataset
 
 from debias._types import Group
 
+# Side of the square images a decoded dataset (faces, a metadata table) stores by default.
+DEFAULT_IMAGE_SIZE = 64
+
 
 class TensorImageDataset(Dataset):
     """Images, targets and bias labels held as whole tensors.

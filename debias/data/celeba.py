@@ -59,7 +59,7 @@ from typing import Any
 
 import torch
 
-from debias.data.base import TensorImageDataset
+from debias.data.base import DEFAULT_IMAGE_SIZE, TensorImageDataset
 from debias.data.cache import load_images
 from debias.data.groups import aligned_from_counts, stratified
 from debias.data.root import data_root
@@ -272,7 +272,7 @@ class CelebA(TensorImageDataset):
         bias: str = "Male",
         protocol: str = "official",
         seed: int = 0,
-        image_size: int = 64,
+        image_size: int = DEFAULT_IMAGE_SIZE,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         cache_dir: str | os.PathLike | None = None,
         on_error: str = "raise",

@@ -47,6 +47,7 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from debias.data.base import TensorImageDataset
+from debias.data.base import DEFAULT_IMAGE_SIZE, TensorImageDataset
 from debias.data.cache import DEPTH_VERSION, DecodedImages, ImageDecodeError, load_images
 from debias.data.groups import aligned_from_counts, stratified
 
@@ -90,11 +91,29 @@ class _Columns:
     split: str | None
 
 
+# Tables read, by (resolved path, mtime, size): a run builds its three splits from one table,
+# which is parsed and checked once; a changed file is read again. The last few are kept.
+_TABLES: OrderedDict[tuple[str, int, int], pd.DataFrame] = OrderedDict()
+_TABLES_KEPT = 4
+
+
 def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a ``.csv`` (also ``.csv.gz``, ``.tsv``) or ``.parquet`` metadata table."""
+    """Read a ``.csv`` (also ``.csv.gz``, ``.tsv``) or ``.parquet`` metadata table (a copy of
+    the one read before while the file is unchanged)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"metadata file not found: {path}")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _TABLES:
+        _TABLES[key] = _parse_table(path)
+        while len(_TABLES) > _TABLES_KEPT:
+            _TABLES.popitem(last=False)
+    _TABLES.move_to_end(key)
+    return _TABLES[key].copy()
+
+
+def _parse_table(path: Path) -> pd.DataFrame:
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
         try:
@@ -366,7 +385,7 @@ class MetadataDataset(TensorImageDataset):
         split_column: str | None = "split",
         aligned_groups: Iterable[tuple[object, object]] | None = None,
         seed: int = 0,
-        image_size: int = 64,
+        image_size: int = DEFAULT_IMAGE_SIZE,
         crop: str = "center-square",
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),

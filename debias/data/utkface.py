@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from debias.data.base import TensorImageDataset
+from debias.data.base import DEFAULT_IMAGE_SIZE, TensorImageDataset
 from debias.data.cache import DecodedImages, load_images
 from debias.data.root import data_root
 
@@ -139,7 +139,7 @@ class UTKFace(TensorImageDataset):
         bias: str = "race",
         bias_rate: float = 0.9,
         seed: int = 0,
-        image_size: int = 64,
+        image_size: int = DEFAULT_IMAGE_SIZE,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         cache_dir: str | os.PathLike | None = None,
         on_error: str = "raise",

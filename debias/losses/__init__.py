@@ -8,7 +8,7 @@ what the trainer must pass. :func:`get_loss` builds one by name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from debias.losses.supcon import SupConLoss
 
 __all__ = [
     "LOSSES",
+    "NAME_TAKEN",
     "BiasConLoss",
     "CACRLoss",
     "ConTeXLoss",
@@ -50,12 +51,17 @@ LOSSES: dict[str, type[ContrastiveLoss]] = {
 }
 
 
+# Callables ``taken(name) -> bool`` saying a name is used by something else than a loss (the
+# methods registry adds one): this package is a leaf and imports nothing above it.
+NAME_TAKEN: list[Callable[[str], bool]] = []
+
+
 def register_loss(
     name: str, cls: type[ContrastiveLoss], *, replace: bool = False
 ) -> type[ContrastiveLoss]:
     """Make the contrastive loss ``cls`` available as ``get_loss(name)`` and as the training
-    method ``name`` (``TrainConfig(method=name)``, two-stage or joint; see
-    :mod:`debias.methods.contrastive`).
+    method ``name`` (``TrainConfig(method=name)``, two-stage or joint; the methods registry
+    makes that method when it is asked for, see :mod:`debias.methods.contrastive`).
 
     ``cls`` is an ``nn.Module`` called as ``loss(features [B, V, D], labels=None, bias=None)``
     returning a scalar, with class attributes ``requires_labels`` / ``requires_bias`` (a loss
@@ -63,11 +69,6 @@ def register_loss(
     :class:`ContrastiveLoss` to get them. Names are lower case (``get_loss`` is
     case-insensitive).
     """
-    # The methods layer sits above the losses: imported here, at call time, to register the
-    # loss's method without a circular import.
-    from debias.methods import METHODS, register_method
-    from debias.methods.contrastive import contrastive_method
-
     if not isinstance(name, str) or not name or name != name.strip().lower():
         raise ValueError(f"register_loss: name must be a lower-case string, got {name!r}")
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
@@ -75,13 +76,10 @@ def register_loss(
     for attr in ("requires_labels", "requires_bias"):
         if not isinstance(getattr(cls, attr, None), bool):
             raise TypeError(f"register_loss({name!r}): {cls.__name__}.{attr} must be a bool")
-    taken = (name in LOSSES and LOSSES[name] is not cls) or (
-        name in METHODS and getattr(METHODS[name], "loss_name", None) != name
-    )
+    taken = (name in LOSSES and LOSSES[name] is not cls) or any(c(name) for c in NAME_TAKEN)
     if taken and not replace:
         raise ValueError(f"a loss or method named {name!r} is registered already (replace=True)")
     LOSSES[name] = cls
-    register_method(contrastive_method(name), replace=True)
     return cls
 
 

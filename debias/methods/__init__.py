@@ -28,9 +28,10 @@ Add your own with :func:`register_method` (see the README, "Add your own method"
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-from debias.losses import LOSSES
+from debias.losses import LOSSES, NAME_TAKEN
 from debias.methods.base import (
     BIAS_LABELS,
     LINEAR,
@@ -97,7 +98,46 @@ __all__ = [
     "supervision_kind",
 ]
 
-METHODS: dict[str, type[Method]] = {}
+
+class _Methods(MutableMapping[str, type[Method]]):
+    """The method registry: the registered classes, and one contrastive method for every loss
+    of :data:`debias.losses.LOSSES` (made when asked for, again when its loss is replaced), so
+    that ``register_loss`` needs nothing from this package."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type[Method]] = {}
+
+    def __getitem__(self, name: str) -> type[Method]:
+        cls = self._classes.get(name)
+        loss = LOSSES.get(name)
+        made = cls is not None and getattr(cls, "loss_cls", None) is not None
+        if loss is not None and (cls is None or (made and cls.loss_cls is not loss)):
+            cls = self._classes[name] = contrastive_method(name)
+        if cls is None:
+            raise KeyError(name)
+        return cls
+
+    def __setitem__(self, name: str, cls: type[Method]) -> None:
+        self._classes[name] = cls
+
+    def __delitem__(self, name: str) -> None:
+        del self._classes[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._classes
+        yield from (n for n in list(LOSSES) if n not in self._classes)
+
+    def __len__(self) -> int:
+        return len(self._classes) + sum(n not in self._classes for n in LOSSES)
+
+    def taken(self, name: str) -> bool:
+        """``name`` is a method that is not made from a loss."""
+        cls = self._classes.get(name)
+        return cls is not None and getattr(cls, "loss_cls", None) is None
+
+
+METHODS = _Methods()
+NAME_TAKEN.append(METHODS.taken)
 
 
 def register_method(cls: type[Method], *, replace: bool = False) -> type[Method]:
@@ -130,7 +170,7 @@ def get_method(name: str) -> type[Method]:
     """The registered method class called ``name`` (with a "did you mean" when unknown)."""
     try:
         return METHODS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         close = difflib.get_close_matches(str(name), list(METHODS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(
@@ -159,7 +199,7 @@ def resolve_hparams(name: str, options: dict[str, Any] | None) -> dict[str, Any]
 
 
 register_method(ERM)
-for _loss in LOSSES:
-    register_method(contrastive_method(_loss))
+for _loss in LOSSES:  # listed in this order (``debias methods``); any other loss after them
+    register_method(METHODS[_loss])
 for _cls in (GroupReweight, GroupResample, GroupDRO, BiasBalancedSoftmax, LfF, JTT, DFR):
     register_method(_cls)

@@ -77,7 +77,6 @@ LINEAR = "linear"  # a linear classifier fitted on frozen features (SupContrast 
 # No gradient steps: the method changes the classifier in start_stage (DFR refits its last layer
 # there); the classifier is then evaluated like a train epoch's. Give it one epoch.
 REFIT = "refit"
-STAGE_KINDS = (TRAIN, PRETRAIN, LINEAR, REFIT)
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,7 @@ def contrastive_method(loss_name: str) -> type[Contrastive]:
         {
             "name": loss_name,
             "loss_name": loss_name,
+            "loss_cls": loss_cls,  # the loss it was made for (the registry remakes it on a new one)
             "supervision": BIAS_LABELS if loss_cls.requires_bias else TARGET_ONLY,
             "paper": _PAPERS.get(loss_name, loss_cls.__name__),
             "__doc__": f"{_PAPERS.get(loss_name, loss_name)} in the two-stage or joint "

@@ -42,7 +42,7 @@ from matplotlib.figure import Figure
 
 from debias import results
 from debias._markdown import markdown_table as _md_table
-from debias.data.registry import LEVEL_KEYS, dataset_family
+from debias.data.registry import REBIAS_VANILLA, find_spec
 from debias.methods.base import (
     NO_BIAS_LABELS,
     TRAIN_BIAS_LABELS,
@@ -85,10 +85,8 @@ DERIVED_METRICS: dict[str, tuple[str, str]] = {
 }
 # Metrics that are differences of rates: percentage points, not percent.
 POINTS = frozenset({"EO mean gap", "EO max gap", "accuracy − worst-group"})
-# The columns a results table shows, by dataset family (PROTOCOLS §5); any other dataset gets
-# DEFAULT_TABLE_METRICS. On Biased-MNIST the test split is the unbiased one, so its plain
-# accuracy and equalized odds would only repeat "unbiased".
-MNIST_TABLE_METRICS = ("unbiased", "worst-group", "bias-conflicting", "biased")
+# The columns a results table shows: its dataset's (DatasetSpec.table_metrics, PROTOCOLS §5),
+# else DEFAULT_TABLE_METRICS.
 DEFAULT_TABLE_METRICS = (
     "accuracy",
     "unbiased",
@@ -98,13 +96,7 @@ DEFAULT_TABLE_METRICS = (
     "EO mean gap",
     "EO max gap",
 )
-TABLE_METRICS: dict[str, tuple[str, ...]] = {
-    "biased-mnist": MNIST_TABLE_METRICS,
-    "digits": MNIST_TABLE_METRICS,
-}
-# PROTOCOLS §1: ReBias Table 1, Vanilla (cross-entropy), SimpleConvNet, 80 epochs, mean of 3
-# runs, unbiased test accuracy in %.
-REBIAS_VANILLA: dict[float, float] = {0.999: 10.4, 0.997: 33.4, 0.995: 72.1, 0.99: 89.1}
+# REBIAS_VANILLA (PROTOCOLS §1) is the Biased-MNIST spec's published CE reference.
 PUBLISHED_COLUMN = "ReBias Vanilla unbiased, published"
 # Bootstrap replicates for a one-seed condition's interval over test images.
 N_BOOT = 2000
@@ -147,11 +139,14 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
 
 
 def _published(row: pd.Series) -> float:
-    if row.get("dataset") != "biased-mnist" or row.get("method") != "ce":
+    """The published value its dataset's spec gives for this row's method at its bias level."""
+    spec = find_spec(str(row.get("dataset")))
+    table = spec.published.get(row.get("method")) if spec is not None else None
+    if not table:
         return math.nan
-    rho = row.get("rho")
-    for r, v in REBIAS_VANILLA.items():
-        if rho is not None and not pd.isna(rho) and math.isclose(float(rho), r):
+    level = row.get(spec.level_keys[0])
+    for r, v in table.items():
+        if level is not None and not pd.isna(level) and math.isclose(float(level), r):
             return v
     return math.nan
 
@@ -164,7 +159,8 @@ def _condition_keys(runs: pd.DataFrame, config_cols: Sequence[str]) -> tuple[lis
 
     level_cols: list[str] = []
     for ds in runs["dataset"].dropna().unique():
-        for k in LEVEL_KEYS.get(dataset_family(ds), ()):
+        spec = find_spec(str(ds))
+        for k in spec.level_keys if spec is not None else ():
             if k in runs and runs[k].notna().any() and k not in level_cols:
                 level_cols.append(k)
     keys = [c for c in ("dataset", "method") if c in runs and (c == "method" or varies(c))]
@@ -286,8 +282,10 @@ def unit(metric: str) -> str:
 
 
 def table_metrics(datasets: Sequence[str]) -> tuple[str, ...]:
-    """The metrics a results table shows for runs on ``datasets`` (see TABLE_METRICS)."""
-    chosen = {TABLE_METRICS.get(dataset_family(str(d)), DEFAULT_TABLE_METRICS) for d in datasets}
+    """The metrics a results table shows for runs on ``datasets``: their specs' table_metrics
+    when they agree, else DEFAULT_TABLE_METRICS."""
+    specs = [find_spec(str(d)) for d in datasets]
+    chosen = {(s.table_metrics if s else None) or DEFAULT_TABLE_METRICS for s in specs}
     return chosen.pop() if len(chosen) == 1 else DEFAULT_TABLE_METRICS
 
 
@@ -870,7 +868,9 @@ def _heatmap_figure(data: SweepData, level: str | None, path: Path | None) -> Fi
         top = groups[level].max()
         groups = groups[groups[level] == top]
         note = f" at the strongest bias, {level} = {top:g}"
-    mnist = set(groups["dataset"]) <= {"biased-mnist", "digits"}
+    # the datasets' own axis names (digit / background colour) when they agree
+    axes = {getattr(find_spec(str(d)), "group_axes", None) for d in set(groups["dataset"])}
+    named_axes = axes.pop() if len(axes) == 1 else None
 
     def named(option: str, fallback: str) -> str:
         values = groups[option].dropna().astype(str).unique() if option in groups else []
@@ -880,8 +880,8 @@ def _heatmap_figure(data: SweepData, level: str | None, path: Path | None) -> Fi
     return plots.plot_group_heatmap(
         groups,
         title=f"test-split accuracy per group (%){note}",
-        ylabel="digit" if mnist else f"target: {named('target', 'y')}",
-        xlabel="background colour" if mnist else f"bias: {named('bias', 'b')}",
+        ylabel=named_axes[0] if named_axes else f"target: {named('target', 'y')}",
+        xlabel=named_axes[1] if named_axes else f"bias: {named('bias', 'b')}",
         path=path,
     )
 

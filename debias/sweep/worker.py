@@ -116,7 +116,10 @@ def run_in_process(run_dir: str, load: Callable[..., Any] | None = None) -> int:
             import torch
 
             torch.set_num_threads(int(threads))
+        from debias.plugins import load_plugins
         from debias.train import train
+
+        load_plugins()  # the user's registrations exist in this process too ($DEBIAS_PLUGINS)
 
         cfg = json.loads((run / RUN_CONFIG).read_text())
         print(

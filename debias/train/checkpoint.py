@@ -16,10 +16,6 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
     atomic_write(Path(path), lambda fh: torch.save(obj, fh))
 
 
-def load_torch(path: str | os.PathLike) -> Any:
-    return torch.load(Path(path), map_location="cpu", weights_only=False)
-
-
 def save_json(obj: Any, path: str | os.PathLike) -> None:
     text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
     atomic_write(Path(path), lambda fh: fh.write(text.encode() + b"\n"))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from debias._checks import check_number as _check_number
 from debias._hints import did_you_mean, unknown_names
+from debias.data.registry import DATASETS
+from debias.data.spec import COMMON_OPTIONS, DatasetSpec
 from debias.losses import check_loss_options
 from debias.methods import METHODS, get_method, resolve_hparams
 from debias.train.logging_backends import check_log_to
@@ -18,6 +20,7 @@ from debias.train.logging_backends import check_log_to
 __all__ = [
     "METHODS",
     "MODES",
+    "DATA_FIELDS",
     "OPTION_GROUPS",
     "RUNTIME_FIELDS",
     "RunConflictError",
@@ -70,6 +73,29 @@ def _opt(default: Any, group: str, help: str, **cli: Any) -> Any:
     return field(default=default, metadata=meta)
 
 
+def _data_opt(name: str, default: Any = None) -> Any:
+    """A TrainConfig field for the dataset option ``name`` of the built-in datasets, its help
+    from their specs. The dataset fills in its default (an inapplicable option stays
+    ``default``); a dataset option no built-in declares is a key of ``data_options``."""
+    said: dict[str, list[str]] = {}
+    choices = set()
+    for spec in DATASETS.values():
+        for opt in spec.options:
+            if opt.name == name:
+                text = opt.help + (" (required)" if opt.required else "")
+                if opt.default not in (None, False):
+                    text += f" (default {opt.default})"
+                said.setdefault(text, []).append(spec.name)
+                choices.add(opt.choices)
+    cli = {"choices": choices.pop()} if len(choices) == 1 and None not in choices else {}
+    meta = {"group": "data", "help": "; ".join(f"{', '.join(n)}: {t}" for t, n in said.items())}
+    return field(default=default, metadata=meta | {"cli": cli, "dataset_option": True})
+
+
+def _dataset_help() -> str:
+    return " | ".join(s.display_name for s in DATASETS.values()) + " (or a registered one)"
+
+
 class RunConflictError(RuntimeError):
     """The output folder holds a different run than the one asked for."""
 
@@ -119,41 +145,28 @@ class TrainConfig:
         "runs/run", "eval", "run directory (resumed if it holds a checkpoint)", required=True
     )
     # data
-    dataset: str = _opt(
-        "biased-mnist", "data", "biased-mnist | digits | utkface | celeba | metadata:PATH.csv"
-    )
-    rho: float | None = _opt(
-        None, "data", "Biased-MNIST/digits: fraction of bias-aligned training images"
-    )
-    target: str | None = _opt(
-        None, "data", "faces: target attribute (UTKFace: gender; CelebA: any of the 40)"
-    )
-    bias: str | None = _opt(
-        None, "data", "faces: bias attribute (UTKFace: race|age; CelebA: e.g. Male)"
-    )
-    # Data options that only some datasets take default to None: the dataset supplies its
-    # default (debias.data.registry.DATASET_OPTIONS) and an inapplicable one stays None.
-    bias_rate: float | None = _opt(None, "data", "UTKFace training bias rate (dataset default 0.9)")
-    protocol: str | None = _opt(
-        None,
+    dataset: str = _opt("biased-mnist", "data", _dataset_help())
+    # The built-in datasets' options; each defaults to None (or False): the dataset supplies
+    # its default (its DatasetSpec) and an inapplicable one stays None.
+    rho: float | None = _data_opt("rho")
+    target: str | None = _data_opt("target")
+    bias: str | None = _data_opt("bias")
+    bias_rate: float | None = _data_opt("bias_rate")
+    protocol: str | None = _data_opt("protocol")
+    image_size: int | None = _data_opt("image_size")
+    on_error: str | None = _data_opt("on_error")
+    val_size: int | None = _data_opt("val_size")
+    palette: str | None = _data_opt("palette")
+    data_options: dict[str, Any] = _opt(
+        dict,
         "data",
-        "CelebA split: official (the official partitions, default) | biascon; "
-        "'groupdro' is a deprecated name of official",
+        "option of a registered dataset that no built-in one takes (repeatable), "
+        "e.g. noise=0.1; one the dataset does not take is an error",
+        flag="--data-option",
     )
-    image_size: int | None = _opt(None, "data", "faces: side length in pixels (default 64)")
-    on_error: str | None = _opt(
-        None,
-        "data",
-        "image datasets: 'raise' on an unreadable image (default) or 'skip' to drop and count it",
-        choices=("raise", "skip"),
-    )
-    val_size: int | None = _opt(
-        None, "data", "Biased-MNIST held-out validation images (default 5000)"
-    )
-    palette: str | None = _opt(None, "data", "Biased-MNIST palette: rebias (default) | fairkl")
     data_seed: int = _opt(0, "data", "seed of the data splits and colouring")
     root: str | None = _opt(None, "data", "data root (default: $DEBIAS_DATA, else ./data)")
-    download: bool = _opt(False, "data", "download MNIST if missing (needs a network)")
+    download: bool = _data_opt("download", False)
     # method
     method: str = _opt("ce", "method", "training method (`debias methods` lists them)")
     mode: str = _opt(
@@ -284,27 +297,37 @@ class TrainConfig:
         Checked here, at construction, so that ``debias sweep --dry-run`` and the CLI catch what
         would otherwise fail (or silently do nothing) at run time.
         """
-        from debias.data.registry import DATA_OPTIONS, REQUIRED_OPTIONS, dataset_options
+        from debias.data.registry import dataset_spec
 
-        takes = dataset_options(self.dataset)
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        given = [k for k in DATA_OPTIONS if getattr(self, k) != defaults[k]]
-        wrong = [f"{k}={getattr(self, k)!r}" for k in given if k not in takes]
-        if wrong:
-            raise ValueError(
-                f"option(s) {', '.join(wrong)} do not apply to dataset {self.dataset!r}; "
-                f"it takes {sorted(takes)} (plus data_seed, root)"
-            )
-        for k in REQUIRED_OPTIONS.get(self.dataset, ()):
-            if getattr(self, k) is None:
-                raise ValueError(
-                    f"dataset {self.dataset!r} needs {k} (e.g. {k}=0.99, or --{k} 0.99 on the command line)"
+        spec = dataset_spec(self.dataset)
+        _check_applies(self, spec)
+        for opt in spec.options:
+            if self.data_value(opt.name) is None and opt.default is None and opt.required:
+                flag = (
+                    f"--{opt.name.replace('_', '-')} VALUE"
+                    if opt.name in DATA_FIELDS
+                    else f"--data-option {opt.name}=VALUE"
                 )
-        for k, default in takes.items():
-            if getattr(self, k) is None:
-                setattr(self, k, default)
-        _check_data_values(self)
+                raise ValueError(
+                    f"dataset {self.dataset!r} needs {opt.name} ({opt.help}; e.g. "
+                    f"{opt.name}: VALUE in --config, or {flag} on the command line)"
+                )
+        _check_data_values(self, spec)
         _check_optimisation_values(self)
+
+    def data_value(self, name: str) -> Any:
+        """The value of dataset option ``name``: its field, else its ``data_options`` entry."""
+        if name in DATA_FIELDS:
+            return getattr(self, name)
+        return self.data_options.get(name) if isinstance(self.data_options, dict) else None
+
+    def data_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the dataset's factory: every option its spec declares, and
+        :data:`~debias.data.spec.COMMON_OPTIONS`; nothing else (see ``load_splits``)."""
+        from debias.data.registry import dataset_spec
+
+        names = [*COMMON_OPTIONS, *dataset_spec(self.dataset).defaults]
+        return {k: getattr(self, k) if k in COMMON_OPTIONS else self.data_value(k) for k in names}
 
     def _check_method(self) -> None:
         """The method exists, takes this mode, and takes every method/loss option given."""
@@ -363,6 +386,12 @@ class TrainConfig:
         return cls(**d)
 
 
+# The fields that are dataset options (the built-in datasets'; see _data_opt).
+DATA_FIELDS = tuple(
+    f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("dataset_option")
+)
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """TrainConfig fields from a YAML (``.yaml``/``.yml``) or JSON file, checked for unknown
     keys (with a "did you mean"); ``-`` in a key is read as ``_``."""
@@ -394,63 +423,55 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _check_number(
-    name: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    integer: bool = False,
-) -> None:
-    """``value`` is a (whole, with ``integer``) finite number in the given range, or an error."""
-    kind = numbers.Integral if integer else numbers.Real
-    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
-        hi = "" if high is None else f"<= {high:g}"
-        what = " and ".join(p for p in (lo, hi) if p)
+def _check_applies(cfg: TrainConfig, spec: DatasetSpec) -> None:
+    """Every dataset option given is one the dataset takes (a setting that changes nothing is
+    never recorded as if it did), and a dataset's own option is not another field's name."""
+    takes = spec.defaults
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    clash = sorted(k for k in takes if k in fields and k not in DATA_FIELDS)
+    if clash:
         raise ValueError(
-            f"{name} must be {'an integer' if integer else 'a number'}"
-            + (f" {what}" if what else "")
-            + f"; got {value!r}"
+            f"dataset {spec.name!r} declares option(s) {clash}, which are training options "
+            "of another kind; rename them in its DatasetSpec"
+        )
+    given = [k for k in sorted(DATA_FIELDS) if getattr(cfg, k) != fields[k].default]
+    wrong = [f"{k}={getattr(cfg, k)!r}" for k in given if k not in takes]
+    if wrong:
+        raise ValueError(
+            f"option(s) {', '.join(wrong)} do not apply to dataset {cfg.dataset!r}; "
+            f"it takes {sorted(takes)} (plus {', '.join(COMMON_OPTIONS)})"
+        )
+    if not isinstance(cfg.data_options, dict):
+        raise ValueError(f"data_options must be a mapping, got {cfg.data_options!r}")
+    flat = sorted(set(cfg.data_options) & set(fields))
+    if flat:
+        raise ValueError(
+            f"data_options {flat}: give {', '.join(flat)} as the option(s) of that name "
+            f"(e.g. --{flat[0].replace('_', '-')}), not in data_options"
+        )
+    own = [k for k in takes if k not in DATA_FIELDS]
+    unknown = sorted(set(cfg.data_options) - set(own))
+    if unknown:
+        hint = "".join(did_you_mean(k, own) for k in unknown)
+        raise ValueError(
+            f"data_options {unknown} do not apply to dataset {cfg.dataset!r}{hint}; "
+            f"its own options are {sorted(own)}"
         )
 
 
-def _check_data_values(cfg: TrainConfig) -> None:
-    """Ranges of the data options that apply (inapplicable ones are None by now)."""
+def _check_data_values(cfg: TrainConfig, spec: DatasetSpec) -> None:
+    """Fill in the dataset's defaults and check each option it takes with its spec's check
+    (which may normalise it: a protocol's deprecated name)."""
     _check_number("data_seed", cfg.data_seed, low=0, high=2**32 - 1, integer=True)
-    if cfg.rho is not None:
-        _check_number("rho (the bias-aligned fraction of training images)", cfg.rho, low=0, high=1)
-    if cfg.val_size is not None:
-        # MNIST-train has 60,000 images; the val split must hold some and train keep the rest.
-        _check_number("val_size", cfg.val_size, low=1, high=59_999, integer=True)
-    if cfg.bias_rate is not None:
-        _check_number("bias_rate", cfg.bias_rate, low=0, high=1)
-    if cfg.image_size is not None:
-        _check_number("image_size", cfg.image_size, low=8, integer=True)
-    if cfg.palette is not None:
-        from debias.data.biased_mnist import PALETTES
-
-        if cfg.palette not in PALETTES:
-            raise ValueError(f"unknown palette {cfg.palette!r}; expected one of {sorted(PALETTES)}")
-    if cfg.protocol is not None:
-        from debias.data.celeba import PROTOCOLS, canonical_protocol
-
-        cfg.protocol = canonical_protocol(cfg.protocol)
-        if cfg.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {list(PROTOCOLS)}; got {cfg.protocol!r}")
-    if cfg.dataset == "utkface":
-        from debias.data.utkface import BIASES
-
-        if cfg.target != "gender":
-            raise ValueError(f"UTKFace target must be 'gender'; got {cfg.target!r}")
-        if cfg.bias not in BIASES:
-            raise ValueError(f"UTKFace bias must be one of {list(BIASES)}; got {cfg.bias!r}")
+    own = dict(cfg.data_options)
+    for opt in spec.options:
+        value = cfg.data_value(opt.name)
+        value = opt.validate(opt.default if value is None else value, spec.name)
+        if opt.name in DATA_FIELDS:
+            setattr(cfg, opt.name, value)
+        else:
+            own[opt.name] = value
+    cfg.data_options = own
 
 
 def _check_optimisation_values(cfg: TrainConfig) -> None:

@@ -39,7 +39,7 @@ from torch import nn
 from debias._atomic import atomic_write
 from debias.data.augment import AugmentConfig, BatchAugment
 from debias.data.base import TensorImageDataset
-from debias.data.registry import COLOUR_BIAS, DEFAULT_AUGMENT, dataset_family, load_splits
+from debias.data.registry import dataset_spec, load_splits
 from debias.methods import (
     LINEAR,
     PRETRAIN,
@@ -143,7 +143,7 @@ class Trainer:
         cfg = self.cfg
         self.splits: dict[str, TensorImageDataset] = {
             name: ds.to(self.device)
-            for name, ds in self._load_splits(cfg.dataset, **_data_options(cfg)).items()
+            for name, ds in self._load_splits(cfg.dataset, **cfg.data_kwargs()).items()
         }
         if cfg.train_limit is not None:
             self.splits["train"] = self.splits["train"].subset(range(cfg.train_limit))
@@ -152,11 +152,10 @@ class Trainer:
         if cfg.eval_limit is not None:
             for name in self.eval_splits:
                 self.splits[name] = _limited(self.splits[name], cfg.eval_limit, cfg.data_seed)
-        aug_options = dict(
-            DEFAULT_AUGMENT.get(dataset_family(cfg.dataset), {}), colour_jitter=cfg.colour_jitter
-        )
+        spec = dataset_spec(cfg.dataset)
         self.augment = BatchAugment(
-            AugmentConfig(**aug_options), bias_is_colour=cfg.dataset in COLOUR_BIAS
+            AugmentConfig(**{**spec.augment, "colour_jitter": cfg.colour_jitter}),
+            bias_is_colour=spec.colour_bias,
         )
 
     def build(self) -> None:
@@ -781,27 +780,6 @@ class Trainer:
             split=np.asarray("test"),
         )
         atomic_write(self.out / EMBEDDINGS, lambda fh: np.savez_compressed(fh, **arrays))
-
-
-def _data_options(cfg: TrainConfig) -> dict[str, Any]:
-    """The dataset keyword arguments of a config."""
-    options = dict(
-        rho=cfg.rho,
-        root=cfg.root,
-        data_seed=cfg.data_seed,
-        val_size=cfg.val_size,
-        download=cfg.download,
-        palette=cfg.palette,
-        bias_rate=cfg.bias_rate,
-        protocol=cfg.protocol,
-        image_size=cfg.image_size,
-        on_error=cfg.on_error,
-    )
-    if cfg.target is not None:
-        options["target"] = cfg.target
-    if cfg.bias is not None:
-        options["bias"] = cfg.bias
-    return options
 
 
 def _check_finite(terms: dict[str, torch.Tensor], epoch: int, step: int) -> None:

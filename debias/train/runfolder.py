@@ -22,7 +22,7 @@ A run folder (``debias train --out DIR``, or one run of a sweep) holds only file
 * **Reports** never go into a run folder (:func:`is_run_folder`; ``debias report``).
 * **Same run.** :func:`config_diff` compares a saved config with the one asked for, after
   filling options added since that run was written with their defaults and normalising the
-  dataset options (:data:`debias.data.registry.DATASET_OPTIONS`); the trainer and the sweep
+  dataset options (each dataset's :class:`~debias.data.spec.DatasetSpec`); the trainer and the sweep
   both decide with it.
 * **Readable files.** :func:`read_metrics` and :func:`load_checkpoint` turn a truncated or
   foreign file into an error naming the file and what to do.
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from debias._atomic import atomic_write, create_new, remove_orphans
-from debias.train.config import RUNTIME_FIELDS, RunConflictError, TrainConfig
+from debias.train.config import DATA_FIELDS, RUNTIME_FIELDS, RunConflictError, TrainConfig
 
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint.pt"
@@ -391,19 +391,25 @@ def with_dataset_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
     dataset does not take, the dataset's default for those it takes but left unset, and a
     protocol's deprecated name (``groupdro``) replaced by today's (``official``)."""
     from debias.data.celeba import canonical_protocol
-    from debias.data.registry import DATA_OPTIONS, DATASET_OPTIONS, dataset_family
+    from debias.data.registry import find_spec
 
     d = dict(config)
-    # "metadata:PATH" takes the options of the metadata family (a miss here would blank them
-    # and make a finished metadata run differ from the same command given again).
-    takes = DATASET_OPTIONS.get(dataset_family(d.get("dataset", "biased-mnist")), {})
+    # "metadata:PATH" takes the options of the metadata spec (a miss here would blank them
+    # and make a finished metadata run differ from the same command given again). A dataset
+    # this process has not registered keeps what was recorded.
+    spec = find_spec(str(d.get("dataset", "biased-mnist")))
+    takes = spec.defaults if spec is not None else None
     defaults = _field_defaults()
-    for k in DATA_OPTIONS:
+    for k in DATA_FIELDS if takes is not None else ():
         if k not in takes:
             if k in d:
                 d[k] = defaults[k]
         elif d.get(k) is None:
             d[k] = takes[k]
+    own = {k: v for k, v in (takes or {}).items() if k not in DATA_FIELDS}
+    if own:
+        given = d.get("data_options") or {}
+        d["data_options"] = {**given, **{k: v for k, v in own.items() if given.get(k) is None}}
     if isinstance(d.get("protocol"), str):
         # A run written under a protocol's old name is the same run as under its new one.
         d["protocol"] = canonical_protocol(d["protocol"], warn=False)

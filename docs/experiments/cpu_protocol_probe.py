@@ -24,7 +24,8 @@ from debias.data import registry
 from debias.metrics import group_report
 from debias.train import TrainConfig, encode, load_trained, train
 
-DEFAULT_AUG = dict(registry.DEFAULT_AUGMENT["biased-mnist"])
+SPEC = registry.dataset_spec("biased-mnist")
+DEFAULT_AUG = dict(SPEC.augment)
 NO_AUG = {"crop_padding": 0, "rotation": 0.0, "hflip": False}
 
 
@@ -40,8 +41,7 @@ def representation_probe(run_dir: str) -> float:
 
 
 def run(tag: str, out: str, aug: dict | None = None, **options) -> dict:
-    registry.DEFAULT_AUGMENT["biased-mnist"].clear()
-    registry.DEFAULT_AUGMENT["biased-mnist"].update(aug or DEFAULT_AUG)
+    registry.register_dataset(SPEC.replace(augment=aug or DEFAULT_AUG), replace=True)
     cfg = dict(model="lenet", val_size=2000, lr_milestones=[], progress=False, device="cpu")
     cfg.update(options)
     t0 = time.perf_counter()

@@ -1,0 +1,81 @@
+"""The import graph of the package: the losses are a leaf below the methods (a method for a
+registered loss is made by the methods registry when asked for), checked in a fresh
+interpreter and on the source of every module (function-level imports included)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "debias"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """``{module: modules it imports}`` over every debias module, any import statement
+    anywhere in it; importing ``a.b.c`` also runs the packages ``a`` and ``a.b``."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, base] if base else up)
+                targets.add(base)
+                targets.update(f"{base}.{a.name}" for a in node.names)
+        edges = set()
+        for t in targets:
+            parts = t.split(".")
+            edges.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        graph[name] = {t for t in edges if t in modules and t != name}
+    return graph
+
+
+def reachable(graph: dict[str, set[str]], start: set[str]) -> set[str]:
+    seen, todo = set(start), list(start)
+    while todo:
+        for nxt in graph[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_importing_the_losses_does_not_import_the_methods():
+    code = (
+        "import sys; import debias.losses; from debias.losses import register_loss; "
+        "print(sorted(m for m in sys.modules if m.startswith('debias.methods')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_no_import_cycle_through_losses_and_methods():
+    graph = import_graph()
+    losses = {m for m in graph if m == "debias.losses" or m.startswith("debias.losses.")}
+    assert "debias.losses.base" in losses and "debias.methods" in graph
+    # the methods import the losses; a path back would close a circle
+    assert reachable(graph, {"debias.methods"}) & losses
+    back = sorted(m for m in reachable(graph, losses) if m.startswith("debias.methods"))
+    assert back == [], f"debias.losses reaches {back}"
+
+
+def test_the_graph_sees_function_level_imports():
+    """The check has teeth: an import inside a function is an edge (the one register_loss used
+    to make was ``from debias.methods import ...`` in its body), and so is its package."""
+    graph = import_graph()
+    assert "debias.data.registry" in graph["debias.train.runfolder"]  # in with_dataset_defaults
+    assert "debias.data" in graph["debias.train.runfolder"]
+    assert "debias.losses" in graph["debias.methods.contrastive"]
