@@ -79,3 +79,18 @@ def test_the_graph_sees_function_level_imports():
     assert "debias.data.registry" in graph["debias.train.runfolder"]  # in with_dataset_defaults
     assert "debias.data" in graph["debias.train.runfolder"]
     assert "debias.losses" in graph["debias.methods.contrastive"]
+
+
+def test_methods_registry_clear_ends_and_keeps_the_loss_methods():
+    """``METHODS.clear()`` (a test fixture's restore) once looped forever: every loss name came
+    back as a method as soon as it was deleted."""
+    from debias.losses import LOSSES
+    from debias.methods import METHODS
+
+    saved = dict(METHODS)
+    try:
+        METHODS.clear()
+        assert set(METHODS) == set(LOSSES)  # the loss-made methods follow the loss registry
+    finally:
+        METHODS.update(saved)
+    assert dict(METHODS) == saved

@@ -130,6 +130,12 @@ class _Methods(MutableMapping[str, type[Method]]):
     def __len__(self) -> int:
         return len(self._classes) + sum(n not in self._classes for n in LOSSES)
 
+    def clear(self) -> None:
+        """Forget every registered class; the methods made from losses stay (they follow
+        :data:`~debias.losses.LOSSES`). MutableMapping's ``popitem`` loop would never end: each
+        loss name reappears as soon as its method is deleted."""
+        self._classes.clear()
+
     def taken(self, name: str) -> bool:
         """``name`` is a method that is not made from a loss."""
         cls = self._classes.get(name)
