@@ -128,8 +128,10 @@ class SearchSpec:
         if wrong:
             oracle = [r for r in wrong if r in RULES]
             why = f" ({oracle}: an upper bound, never re-run as a result)" if oracle else ""
-            raise ValueError(f"{where}.rerun.rules: {wrong} cannot be re-run{why}; expected "
-                             f"names from {list(RERUN_RULES)}")  # fmt: skip
+            raise ValueError(
+                f"{where}.rerun.rules: {wrong} cannot be re-run{why}; expected names from "
+                f"{list(RERUN_RULES)}"
+            )
         spec = cls(
             draws=draws,
             seed=_int(d.get("seed", 0), f"{where}.seed", 0),
@@ -242,7 +244,7 @@ def check_grid(search: SearchSpec, grid: Mapping[str, Any], base: Mapping[str, A
             "search.methods, the draws run with base's seed and the re-runs with "
             "search.rerun.seeds"
         )
-    drawn = sorted(set(search.options) & (set(grid) | {"method"}))
+    drawn = sorted(set(search.options) & set(grid))
     if drawn:
         raise ValueError(f"{where}: {drawn} are both drawn (search.options) and set by the grid")
     seed = base.get("seed", 0)
