@@ -149,8 +149,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    """List the registered methods: supervision, modes, hyper-parameters with defaults."""
+    """List the registered methods: supervision, modes, hyper-parameters with defaults and the
+    search spaces a sweep's ``search:`` block draws from."""
     from debias.methods import METHODS, SUPERVISION
+    from debias.train.config import TrainConfig, search_spaces
 
     for name, cls in METHODS.items():
         print(
@@ -160,6 +162,12 @@ def cmd_methods(args: argparse.Namespace) -> int:
         print(f"{'':<10} {cls.paper}")
         for key, hp in cls.hparams.items():
             print(f"{'':<10}   {key} = {hp.default!r}: {hp.help} [{hp.source}]")
+            if hp.search is not None:
+                print(f"{'':<10}     search: {hp.search.describe()} [{hp.search.source}]")
+    print("training options a sweep's search block may draw (search.options), for every method:")
+    for key, space in search_spaces().items():
+        default = getattr(TrainConfig, key)
+        print(f"{'':<10}   {key} = {default!r}: {space.describe()} [{space.source}]")
     return 0
 
 

@@ -164,12 +164,35 @@ def register_method(cls: type[Method], *, replace: bool = False) -> type[Method]
     bad = [k for k, v in cls.hparams.items() if not isinstance(v, HParam)]
     if bad:
         raise TypeError(f"{cls.__name__}.hparams {bad}: values must be HParam(default, help)")
+    _check_search_spaces(cls)
     if cls.loss is Method.loss:
         raise TypeError(f"{cls.__name__} must implement loss(out, batch, stage)")
     if cls.name in METHODS and not replace and METHODS[cls.name] is not cls:
         raise ValueError(f"a method named {cls.name!r} is registered already (replace=True)")
     METHODS[cls.name] = cls
     return cls
+
+
+def _check_search_spaces(cls: type[Method]) -> None:
+    """A declared search space is a :mod:`debias.space` distribution whose every value the
+    hyper-parameter accepts (its ends for a range, each value for a choice)."""
+    from debias.space import Choice, LogUniform, Uniform
+
+    for key, hp in cls.hparams.items():
+        space = hp.search
+        if space is None:
+            continue
+        if not isinstance(space, (LogUniform, Uniform, Choice)):
+            raise TypeError(
+                f"{cls.__name__}.hparams[{key!r}].search: expected LogUniform, Uniform or "
+                f"Choice from debias.space, got {space!r}"
+            )
+        ends = space.values if isinstance(space, Choice) else (space.low,)
+        for v in ends:
+            try:
+                hp.parse(key, int(v) if getattr(space, "integer", False) else v)
+            except ValueError as exc:
+                raise ValueError(f"{cls.__name__}.hparams[{key!r}].search: {exc}") from None
 
 
 def get_method(name: str) -> type[Method]:

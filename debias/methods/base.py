@@ -29,6 +29,8 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from debias.space import Distribution
+
 # What a method reads besides the images and the training split's target labels: three kinds,
 # from least to most. Tables print them as "—", "V" and "B" (debias.report).
 NO_BIAS_LABELS = "none"  # no bias labels of any split (target labels only)
@@ -132,13 +134,18 @@ class Context:
 
 @dataclass(frozen=True)
 class HParam:
-    """A documented hyper-parameter: default value, meaning, and where the default comes from."""
+    """A documented hyper-parameter: default value, meaning, and where the default comes from.
+
+    ``search``: where a random search draws it from (:mod:`debias.space`; its ``source`` says
+    where the range comes from), ``None`` for a value a search leaves at its default.
+    """
 
     default: Any
     help: str
     source: str = ""
     type: type | None = None
     low: float | None = None  # smallest allowed value, for numbers
+    search: Distribution | None = None
 
     def parse(self, name: str, value: Any) -> Any:
         kind = self.type or type(self.default)

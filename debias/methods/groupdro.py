@@ -16,6 +16,7 @@ from debias.methods.base import (
     group_counts,
     group_index,
 )
+from debias.space import SUBPOPBENCH, LogUniform
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -62,7 +63,14 @@ class GroupDRO(Method):
     supervision = BIAS_LABELS
     paper = "Group DRO (Sagawa et al. 2020, kohpangwei/group_DRO)"
     hparams = {
-        "step_size": HParam(0.01, "η, step size of the group weights", "robust_step_size", low=0),
+        "step_size": HParam(
+            0.01,
+            "η, step size of the group weights",
+            "robust_step_size",
+            low=0,
+            search=LogUniform(1e-3, 1e-1, source=f"{SUBPOPBENCH} L65: groupdro_eta 10**U(-3, -1)"),
+        ),
+        # No range: SubpopBench does not search C (its GroupDRO has none).
         "generalization_adjustment": HParam(
             0.0, "C in C/√n_g added to each group's loss for the q update", "group_DRO", low=0
         ),

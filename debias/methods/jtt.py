@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from debias.methods.base import TARGET_ONLY, TRAIN, Batch, HParam, Method, Stage, StageHelper
+from debias.space import SUBPOPBENCH, LogUniform
 
 
 class JTT(Method):
@@ -36,8 +37,18 @@ class JTT(Method):
         "identify_epochs": HParam(
             1, "T, epochs of the ERM identification model", "CelebA recipe T=1", low=1
         ),
+        # No range for T: SubpopBench draws the first stage as a fraction U(0.2, 0.8) of the
+        # steps (L77), which does not map onto whole epochs of a 3-epoch CPU run.
         "upweight": HParam(
-            50, "extra copies of each error sample (λ_up)", "CelebA up_weight=50", low=0
+            50,
+            "extra copies of each error sample (λ_up)",
+            "CelebA up_weight=50",
+            low=0,
+            # SubpopBench weighs an error sample jtt_lambda times (jtt_lambda - 1 extra copies
+            # here): the same log scale, off by at most one copy.
+            search=LogUniform(
+                1, 10**2.5, integer=True, source=f"{SUBPOPBENCH} L78: jtt_lambda 10**U(0, 2.5)"
+            ),
         ),
     }
 

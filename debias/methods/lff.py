@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from debias.methods.base import TARGET_ONLY, Batch, HParam, Method, Stage
+from debias.space import SUBPOPBENCH, Uniform
 
 
 def generalized_ce(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
@@ -82,7 +83,14 @@ class LfF(Method):
     supervision = TARGET_ONLY
     paper = "LfF (Nam et al. 2020, alinlab/LfF)"
     hparams = {
-        "q": HParam(0.7, "q of the generalised CE of the biased model", "GeneralizedCELoss", low=0),
+        "q": HParam(
+            0.7,
+            "q of the generalised CE of the biased model",
+            "GeneralizedCELoss",
+            low=0,
+            search=Uniform(0.05, 0.95, source=f"{SUBPOPBENCH} L81: LfF_q U(0.05, 0.95)"),
+        ),
+        # No range: SubpopBench does not search the EMA (LfF's code fixes it at 0.7).
         "ema": HParam(0.7, "α of the per-sample loss EMA", "train.py EMA(alpha=0.7)", low=0),
     }
 

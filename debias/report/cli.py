@@ -11,10 +11,15 @@ __all__ = ["cmd_report", "register"]
 
 def cmd_report(args: argparse.Namespace) -> int:
     from debias.report.report import make_report
+    from debias.report.search import is_search_sweep, make_search_report
 
     out = args.out or str(Path(args.sweep_dir[0]) / "report")
     source = args.sweep_dir if len(args.sweep_dir) > 1 else args.sweep_dir[0]
-    paths = make_report(source, out, notes=args.notes)
+    if len(args.sweep_dir) == 1 and is_search_sweep(source):
+        # A random search: every method under every selection rule (debias.report.search).
+        paths = make_search_report(source, out)
+    else:
+        paths = make_report(source, out, notes=args.notes)
     for key, path in paths.items():
         print(f"{key:>16}: {path}")
     return 0

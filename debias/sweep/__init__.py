@@ -10,6 +10,10 @@ A sweep YAML has ``name``, ``out``, ``base`` (options for every run), ``grid`` (
 cartesian product gives the runs) and ``methods`` (per-method overrides); any ``debias train``
 option may appear in ``base``, ``grid`` or ``methods``. See :mod:`debias.sweep.config` for the
 schema and the run-folder naming, :mod:`debias.sweep.runner` for the files a sweep writes.
+
+A ``search`` block instead asks for a random search (:mod:`debias.sweep.search`): seeded draws
+per method, then the draws picked by the selection rules (:mod:`debias.sweep.selection`)
+re-run with fresh seeds; ``debias report`` then shows every method under every rule.
 """
 
 from __future__ import annotations

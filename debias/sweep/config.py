@@ -17,6 +17,10 @@ Schema (every key but ``grid``/``base`` is optional)::
     methods:                            # per-method overrides, applied last (they win over grid)
       ce: {mode: ce}
       contex: {temperature: 0.1}
+    search:                             # optional: a random search instead of a method grid
+      draws: 8                          # (schema and folders: debias.sweep.search)
+      methods: [ce, lff]
+      options: [lr, weight_decay]
 
 Rules:
 
@@ -39,6 +43,10 @@ Rules:
   are written filesystem-safe: floats in shortest round-trip form (``0.997``, ``1e-05``),
   ``true``/``false``/``none``, lists joined by ``-``, any other character than
   ``[A-Za-z0-9._+-]`` replaced by ``_``. A grid with no keys gives one run named ``run``.
+* With ``search`` (:mod:`debias.sweep.search`) the runs are each grid point x searched method
+  x draw, ``<grid point>/method=<m>/draw=<k>``, then the re-runs of the selected draws under
+  ``rerun/``; the grid may then vary neither ``method`` nor ``seed``. A sweep without
+  ``search`` expands exactly as described above.
 """
 
 from __future__ import annotations
@@ -50,14 +58,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from debias._hints import did_you_mean, unknown_names
 from debias.train.config import METHODS, TrainConfig
 
+if TYPE_CHECKING:
+    from debias.sweep.search import SearchSpec
+
 __all__ = ["SWEEP_KEYS", "RunSpec", "SweepSpec", "load_sweep", "run_dir_name", "format_value"]
 
-SWEEP_KEYS = ("name", "description", "out", "base", "grid", "methods")
+SWEEP_KEYS = ("name", "description", "out", "base", "grid", "methods", "search")
 _TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 # Set per run by the sweep itself; a value in the YAML would be silently wrong.
 _RESERVED = ("out",)
@@ -107,6 +118,7 @@ class RunSpec:
     name: str
     params: dict[str, Any]
     config: dict[str, Any]
+    search: dict[str, Any] | None = None  # a search sweep's record (debias.sweep.search)
 
     def train_config(self, out: str | Path) -> TrainConfig:
         """The run's :class:`TrainConfig` with ``out`` set to ``<sweep out>/<name>``."""
@@ -124,6 +136,7 @@ class SweepSpec:
     out: str | None = None
     description: str = ""
     source: str | None = None
+    search: SearchSpec | None = None
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -164,6 +177,12 @@ class SweepSpec:
         sweep_name = d.get("name") or name
         if not sweep_name:
             raise ValueError(f"{where}: needs a 'name'")
+        search = None
+        if d.get("search") is not None:
+            from debias.sweep.search import SearchSpec, check_grid
+
+            search = SearchSpec.from_dict(d["search"], where)
+            check_grid(search, grid, base, where)
         return cls(
             name=str(sweep_name),
             grid={k: list(v) for k, v in grid.items()},
@@ -172,6 +191,7 @@ class SweepSpec:
             out=None if d.get("out") is None else str(d["out"]),
             description=str(d.get("description") or ""),
             source=source,
+            search=search,
         )
 
     @classmethod
@@ -206,6 +226,8 @@ class SweepSpec:
         d |= {"base": self.base, "grid": self.grid}
         if self.methods:
             d["methods"] = self.methods
+        if self.search is not None:
+            d["search"] = self.search.to_dict()
         return d
 
     @property
@@ -244,28 +266,61 @@ class SweepSpec:
         overrides: Mapping[str, Any] | None = None,
         only: Mapping[str, list[Any]] | None = None,
     ) -> list[RunSpec]:
-        """All runs in grid order, each validated by :class:`TrainConfig`.
+        """All runs in grid order, each validated by :class:`TrainConfig`; for a search sweep,
+        the runs of its draws (phase 1, :mod:`debias.sweep.search`).
 
         ``overrides`` replace ``base`` options (``debias sweep --set key=value``), or narrow the
         grid to one value for a grid key; ``only`` narrows grid keys to some of their values
-        (``--only key=v1,v2``); see :meth:`narrowed`. Raises ValueError listing every invalid
-        run, or two different runs that map to one folder.
+        (``--only key=v1,v2``; on a search sweep ``--only method=...`` keeps some of the
+        searched methods); see :meth:`narrowed`. Raises ValueError listing every invalid run,
+        or two different runs that map to one folder.
         """
         if overrides:
             _check_keys(dict(overrides), "--set")
+        methods = None
+        if self.search is not None:
+            only, methods = self.search.narrowed_methods(only)
         grid, overrides = self.narrowed(overrides, only)
         base = _merge(dict(self.base), overrides)
-        keys = list(grid)
+        points = [dict(zip(grid, p)) for p in itertools.product(*grid.values())]
+        if self.search is None:
+            triples = [self._grid_run(base, point) for point in points]
+            return self._validated(triples, narrowed=grid != self.grid)
+        from debias.sweep.search import draw_points
+
+        triples = draw_points(self.search, points, base, self.methods, methods)
+        return self._validated(
+            triples, narrowed=grid != self.grid or tuple(methods) != self.search.methods
+        )
+
+    def rerun_runs(self, draws: list[RunSpec], chosen: list[dict[str, Any]]) -> list[RunSpec]:
+        """A search sweep's phase 2: the re-run seeds of the draws ``chosen`` by its rerun
+        rules (:func:`debias.sweep.search.rerun_points`), named ``rerun/<draw>/seed=<s>``."""
+        from debias.sweep.search import RERUN_DIR, rerun_points
+
+        triples = rerun_points(self.search, {r.name: r for r in draws}, chosen)
+        return self._validated(triples, narrowed=True, prefix=f"{RERUN_DIR}/")
+
+    def _grid_run(
+        self, base: dict[str, Any], point: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any], None]:
+        """``(params, options, None)`` of one grid point: base, the point, its method's
+        overrides; ``params`` are the grid keys' final values."""
+        cfg = _merge(base, point)
+        cfg = _merge(cfg, self.methods.get(cfg.get("method", TrainConfig.method), {}))
+        return {k: cfg[k] for k in point}, cfg, None
+
+    def _validated(
+        self, triples: list[tuple[dict, dict, dict | None]], *, narrowed: bool, prefix: str = ""
+    ) -> list[RunSpec]:
+        """:class:`RunSpec` of every ``(params, options, search record)``, each validated by
+        :class:`TrainConfig`; every problem raised together."""
         used_methods: set[str] = set()
         runs: dict[str, RunSpec] = {}
         errors: list[str] = []
-        for point in itertools.product(*(grid[k] for k in keys)):
-            cfg = _merge(base, dict(zip(keys, point)))
-            method = cfg.get("method", TrainConfig.method)
-            used_methods.add(method)
-            cfg = _merge(cfg, self.methods.get(method, {}))
-            params = {k: cfg[k] for k in keys}
-            name = run_dir_name(params)
+        for params, cfg, record in triples:
+            used_methods.add(cfg.get("method", TrainConfig.method))
+            name = prefix + run_dir_name(params)
             try:
                 TrainConfig.from_dict({**cfg, "out": name})
             except (ValueError, TypeError) as exc:
@@ -278,9 +333,9 @@ class SweepSpec:
                         f"({runs[name].config} vs {cfg})"
                     )
                 continue
-            runs[name] = RunSpec(name=name, params=params, config=cfg)
+            runs[name] = RunSpec(name=name, params=params, config=cfg, search=record)
         unused = sorted(set(self.methods) - used_methods)
-        if unused and grid == self.grid:  # a narrowed grid may leave some overrides unused
+        if unused and not narrowed:  # a narrowed grid may leave some overrides unused
             errors.append(
                 f"  methods: overrides for {unused}, which no run uses (methods in "
                 f"this sweep: {sorted(used_methods)})"

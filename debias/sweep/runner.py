@@ -215,7 +215,7 @@ class _Sweep:
             "source": self.spec.source,
             "spec": self.spec.to_dict(),
             "written": _now(),
-            "runs": [{"run": r.name, "params": r.params, "config": r.config} for r in self.runs],
+            "runs": [_manifest_entry(r) for r in self.runs],
         }
         # A narrowed pass (--set on a grid key, --only) keeps the runs an earlier pass listed.
         mine = {r.name for r in self.runs}
@@ -350,6 +350,13 @@ class _Sweep:
             for s in self.status.values()
         )
         return f"{n_end}/{len(self.runs)}"
+
+
+def _manifest_entry(run: RunSpec) -> dict[str, Any]:
+    entry = {"run": run.name, "params": run.params, "config": run.config}
+    if run.search is not None:  # a search sweep's draw or re-run (debias.sweep.search)
+        entry["search"] = run.search
+    return entry
 
 
 def _read_status(out: Path) -> dict[str, dict[str, Any]]:
@@ -516,6 +523,13 @@ def _dry_run(sweep: _Sweep, log: Callable[[str], Any]) -> SweepResult:
         raise ValueError(
             f"dry run: {len(problems)} run(s) cannot run in {sweep.out}:\n" + "\n".join(problems)
         )
+    search = sweep.spec.search
+    if search is not None:
+        log(
+            f"then, once a method's draws have finished: its draws picked by "
+            f"{', '.join(search.rerun_rules)} re-run with seeds {list(search.rerun_seeds)} "
+            "(under rerun/)"
+        )
     log(f"dry run: {len(sweep.runs)} run(s) in {sweep.out}; nothing was started")
     return SweepResult(out=sweep.out, runs=list(sweep.status.values()))
 
@@ -569,25 +583,68 @@ def run_sweep(
 
     # A sweep folder is debias's like a run folder: a user's sweep.json is never overwritten.
     runfolder.claim_folder(out_dir, names=runfolder.SWEEP_FILES, kind="sweep", what="sweep out")
+
+    def execute(phase: _Sweep, what: str) -> SweepResult:
+        return _execute(phase, what, jobs, backend, ray_address, process_per_run)
+
+    result = execute(sweep, "draws" if spec.search is not None else "")
+    if spec.search is None:
+        return result
+    reruns = _selected_reruns(spec, runs, out_dir, log)
+    if not reruns:
+        return result
+    second = execute(_Sweep(spec, reruns, out_dir, log), "re-runs of the selected draws")
+    return SweepResult(out=out_dir, runs=result.runs + second.runs)
+
+
+def _execute(
+    sweep: _Sweep, what: str, jobs: int, backend: str, address: str | None, per_run: bool
+) -> SweepResult:
+    """Record, prepare and run ``sweep.runs`` (skipping finished ones); their statuses."""
+    spec, runs, out_dir, log = sweep.spec, sweep.runs, sweep.out, sweep.log
     sweep.write_manifest()
     todo = [r for r in runs if sweep.prepare(r) is None]
     sweep.write_status()
     n_skip = sum(s["status"] == "skipped" for s in sweep.status.values())
     how = ""
     if backend == "local":
-        how = ", a process per run" if process_per_run else ", persistent workers"
+        how = ", a process per run" if per_run else ", persistent workers"
+    name = f"{spec.name} ({what})" if what else spec.name
     log(
-        f"sweep {spec.name}: {len(runs)} run(s) in {out_dir} | {n_skip} already finished | "
+        f"sweep {name}: {len(runs)} run(s) in {out_dir} | {n_skip} already finished | "
         f"{len(todo)} to run with {jobs} job(s) on {backend}{how} "
         f"({threads_per_job(jobs)} thread(s) each)"
     )
     if todo:
         if backend == "local":
-            (_run_processes if process_per_run else _run_workers)(sweep, todo, jobs)
+            (_run_processes if per_run else _run_workers)(sweep, todo, jobs)
         else:
-            _run_ray(sweep, todo, jobs, ray_address)
+            _run_ray(sweep, todo, jobs, address)
     sweep.write_status()
     result = SweepResult(out=out_dir, runs=[sweep.status[r.name] for r in runs])
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts().items()))
-    log(f"sweep {spec.name}: {counts}; status in {out_dir / STATUS_CSV}")
+    log(f"sweep {name}: {counts}; status in {out_dir / STATUS_CSV}")
     return result
+
+
+def _selected_reruns(
+    spec: SweepSpec, draws: list[RunSpec], out_dir: Path, log: Callable[[str], Any]
+) -> list[RunSpec]:
+    """Phase 2 of a search sweep: the re-runs of the draws its rerun rules pick, for every
+    (grid point, method) whose draws have all finished (the others wait for a later pass)."""
+    from debias.sweep.selection import complete, group_keys, search_frame, select_all
+
+    frame = search_frame(out_dir, runs=[r.name for r in draws])
+    keys = group_keys(frame, spec.grid)
+    ready = complete(frame, keys)
+    waiting = frame[frame["phase"] == "draw"].groupby(keys, dropna=False).ngroups - (
+        ready.groupby(keys, dropna=False).ngroups if len(ready) else 0
+    )
+    if waiting:
+        log(f"sweep {spec.name}: {waiting} method(s) with unfinished draws are not re-run yet")
+    if ready.empty:
+        return []
+    chosen = select_all(ready, keys, rules=spec.search.rerun_rules)
+    for row in chosen.itertuples():
+        log(f"  {row.rule}: {row.run} ({row.value:.4f})")
+    return spec.rerun_runs(draws, chosen.to_dict("records"))

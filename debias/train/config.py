@@ -15,6 +15,7 @@ from debias.data.registry import DATASETS
 from debias.data.spec import COMMON_OPTIONS, DatasetSpec
 from debias.losses import check_loss_options
 from debias.methods import METHODS, get_method, resolve_hparams
+from debias.space import SUBPOPBENCH, Distribution, LogUniform
 from debias.train.logging_backends import check_log_to
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "RunConflictError",
     "TrainConfig",
     "load_config_file",
+    "search_spaces",
 ]
 
 # "ce": one classifier trained end to end on a (possibly re-weighted) cross-entropy objective;
@@ -61,13 +63,16 @@ OPTION_GROUPS = {
 }
 
 
-def _opt(default: Any, group: str, help: str, **cli: Any) -> Any:
+def _opt(
+    default: Any, group: str, help: str, *, search: Distribution | None = None, **cli: Any
+) -> Any:
     """A TrainConfig field with its command-line facts: ``group`` (a key of
     :data:`OPTION_GROUPS`), ``help``, and ``cli`` extras (``flag``: another flag name than
     ``--field-name``; ``choices``; ``false_flag``: a flag that sets a bool False;
     ``required``: the command line must give it, directly or in ``--config``). A callable
-    ``default`` is a default factory."""
-    meta = {"group": group, "help": help, "cli": cli}
+    ``default`` is a default factory. ``search``: the distribution a sweep's random search
+    draws the option from (:func:`search_spaces`)."""
+    meta = {"group": group, "help": help, "cli": cli, "search": search}
     if callable(default):
         return field(default_factory=default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -206,9 +211,27 @@ class TrainConfig:
     )
     # optimisation
     epochs: int = _opt(80, "optim", "epochs of the main stage")
-    batch_size: int = _opt(256, "optim", "training batch size")
-    lr: float = _opt(1e-3, "optim", "Adam learning rate")
-    weight_decay: float = _opt(1e-4, "optim", "Adam weight decay")
+    # The ranges SubpopBench searches on image datasets (its optimizer there is SGD; Adam here).
+    batch_size: int = _opt(
+        256,
+        "optim",
+        "training batch size",
+        search=LogUniform(
+            64, 2**6.75, integer=True, source=f"{SUBPOPBENCH} L135: int(2**U(6, 6.75))"
+        ),
+    )
+    lr: float = _opt(
+        1e-3,
+        "optim",
+        "Adam learning rate",
+        search=LogUniform(1e-4, 1e-2, source=f"{SUBPOPBENCH} L106: lr 10**U(-4, -2)"),
+    )
+    weight_decay: float = _opt(
+        1e-4,
+        "optim",
+        "Adam weight decay",
+        search=LogUniform(1e-6, 1e-3, source=f"{SUBPOPBENCH} L110: weight_decay 10**U(-6, -3)"),
+    )
     lr_milestones: list[int] | None = _opt(
         None,
         "optim",
@@ -390,6 +413,16 @@ class TrainConfig:
 DATA_FIELDS = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("dataset_option")
 )
+
+
+def search_spaces() -> dict[str, Distribution]:
+    """``{field: distribution}`` of the TrainConfig options a random search may draw (those
+    declared with ``search=``; ``debias methods`` lists them)."""
+    return {
+        f.name: f.metadata["search"]
+        for f in dataclasses.fields(TrainConfig)
+        if f.metadata.get("search") is not None
+    }
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
