@@ -387,6 +387,16 @@ _MNIST_AXES = ("digit", "background colour")
 # runs, unbiased test accuracy in %, by rho.
 REBIAS_VANILLA: dict[float, float] = {0.999: 10.4, 0.997: 33.4, 0.995: 72.1, 0.99: 89.1}
 
+# What Biased-MNIST and the coloured scikit-learn digits share: colour as the bias, rho as the
+# bias level, digit / colour names and the MNIST report columns.
+_COLOURED_DIGITS = dict(
+    augment=_DIGIT_AUGMENT,
+    colour_bias=True,
+    level_keys=("rho",),
+    label_names=_mnist_names,
+    table_metrics=_MNIST_TABLE,
+    group_axes=_MNIST_AXES,
+)
 register_dataset(
     DatasetSpec(
         "biased-mnist",
@@ -403,12 +413,7 @@ register_dataset(
             _PALETTE,
             DataOption("download", False, "download MNIST if missing (needs a network)"),
         ),
-        augment=_DIGIT_AUGMENT,
-        colour_bias=True,
-        level_keys=("rho",),
-        label_names=_mnist_names,
-        table_metrics=_MNIST_TABLE,
-        group_axes=_MNIST_AXES,
+        **_COLOURED_DIGITS,
         published={"ce": REBIAS_VANILLA},
         summary="MNIST digits on a background colour tied to the class (ReBias)",
     )
@@ -418,12 +423,7 @@ register_dataset(
         "digits",
         _digits,
         options=(_RHO, _PALETTE),
-        augment=_DIGIT_AUGMENT,
-        colour_bias=True,
-        level_keys=("rho",),
-        label_names=_mnist_names,
-        table_metrics=_MNIST_TABLE,
-        group_axes=_MNIST_AXES,
+        **_COLOURED_DIGITS,
         summary="scikit-learn's handwritten digits coloured like Biased-MNIST (offline)",
     )
 )

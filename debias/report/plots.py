@@ -152,10 +152,7 @@ def plot_worst_group_gap(
     given.
     """
     d = _drawn_intervals(summary[summary["metric"].isin(["accuracy", "worst-group"])])
-    combos = condition_combos(d, tasks)
-    methods = list(dict.fromkeys(d["method"]))
-    fig = Figure(figsize=(4.2 * len(combos) + 1.2, 0.38 * len(methods) + 1.6))
-    axes = np.atleast_1d(fig.subplots(1, len(combos), sharey=True, squeeze=False)).ravel()
+    combos, methods, fig, axes = _method_panels(d, tasks, (4.2, 1.2, 0.38, 1.6))
     for ax, combo in zip(axes, combos):
         mine = rows_matching(d, tasks, combo)
         for i, method in enumerate(methods):
@@ -201,10 +198,7 @@ def plot_head_vs_representation(
         [head.assign(_who="head"), representation.assign(_who="dfr")], ignore_index=True
     )
     d = _drawn_intervals(both[both["metric"] == metric])
-    combos = condition_combos(d, panels)
-    methods = list(dict.fromkeys(d["method"]))
-    fig = Figure(figsize=(3.4 * len(combos) + 1.4, 0.36 * len(methods) + 1.7))
-    axes = np.atleast_1d(fig.subplots(1, len(combos), sharey=True, squeeze=False)).ravel()
+    combos, methods, fig, axes = _method_panels(d, panels, (3.4, 1.4, 0.36, 1.7))
     for ax, combo in zip(axes, combos):
         mine = rows_matching(d, panels, combo)
         for i, method in enumerate(methods):
@@ -237,6 +231,19 @@ def plot_head_vs_representation(
         "95% interval"
     )
     return _finish(fig, textwrap.fill(title, 110), path, rect=(0, 0, 1, 0.92))
+
+
+def _method_panels(
+    d: pd.DataFrame, cols: Sequence[str], size: tuple[float, float, float, float]
+) -> tuple[list[tuple], list[str], Figure, np.ndarray]:
+    """One panel per combination of ``cols`` and one row per method, sharing the y axis:
+    ``(combos, methods, fig, axes)``; ``size`` = (width per panel, extra width, height per
+    method, extra height) in inches."""
+    combos = condition_combos(d, cols)
+    methods = list(dict.fromkeys(d["method"]))
+    fig = Figure(figsize=(size[0] * len(combos) + size[1], size[2] * len(methods) + size[3]))
+    axes = np.atleast_1d(fig.subplots(1, len(combos), sharey=True, squeeze=False)).ravel()
+    return combos, methods, fig, axes
 
 
 def condition_combos(df: pd.DataFrame, cols: Sequence[str]) -> list[tuple]:
