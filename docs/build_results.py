@@ -2,14 +2,16 @@
 
     python docs/build_results.py [--runs runs/sweeps]
 
-For each sweep in SECTIONS whose run folder exists, ``debias report`` writes
-``docs/results/<sweep>/`` (report.md, summary.csv, paired.csv, figures) with the hand-written
-notes ``docs/results_notes/<sweep>.md`` (what the numbers show) appended. The page is
+For each section in SECTIONS whose run folders all exist, ``debias report`` writes
+``docs/results/<name>/`` (report.md, summary.csv, paired.csv, figures) with the hand-written
+notes ``docs/results_notes/<name>.md`` (what the numbers show) appended. A section may read
+several sweeps in one report (the Biased-MNIST grid and its ConTeX-weight companion); a random
+search sweep gets the search report (every selection rule side by side, :mod:`debias.report.search`). The page is
 ``docs/results_notes/intro.md``, then per sweep ``docs/results_notes/<sweep>.intro.md`` (what
 was run, how long it took, how to reproduce) and the generated report with its headings moved
 one level down and its figure links pointed into ``docs/results/<sweep>/``. A sweep whose runs
-are absent keeps the report already committed, so the page can be rebuilt on a machine that
-ran only some of them.
+are absent (any of a section's folders) keeps the report already committed, so the page can be
+rebuilt on a machine that ran only some of them, and never loses a section's companion sweep.
 """
 
 from __future__ import annotations
@@ -17,26 +19,65 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 from debias.report import make_report
 
 DOCS = Path(__file__).resolve().parent
 NOTES = DOCS / "results_notes"
-# (sweep name, section title): the page's order.
+
+
+class Section(NamedTuple):
+    """One section of the page: ``docs/results/<name>/``, built from ``runs/sweeps/<sweeps...>``."""
+
+    name: str
+    title: str
+    sweeps: tuple[str, ...]
+    search: bool = False  # a random-search sweep: the search report, not the grid report
+
+
+# The page's order.
 SECTIONS = (
-    ("biased_mnist_cpu", "Biased-MNIST (CPU protocol)"),
-    ("utkface_cpu", "UTKFace (CPU protocol)"),
-    ("celeba_cpu", "CelebA (CPU protocol)"),
+    Section(
+        "biased_mnist_cpu",
+        "Biased-MNIST (CPU protocol)",
+        ("biased_mnist_cpu", "biased_mnist_cpu_contex_weight"),
+    ),
+    Section("utkface_cpu", "UTKFace (CPU protocol)", ("utkface_cpu",)),
+    Section("celeba_cpu", "CelebA (CPU protocol)", ("celeba_cpu",)),
+    Section(
+        "biased_mnist_cpu_search",
+        "Biased-MNIST at rho .997: hyper-parameter search and selection rules",
+        ("biased_mnist_cpu_search",),
+        search=True,
+    ),
 )
 
 
-def build_report(name: str, runs: Path) -> Path | None:
-    """Regenerate ``docs/results/<name>/report.md`` from ``runs/<name>`` if the runs are here."""
-    out = DOCS / "results" / name
-    if (runs / name / "sweep.json").is_file():
-        notes = NOTES / f"{name}.md"
-        make_report(runs / name, out, notes=notes if notes.is_file() else None)
+def build_report(sec: Section, runs: Path) -> Path | None:
+    """Regenerate ``docs/results/<name>/report.md`` if all the section's sweeps are in ``runs``."""
+    out = DOCS / "results" / sec.name
+    folders = [runs / s for s in sec.sweeps]
+    if all((f / "sweep.json").is_file() for f in folders):
+        notes = NOTES / f"{sec.name}.md"
+        notes = notes if notes.is_file() else None
+        if sec.search:
+            from debias.report.search import make_search_report
+
+            _with_notes(make_search_report(folders[0], out)["report"], notes)
+        else:
+            make_report(folders if len(folders) > 1 else folders[0], out, notes=notes)
+    elif any((f / "sweep.json").is_file() for f in folders):
+        print(
+            f"{sec.name}: not all of {', '.join(sec.sweeps)} in {runs}; kept the committed report"
+        )
     return out / "report.md" if (out / "report.md").is_file() else None
+
+
+def _with_notes(report: Path, notes: Path | None) -> None:
+    """Append the hand-written notes to a search report (the grid report takes ``notes=``)."""
+    if notes is not None:
+        report.write_text(report.read_text().rstrip() + "\n\n" + notes.read_text().strip() + "\n")
 
 
 def section(name: str, title: str, report: Path) -> str:
@@ -48,6 +89,12 @@ def section(name: str, title: str, report: Path) -> str:
     intro = NOTES / f"{name}.intro.md"
     head = intro.read_text().strip() + "\n\n" if intro.is_file() else ""
     return f"## {title}\n\n{head}{body.strip()}\n"
+
+
+def not_run(sec: Section) -> str:
+    """The page's section for a sweep that has neither runs here nor a committed report."""
+    folders = ", ".join(f"`runs/sweeps/{s}`" for s in sec.sweeps)
+    return f"## {sec.title}\n\nNot run yet: no {folders} and no report.\n"
 
 
 def readme_table(name: str = "biased_mnist_cpu", metric: str = "unbiased") -> str:
@@ -85,12 +132,9 @@ def main(argv: list[str] | None = None) -> None:
         print(readme_table())
         return
     parts = [(NOTES / "intro.md").read_text().strip() + "\n"]
-    for name, title in SECTIONS:
-        report = build_report(name, args.runs)
-        if report is None:
-            parts.append(f"## {title}\n\nNot run yet: no `runs/sweeps/{name}` and no report.\n")
-        else:
-            parts.append(section(name, title, report))
+    for sec in SECTIONS:
+        report = build_report(sec, args.runs)
+        parts.append(section(sec.name, sec.title, report) if report else not_run(sec))
     (DOCS / "RESULTS.md").write_text("\n".join(parts))
     print(f"wrote {DOCS / 'RESULTS.md'}")
 
