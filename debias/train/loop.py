@@ -1,13 +1,15 @@
 """One training run, start to finish: data → method → stages → selection → files.
 
-The loop knows no method by name: a :class:`~debias.methods.Method` names its stages and turns
-a batch into loss terms (see :mod:`debias.methods.base`). Stage kinds:
+The loop knows no method and no stage kind by name: a :class:`~debias.methods.Method` names
+its stages, turns a batch into loss terms (see :mod:`debias.methods.base`) and gives each stage
+the :class:`~debias.methods.stages.StageRunner` that runs its epochs. The built-in kinds:
 
 - ``train``: gradient steps on the method's loss; the classifier is evaluated every epoch.
 - ``pretrain``: gradient steps on the method's loss (a contrastive pretraining); an *online
   linear probe* (a linear layer on detached features, trained alongside) is evaluated instead,
   so convergence is visible epoch by epoch.
 - ``linear``: a linear classifier fitted on frozen features (the SupContrast/ConTeX protocol).
+- ``refit``: no gradient steps (the method changed the classifier when the stage started).
 
 Every evaluated epoch gets a GroupReport on each evaluation split. The reported epoch is chosen by
 ``config.select`` among the epochs of the method's final stage, never on a test split. Files
@@ -41,9 +43,6 @@ from debias.data.augment import AugmentConfig, BatchAugment
 from debias.data.base import TensorImageDataset
 from debias.data.registry import dataset_spec, load_splits
 from debias.methods import (
-    LINEAR,
-    PRETRAIN,
-    REFIT,
     SUPERVISION,
     TRAIN_BIAS_LABELS,
     VAL_BIAS_LABELS,
@@ -55,6 +54,7 @@ from debias.methods import (
     resolve_hparams,
     run_supervision,
 )
+from debias.methods.stages import StageRunner
 from debias.metrics import group_report
 from debias.models import build_model
 from debias.train import runfolder
@@ -69,10 +69,13 @@ from debias.train.runfolder import CHECKPOINT, EMBEDDINGS, HISTORY, METRICS, MOD
 
 # Version of the checkpoint layout; a checkpoint of another layout is refused, not misread.
 CHECKPOINT_FORMAT = 2
+# The checkpoint's own entries; every other entry is the current stage runner's state().
+CORE_KEYS = frozenset(
+    {"format", "config", "epochs_done", "elapsed", "method", "stage_started", "history", "best"}
+)
+# The entries of the built-in stage runners (debias.methods.stages).
+STAGE_KEYS = ("optimizer", "scheduler", "linear", "linear_optimizer")
 
-# Probe numbers logged per epoch during contrastive pretraining (convergence curves).
-PROBE_SPLITS = ("val", "test")
-PROBE_METRICS = ("accuracy", "unbiased_accuracy")
 # A per-epoch evaluation shows a progress bar only when it takes longer than this.
 EVAL_BAR_DELAY_S = 3.0
 
@@ -184,11 +187,9 @@ class Trainer:
             self.net = DistributedDataParallel(self.method.net, device_ids=ids)
         self.stages = self.method.stages()
         self.stage_started = -1  # index of the last stage whose start_stage has run
-        self.optimizer = self.scheduler = None
-        self.linear: nn.Module | None = None
-        self.linear_optimizer = None
-        self._saved_optim: dict[str, Any] = {}
-        self._frozen: dict[str, torch.Tensor] = {}
+        self._runner: StageRunner | None = None  # the runner of the stage entered last
+        self._current = -1  # its index
+        self._saved_stage: dict[str, Any] = {}  # a checkpoint's runner entries
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None  # {"epoch", "value", "state"} under val selection
         self.epochs_done = 0
@@ -222,13 +223,14 @@ class Trainer:
 
     # -- stages ------------------------------------------------------------------------------------
     def enter_stage(self, index: int) -> None:
-        """Start stage ``index`` (once per run) and give it its optimizer, restored on resume."""
+        """Start stage ``index`` (``method.start_stage`` once per run) and make its runner
+        (``method.stage_runner``), which restores its checkpointed state on resume."""
         stage = self.stages[index]
         fresh = index > self.stage_started
         if fresh:
             reads_val = type(self.method).supervision in (VAL_BIAS_LABELS, TRAIN_BIAS_LABELS)
             helper = StageHelper(
-                lambda: self._model_predictions("train"),
+                lambda: self.model_predictions("train"),
                 self.log,
                 lambda split, rows=None: encode(
                     self.model, self.splits[split], batch_size=self.cfg.eval_batch_size, rows=rows
@@ -237,53 +239,48 @@ class Trainer:
             )
             self.method.start_stage(stage, helper)
             self.stage_started = index
-        if stage.kind == REFIT:  # no gradient steps, no optimizer
-            return
-        saved = {} if fresh else self._saved_optim
-        if stage.kind == LINEAR:
-            self._make_linear()
-            if saved.get("linear") is not None:
-                self.linear.load_state_dict(saved["linear"])
-                self.linear_optimizer.load_state_dict(saved["linear_optimizer"])
-            return
-        cfg = self.cfg
-        self.optimizer = torch.optim.Adam(
-            self.method.trainable(stage), lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(stage.milestones), gamma=cfg.lr_gamma
-        )
-        if saved.get("optimizer") is not None:
-            self.optimizer.load_state_dict(saved["optimizer"])
-            self.scheduler.load_state_dict(saved["scheduler"])
+        self._runner = self.method.stage_runner(stage)
+        self._runner.enter(self, stage, None if fresh else self._saved_stage)
+        self._current = index
 
-    def _make_linear(self) -> None:
-        ds = self.train_set
-        torch.manual_seed(self.cfg.seed + 1)
-        self.linear = nn.Linear(self.model.feature_dim, ds.num_classes).to(self.device)
-        self.linear_optimizer = torch.optim.Adam(self.linear.parameters(), lr=self.cfg.linear_lr)
+    # The current stage runner's optimizers and linear classifier, where it has them (the
+    # built-in runners': debias.methods.stages).
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        return getattr(self._runner, "optimizer", None)
+
+    @property
+    def scheduler(self) -> Any:
+        return getattr(self._runner, "scheduler", None)
+
+    @property
+    def linear(self) -> nn.Module | None:
+        return getattr(self._runner, "linear", None)
+
+    @property
+    def linear_optimizer(self) -> torch.optim.Optimizer | None:
+        return getattr(self._runner, "linear_optimizer", None)
 
     # -- checkpointing ---------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Everything a resumed run needs (written to ``checkpoint.pt`` after every epoch)."""
-
-        def sd(m):
-            return None if m is None else m.state_dict()
-
-        return {
+        core = {
             "format": CHECKPOINT_FORMAT,
             "config": self.cfg.identity(),
             "epochs_done": self.epochs_done,
             "elapsed": self.elapsed,
             "method": self.method.state_dict(),
             "stage_started": self.stage_started,
-            "optimizer": sd(self.optimizer),
-            "scheduler": sd(self.scheduler),
-            "linear": sd(self.linear),
-            "linear_optimizer": sd(self.linear_optimizer),
             "history": self.history,
             "best": self.best,
         }
+        runner = self._runner.state() if self._runner is not None else {}
+        clash = sorted(set(runner) & set(core))
+        if clash:
+            raise ValueError(f"{type(self._runner).__name__}.state(): keys {clash} are reserved")
+        # The built-in runners' keys are always there (None when unused), as in checkpoints
+        # written before stage runners existed.
+        return core | dict.fromkeys(STAGE_KEYS) | runner
 
     def restore(self, state: dict[str, Any]) -> None:
         """Load a :meth:`state` (the optimizer of the current stage is restored on entering it)."""
@@ -296,9 +293,7 @@ class Trainer:
         runfolder.check_same_run(state["config"], self.cfg, self.out, "a checkpoint")
         self.method.load_state_dict(state["method"])
         self.stage_started = state["stage_started"]
-        self._saved_optim = {
-            k: state[k] for k in ("optimizer", "scheduler", "linear", "linear_optimizer")
-        }
+        self._saved_stage = {k: v for k, v in state.items() if k not in CORE_KEYS}
         self.history = state["history"]
         self.best = state["best"]
         self.epochs_done = state["epochs_done"]
@@ -372,8 +367,11 @@ class Trainer:
             out = self.net(batch.x)
         return self.method.loss(out, batch, stage)
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One epoch of gradient steps of the stage ``epoch`` belongs to; mean loss terms."""
+    def train_epoch(self, epoch: int, optimizer=None, scheduler=None) -> dict[str, float]:
+        """One epoch of gradient steps of the stage ``epoch`` belongs to, by ``optimizer`` and
+        ``scheduler`` (default: the current stage's); mean loss terms."""
+        optimizer = optimizer or self.optimizer
+        scheduler = scheduler or self.scheduler
         _, stage, k = self.stage_of(epoch)
         gen = self.generator(epoch)
         self.net.train()
@@ -385,19 +383,20 @@ class Trainer:
         for idx in _progress(batches, self.cfg.progress and self.dist.is_main, desc):
             terms = self.step_loss(self.batch(idx, gen, stage), stage)
             _check_finite(terms, epoch, steps)
-            self.optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
-            self.optimizer.step()
+            optimizer.step()
             steps += 1
             # Summed on the device: a .item() per step would stall a GPU pipeline every batch.
             for key, v in terms.items():
                 sums[key] = sums.get(key, 0.0) + v.detach().float()
-        self.scheduler.step()
+        scheduler.step()
         means = {f"train_{key}": float(v) / max(steps, 1) for key, v in sums.items()}
         return means | {"steps": steps}
 
     def linear_epoch(self, epoch: int, feats: torch.Tensor) -> dict[str, float]:
-        """One epoch of the linear classifier on frozen training features."""
+        """One epoch of the current stage's linear classifier (its runner's ``linear`` and
+        ``linear_optimizer``) on frozen training features."""
         ds = self.train_set
         gen = self.generator(epoch)
         total, steps = 0.0, 0
@@ -412,7 +411,7 @@ class Trainer:
         return {"train_loss": total / max(steps, 1), "steps": steps}
 
     # -- evaluation --------------------------------------------------------------------------------
-    def _report(self, split: str, pred: torch.Tensor):
+    def report(self, split: str, pred: torch.Tensor):
         ds = self.splits[split]
         return group_report(
             ds.targets.cpu().numpy(),
@@ -421,18 +420,18 @@ class Trainer:
             aligned=ds.aligned_groups,
         )
 
-    def _evaluate(self, classify, splits: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
+    def evaluate(self, classify, splits: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
         """GroupReport numbers of ``classify(split) -> predictions`` on ``splits``, as one
         history row and as the reports themselves."""
         row: dict[str, float] = {}
         reports = {}
         for split in splits:
-            reports[split] = self._report(split, classify(split))
+            reports[split] = self.report(split, classify(split))
             for key, v in reports[split].to_dict().items():
                 row[f"{split}/{key}"] = v
         return row, reports
 
-    def _encode(
+    def encode(
         self, split: str, fn=None, *, what: str = "encoding", delay: float = 0
     ) -> torch.Tensor:
         """``fn`` (default: features) over a whole split; sharded over ranks and re-assembled.
@@ -449,7 +448,7 @@ class Trainer:
         )
         return self.dist.gather_rows(local, len(ds))
 
-    def _model_predictions(self, split: str) -> torch.Tensor:
+    def model_predictions(self, split: str) -> torch.Tensor:
         kept = self._kept.get(split) if self._kept is not None else None
         if kept is None:
             fn = lambda m, x: m(x).argmax(1)  # noqa: E731
@@ -461,35 +460,32 @@ class Trainer:
                 kept.append(feats)
                 return m.fc(feats).argmax(1)
 
-        return self._encode(split, fn=fn, what="evaluating", delay=EVAL_BAR_DELAY_S)
+        return self.encode(split, fn=fn, what="evaluating", delay=EVAL_BAR_DELAY_S)
 
-    # While the run's last evaluation runs: {split: feature batches} (see _evaluate_epoch).
+    # While the run's last evaluation runs: {split: feature batches} (see evaluate_classifier).
     _kept: dict[str, list[torch.Tensor]] | None = None
     # (epoch, {split: features}) of the run's last evaluation, for the representation section.
     _last_features: tuple[int, dict[str, torch.Tensor]] = (0, {})
 
-    def _evaluate_epoch(self, epoch: int, splits: list[str]) -> tuple[dict[str, float], dict]:
-        """:meth:`_evaluate` of the classifier's predictions; the run's last evaluation also
+    def evaluate_classifier(self, epoch: int, splits: list[str]) -> tuple[dict[str, float], dict]:
+        """:meth:`evaluate` of the classifier's predictions; the run's last evaluation also
         keeps the features it computed, so the representation section need not encode again."""
         keep = self.cfg.represent and not self.dist.enabled and epoch + 1 == self.total_epochs
         self._kept = {s: [] for s in splits} if keep else None
         try:
-            out = self._evaluate(self._model_predictions, splits)
+            out = self.evaluate(self.model_predictions, splits)
         finally:
             kept, self._kept = self._kept, None
         if keep:
             self._last_features = (epoch + 1, {s: torch.cat(b) for s, b in kept.items() if b})
         return out
 
-    def _represent_features(self, chosen_epoch: int) -> dict[str, torch.Tensor]:
-        """Features the representation section can reuse instead of encoding again: the
-        linear stage's frozen ones, or the last evaluation's when that epoch was chosen."""
-        if self.stages[-1].kind == LINEAR:
-            return dict(self._frozen)
-        epoch, features = self._last_features
-        return features if epoch == chosen_epoch else {}
+    def last_features(self, epoch: int) -> dict[str, torch.Tensor]:
+        """The features the run's last evaluation kept, by split, if it evaluated ``epoch``."""
+        evaluated, features = self._last_features
+        return features if evaluated == epoch else {}
 
-    def _splits_now(self, epoch: int, final: bool) -> list[str]:
+    def splits_now(self, epoch: int, final: bool) -> list[str]:
         """The evaluation splits of ``epoch``. ``eval_every=N``: all of them every N epochs and at
         the run's last epoch, else only val, in the final stage under a val selection.
         ``eval_every=0`` (only what is read): val every epoch; the test splits only at the last
@@ -503,21 +499,7 @@ class Trainer:
             return list(self.eval_splits)
         return val if final and self.cfg.select != "last" else []
 
-    def _probe_row(self, epoch: int) -> dict[str, float]:
-        probe = self.method.net.probe
-        row = {}
-        for split in PROBE_SPLITS:
-            if split not in self._splits_now(epoch, final=False):
-                continue
-            feats = self._encode(split, what="probing", delay=EVAL_BAR_DELAY_S)
-            with torch.no_grad():
-                pred = probe(feats).argmax(1)
-            rep = self._report(split, pred).to_dict()
-            for m in PROBE_METRICS:
-                row[f"probe/{split}/{m}"] = rep[m]
-        return row
-
-    def _select(self, epoch: int, row: dict[str, float], reports, state_fn) -> None:
+    def select(self, epoch: int, row: dict[str, float], reports, state_fn) -> None:
         """Track the selected epoch under a validation rule; ties go to the later epoch."""
         if self.cfg.select == "last":
             self._last_reports = (epoch + 1, reports)
@@ -582,26 +564,9 @@ class Trainer:
         t0 = time.perf_counter()
         if self._current != index:
             self.enter_stage(index)
-            self._current = index
         row: dict[str, Any] = {"epoch": epoch + 1, "stage": stage.name}
-        final = index == len(self.stages) - 1
         self.eval_seconds = 0.0
-        if stage.kind == LINEAR:
-            row |= self._linear_stage_epoch(epoch, final)
-        else:
-            if stage.kind != REFIT:  # a refit stage changed the classifier in start_stage
-                row["lr"] = self.optimizer.param_groups[0]["lr"]
-                row |= self.train_epoch(epoch)
-            if stage.kind == PRETRAIN:
-                with self._evaluating():
-                    row |= self._probe_row(epoch)
-            else:
-                splits = self._splits_now(epoch, final)
-                with self._evaluating():
-                    evaluated, reports = self._evaluate_epoch(epoch, splits)
-                row |= evaluated
-                if final:
-                    self._select(epoch, row, reports, lambda: {"model": self.model.state_dict()})
+        row |= self._runner.epoch(self, stage, epoch, index == len(self.stages) - 1)
         row["epoch_seconds"] = time.perf_counter() - t0
         # Forward passes over whole splits (evaluation, probing, frozen features) in the epoch.
         row["eval_seconds"] = self.eval_seconds
@@ -614,12 +579,12 @@ class Trainer:
             log_epoch(self, row)  # optional trackers (config.log_to); nothing when unset
         self.log(_epoch_line(row))
 
-    _current: int = -1
     eval_seconds: float = 0.0
+    eval_bar_delay = EVAL_BAR_DELAY_S  # the progress-bar delay of evaluations and probing
     _eval_depth: int = 0
 
     @contextlib.contextmanager
-    def _evaluating(self):
+    def evaluating(self):
         """Add the time of the ``with`` block to :attr:`eval_seconds` (nested blocks once)."""
         t0 = time.perf_counter()
         self._eval_depth += 1
@@ -630,59 +595,28 @@ class Trainer:
             if self._eval_depth == 0:
                 self.eval_seconds += time.perf_counter() - t0
 
-    def _frozen_features(self, split: str) -> torch.Tensor:
-        """The frozen encoder's features of ``split``, encoded on first use (linear stage)."""
-        if split not in self._frozen:
-            # Every rank holds all features and fits the (cheap) linear classifier identically.
-            with self._evaluating():
-                self._frozen[split] = self._encode(split, what="encoding")
-        return self._frozen[split]
-
-    def _linear_predictions(self, split: str) -> torch.Tensor:
-        self.linear.eval()
-        with torch.no_grad():
-            return self.linear(self._frozen_features(split)).argmax(1)
-
-    def _linear_stage_epoch(self, epoch: int, final: bool) -> dict[str, Any]:
-        row: dict[str, Any] = {"lr": self.cfg.linear_lr}
-        row |= self.linear_epoch(epoch, self._frozen_features("train"))
-        with self._evaluating():
-            evaluated, reports = self._evaluate(
-                self._linear_predictions, self._splits_now(epoch, final)
-            )
-        row |= evaluated
-        if final:
-            self._select(epoch, row, reports, lambda: {"linear": self.linear.state_dict()})
-        return row
-
     def _final_reports(self) -> tuple[int, dict[str, Any]]:
         """The selected epoch and its reports: the classifier is put in its selected state and
         the reports computed when that epoch was evaluated are reused (not evaluated twice)."""
         cfg = self.cfg
-        linear = self.stages[-1].kind == LINEAR
-        if linear and self.linear is None:  # resumed after the last epoch: restore the classifier
-            self.enter_stage(len(self.stages) - 1)
+        last = len(self.stages) - 1
+        if self._current != last:  # resumed after the last epoch: restore the final stage
+            self.enter_stage(last)
+        runner = self._runner
         if cfg.select == "last":
             chosen, cached = self.history[-1]["epoch"], getattr(self, "_last_reports", None)
         else:
             chosen, cached = self.best["epoch"], getattr(self, "_best_reports", None)
-            state = self.best["state"]
-            if "model" in state:
-                self.model.load_state_dict(state["model"])
-            if "linear" in state:
-                self.linear.load_state_dict(state["linear"])
+            runner.load_selected(self, self.best["state"])
         reports = dict(cached[1]) if cached is not None and cached[0] == chosen else {}
         # A run resumed after its last epoch, or a selected epoch whose test splits eval_every
         # skipped: evaluate the selected classifier on what is missing, the way the epoch would
         # have (a linear stage: on the frozen features), so the numbers are the same.
-        classify = self._linear_predictions if linear else self._model_predictions
-        with self._evaluating():
+        with self.evaluating():
             for s in self.eval_splits:
                 if s not in reports:
-                    reports[s] = self._report(s, classify(s))
-        if linear:
-            # From here on model(x) is the full classifier: encoder + the fitted linear layer.
-            self.model.fc.load_state_dict(self.linear.state_dict())
+                    reports[s] = self.report(s, runner.predict(self, s))
+        runner.finish(self)
         return chosen, {s: reports[s] for s in self.eval_splits}
 
     def _method_record(self) -> dict[str, Any]:
@@ -761,7 +695,7 @@ class Trainer:
         try:
             return represent(
                 self.model, self.splits, seed=cfg.seed, batch_size=cfg.eval_batch_size,
-                features=self._represent_features(chosen_epoch), log=self.log,
+                features=self._runner.reusable_features(self, chosen_epoch), log=self.log,
             )  # fmt: skip
         except ValueError as err:
             warnings.warn(f"{self.out}: no representation section: {err}", stacklevel=2)
@@ -769,7 +703,7 @@ class Trainer:
 
     def _save_embeddings(self) -> None:
         ds = self.splits["test"]
-        z = self._encode("test").float().cpu().numpy()
+        z = self.encode("test").float().cpu().numpy()
         if not self.dist.is_main:
             return
         arrays = dict(
