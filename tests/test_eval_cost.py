@@ -13,6 +13,7 @@ from conftest import quiet
 
 from debias.cli import main
 from debias.train import TrainConfig, train
+from debias.train import batches as train_batches
 from debias.train import loop as train_loop
 
 
@@ -152,7 +153,8 @@ def test_evaluation_bar_waits_a_few_seconds_and_encoding_bar_does_not(tmp_path, 
         bars.append((desc, delay, enabled))
         return items
 
-    monkeypatch.setattr(train_loop, "_progress", fake_progress)
+    # the one progress helper of the loop's parts (debias.train.batches)
+    monkeypatch.setattr(train_batches, "_progress", fake_progress)
     train(tiny(tmp_path / "r", method="supcon", epochs=1, linear_epochs=1, batch_size=32,
                max_steps=2, progress=True), log=quiet)  # fmt: skip
     encoding = [b for b in bars if b[0].startswith("encoding")]

@@ -62,6 +62,7 @@ from debias.methods.jtt import JTT
 from debias.methods.lff import LfF
 from debias.methods.resample import GroupResample
 from debias.methods.reweight import GroupReweight
+from debias.methods.stages import STAGE_KINDS, StageRunner
 
 __all__ = [
     "BIAS_LABELS",
@@ -71,6 +72,7 @@ __all__ = [
     "NO_BIAS_LABELS",
     "PRETRAIN",
     "REFIT",
+    "STAGE_KINDS",
     "SUPERVISION",
     "TARGET_ONLY",
     "TRAIN",
@@ -91,6 +93,7 @@ __all__ = [
     "Method",
     "Stage",
     "StageHelper",
+    "StageRunner",
     "get_method",
     "register_method",
     "resolve_hparams",

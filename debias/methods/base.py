@@ -8,7 +8,8 @@ A method's life in a run::
     method = MyMethod(context, hparams)         # builds its networks (seeded by the trainer)
     for stage in method.stages():               # e.g. [train] or [pretrain, linear]
         method.start_stage(stage, helper)       # once per stage (JTT re-initialises here)
-        for each epoch of the stage:
+        runner = method.stage_runner(stage)     # what runs its epochs (debias.methods.stages)
+        for each epoch of the stage:            # a gradient stage's runner.epoch does:
             rows = method.epoch_rows(stage, n, generator)   # None: a plain shuffle
             for batch in batches(rows):
                 out = net(batch.x)              # net = method.net (DDP-wrapped when distributed)
@@ -29,6 +30,12 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+# The stage kinds are defined with their runners; re-exported here, where they always were.
+from debias.methods.stages import LINEAR as LINEAR
+from debias.methods.stages import PRETRAIN as PRETRAIN
+from debias.methods.stages import REFIT as REFIT
+from debias.methods.stages import STAGE_KINDS, StageRunner
+from debias.methods.stages import TRAIN as TRAIN
 from debias.space import Distribution
 
 # What a method reads besides the images and the training split's target labels: three kinds,
@@ -72,15 +79,6 @@ def run_supervision(method_kind: str, select: str) -> str:
     return kind
 
 
-# Stage kinds the trainer knows how to run.
-TRAIN = "train"  # gradient steps on method.loss; the classifier is evaluated every epoch
-PRETRAIN = "pretrain"  # gradient steps on method.loss; only the online probe is evaluated
-LINEAR = "linear"  # a linear classifier fitted on frozen features (SupContrast protocol)
-# No gradient steps: the method changes the classifier in start_stage (DFR refits its last layer
-# there); the classifier is then evaluated like a train epoch's. Give it one epoch.
-REFIT = "refit"
-
-
 @dataclass(frozen=True)
 class Stage:
     """One named phase of a method.
@@ -88,8 +86,9 @@ class Stage:
     Attributes:
         name: written to ``history.csv`` (``train``, ``pretrain``, ``linear``, ``identify``...).
         epochs: how many epochs it lasts.
-        kind: how the trainer runs it (:data:`TRAIN`, :data:`PRETRAIN`, :data:`LINEAR` or
-            :data:`REFIT`).
+        kind: what runs it: a key of :data:`~debias.methods.stages.STAGE_KINDS`
+            (:data:`TRAIN`, :data:`PRETRAIN`, :data:`LINEAR`, :data:`REFIT`), or a kind of the
+            method's own, whose runner its :meth:`Method.stage_runner` returns.
         views: augmented views per image in a batch (2 for contrastive losses).
         milestones: epochs (within the stage) where the learning rate is multiplied by
             ``lr_gamma``.
@@ -224,7 +223,7 @@ class StageHelper:
 class Method:
     """Base class of a training method. Subclasses set the class attributes and override
     :meth:`stages` and :meth:`loss` (and, where they need them, :meth:`start_stage`,
-    :meth:`epoch_rows`, :meth:`extra_state`).
+    :meth:`epoch_rows`, :meth:`extra_state`, :meth:`stage_runner`, :meth:`check_config`).
 
     Class attributes:
         name: the registry name (``debias train --method NAME``).
@@ -233,7 +232,10 @@ class Method:
             :data:`TRAIN_BIAS_LABELS`.
         hparams: ``{name: HParam}`` with the defaults of the paper or official code.
         modes: the ``TrainConfig.mode`` values it accepts; the first is the default.
-        uses_contrastive_options: whether ``temperature``/``loss_options``/... apply.
+        config_options: the ``TrainConfig`` options that only some methods read (those
+            declared with ``only_for``: ``temperature``, ``base_temperature``,
+            ``loss_options``, ``lambda_con``) that this one reads; another one given to it is
+            an error (a setting that changes nothing is never recorded as if it did).
         paper: one line naming the paper and the official code.
     """
 
@@ -241,8 +243,14 @@ class Method:
     supervision: ClassVar[str] = TARGET_ONLY
     hparams: ClassVar[dict[str, HParam]] = {}
     modes: ClassVar[tuple[str, ...]] = ("ce",)
-    uses_contrastive_options: ClassVar[bool] = False
+    config_options: ClassVar[tuple[str, ...]] = ()
     paper: ClassVar[str] = ""
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """Reject a ``TrainConfig`` this method cannot run, with a one-line reason; called
+        when the config is made (its ``config_options`` and hyper-parameters are checked
+        there already), so that a sweep's dry run catches it before any data loads."""
 
     def __init__(self, ctx: Context, hp: dict[str, Any]) -> None:
         self.ctx = ctx
@@ -268,6 +276,18 @@ class Method:
 
     def start_stage(self, stage: Stage, helper: StageHelper) -> None:
         """Called once when ``stage`` begins (not again when a run resumes inside it)."""
+
+    def stage_runner(self, stage: Stage) -> StageRunner:
+        """What runs the epochs of ``stage``: the built-in runner of its kind. A method with a
+        stage kind of its own returns its own :class:`~debias.methods.stages.StageRunner`."""
+        try:
+            return STAGE_KINDS[stage.kind]()
+        except KeyError:
+            raise ValueError(
+                f"{type(self).__name__}: stage {stage.name!r} has kind {stage.kind!r}, which no "
+                f"built-in runner runs ({sorted(STAGE_KINDS)}); return its StageRunner from "
+                "stage_runner()"
+            ) from None
 
     def epoch_rows(self, stage: Stage, n: int, generator: torch.Generator) -> torch.Tensor | None:
         """The training rows of one epoch, in order; ``None`` means a plain shuffle of all."""

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from debias.losses import LOSSES, get_loss
+from debias.losses import LOSSES, check_loss_options, get_loss, loss_parameters
 from debias.methods.base import (
     BIAS_LABELS,
     LINEAR,
@@ -34,14 +34,15 @@ from debias.models import LinearProbe, ProjectionHead
 TWO_STAGE, JOINT = "two-stage", "joint"
 
 
-def contrastive_loss_options(cfg) -> dict[str, Any]:
-    """The keyword arguments of the run's contrastive loss (CACR takes no temperature)."""
+def contrastive_loss_options(cfg, loss_name: str | None = None) -> dict[str, Any]:
+    """The keyword arguments of the run's contrastive loss: ``loss_options``, and each field of
+    :attr:`Contrastive.loss_fields` that is set and that the loss takes (its ``__init__``
+    says so: CACR takes no temperature). ``loss_name``: default ``cfg.method``."""
+    takes = loss_parameters(loss_name or cfg.method)
     kw = dict(cfg.loss_options)
-    if cfg.method != "cacr":
-        if cfg.temperature is not None:
-            kw.setdefault("temperature", cfg.temperature)
-        if cfg.base_temperature is not None:
-            kw.setdefault("base_temperature", cfg.base_temperature)
+    for name in Contrastive.loss_fields:
+        if name in takes and getattr(cfg, name) is not None:
+            kw.setdefault(name, getattr(cfg, name))
     return kw
 
 
@@ -50,12 +51,27 @@ class Contrastive(Method):
 
     loss_name = ""
     modes = (TWO_STAGE, JOINT)
-    uses_contrastive_options = True
+    config_options = ("temperature", "base_temperature", "loss_options", "lambda_con")
+    # The TrainConfig fields handed to the loss as the keyword argument of that name.
+    loss_fields = ("temperature", "base_temperature")
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """``lambda_con`` only in mode joint; ``loss_options`` a mapping the loss takes
+        (checked here, not when the loss is built after the data has loaded)."""
+        if cfg.mode != JOINT and cfg.lambda_con != 1.0:
+            raise ValueError(
+                f"lambda_con={cfg.lambda_con} applies to mode 'joint' only, not {cfg.mode!r}"
+            )
+        if cls.loss_name:
+            if not isinstance(cfg.loss_options, dict):
+                raise ValueError(f"loss_options must be a mapping, got {cfg.loss_options!r}")
+            check_loss_options(cls.loss_name, cfg.loss_options)
 
     def build(self):
         cfg, ctx = self.cfg, self.ctx
         self.model = ctx.build_model()
-        self.criterion = get_loss(self.loss_name, **contrastive_loss_options(cfg))
+        self.criterion = get_loss(self.loss_name, **contrastive_loss_options(cfg, self.loss_name))
         head = ProjectionHead(self.model.feature_dim).to(ctx.device)
         if cfg.mode == JOINT:
             return EncoderWithHeads(self.model, head, None, use_fc=True)

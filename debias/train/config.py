@@ -13,7 +13,6 @@ from debias._checks import check_number as _check_number
 from debias._hints import did_you_mean, unknown_names
 from debias.data.registry import DATASETS
 from debias.data.spec import COMMON_OPTIONS, DatasetSpec
-from debias.losses import check_loss_options
 from debias.methods import METHODS, get_method, resolve_hparams
 from debias.space import SUBPOPBENCH, Distribution, LogUniform
 from debias.train.logging_backends import check_log_to
@@ -64,15 +63,23 @@ OPTION_GROUPS = {
 
 
 def _opt(
-    default: Any, group: str, help: str, *, search: Distribution | None = None, **cli: Any
+    default: Any,
+    group: str,
+    help: str,
+    *,
+    search: Distribution | None = None,
+    only_for: str | None = None,
+    **cli: Any,
 ) -> Any:
     """A TrainConfig field with its command-line facts: ``group`` (a key of
     :data:`OPTION_GROUPS`), ``help``, and ``cli`` extras (``flag``: another flag name than
     ``--field-name``; ``choices``; ``false_flag``: a flag that sets a bool False;
     ``required``: the command line must give it, directly or in ``--config``). A callable
     ``default`` is a default factory. ``search``: the distribution a sweep's random search
-    draws the option from (:func:`search_spaces`)."""
-    meta = {"group": group, "help": help, "cli": cli, "search": search}
+    draws the option from (:func:`search_spaces`). ``only_for``: the option is read only by
+    the methods that name it in ``Method.config_options``; the text names them in the error
+    a method that does not read it gives (e.g. ``"contrastive-loss"``)."""
+    meta = {"group": group, "help": help, "cli": cli, "search": search, "only_for": only_for}
     if callable(default):
         return field(default_factory=default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -190,10 +197,16 @@ class TrainConfig:
         None, "method", "resnet18: local file of ImageNet weights (never downloaded)"
     )
     temperature: float | None = _opt(
-        None, "method", "InfoNCE temperature (the loss's default if omitted)"
+        None,
+        "method",
+        "InfoNCE temperature (the loss's default if omitted)",
+        only_for="contrastive-loss",
     )
     base_temperature: float | None = _opt(
-        None, "method", "SupContrast scale tau/tau_base (the loss's default if omitted)"
+        None,
+        "method",
+        "SupContrast scale tau/tau_base (the loss's default if omitted)",
+        only_for="contrastive-loss",
     )
     loss_options: dict[str, Any] = _opt(
         dict,
@@ -201,8 +214,11 @@ class TrainConfig:
         "keyword argument of the contrastive loss (repeatable), e.g. for cacr tau_neg=2.0 or "
         "symmetric=true, for fairkl lambda_fairkl=0.5; one the loss does not take is an error",
         flag="--loss-option",
+        only_for="contrastive-loss",
     )
-    lambda_con: float = _opt(1.0, "method", "joint mode: weight of the contrastive term")
+    lambda_con: float = _opt(
+        1.0, "method", "joint mode: weight of the contrastive term", only_for="contrastive-loss"
+    )
     method_options: dict[str, Any] = _opt(
         dict,
         "method",
@@ -363,31 +379,8 @@ class TrainConfig:
                 f"{list(cls.modes)} (cross-entropy runs use mode 'ce'; contrastive methods use "
                 "'two-stage' or 'joint')"
             )
-        if not cls.uses_contrastive_options:
-            given = [
-                k
-                for k, unset in (
-                    ("temperature", None),
-                    ("base_temperature", None),
-                    ("loss_options", {}),
-                    ("lambda_con", 1.0),
-                )
-                if getattr(self, k) != unset
-            ]
-            if given:
-                raise ValueError(
-                    f"method {self.method!r} takes no contrastive-loss option, got "
-                    f"{', '.join(given)}; these apply to the contrastive methods only"
-                )
-        elif self.mode != "joint" and self.lambda_con != 1.0:
-            raise ValueError(
-                f"lambda_con={self.lambda_con} applies to mode 'joint' only, not {self.mode!r}"
-            )
-        if cls.uses_contrastive_options and getattr(cls, "loss_name", None):
-            if not isinstance(self.loss_options, dict):
-                raise ValueError(f"loss_options must be a mapping, got {self.loss_options!r}")
-            # here, not when the loss is built after the data has loaded
-            check_loss_options(cls.loss_name, self.loss_options)
+        _check_only_for(self, cls)
+        cls.check_config(self)
         if not isinstance(self.method_options, dict):
             raise ValueError(f"method_options must be a mapping, got {self.method_options!r}")
         resolve_hparams(self.method, self.method_options)  # raises on an unknown option
@@ -454,6 +447,24 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"--config {path}: " + unknown_names("training option", unknown, names))
     return data
+
+
+def _check_only_for(cfg: TrainConfig, cls: type) -> None:
+    """An option only some methods read (declared ``only_for``) is left unset unless the
+    run's method reads it (names it in its ``config_options``)."""
+    given: dict[str, list[str]] = {}
+    for f in dataclasses.fields(cfg):
+        kind = f.metadata.get("only_for")
+        unset = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if kind and f.name not in cls.config_options and getattr(cfg, f.name) != unset:
+            given.setdefault(kind, []).append(f.name)
+    if given:
+        kind, names = next(iter(given.items()))
+        readers = [n for n in METHODS if set(names) & set(METHODS[n].config_options)]
+        raise ValueError(
+            f"method {cfg.method!r} takes no {kind} option, got {', '.join(names)}; these "
+            f"apply to the methods {', '.join(readers)} only"
+        )
 
 
 def _check_applies(cfg: TrainConfig, spec: DatasetSpec) -> None:

@@ -1,13 +1,15 @@
 """One training run, start to finish: data → method → stages → selection → files.
 
-The loop knows no method by name: a :class:`~debias.methods.Method` names its stages and turns
-a batch into loss terms (see :mod:`debias.methods.base`). Stage kinds:
+The loop knows no method and no stage kind by name: a :class:`~debias.methods.Method` names
+its stages, turns a batch into loss terms (see :mod:`debias.methods.base`) and gives each stage
+the :class:`~debias.methods.stages.StageRunner` that runs its epochs. The built-in kinds:
 
 - ``train``: gradient steps on the method's loss; the classifier is evaluated every epoch.
 - ``pretrain``: gradient steps on the method's loss (a contrastive pretraining); an *online
   linear probe* (a linear layer on detached features, trained alongside) is evaluated instead,
   so convergence is visible epoch by epoch.
 - ``linear``: a linear classifier fitted on frozen features (the SupContrast/ConTeX protocol).
+- ``refit``: no gradient steps (the method changed the classifier when the stage started).
 
 Every evaluated epoch gets a GroupReport on each evaluation split. The reported epoch is chosen by
 ``config.select`` among the epochs of the method's final stage, never on a test split. Files
@@ -18,63 +20,36 @@ complete) and, with ``save_embeddings``, ``embeddings.npz``.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import dataclasses
-import math
-import platform
-import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from debias._atomic import atomic_write
 from debias.data.augment import AugmentConfig, BatchAugment
 from debias.data.base import TensorImageDataset
 from debias.data.registry import dataset_spec, load_splits
 from debias.methods import (
-    LINEAR,
-    PRETRAIN,
-    REFIT,
-    SUPERVISION,
     TRAIN_BIAS_LABELS,
-    VAL_BIAS_LABELS,
-    Batch,
     Context,
-    Stage,
-    StageHelper,
     get_method,
     resolve_hparams,
-    run_supervision,
 )
-from debias.metrics import group_report
+from debias.methods.stages import StageRunner
 from debias.models import build_model
 from debias.train import runfolder
-from debias.train.checkpoint import save_json, save_text, save_torch
-from debias.train.config import RunConflictError, TrainConfig
+from debias.train.batches import TrainerBatches, _check_finite, _progress  # noqa: F401 (re-exported)
+from debias.train.checkpoint import save_text, save_torch
+from debias.train.config import TrainConfig
 from debias.train.distributed import DistContext
-from debias.train.evaluate import encode
 from debias.train.logging_backends import log_epoch
-from debias.train.represent import KEY as REPRESENTATION
-from debias.train.represent import represent
-from debias.train.runfolder import CHECKPOINT, EMBEDDINGS, HISTORY, METRICS, MODEL
-
-# Version of the checkpoint layout; a checkpoint of another layout is refused, not misread.
-CHECKPOINT_FORMAT = 2
-
-# Probe numbers logged per epoch during contrastive pretraining (convergence curves).
-PROBE_SPLITS = ("val", "test")
-PROBE_METRICS = ("accuracy", "unbiased_accuracy")
-# A per-epoch evaluation shows a progress bar only when it takes longer than this.
-EVAL_BAR_DELAY_S = 3.0
+from debias.train.record import TrainerRecord, versions  # noqa: F401 (re-exported)
+from debias.train.runfolder import CHECKPOINT, HISTORY, METRICS, MODEL
+from debias.train.selection import EVAL_BAR_DELAY_S, TrainerSelection  # noqa: F401 (re-exported)
+from debias.train.stages import CHECKPOINT_FORMAT, TrainerStages  # noqa: F401 (re-exported)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -99,23 +74,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def versions() -> dict[str, str]:
-    import debias
-
-    out = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "debias": debias.__version__,
-    }
-    for name in ("torch", "torchvision", "numpy", "pandas", "sklearn", "fairlearn"):
-        try:
-            out[name] = __import__(name).__version__
-        except Exception:  # a missing optional package is not a reason to fail a run
-            out[name] = "not installed"
-    return out
-
-
-class Trainer:
+# The Trainer's parts, one module per job (stages and checkpoints, batches and gradient steps,
+# evaluation and selection, the run record); their names are re-exported here, where they were.
+class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
     """Runs one :class:`TrainConfig` with the method it names. Use :func:`train` unless you
     need the pieces (``load_data``, ``build``, ``batches``, ``inputs``, ``train_epoch``).
 
@@ -184,11 +145,9 @@ class Trainer:
             self.net = DistributedDataParallel(self.method.net, device_ids=ids)
         self.stages = self.method.stages()
         self.stage_started = -1  # index of the last stage whose start_stage has run
-        self.optimizer = self.scheduler = None
-        self.linear: nn.Module | None = None
-        self.linear_optimizer = None
-        self._saved_optim: dict[str, Any] = {}
-        self._frozen: dict[str, torch.Tensor] = {}
+        self._runner: StageRunner | None = None  # the runner of the stage entered last
+        self._current = -1  # its index
+        self._saved_stage: dict[str, Any] = {}  # a checkpoint's runner entries
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None  # {"epoch", "value", "state"} under val selection
         self.epochs_done = 0
@@ -206,333 +165,6 @@ class Trainer:
     def model(self) -> nn.Module:
         """The classifier the run evaluates and saves (``features`` + ``fc``)."""
         return self.method.classifier
-
-    @property
-    def total_epochs(self) -> int:
-        return sum(s.epochs for s in self.stages)
-
-    def stage_of(self, epoch: int) -> tuple[int, Stage, int]:
-        """``(stage index, stage, epoch within the stage)`` of a run-wide 0-based epoch."""
-        first = 0
-        for i, stage in enumerate(self.stages):
-            if epoch < first + stage.epochs:
-                return i, stage, epoch - first
-            first += stage.epochs
-        raise IndexError(f"epoch {epoch + 1} is past the last stage ({self.total_epochs} epochs)")
-
-    # -- stages ------------------------------------------------------------------------------------
-    def enter_stage(self, index: int) -> None:
-        """Start stage ``index`` (once per run) and give it its optimizer, restored on resume."""
-        stage = self.stages[index]
-        fresh = index > self.stage_started
-        if fresh:
-            reads_val = type(self.method).supervision in (VAL_BIAS_LABELS, TRAIN_BIAS_LABELS)
-            helper = StageHelper(
-                lambda: self._model_predictions("train"),
-                self.log,
-                lambda split, rows=None: encode(
-                    self.model, self.splits[split], batch_size=self.cfg.eval_batch_size, rows=rows
-                ),
-                self.splits.get("val") if reads_val else None,
-            )
-            self.method.start_stage(stage, helper)
-            self.stage_started = index
-        if stage.kind == REFIT:  # no gradient steps, no optimizer
-            return
-        saved = {} if fresh else self._saved_optim
-        if stage.kind == LINEAR:
-            self._make_linear()
-            if saved.get("linear") is not None:
-                self.linear.load_state_dict(saved["linear"])
-                self.linear_optimizer.load_state_dict(saved["linear_optimizer"])
-            return
-        cfg = self.cfg
-        self.optimizer = torch.optim.Adam(
-            self.method.trainable(stage), lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(stage.milestones), gamma=cfg.lr_gamma
-        )
-        if saved.get("optimizer") is not None:
-            self.optimizer.load_state_dict(saved["optimizer"])
-            self.scheduler.load_state_dict(saved["scheduler"])
-
-    def _make_linear(self) -> None:
-        ds = self.train_set
-        torch.manual_seed(self.cfg.seed + 1)
-        self.linear = nn.Linear(self.model.feature_dim, ds.num_classes).to(self.device)
-        self.linear_optimizer = torch.optim.Adam(self.linear.parameters(), lr=self.cfg.linear_lr)
-
-    # -- checkpointing ---------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        """Everything a resumed run needs (written to ``checkpoint.pt`` after every epoch)."""
-
-        def sd(m):
-            return None if m is None else m.state_dict()
-
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "config": self.cfg.identity(),
-            "epochs_done": self.epochs_done,
-            "elapsed": self.elapsed,
-            "method": self.method.state_dict(),
-            "stage_started": self.stage_started,
-            "optimizer": sd(self.optimizer),
-            "scheduler": sd(self.scheduler),
-            "linear": sd(self.linear),
-            "linear_optimizer": sd(self.linear_optimizer),
-            "history": self.history,
-            "best": self.best,
-        }
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Load a :meth:`state` (the optimizer of the current stage is restored on entering it)."""
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise RunConflictError(
-                f"{self.out / CHECKPOINT} was written by an older debias (checkpoint format "
-                f"{state.get('format', 1)}, expected {CHECKPOINT_FORMAT}); rerun with --force "
-                "to start this run over"
-            )
-        runfolder.check_same_run(state["config"], self.cfg, self.out, "a checkpoint")
-        self.method.load_state_dict(state["method"])
-        self.stage_started = state["stage_started"]
-        self._saved_optim = {
-            k: state[k] for k in ("optimizer", "scheduler", "linear", "linear_optimizer")
-        }
-        self.history = state["history"]
-        self.best = state["best"]
-        self.epochs_done = state["epochs_done"]
-        self.elapsed = state["elapsed"]
-
-    # -- batches ---------------------------------------------------------------------------------
-    def generator(self, epoch: int) -> torch.Generator:
-        """The random stream of one epoch (batch order, augmentation, resampling)."""
-        # One stream per (seed, epoch): a resumed run draws exactly what an uninterrupted one would.
-        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-
-    def batches(self, n: int, gen: torch.Generator, rows: torch.Tensor | None = None):
-        """Batches of training rows: a shuffle of ``range(n)``, or ``rows`` in the given order."""
-        order = torch.randperm(n, generator=gen) if rows is None else rows
-        bs = self.cfg.batch_size
-        m = len(order)
-        # Drop a ragged last batch of size 1: BatchNorm and contrastive losses need >= 2 rows.
-        steps = m // bs + (1 if m % bs > 1 else 0)
-        if self.cfg.max_steps is not None:
-            steps = min(steps, self.cfg.max_steps)
-        for s in range(steps):
-            yield self.dist.shard(order[s * bs : (s + 1) * bs]).to(self.device)
-
-    def inputs(self, idx: torch.Tensor, gen, *, two_view: bool, augment: bool) -> torch.Tensor:
-        """The network input of one batch: normalised float images ``[B, C, H, W]``, or with
-        ``two_view`` two views stacked view-major ``[2B, C, H, W]`` (row ``v·B + i``); without
-        ``augment`` the two views are the same image.
-
-        This is the whole data path of training; ``bench/`` times exactly this method.
-        """
-        ds = self.train_set
-        # index_select is ~3x faster than advanced indexing for a uint8 batch on the CPU.
-        raw = ds.images.index_select(0, idx)
-        c = raw.shape[1]
-        mean = torch.tensor(ds.mean, device=raw.device).view(1, c, 1, 1)
-        std = torch.tensor(ds.std, device=raw.device).view(1, c, 1, 1)
-        if not augment:
-            # (x / 255 - mean) / std as one in-place multiply-add on the fresh float copy.
-            x = raw.float().mul_(1.0 / (255.0 * std)).add_(-mean / std)
-            if two_view:
-                x = torch.cat([x, x], 0)
-        else:
-            x01 = raw.float().mul_(1.0 / 255.0)
-            if two_view:
-                # Same random draws as BatchAugment.views, without its [B, V, ...] stack copy.
-                x = torch.cat([self.augment(x01, gen), self.augment(x01, gen)], 0)
-            else:
-                x = self.augment(x01, gen)
-            x = x.sub_(mean).div_(std)
-        if self.cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    def batch(self, idx: torch.Tensor, gen, stage: Stage) -> Batch:
-        """One :class:`Batch` as the method sees it (bias labels only if it reads them)."""
-        ds = self.train_set
-        if stage.views not in (1, 2):
-            raise ValueError(f"stage {stage.name!r}: views must be 1 or 2, got {stage.views}")
-        x = self.inputs(idx, gen, two_view=stage.views == 2, augment=bool(self.cfg.augment))
-        bias = ds.bias[idx] if self.reads_bias else None
-        return Batch(index=idx, x=x, y=ds.targets[idx], bias=bias, views=stage.views)
-
-    # -- one epoch ---------------------------------------------------------------------------------
-    def _autocast(self):
-        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else None
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
-
-    def step_loss(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
-        """The loss terms of one batch; ``terms["loss"]`` is what is minimised."""
-        with self._autocast():
-            out = self.net(batch.x)
-        return self.method.loss(out, batch, stage)
-
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One epoch of gradient steps of the stage ``epoch`` belongs to; mean loss terms."""
-        _, stage, k = self.stage_of(epoch)
-        gen = self.generator(epoch)
-        self.net.train()
-        sums: dict[str, torch.Tensor] = {}
-        steps = 0
-        rows = self.method.epoch_rows(stage, len(self.train_set), gen)
-        batches = list(self.batches(len(self.train_set), gen, rows))
-        desc = f"{stage.name} epoch {k + 1}/{stage.epochs}"
-        for idx in _progress(batches, self.cfg.progress and self.dist.is_main, desc):
-            terms = self.step_loss(self.batch(idx, gen, stage), stage)
-            _check_finite(terms, epoch, steps)
-            self.optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            self.optimizer.step()
-            steps += 1
-            # Summed on the device: a .item() per step would stall a GPU pipeline every batch.
-            for key, v in terms.items():
-                sums[key] = sums.get(key, 0.0) + v.detach().float()
-        self.scheduler.step()
-        means = {f"train_{key}": float(v) / max(steps, 1) for key, v in sums.items()}
-        return means | {"steps": steps}
-
-    def linear_epoch(self, epoch: int, feats: torch.Tensor) -> dict[str, float]:
-        """One epoch of the linear classifier on frozen training features."""
-        ds = self.train_set
-        gen = self.generator(epoch)
-        total, steps = 0.0, 0
-        self.linear.train()
-        for idx in self.batches(len(ds), gen):
-            loss = F.cross_entropy(self.linear(feats[idx]), ds.targets[idx])
-            self.linear_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.linear_optimizer.step()
-            total += float(loss.detach())
-            steps += 1
-        return {"train_loss": total / max(steps, 1), "steps": steps}
-
-    # -- evaluation --------------------------------------------------------------------------------
-    def _report(self, split: str, pred: torch.Tensor):
-        ds = self.splits[split]
-        return group_report(
-            ds.targets.cpu().numpy(),
-            pred.cpu().numpy(),
-            ds.bias.cpu().numpy(),
-            aligned=ds.aligned_groups,
-        )
-
-    def _evaluate(self, classify, splits: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
-        """GroupReport numbers of ``classify(split) -> predictions`` on ``splits``, as one
-        history row and as the reports themselves."""
-        row: dict[str, float] = {}
-        reports = {}
-        for split in splits:
-            reports[split] = self._report(split, classify(split))
-            for key, v in reports[split].to_dict().items():
-                row[f"{split}/{key}"] = v
-        return row, reports
-
-    def _encode(
-        self, split: str, fn=None, *, what: str = "encoding", delay: float = 0
-    ) -> torch.Tensor:
-        """``fn`` (default: features) over a whole split; sharded over ranks and re-assembled.
-        A progress bar appears after ``delay`` seconds (evaluations: only the slow ones)."""
-        ds = self.splits[split]
-        rows = torch.arange(self.dist.rank, len(ds), self.dist.world_size)
-        enabled = self.cfg.progress and self.dist.is_main
-
-        def wrap(starts):
-            return _progress(starts, enabled, f"{what} {split} ({len(ds):,} images)", delay=delay)
-
-        local = encode(
-            self.model, ds, batch_size=self.cfg.eval_batch_size, fn=fn, rows=rows, wrap=wrap
-        )
-        return self.dist.gather_rows(local, len(ds))
-
-    def _model_predictions(self, split: str) -> torch.Tensor:
-        kept = self._kept.get(split) if self._kept is not None else None
-        if kept is None:
-            fn = lambda m, x: m(x).argmax(1)  # noqa: E731
-        else:
-            # The run's last evaluation keeps the features for the representation section;
-            # m(x) is m.fc(m.features(x)), so the predictions are the same, bit for bit.
-            def fn(m, x):
-                feats = m.features(x)
-                kept.append(feats)
-                return m.fc(feats).argmax(1)
-
-        return self._encode(split, fn=fn, what="evaluating", delay=EVAL_BAR_DELAY_S)
-
-    # While the run's last evaluation runs: {split: feature batches} (see _evaluate_epoch).
-    _kept: dict[str, list[torch.Tensor]] | None = None
-    # (epoch, {split: features}) of the run's last evaluation, for the representation section.
-    _last_features: tuple[int, dict[str, torch.Tensor]] = (0, {})
-
-    def _evaluate_epoch(self, epoch: int, splits: list[str]) -> tuple[dict[str, float], dict]:
-        """:meth:`_evaluate` of the classifier's predictions; the run's last evaluation also
-        keeps the features it computed, so the representation section need not encode again."""
-        keep = self.cfg.represent and not self.dist.enabled and epoch + 1 == self.total_epochs
-        self._kept = {s: [] for s in splits} if keep else None
-        try:
-            out = self._evaluate(self._model_predictions, splits)
-        finally:
-            kept, self._kept = self._kept, None
-        if keep:
-            self._last_features = (epoch + 1, {s: torch.cat(b) for s, b in kept.items() if b})
-        return out
-
-    def _represent_features(self, chosen_epoch: int) -> dict[str, torch.Tensor]:
-        """Features the representation section can reuse instead of encoding again: the
-        linear stage's frozen ones, or the last evaluation's when that epoch was chosen."""
-        if self.stages[-1].kind == LINEAR:
-            return dict(self._frozen)
-        epoch, features = self._last_features
-        return features if epoch == chosen_epoch else {}
-
-    def _splits_now(self, epoch: int, final: bool) -> list[str]:
-        """The evaluation splits of ``epoch``. ``eval_every=N``: all of them every N epochs and at
-        the run's last epoch, else only val, in the final stage under a val selection.
-        ``eval_every=0`` (only what is read): val every epoch; the test splits only at the last
-        epoch under ``select: last`` (under a val selection :meth:`_final_reports` evaluates
-        them once, on the selected state)."""
-        every, last = self.cfg.eval_every, epoch + 1 == self.total_epochs
-        val = ["val"] if "val" in self.splits else []
-        if every == 0:
-            return list(self.eval_splits) if last and self.cfg.select == "last" else val
-        if (epoch + 1) % every == 0 or last:
-            return list(self.eval_splits)
-        return val if final and self.cfg.select != "last" else []
-
-    def _probe_row(self, epoch: int) -> dict[str, float]:
-        probe = self.method.net.probe
-        row = {}
-        for split in PROBE_SPLITS:
-            if split not in self._splits_now(epoch, final=False):
-                continue
-            feats = self._encode(split, what="probing", delay=EVAL_BAR_DELAY_S)
-            with torch.no_grad():
-                pred = probe(feats).argmax(1)
-            rep = self._report(split, pred).to_dict()
-            for m in PROBE_METRICS:
-                row[f"probe/{split}/{m}"] = rep[m]
-        return row
-
-    def _select(self, epoch: int, row: dict[str, float], reports, state_fn) -> None:
-        """Track the selected epoch under a validation rule; ties go to the later epoch."""
-        if self.cfg.select == "last":
-            self._last_reports = (epoch + 1, reports)
-            return
-        value = row.get(self.cfg.select)
-        if value is None:
-            raise ValueError(
-                f"select={self.cfg.select!r}: no such validation metric; available: "
-                f"{sorted(k for k in row if k.startswith('val/'))}"
-            )
-        # A later epoch wins a tie: at high bias many epochs share worst-group 0.0, and the
-        # later one has seen more training.
-        if self.best is None or (not math.isnan(value) and not value < self.best["value"]):
-            self.best = {"epoch": epoch + 1, "value": value, "state": copy.deepcopy(state_fn())}
-            self._best_reports = (epoch + 1, reports)
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, *, force: bool = False) -> dict[str, Any]:
@@ -582,26 +214,9 @@ class Trainer:
         t0 = time.perf_counter()
         if self._current != index:
             self.enter_stage(index)
-            self._current = index
         row: dict[str, Any] = {"epoch": epoch + 1, "stage": stage.name}
-        final = index == len(self.stages) - 1
         self.eval_seconds = 0.0
-        if stage.kind == LINEAR:
-            row |= self._linear_stage_epoch(epoch, final)
-        else:
-            if stage.kind != REFIT:  # a refit stage changed the classifier in start_stage
-                row["lr"] = self.optimizer.param_groups[0]["lr"]
-                row |= self.train_epoch(epoch)
-            if stage.kind == PRETRAIN:
-                with self._evaluating():
-                    row |= self._probe_row(epoch)
-            else:
-                splits = self._splits_now(epoch, final)
-                with self._evaluating():
-                    evaluated, reports = self._evaluate_epoch(epoch, splits)
-                row |= evaluated
-                if final:
-                    self._select(epoch, row, reports, lambda: {"model": self.model.state_dict()})
+        row |= self._runner.epoch(self, stage, epoch, index == len(self.stages) - 1)
         row["epoch_seconds"] = time.perf_counter() - t0
         # Forward passes over whole splits (evaluation, probing, frozen features) in the epoch.
         row["eval_seconds"] = self.eval_seconds
@@ -613,186 +228,6 @@ class Trainer:
             save_text(pd.DataFrame(self.history).to_csv(index=False), self.out / HISTORY)
             log_epoch(self, row)  # optional trackers (config.log_to); nothing when unset
         self.log(_epoch_line(row))
-
-    _current: int = -1
-    eval_seconds: float = 0.0
-    _eval_depth: int = 0
-
-    @contextlib.contextmanager
-    def _evaluating(self):
-        """Add the time of the ``with`` block to :attr:`eval_seconds` (nested blocks once)."""
-        t0 = time.perf_counter()
-        self._eval_depth += 1
-        try:
-            yield
-        finally:
-            self._eval_depth -= 1
-            if self._eval_depth == 0:
-                self.eval_seconds += time.perf_counter() - t0
-
-    def _frozen_features(self, split: str) -> torch.Tensor:
-        """The frozen encoder's features of ``split``, encoded on first use (linear stage)."""
-        if split not in self._frozen:
-            # Every rank holds all features and fits the (cheap) linear classifier identically.
-            with self._evaluating():
-                self._frozen[split] = self._encode(split, what="encoding")
-        return self._frozen[split]
-
-    def _linear_predictions(self, split: str) -> torch.Tensor:
-        self.linear.eval()
-        with torch.no_grad():
-            return self.linear(self._frozen_features(split)).argmax(1)
-
-    def _linear_stage_epoch(self, epoch: int, final: bool) -> dict[str, Any]:
-        row: dict[str, Any] = {"lr": self.cfg.linear_lr}
-        row |= self.linear_epoch(epoch, self._frozen_features("train"))
-        with self._evaluating():
-            evaluated, reports = self._evaluate(
-                self._linear_predictions, self._splits_now(epoch, final)
-            )
-        row |= evaluated
-        if final:
-            self._select(epoch, row, reports, lambda: {"linear": self.linear.state_dict()})
-        return row
-
-    def _final_reports(self) -> tuple[int, dict[str, Any]]:
-        """The selected epoch and its reports: the classifier is put in its selected state and
-        the reports computed when that epoch was evaluated are reused (not evaluated twice)."""
-        cfg = self.cfg
-        linear = self.stages[-1].kind == LINEAR
-        if linear and self.linear is None:  # resumed after the last epoch: restore the classifier
-            self.enter_stage(len(self.stages) - 1)
-        if cfg.select == "last":
-            chosen, cached = self.history[-1]["epoch"], getattr(self, "_last_reports", None)
-        else:
-            chosen, cached = self.best["epoch"], getattr(self, "_best_reports", None)
-            state = self.best["state"]
-            if "model" in state:
-                self.model.load_state_dict(state["model"])
-            if "linear" in state:
-                self.linear.load_state_dict(state["linear"])
-        reports = dict(cached[1]) if cached is not None and cached[0] == chosen else {}
-        # A run resumed after its last epoch, or a selected epoch whose test splits eval_every
-        # skipped: evaluate the selected classifier on what is missing, the way the epoch would
-        # have (a linear stage: on the frozen features), so the numbers are the same.
-        classify = self._linear_predictions if linear else self._model_predictions
-        with self._evaluating():
-            for s in self.eval_splits:
-                if s not in reports:
-                    reports[s] = self._report(s, classify(s))
-        if linear:
-            # From here on model(x) is the full classifier: encoder + the fitted linear layer.
-            self.model.fc.load_state_dict(self.linear.state_dict())
-        return chosen, {s: reports[s] for s in self.eval_splits}
-
-    def _method_record(self) -> dict[str, Any]:
-        cls = type(self.method)
-        return {
-            "name": cls.name,
-            "supervision": cls.supervision,
-            "supervision_text": SUPERVISION[cls.supervision],
-            "hparams": dict(self.method.hp),
-            "stages": [dataclasses.asdict(s) for s in self.stages],
-            "paper": cls.paper,
-            **self.method.record(),
-        }
-
-    def _finish(self) -> dict[str, Any]:
-        cfg = self.cfg
-        self.eval_seconds = 0.0
-        chosen_epoch, reports = self._final_reports()
-        eval_seconds = self.eval_seconds + sum(r.get("eval_seconds", 0.0) for r in self.history)
-        rule = "last epoch" if cfg.select == "last" else f"best {cfg.select} (validation split)"
-        rule += "; ties go to the later epoch" if cfg.select != "last" else ""
-        result = {
-            "config": cfg.to_dict(),
-            "method": self._method_record(),
-            # What the whole run read: the method's kind, raised by a selection on a validation
-            # metric that needs bias labels.
-            "supervision": run_supervision(type(self.method).supervision, cfg.select),
-            "selection": {
-                "rule": cfg.select,
-                "description": rule,
-                "epoch": chosen_epoch,
-                "stage": self.stages[-1].name,
-            },
-            "splits": {
-                split: {**rep.to_dict(), "groups": rep.groups.to_dict(orient="records")}
-                for split, rep in reports.items()
-            },
-            "data": {
-                split: {
-                    "n": len(ds),
-                    "aligned_groups": [list(g) for g in ds.aligned_groups],
-                    "n_aligned": int(ds.aligned.sum()),
-                    # files the loader skipped (off-pattern names, unreadable images), by reason
-                    "skipped": dict(getattr(ds, "skipped", {}) or {}),
-                    "class_names": list(ds.class_names),
-                    "bias_names": list(ds.bias_names),
-                }
-                for split, ds in self.splits.items()
-            },
-            "epochs_run": self.epochs_done,
-            "wall_time_seconds": self.elapsed,
-            # Forward passes over whole splits: in the epochs (part of wall_time_seconds) and in
-            # the final evaluation (not).
-            "eval_seconds": eval_seconds,
-            "device": str(self.device),
-            "versions": versions(),
-            "history": HISTORY,
-        }
-        if cfg.save_embeddings:
-            self._save_embeddings()
-            result["embeddings"] = EMBEDDINGS
-        if cfg.represent and self.dist.is_main:
-            result[REPRESENTATION] = self._representation(chosen_epoch)
-        if self.dist.is_main:
-            state = {"config": cfg.to_dict(), "model": self.model.state_dict()}
-            save_torch(state, self.out / MODEL)
-            save_json(result, self.out / METRICS)
-        self.dist.barrier()
-        return result
-
-    def _representation(self, chosen_epoch: int) -> dict[str, Any]:
-        """The representation section; a split too small for its probes (a fit that cannot
-        run) is recorded as the section's ``error`` and warned about, and the run's own
-        numbers are still written."""
-        cfg = self.cfg
-        try:
-            return represent(
-                self.model, self.splits, seed=cfg.seed, batch_size=cfg.eval_batch_size,
-                features=self._represent_features(chosen_epoch), log=self.log,
-            )  # fmt: skip
-        except ValueError as err:
-            warnings.warn(f"{self.out}: no representation section: {err}", stacklevel=2)
-            return {"error": f"{type(err).__name__}: {err}"}
-
-    def _save_embeddings(self) -> None:
-        ds = self.splits["test"]
-        z = self._encode("test").float().cpu().numpy()
-        if not self.dist.is_main:
-            return
-        arrays = dict(
-            Z=z,
-            targets=ds.targets.cpu().numpy(),
-            bias=ds.bias.cpu().numpy(),
-            aligned_groups=np.asarray(ds.aligned_groups, dtype=np.int64).reshape(-1, 2),
-            split=np.asarray("test"),
-        )
-        atomic_write(self.out / EMBEDDINGS, lambda fh: np.savez_compressed(fh, **arrays))
-
-
-def _check_finite(terms: dict[str, torch.Tensor], epoch: int, step: int) -> None:
-    """Stop at the first step whose loss is NaN or infinite, naming the terms that are."""
-    loss = terms["loss"]
-    # One host sync per step; on an accelerator this is the price of stopping at once.
-    if bool(torch.isfinite(loss.detach())):
-        return
-    bad = {k: float(v.detach().float()) for k, v in terms.items()}
-    raise FloatingPointError(
-        f"non-finite training loss at epoch {epoch + 1}, step {step + 1}: {bad}; the last "
-        "finished epoch is kept in checkpoint.pt (lower the learning rate, or check the inputs)"
-    )
 
 
 def _epoch_line(row: dict[str, Any]) -> str:
@@ -821,16 +256,6 @@ def _limited(ds: TensorImageDataset, limit: int, seed: int) -> TensorImageDatase
     gen = torch.Generator().manual_seed(seed)
     rows = torch.randperm(len(ds), generator=gen)[:limit].sort().values
     return ds.subset(rows)
-
-
-def _progress(items, enabled: bool, desc: str, *, delay: float = 0):
-    """A progress bar over ``items`` in a terminal or a notebook (tqdm.auto picks the widget),
-    shown once ``delay`` seconds have passed; nothing when output goes to a file or a CI log."""
-    if not enabled or not (sys.stderr.isatty() or "ipykernel" in sys.modules):
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, leave=False, delay=delay)
 
 
 def train(

@@ -1,0 +1,137 @@
+"""The run record: ``metrics.json`` (config, method, selection, reports, data, timings,
+versions, the representation section), ``model.pt`` and ``embeddings.npz``:
+:class:`TrainerRecord`, a part of :class:`debias.train.loop.Trainer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+import warnings
+from typing import Any
+
+import numpy as np
+
+from debias._atomic import atomic_write
+from debias.methods import SUPERVISION, run_supervision
+from debias.train.checkpoint import save_json, save_torch
+from debias.train.represent import KEY as REPRESENTATION
+from debias.train.represent import represent
+from debias.train.runfolder import EMBEDDINGS, HISTORY, METRICS, MODEL
+
+
+def versions() -> dict[str, str]:
+    import debias
+
+    out = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "debias": debias.__version__,
+    }
+    for name in ("torch", "torchvision", "numpy", "pandas", "sklearn", "fairlearn"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:  # a missing optional package is not a reason to fail a run
+            out[name] = "not installed"
+    return out
+
+
+class TrainerRecord:
+    """The files a finished :class:`~debias.train.loop.Trainer` run writes."""
+
+    def _method_record(self) -> dict[str, Any]:
+        cls = type(self.method)
+        return {
+            "name": cls.name,
+            "supervision": cls.supervision,
+            "supervision_text": SUPERVISION[cls.supervision],
+            "hparams": dict(self.method.hp),
+            "stages": [dataclasses.asdict(s) for s in self.stages],
+            "paper": cls.paper,
+            **self.method.record(),
+        }
+
+    def _finish(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.eval_seconds = 0.0
+        chosen_epoch, reports = self._final_reports()
+        eval_seconds = self.eval_seconds + sum(r.get("eval_seconds", 0.0) for r in self.history)
+        rule = "last epoch" if cfg.select == "last" else f"best {cfg.select} (validation split)"
+        rule += "; ties go to the later epoch" if cfg.select != "last" else ""
+        result = {
+            "config": cfg.to_dict(),
+            "method": self._method_record(),
+            # What the whole run read: the method's kind, raised by a selection on a validation
+            # metric that needs bias labels.
+            "supervision": run_supervision(type(self.method).supervision, cfg.select),
+            "selection": {
+                "rule": cfg.select,
+                "description": rule,
+                "epoch": chosen_epoch,
+                "stage": self.stages[-1].name,
+            },
+            "splits": {
+                split: {**rep.to_dict(), "groups": rep.groups.to_dict(orient="records")}
+                for split, rep in reports.items()
+            },
+            "data": {
+                split: {
+                    "n": len(ds),
+                    "aligned_groups": [list(g) for g in ds.aligned_groups],
+                    "n_aligned": int(ds.aligned.sum()),
+                    # files the loader skipped (off-pattern names, unreadable images), by reason
+                    "skipped": dict(getattr(ds, "skipped", {}) or {}),
+                    "class_names": list(ds.class_names),
+                    "bias_names": list(ds.bias_names),
+                }
+                for split, ds in self.splits.items()
+            },
+            "epochs_run": self.epochs_done,
+            "wall_time_seconds": self.elapsed,
+            # Forward passes over whole splits: in the epochs (part of wall_time_seconds) and in
+            # the final evaluation (not).
+            "eval_seconds": eval_seconds,
+            "device": str(self.device),
+            "versions": versions(),
+            "history": HISTORY,
+        }
+        if cfg.save_embeddings:
+            self._save_embeddings()
+            result["embeddings"] = EMBEDDINGS
+        if cfg.represent and self.dist.is_main:
+            result[REPRESENTATION] = self._representation(chosen_epoch)
+        if self.dist.is_main:
+            state = {"config": cfg.to_dict(), "model": self.model.state_dict()}
+            save_torch(state, self.out / MODEL)
+            save_json(result, self.out / METRICS)
+        self.dist.barrier()
+        return result
+
+    def _representation(self, chosen_epoch: int) -> dict[str, Any]:
+        """The representation section; a split too small for its probes (a fit that cannot
+        run) is recorded as the section's ``error`` and warned about, and the run's own
+        numbers are still written."""
+        cfg = self.cfg
+        try:
+            return represent(
+                self.model, self.splits, seed=cfg.seed, batch_size=cfg.eval_batch_size,
+                features=self._runner.reusable_features(self, chosen_epoch), log=self.log,
+            )  # fmt: skip
+        except ValueError as err:
+            warnings.warn(f"{self.out}: no representation section: {err}", stacklevel=2)
+            return {"error": f"{type(err).__name__}: {err}"}
+
+    def _save_embeddings(self) -> None:
+        ds = self.splits["test"]
+        z = self.encode("test").float().cpu().numpy()
+        if not self.dist.is_main:
+            return
+        arrays = dict(
+            Z=z,
+            targets=ds.targets.cpu().numpy(),
+            bias=ds.bias.cpu().numpy(),
+            aligned_groups=np.asarray(ds.aligned_groups, dtype=np.int64).reshape(-1, 2),
+            split=np.asarray("test"),
+        )
+        atomic_write(self.out / EMBEDDINGS, lambda fh: np.savez_compressed(fh, **arrays))
