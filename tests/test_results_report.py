@@ -457,10 +457,9 @@ def test_faces_report_uses_group_metrics_and_no_reference(tmp_path):
     assert "| ce (bias=race) | male / White | aligned | 80/100 | 80.0 [70.8, 87.3] |" in md
 
 
-def test_faces_report_columns_gap_equalized_odds_and_paired_per_bias(tmp_path):
-    """Faces: accuracy, the accuracy − worst-group gap and both equalized-odds gaps (pp) are
-    columns; paired comparisons get one column per bias attribute (not only the first)."""
-    root = tmp_path / "faces"
+def faces_sweep(root: Path) -> Path:
+    """A UTKFace sweep at one bias level: CE and Group DRO x 3 seeds x two bias attributes, with
+    equalized-odds gaps."""
     # bias, method, seed -> accuracy, worst-group, EO mean gap, EO max gap (fractions)
     vals = {
         ("race", "ce"): [(0.80, 0.50, 0.20, 0.30), (0.82, 0.52, 0.22, 0.32), (0.84, 0.54, 0.24, 0.34)],
@@ -478,6 +477,13 @@ def test_faces_report_columns_gap_equalized_odds_and_paired_per_bias(tmp_path):
                 "equalized_odds_mean_gap": eo_mean, "equalized_odds_max_gap": eo_max
             }  # fmt: skip
             (d / "metrics.json").write_text(json.dumps(m))
+    return root
+
+
+def test_faces_report_columns_gap_equalized_odds_and_paired_per_bias(tmp_path):
+    """Faces: accuracy, the accuracy − worst-group gap and both equalized-odds gaps (pp) are
+    columns; paired comparisons get one column per bias attribute (not only the first)."""
+    root = faces_sweep(tmp_path / "faces")
     summary, info = summarize(results.load(root))
     assert info["table_metrics"][0] == "accuracy" and "EO max gap" in info["table_metrics"]
     s = summary.set_index(["label", "metric"])
@@ -688,3 +694,33 @@ def test_paired_differences_compares_each_loss_option_variant_on_its_own():
     assert paired_differences(one, metric="v", keys=keys, baseline="supcon")[
         "variant"
     ].tolist() == [""]
+
+
+# -- the committed reference reports ------------------------------------------------------------
+# A report of the fixture sweeps above, byte for byte: a refactor of the report that changes
+# its text fails here. When the text changes on purpose, regenerate the references with
+#   DEBIAS_UPDATE_REFERENCE=1 pytest tests/test_results_report.py -k reference_report
+# and review their diff.
+REFERENCE = Path(__file__).resolve().parent / "reference"
+
+
+@pytest.mark.parametrize("name", ["biased_mnist", "faces"])
+def test_report_text_is_the_committed_reference_report(name, sweep, tmp_path, monkeypatch):
+    import os
+
+    import debias
+
+    if name == "biased_mnist":
+        add_representation(sweep)
+        root = sweep
+    else:
+        root = faces_sweep(tmp_path / "faces")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")  # the "Generated ..." time
+    monkeypatch.chdir(root.parent)  # the "Source: ..." path, relative
+    paths = make_report(root.name, tmp_path / "rep", notes="Notes a person wrote.")
+    text = paths["report"].read_text().replace(f"debias {debias.__version__}.", "debias X.")
+    assert "Generated 1970-01-01T00:00:00 by debias X." in text
+    expected = REFERENCE / f"report_{name}.md"
+    if os.environ.get("DEBIAS_UPDATE_REFERENCE"):
+        expected.write_text(text)
+    assert text == expected.read_text()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -973,10 +974,24 @@ def _header_markdown(data: SweepData) -> list[str]:
         "",
         f"Source: `{data.source}`. {n_done} finished run(s)"
         + (f", {len(not_done)} not finished (listed at the end)" if not_done else "")
-        + f". Generated {_dt.datetime.now().isoformat(timespec='seconds')} by debias "
-        f"{debias.__version__}.",
+        + f". Generated {_generated_at()} by debias {debias.__version__}.",
         "",
     ]
+
+
+def _generated_at() -> str:
+    """Now, or the time ``SOURCE_DATE_EPOCH`` (seconds, UTC) fixes: the reproducible-builds
+    convention, so that a report regenerated from the same runs is byte-identical."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not epoch:
+        return _dt.datetime.now().isoformat(timespec="seconds")
+    try:
+        at = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(
+            f"SOURCE_DATE_EPOCH={epoch!r} is not a time; expected whole seconds since 1970 (UTC)"
+        ) from None
+    return at.replace(tzinfo=None).isoformat(timespec="seconds")
 
 
 def _selection_markdown(df: pd.DataFrame) -> list[str]:
