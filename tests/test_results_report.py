@@ -444,7 +444,7 @@ def test_faces_report_uses_group_metrics_and_no_reference(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing incomplete: no warning either
         summary, info = summarize(results.load(root))
-    assert info["level"] == "bias_rate" and "bias" in info["keys"]
+    assert info.level == "bias_rate" and "bias" in info.keys
     by = summary.set_index("metric")
     assert by.loc["bias-conflicting", "source"] == "test/conflicting_accuracy"
     assert by.loc["biased", "source"] == "test/aligned_accuracy"
@@ -485,7 +485,7 @@ def test_faces_report_columns_gap_equalized_odds_and_paired_per_bias(tmp_path):
     columns; paired comparisons get one column per bias attribute (not only the first)."""
     root = faces_sweep(tmp_path / "faces")
     summary, info = summarize(results.load(root))
-    assert info["table_metrics"][0] == "accuracy" and "EO max gap" in info["table_metrics"]
+    assert info.table_metrics[0] == "accuracy" and "EO max gap" in info.table_metrics
     s = summary.set_index(["label", "metric"])
     gap = s.loc[("ce (bias=race)", "accuracy − worst-group")]
     assert gap["mean_pct"] == pytest.approx(30.0) and gap["ci95_half_width_pct"] == 0
@@ -724,3 +724,66 @@ def test_report_text_is_the_committed_reference_report(name, sweep, tmp_path, mo
     if os.environ.get("DEBIAS_UPDATE_REFERENCE"):
         expected.write_text(text)
     assert text == expected.read_text()
+
+
+# -- the metric vocabulary ----------------------------------------------------------------------
+def test_vocabulary_reads_group_report_keys_and_covers_every_dataset_table():
+    """Each report metric reads keys a GroupReport writes (or the audit's leakage), a derived
+    one differences two declared metrics, and every dataset's table shows declared metrics."""
+    from debias.data.registry import DATASETS
+    from debias.metrics import group_report
+    from debias.report.vocabulary import LEAKAGE, METRICS, REPRESENTATION_METRICS, metric
+
+    keys = set(group_report([0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 1, 0]).to_dict())
+    labels = [m.label for m in REPRESENTATION_METRICS]
+    assert len(set(labels)) == len(labels)
+    for m in METRICS:
+        assert bool(m.sources) != bool(m.derived), m.label
+        assert {k for _, k in m.sources} <= keys, m.label
+        assert all(labels.index(x) < labels.index(m.label) for x in m.derived or ()), m.label
+        assert m.unit in ("%", "pp")
+    assert metric(LEAKAGE).sources == (("audit", "bias_leakage"),)
+    for name, spec in DATASETS.items():
+        assert set(spec.table_metrics or ()) <= set(labels), name
+    with pytest.raises(ValueError, match=r"unknown report metric 'nope'; expected one of"):
+        metric("nope")
+
+
+def test_a_new_vocabulary_entry_is_a_summary_row_with_its_unit_and_direction(sweep, monkeypatch):
+    """Adding a column is one entry: summarize reads it from metrics.json and the paired
+    comparison counts wins in its declared direction."""
+    from debias.report import vocabulary
+    from debias.report.compare import paired_tables
+    from debias.report.vocabulary import METRICS, ReportMetric
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        df = results.load(sweep)
+    extra = ReportMetric("balanced", (("test", "balanced_accuracy"),), lower_is_better=True)
+    monkeypatch.setitem(vocabulary._BY_LABEL, "balanced", extra)  # as if declared in METRICS
+    # contex 5 points above ce in every seed: with lower-is-better, no seed is a win.
+    value = df["seed"].astype(float) * 0.1 + 0.05 * (df["method"] == "contex")
+    df.loc[df["metric"] == "balanced_accuracy", "value"] = value
+    summary, info = summarize(df, metrics=(*METRICS, extra))
+    ce = summary[(summary["method"] == "ce") & (summary["rho"] == 0.997)].set_index("metric")
+    assert ce.loc["balanced", "mean_pct"] == pytest.approx(5.0)  # seeds 0 and 1: 0 %, 10 %
+    assert ce.loc["balanced", "source"] == "test/balanced_accuracy"
+    paired = paired_tables(info, ["balanced"])
+    row = paired[(paired["method"] == "contex") & (paired["baseline"] == "ce")].iloc[0]
+    assert row["mean_diff_pp"] == pytest.approx(5.0) and (row["n"], row["wins"]) == (2, 0)
+
+
+def test_supervision_is_read_from_the_run_record_not_the_registry(sweep):
+    """A run of a method this process has not registered (one registered in a notebook) is
+    marked by what its metrics.json says it read."""
+    path = sweep / run_name("ce", 0.99, 0) / "metrics.json"
+    m = json.loads(path.read_text())
+    m["config"]["method"] = "notebook_method"
+    m["supervision"] = "train_bias"
+    path.write_text(json.dumps(m))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary, info = summarize(results.load(sweep))
+    marks = dict(zip(info.per_run["method"], info.per_run["supervision"]))
+    assert marks == {"ce": "—", "contex": "—", "notebook_method": "B"}
+    assert set(summary.loc[summary["method"] == "notebook_method", "supervision"]) == {"B"}
