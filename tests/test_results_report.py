@@ -444,7 +444,7 @@ def test_faces_report_uses_group_metrics_and_no_reference(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing incomplete: no warning either
         summary, info = summarize(results.load(root))
-    assert info["level"] == "bias_rate" and "bias" in info["keys"]
+    assert info.level == "bias_rate" and "bias" in info.keys
     by = summary.set_index("metric")
     assert by.loc["bias-conflicting", "source"] == "test/conflicting_accuracy"
     assert by.loc["biased", "source"] == "test/aligned_accuracy"
@@ -457,10 +457,9 @@ def test_faces_report_uses_group_metrics_and_no_reference(tmp_path):
     assert "| ce (bias=race) | male / White | aligned | 80/100 | 80.0 [70.8, 87.3] |" in md
 
 
-def test_faces_report_columns_gap_equalized_odds_and_paired_per_bias(tmp_path):
-    """Faces: accuracy, the accuracy − worst-group gap and both equalized-odds gaps (pp) are
-    columns; paired comparisons get one column per bias attribute (not only the first)."""
-    root = tmp_path / "faces"
+def faces_sweep(root: Path) -> Path:
+    """A UTKFace sweep at one bias level: CE and Group DRO x 3 seeds x two bias attributes, with
+    equalized-odds gaps."""
     # bias, method, seed -> accuracy, worst-group, EO mean gap, EO max gap (fractions)
     vals = {
         ("race", "ce"): [(0.80, 0.50, 0.20, 0.30), (0.82, 0.52, 0.22, 0.32), (0.84, 0.54, 0.24, 0.34)],
@@ -478,8 +477,15 @@ def test_faces_report_columns_gap_equalized_odds_and_paired_per_bias(tmp_path):
                 "equalized_odds_mean_gap": eo_mean, "equalized_odds_max_gap": eo_max
             }  # fmt: skip
             (d / "metrics.json").write_text(json.dumps(m))
+    return root
+
+
+def test_faces_report_columns_gap_equalized_odds_and_paired_per_bias(tmp_path):
+    """Faces: accuracy, the accuracy − worst-group gap and both equalized-odds gaps (pp) are
+    columns; paired comparisons get one column per bias attribute (not only the first)."""
+    root = faces_sweep(tmp_path / "faces")
     summary, info = summarize(results.load(root))
-    assert info["table_metrics"][0] == "accuracy" and "EO max gap" in info["table_metrics"]
+    assert info.table_metrics[0] == "accuracy" and "EO max gap" in info.table_metrics
     s = summary.set_index(["label", "metric"])
     gap = s.loc[("ce (bias=race)", "accuracy − worst-group")]
     assert gap["mean_pct"] == pytest.approx(30.0) and gap["ci95_half_width_pct"] == 0
@@ -688,3 +694,96 @@ def test_paired_differences_compares_each_loss_option_variant_on_its_own():
     assert paired_differences(one, metric="v", keys=keys, baseline="supcon")[
         "variant"
     ].tolist() == [""]
+
+
+# -- the committed reference reports ------------------------------------------------------------
+# A report of the fixture sweeps above, byte for byte: a refactor of the report that changes
+# its text fails here. When the text changes on purpose, regenerate the references with
+#   DEBIAS_UPDATE_REFERENCE=1 pytest tests/test_results_report.py -k reference_report
+# and review their diff.
+REFERENCE = Path(__file__).resolve().parent / "reference"
+
+
+@pytest.mark.parametrize("name", ["biased_mnist", "faces"])
+def test_report_text_is_the_committed_reference_report(name, sweep, tmp_path, monkeypatch):
+    import os
+
+    import debias
+
+    if name == "biased_mnist":
+        add_representation(sweep)
+        root = sweep
+    else:
+        root = faces_sweep(tmp_path / "faces")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")  # the "Generated ..." time
+    monkeypatch.chdir(root.parent)  # the "Source: ..." path, relative
+    paths = make_report(root.name, tmp_path / "rep", notes="Notes a person wrote.")
+    text = paths["report"].read_text().replace(f"debias {debias.__version__}.", "debias X.")
+    assert "Generated 1970-01-01T00:00:00 by debias X." in text
+    expected = REFERENCE / f"report_{name}.md"
+    if os.environ.get("DEBIAS_UPDATE_REFERENCE"):
+        expected.write_text(text)
+    assert text == expected.read_text()
+
+
+# -- the metric vocabulary ----------------------------------------------------------------------
+def test_vocabulary_reads_group_report_keys_and_covers_every_dataset_table():
+    """Each report metric reads keys a GroupReport writes (or the audit's leakage), a derived
+    one differences two declared metrics, and every dataset's table shows declared metrics."""
+    from debias.data.registry import DATASETS
+    from debias.metrics import group_report
+    from debias.report.vocabulary import LEAKAGE, METRICS, REPRESENTATION_METRICS, metric
+
+    keys = set(group_report([0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 1, 0]).to_dict())
+    labels = [m.label for m in REPRESENTATION_METRICS]
+    assert len(set(labels)) == len(labels)
+    for m in METRICS:
+        assert bool(m.sources) != bool(m.derived), m.label
+        assert {k for _, k in m.sources} <= keys, m.label
+        assert all(labels.index(x) < labels.index(m.label) for x in m.derived or ()), m.label
+        assert m.unit in ("%", "pp")
+    assert metric(LEAKAGE).sources == (("audit", "bias_leakage"),)
+    for name, spec in DATASETS.items():
+        assert set(spec.table_metrics or ()) <= set(labels), name
+    with pytest.raises(ValueError, match=r"unknown report metric 'nope'; expected one of"):
+        metric("nope")
+
+
+def test_a_new_vocabulary_entry_is_a_summary_row_with_its_unit_and_direction(sweep, monkeypatch):
+    """Adding a column is one entry: summarize reads it from metrics.json and the paired
+    comparison counts wins in its declared direction."""
+    from debias.report import vocabulary
+    from debias.report.compare import paired_tables
+    from debias.report.vocabulary import METRICS, ReportMetric
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        df = results.load(sweep)
+    extra = ReportMetric("balanced", (("test", "balanced_accuracy"),), lower_is_better=True)
+    monkeypatch.setitem(vocabulary._BY_LABEL, "balanced", extra)  # as if declared in METRICS
+    # contex 5 points above ce in every seed: with lower-is-better, no seed is a win.
+    value = df["seed"].astype(float) * 0.1 + 0.05 * (df["method"] == "contex")
+    df.loc[df["metric"] == "balanced_accuracy", "value"] = value
+    summary, info = summarize(df, metrics=(*METRICS, extra))
+    ce = summary[(summary["method"] == "ce") & (summary["rho"] == 0.997)].set_index("metric")
+    assert ce.loc["balanced", "mean_pct"] == pytest.approx(5.0)  # seeds 0 and 1: 0 %, 10 %
+    assert ce.loc["balanced", "source"] == "test/balanced_accuracy"
+    paired = paired_tables(info, ["balanced"])
+    row = paired[(paired["method"] == "contex") & (paired["baseline"] == "ce")].iloc[0]
+    assert row["mean_diff_pp"] == pytest.approx(5.0) and (row["n"], row["wins"]) == (2, 0)
+
+
+def test_supervision_is_read_from_the_run_record_not_the_registry(sweep):
+    """A run of a method this process has not registered (one registered in a notebook) is
+    marked by what its metrics.json says it read."""
+    path = sweep / run_name("ce", 0.99, 0) / "metrics.json"
+    m = json.loads(path.read_text())
+    m["config"]["method"] = "notebook_method"
+    m["supervision"] = "train_bias"
+    path.write_text(json.dumps(m))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary, info = summarize(results.load(sweep))
+    marks = dict(zip(info.per_run["method"], info.per_run["supervision"]))
+    assert marks == {"ce": "—", "contex": "—", "notebook_method": "B"}
+    assert set(summary.loc[summary["method"] == "notebook_method", "supervision"]) == {"B"}

@@ -1,5 +1,5 @@
 """Paired comparisons between methods on the same seeds and data (computing only; the report
-renders them).
+renders them, :mod:`debias.report.markdown`).
 
 For a condition (bias level and every other condition option but the method) and two methods
 A and B run with the same seeds, the per-seed differences are ``d_s = v_A(s) − v_B(s)`` (in
@@ -14,11 +14,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["paired_differences"]
+from debias.report.vocabulary import PAIRED_METRICS, metric
+
+if TYPE_CHECKING:
+    from debias.report.summary import SummaryInfo
+
+__all__ = [
+    "PAIRED_BASELINE",
+    "PAIRED_CLAIMS",
+    "PAIRED_OUTPUT",
+    "paired_differences",
+    "paired_tables",
+]
+
+# Paired comparisons the report makes when both methods are in the sweep: every method against
+# the cross-entropy baseline, and the seed paper's claim (ConTeX against SupCon).
+PAIRED_BASELINE = "ce"
+PAIRED_CLAIMS = (("contex", "supcon"),)
+# Columns of a paired_differences row that are results, not condition options.
+PAIRED_OUTPUT = (
+    "n", "mean_diff_pp", "ci95_low_pp", "ci95_high_pp", "p_value", "wins",
+    "method_mean_pct", "baseline_mean_pct",
+)  # fmt: skip
 
 # Options that differ between two methods by construction, not a different condition.
 _METHOD_BOUND = ("method", "mode", "augment", "method_options", "label", "supervision")
@@ -134,3 +156,35 @@ def _paired(
                 d,
                 (float(g[metric].mean()), float(g[f"{metric}_base"].mean())),
             )
+
+
+def paired_tables(info: SummaryInfo, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every paired comparison of the report on ``metrics`` (default: the vocabulary's paired
+    metrics that the results table shows): each method against :data:`PAIRED_BASELINE` and
+    each of :data:`PAIRED_CLAIMS`, with a ``supervision`` column (the method's runs' marks)."""
+    per_run, keys = info.per_run, info.keys
+    if "method" not in per_run:
+        return pd.DataFrame()
+    if metrics is None:
+        metrics = [m for m in PAIRED_METRICS if m in info.table_metrics]
+    frames = []
+    for label in metrics:
+        low = metric(label).lower_is_better
+        frames.append(
+            paired_differences(
+                per_run, metric=label, keys=keys, baseline=PAIRED_BASELINE, lower_is_better=low
+            )
+        )
+        for a, b in PAIRED_CLAIMS:
+            frames.append(
+                paired_differences(
+                    per_run, metric=label, keys=keys, baseline=b, methods=[a], lower_is_better=low
+                )
+            )
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    # A method's mark from its runs' records (joined when its runs read different kinds).
+    marks = per_run.groupby("method")["supervision"].agg(lambda m: "/".join(sorted(set(m))))
+    return out.assign(supervision=out["method"].map(marks))

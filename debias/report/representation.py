@@ -3,7 +3,8 @@
 A run's own numbers measure its classifier, whose last layer was fitted on the biased training
 split. The ``representation`` section every run ends with (:mod:`debias.train.represent`)
 measures its frozen features instead, and this module summarises it like the run's own
-numbers (same conditions, seeds, intervals and paired tests, :mod:`debias.report.report`):
+numbers (same conditions, seeds, intervals and paired tests, :mod:`debias.report.summary`,
+:mod:`debias.report.compare`):
 
 * **DFR head** (Kirichenko et al., ICLR 2023, the official protocol, :mod:`debias.audit.dfr`):
   an L1 logistic regression refitted on group-balanced subsamples of the *validation* split,
@@ -15,38 +16,60 @@ numbers (same conditions, seeds, intervals and paired tests, :mod:`debias.report
   equal (target, bias) group sizes; chance = 1 / number of bias values. Lower means the
   features carry less of the bias, not that a head uses less of it.
 
-Computing only (frames); the Markdown and the figure are rendered by the report.
+Computing only (frames); :mod:`debias.report.markdown` and :mod:`debias.report.figures` render
+them.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from debias import results
-from debias.report.report import METRIC_LABELS, REP_LEAKAGE, summarize
+from debias.report.compare import paired_tables
+from debias.report.summary import SummaryInfo, summarize
+from debias.report.vocabulary import LEAKAGE, PAIRED_METRICS, REPRESENTATION_METRICS, metric
 
 __all__ = [
     "LEAKAGE",
-    "REPRESENTATION_LABELS",
     "REPRESENTATION_PAIRED",
+    "RepresentationSummary",
     "load_representation_results",
+    "representation_paired",
     "summarize_representation",
+    "table_metrics",
 ]
 
-LEAKAGE = REP_LEAKAGE
-# The DFR head's numbers carry the test splits' names, the audit's the pseudo-split "audit".
-AUDIT_SPLIT = "audit"
-# label -> candidate (split, metric) sources, as report.METRIC_LABELS.
-REPRESENTATION_LABELS = {**METRIC_LABELS, LEAKAGE: ((AUDIT_SPLIT, "bias_leakage"),)}
+# The DFR head's numbers carry the test splits' names, the audit's the pseudo-split "audit"
+# (the split of the leakage's source in the vocabulary).
+AUDIT_SPLIT = metric(LEAKAGE).sources[0][0]
 # The representation's paired comparisons (every method against CE, ConTeX against SupCon).
 REPRESENTATION_PAIRED = ("unbiased", "worst-group")
 # Columns of results.load that describe a run as a whole (joined onto its representation rows).
 _RUN_COLUMNS = [c for c in results.RESULT_COLUMNS if c not in ("split", "metric", "value")]
+
+
+@dataclass
+class RepresentationSummary:
+    """The runs' representation sections summarised like their own numbers.
+
+    Attributes:
+        summary: :func:`~debias.report.summary.summarize` rows of the DFR head and the leakage.
+        info: its :class:`~debias.report.summary.SummaryInfo`.
+        chance: the leakage's chance level (%) per dataset.
+        missing: the finished runs without the section.
+        paired: :func:`representation_paired`.
+    """
+
+    summary: pd.DataFrame
+    info: SummaryInfo
+    chance: dict[str, float]
+    missing: list[str]
+    paired: pd.DataFrame
 
 
 def load_representation_results(
@@ -70,42 +93,44 @@ def load_representation_results(
 
 def summarize_representation(
     df: pd.DataFrame, sweep_dir: str | Path | Sequence[str | Path]
-) -> tuple[pd.DataFrame, dict[str, Any]] | None:
-    """``(summary, info)`` of the representation sections, as :func:`report.summarize` gives
-    for the runs' own numbers (mean, 95% interval over seeds); ``info["chance"]`` is the
-    leakage's chance level (%) per dataset and ``info["missing"]`` the finished runs without the
-    section. None when no run has it."""
+) -> RepresentationSummary | None:
+    """The representation sections summarised as :func:`~debias.report.summary.summarize`
+    does the runs' own numbers (mean, 95% interval over seeds), with the leakage's chance
+    level, the runs without the section and the paired comparisons. None when no run has it."""
     frame = load_representation_results(df, sweep_dir)
     if frame.empty:
         return None
-    summary, info = summarize(frame, labels=REPRESENTATION_LABELS)
+    summary, info = summarize(frame, metrics=REPRESENTATION_METRICS)
     chance = frame[(frame["split"] == AUDIT_SPLIT) & (frame["metric"] == "bias_leakage_chance")]
-    info["chance"] = {
-        str(d): 100 * float(v) for d, v in chance.groupby("dataset")["value"].mean().items()
-    }
     have = set(zip(frame["sweep"], frame["run"], strict=True))
-    info["missing"] = sorted(
+    missing = sorted(
         r for s, r in df[["sweep", "run"]].drop_duplicates().itertuples(index=False)
         if (s, r) not in have
     )  # fmt: skip
-    return summary, info
+    return RepresentationSummary(
+        summary,
+        info,
+        chance={
+            str(d): 100 * float(v) for d, v in chance.groupby("dataset")["value"].mean().items()
+        },
+        missing=missing,
+        paired=representation_paired(info),
+    )
 
 
-def representation_paired(info: dict[str, Any]) -> pd.DataFrame:
+def representation_paired(info: SummaryInfo) -> pd.DataFrame:
     """The paired comparisons on the DFR head's numbers: every method against CE and ConTeX
-    against SupCon (:func:`debias.report.report.paired_tables`), on
-    :data:`REPRESENTATION_PAIRED` and, where the results table shows it, the average minus
-    worst-group gap."""
-    from debias.report.report import paired_tables
-
-    metrics = [*REPRESENTATION_PAIRED]
-    if "accuracy − worst-group" in info["table_metrics"]:
-        metrics.append("accuracy − worst-group")
-    return paired_tables(info, metrics)
+    against SupCon (:func:`debias.report.compare.paired_tables`), on
+    :data:`REPRESENTATION_PAIRED` and the other paired metrics the results table shows (the
+    average minus worst-group gap on faces)."""
+    shown = [
+        m for m in PAIRED_METRICS if m in info.table_metrics and m not in REPRESENTATION_PAIRED
+    ]
+    return paired_tables(info, [*REPRESENTATION_PAIRED, *shown])
 
 
-def table_metrics(info: dict[str, Any]) -> list[str]:
-    """The representation table's columns: the results table's accuracies (not the
-    equalized-odds gaps, which a DFR head tuned for worst-group accuracy does not target), then
-    the bias leakage."""
-    return [m for m in info["table_metrics"] if not m.startswith("EO ")] + [LEAKAGE]
+def table_metrics(info: SummaryInfo) -> list[str]:
+    """The representation table's columns: the results table's metrics that a DFR head is
+    scored on (the vocabulary's ``dfr``; not the equalized-odds gaps, which a head tuned for
+    worst-group accuracy does not target), then the bias leakage."""
+    return [m for m in info.table_metrics if metric(m).dfr] + [LEAKAGE]

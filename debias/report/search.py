@@ -6,7 +6,7 @@ For each (grid point, method) whose draws have all finished and each rule of
 
 * ``val_accuracy`` and ``val_worst_group``: the draw the rule picks, its drawn values, and its
   re-runs (``rerun/``, fresh seeds) summarised as the sweep report does
-  (:func:`debias.report.report.summarize`: mean over seeds and the 95% Student t-interval
+  (:func:`debias.report.summary.summarize`: mean over seeds and the 95% Student t-interval
   ``mean ± t_{0.975, n−1}·s/√n``), with how far the defaults (draw 0) are from the picked draw
   in phase 1 (same seed): ``Δ = v(draw 0) − v(picked)`` in percentage points, on the rule's own
   validation metric and on the test metric the ranking uses;
@@ -14,7 +14,7 @@ For each (grid point, method) whose draws have all finished and each rule of
   numbers (one seed, not re-run). It is an **oracle (upper bound)**: it reads the test split,
   so it is printed only in its own labelled table and figure panel, never as a method's result.
 
-A row's supervision mark is its runs' (``—``, ``V``, ``B``; :mod:`debias.report.report`), raised
+A row's supervision mark is its runs' (``—``, ``V``, ``B``; :mod:`debias.report.summary`), raised
 to ``V`` under ``val_worst_group``, which reads the validation bias labels to choose.
 """
 
@@ -35,14 +35,10 @@ from matplotlib.figure import Figure
 from debias import results
 from debias._markdown import markdown_table
 from debias.methods.base import run_supervision, supervision_kind
-from debias.report import plots
-from debias.report.report import (
-    METRIC_LABELS,
-    _check_report_folder,
-    summarize,
-    summary_cell,
-    supervision_mark,
-)
+from debias.report import plots, vocabulary
+from debias.report.markdown import summary_cell
+from debias.report.report import _check_report_folder
+from debias.report.summary import summarize, supervision_mark, table_metrics
 from debias.sweep.selection import (
     ORACLE_LABEL,
     RERUN_RULES,
@@ -78,15 +74,15 @@ class SearchData:
     keys: list[str]  # the grid keys and "method"
     chosen: pd.DataFrame  # select_all under every rule, on the complete groups
     summary: pd.DataFrame  # summarize() of each rerun rule's re-runs, with a "rule" column
-    metrics: tuple[str, ...]  # the table metrics (debias.report.report.table_metrics)
+    metrics: tuple[str, ...]  # the table metrics (debias.report.summary.table_metrics)
     waiting: list[str]  # groups whose draws have not all finished
 
 
 def _metric_column(frame: pd.DataFrame, label: str) -> str | None:
     """The ``split/metric`` column of a report metric label (its first source present)."""
-    for split, metric in METRIC_LABELS[label]:
-        if f"{split}/{metric}" in frame and frame[f"{split}/{metric}"].notna().any():
-            return f"{split}/{metric}"
+    for split, key in vocabulary.metric(label).sources:
+        if f"{split}/{key}" in frame and frame[f"{split}/{key}"].notna().any():
+            return f"{split}/{key}"
     return None
 
 
@@ -107,8 +103,6 @@ def load_search(sweep_dir: str | Path) -> SearchData:
         warnings.simplefilter("ignore")  # unfinished runs are listed as waiting instead
         df = results.load(root) if frame["done"].any() else pd.DataFrame()
     summary = _rerun_summary(df, frame, chosen, keys)
-    from debias.report.report import table_metrics
-
     metrics = table_metrics(df["dataset"].dropna().unique()) if len(df) else ()
     return SearchData(root, manifest, frame, keys, chosen, summary, metrics, waiting)
 
@@ -187,10 +181,9 @@ def _by_group(data: SearchData, rules: Sequence[str]) -> pd.DataFrame:
 
 def _run_value(run: pd.Series, frame: pd.DataFrame, label: str) -> float:
     """A run's value (fraction) of a report metric label, a derived one computed."""
-    from debias.report.report import DERIVED_METRICS
-
-    if label in DERIVED_METRICS:
-        a, b = DERIVED_METRICS[label]
+    derived = vocabulary.metric(label).derived
+    if derived:
+        a, b = derived
         return _run_value(run, frame, a) - _run_value(run, frame, b)
     col = _metric_column(frame, label)
     v = run.get(col, math.nan) if col else math.nan

@@ -1,0 +1,75 @@
+"""What a sweep report is made of, loaded once: :class:`SweepData` / :func:`load_sweep_data`.
+
+The summary (:mod:`debias.report.summary`), the paired comparisons
+(:mod:`debias.report.compare`) and the representation section
+(:mod:`debias.report.representation`) are computed here, once; the Markdown
+(:mod:`debias.report.markdown`) and the figures (:mod:`debias.report.figures`) only read them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from debias import results
+from debias.report.compare import paired_tables
+from debias.report.representation import RepresentationSummary, summarize_representation
+from debias.report.summary import SummaryInfo, summarize
+
+__all__ = ["SweepData", "load_sweep_data"]
+
+
+@dataclass
+class SweepData:
+    """Everything a report is made of, loaded once from the sweep folder(s)."""
+
+    source: Any
+    df: pd.DataFrame  # debias.results.load
+    summary: pd.DataFrame  # summarize(df)[0]
+    info: SummaryInfo  # summarize(df)[1]
+    groups: pd.DataFrame  # load_groups on the "test" split, with a "label" column
+    history: pd.DataFrame | None  # load_history with a "label" column
+    not_done: list[results.RunRecord]
+    paired: pd.DataFrame  # paired_tables(info): every paired comparison of the run's own numbers
+    # The runs' representation sections (DFR head, bias leakage), None when no run has one.
+    representation: RepresentationSummary | None = None
+
+
+def load_sweep_data(sweep_dir: str | Path | Sequence[str | Path]) -> SweepData:
+    """Load a sweep's results, summary, group accuracies and histories (labelled by condition),
+    paired comparisons and representation sections."""
+    every = results.find_runs(sweep_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the incomplete runs are listed in the report instead
+        df = results.load(sweep_dir)
+        groups = results.load_groups(sweep_dir)
+    summary, info = summarize(df, groups)
+    label_of = dict(zip(info.per_run["run_key"], info.per_run["label"]))
+
+    def key(frame: pd.DataFrame) -> pd.Series:
+        return frame["sweep"].astype(str) + "::" + frame["run"].astype(str)
+
+    groups = groups[groups["split"] == "test"].copy()
+    groups["label"] = key(groups).map(label_of)
+    try:
+        history = results.load_history(sweep_dir)
+        history = history[key(history).isin(label_of)].copy()
+        history["label"] = key(history).map(label_of)
+    except FileNotFoundError:
+        history = None
+    return SweepData(
+        sweep_dir,
+        df,
+        summary,
+        info,
+        groups,
+        history,
+        [r for r in every if r.status != "done"],
+        paired_tables(info),
+        summarize_representation(df, sweep_dir),
+    )
