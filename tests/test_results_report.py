@@ -787,3 +787,37 @@ def test_supervision_is_read_from_the_run_record_not_the_registry(sweep):
     marks = dict(zip(info.per_run["method"], info.per_run["supervision"]))
     assert marks == {"ce": "—", "contex": "—", "notebook_method": "B"}
     assert set(summary.loc[summary["method"] == "notebook_method", "supervision"]) == {"B"}
+
+
+def test_two_sweeps_that_differ_in_a_loss_option_keep_it_as_a_condition(sweep, tmp_path):
+    """The Biased-MNIST grid (ConTeX at the default weight, no self_weight recorded) and its
+    ConTeX-weight companion (self_weight 0.7) in one report: two ConTeX rows and two paired
+    variants, never one pooled "contex" of 4 runs. (An unset option counted as no value made the
+    key invisible: pandas 3's astype(str) keeps NaN, and nunique drops it.)"""
+    from debias.report.markdown import _header_markdown
+    from debias.report.sweep_data import load_sweep_data
+
+    other = tmp_path / "weight"
+    runs = []
+    for seed, unbiased in ((0, 0.50), (1, 0.54)):
+        name = f"rho=0.997/seed={seed}"
+        m = write_run(other / name, method="contex", rho=0.997, seed=seed, unbiased=unbiased,
+                      worst=0.1, conflicting=0.45, biased=0.99)  # fmt: skip
+        m["config"]["loss_options"]["self_weight"] = 0.7
+        (other / name / "metrics.json").write_text(json.dumps(m))
+        runs.append({"run": name, "params": {}, "config": m["config"]})
+    (other / "sweep.json").write_text(json.dumps({"name": "weight", "runs": runs}))
+    (other / "sweep_status.json").write_text(
+        json.dumps({"runs": [{"run": r["run"], "status": "done"} for r in runs]})
+    )
+    data = load_sweep_data([sweep, other])
+    assert "loss_options.self_weight" in data.info.keys
+    unb = data.summary[(data.summary["metric"] == "unbiased") & (data.summary["rho"] == 0.997)]
+    by = unb.set_index("label")
+    assert by.loc["contex", "n"] == 2 and by.loc["contex", "mean_pct"] == pytest.approx(82.0)
+    assert by.loc["contex (loss_options.self_weight=0.7)", "mean_pct"] == pytest.approx(52.0)
+    vs_ce = data.paired[(data.paired["baseline"] == "ce") & (data.paired["metric"] == "unbiased")]
+    variants = vs_ce[vs_ce["method"] == "contex"].set_index("variant")["mean_diff_pp"]
+    assert variants.to_dict() == pytest.approx({"default": 17.0, "self_weight=0.7": -13.0})
+    head = _header_markdown(data)[2]
+    assert head.startswith(f"Source: `{sweep.as_posix()}`, `{other.as_posix()}`. 7 finished")

@@ -22,7 +22,7 @@ from debias.report import plots
 from debias.report.compare import PAIRED_OUTPUT
 from debias.report.figures import heatmap_note
 from debias.report.representation import table_metrics as representation_metrics
-from debias.report.summary import WORST_GROUPS, _clip, _fmt, worst_groups
+from debias.report.summary import WORST_GROUPS, _clip, _fmt, n_values, worst_groups
 from debias.report.sweep_data import SweepData
 from debias.report.vocabulary import LEAKAGE, unit
 
@@ -160,7 +160,7 @@ def _paired_columns(paired: pd.DataFrame, level: str | None) -> tuple[list[str],
     """The condition options that vary across the paired rows, and their value combinations
     (one table column each; the bias level strongest first)."""
     out = set(PAIRED_OUTPUT) | {"method", "variant", "baseline", "metric", "supervision"}
-    cols = [c for c in paired.columns if c not in out and paired[c].astype(str).nunique() > 1]
+    cols = [c for c in paired.columns if c not in out and n_values(paired[c]) > 1]
     combos = plots.condition_combos(paired, cols)
     if level in cols:
         i = cols.index(level)
@@ -253,6 +253,12 @@ def render_markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: s
     return "\n".join(md)
 
 
+def _sources(source: object) -> str:
+    """The sweep folder(s) a report read, as code spans (``a``, ``b``), not a Python list repr."""
+    many = isinstance(source, (list, tuple))
+    return ", ".join(f"`{Path(s).as_posix()}`" for s in (source if many else [source]))
+
+
 def _header_markdown(data: SweepData) -> list[str]:
     import debias
 
@@ -264,7 +270,7 @@ def _header_markdown(data: SweepData) -> list[str]:
     return [
         f"# Sweep report: {', '.join(names)}",
         "",
-        f"Source: `{data.source}`. {n_done} finished run(s)"
+        f"Source: {_sources(data.source)}. {n_done} finished run(s)"
         + (f", {len(not_done)} not finished (listed at the end)" if not_done else "")
         + f". Generated {_generated_at()} by debias {debias.__version__}.",
         "",

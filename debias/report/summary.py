@@ -115,11 +115,18 @@ def _published(row: pd.Series) -> float:
     return math.nan
 
 
+def n_values(values: pd.Series) -> int:
+    """How many different values a column holds, an unset option (None / NaN) counting as one
+    value: a sweep that sets ``loss_options.self_weight`` and one that leaves it at the default
+    are two conditions. (``astype(str).nunique()`` drops NaN in pandas 3 and would count one.)"""
+    return values.map(lambda v: "\0unset" if _missing(v) else str(v)).nunique()
+
+
 def _condition_keys(runs: pd.DataFrame, config_cols: Sequence[str]) -> tuple[list[str], str | None]:
     """(condition columns, the bias-level column to use as x axis or None)."""
 
     def varies(c: str) -> bool:
-        return runs[c].astype(str).nunique() > 1
+        return n_values(runs[c]) > 1
 
     level_cols: list[str] = []
     for ds in runs["dataset"].dropna().unique():
@@ -132,9 +139,7 @@ def _condition_keys(runs: pd.DataFrame, config_cols: Sequence[str]) -> tuple[lis
     def informative(c: str) -> bool:
         # Options that follow from the method (mode "auto", augment's default, ...) would only
         # repeat it: keep an option only if it varies for some dataset and method.
-        return bool(
-            (runs.groupby(keys, dropna=False)[c].agg(lambda s: s.astype(str).nunique()) > 1).any()
-        )
+        return bool((runs.groupby(keys, dropna=False)[c].agg(n_values) > 1).any())
 
     keys += [
         c
