@@ -305,5 +305,13 @@ def test_a_group_missing_from_the_fitted_half_is_a_clear_error():
         # seeds alternate which half holds the lone image; one of the first few misses it
         for seed in range(8):
             fit_dfr(emb["val"], ys["val"], bs["val"], emb["train"], seed=seed)
+    emb, ys, _, bs = features(2, 2, [30, 30, 1, 1], seed=0)  # class 1: two images
+    messages = set()
+    for seed in range(16):  # seeds where both class-1 images fall in the scoring half
+        try:
+            fit_dfr(emb["val"], ys["val"], bs["val"], emb["train"], seed=seed)
+        except DFRError as err:
+            messages.add(str(err).split(" (")[0])
+    assert "the half of the validation split DFR fits on holds target class [0] only" in messages
     with pytest.raises(DFRError, match="single target class"):
         fit_dfr(emb["val"][:50], np.zeros(50), bs["val"][:50], emb["train"])

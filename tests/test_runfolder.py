@@ -45,11 +45,11 @@ def tiny_cfg(out: Path, **kw) -> TrainConfig:
 # -- names are declared once ------------------------------------------------------------------
 def test_file_names_come_from_runfolder():
     from debias import results
-    from debias.sweep import runner
+    from debias.sweep import status
     from debias.train import loop
 
     assert loop.METRICS is runfolder.METRICS and loop.CHECKPOINT is runfolder.CHECKPOINT
-    assert runner.METRICS is runfolder.METRICS and runner.CHECKPOINT is runfolder.CHECKPOINT
+    assert status.METRICS is runfolder.METRICS and status.CHECKPOINT is runfolder.CHECKPOINT
     assert results._METRICS is runfolder.METRICS and results._HISTORY is runfolder.HISTORY
     assert loop.MODEL == "model.pt" and set(runfolder.OUTPUTS) == {
         "metrics.json", "checkpoint.pt", "history.csv", "embeddings.npz", "model.pt",
@@ -388,7 +388,7 @@ def test_failed_run_leaves_no_empty_out_folder(tmp_path):
 def test_interrupt_before_first_epoch_says_nothing_was_saved(tmp_path, monkeypatch):
     from debias.train import loop
 
-    def boom(self, epoch):
+    def boom(self, *args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(loop.Trainer, "train_epoch", boom)

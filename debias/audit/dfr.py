@@ -34,6 +34,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from debias._types import group_code
+
 __all__ = [
     "C_GRID",
     "DFRError",
@@ -154,7 +156,7 @@ def group_codes(targets: Any, bias: Any) -> np.ndarray:
     """Consecutive ids ``0..G-1`` of the ``(target, bias)`` pairs present, in ``(y, b)`` order
     (the official code's ``g`` on data where every group occurs)."""
     y, b = np.asarray(targets, dtype=np.int64), np.asarray(bias, dtype=np.int64)
-    return np.unique(y * (int(b.max()) + 1) + b, return_inverse=True)[1].reshape(-1)
+    return np.unique(group_code(y, b, int(b.max()) + 1), return_inverse=True)[1].reshape(-1)
 
 
 def scaler_rows(n: int, seed: int) -> np.ndarray:
@@ -186,6 +188,12 @@ def _fit_l1(
     call; the one-vs-rest fits share one draw, as the single old call did.
     """
     classes = np.unique(y)
+    if len(classes) < 2:
+        raise DFRError(
+            f"the half of the validation split DFR fits on holds target class "
+            f"{classes.tolist()} only ({len(y)} group-balanced row(s)); DFR needs every class "
+            "in both halves: use a larger validation split"
+        )
     if len(classes) == 2:
         m = LogisticRegression(l1_ratio=1.0, C=C, solver="liblinear", random_state=rng)
         m.fit(X, y)
@@ -308,7 +316,8 @@ def fit_dfr(
         seed: seeds every draw. c_grid / refits: the official ``C_OPTIONS`` / ``num_retrains``.
 
     Raises:
-        DFRError: fewer than two classes, or a group missing from the half the tuning fits on.
+        DFRError: fewer than two classes, or a group or a class missing from the half the
+            tuning fits on.
         ValueError: features and labels of different lengths, or ``refits`` < 1.
     """
     if isinstance(refits, bool) or not isinstance(refits, int) or refits < 1:

@@ -19,6 +19,9 @@ from torch.utils.data import Dataset
 
 from debias._types import Group
 
+# The splits every loader that splits its own data gives (Biased-MNIST adds its two test sets).
+SPLITS = ("train", "val", "test")
+
 # Side of the square images a decoded dataset (faces, a metadata table) stores by default.
 DEFAULT_IMAGE_SIZE = 64
 

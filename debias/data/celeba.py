@@ -59,7 +59,7 @@ from typing import Any
 
 import torch
 
-from debias.data.base import DEFAULT_IMAGE_SIZE, TensorImageDataset
+from debias.data.base import DEFAULT_IMAGE_SIZE, SPLITS, TensorImageDataset
 from debias.data.cache import load_images
 from debias.data.groups import aligned_from_counts, stratified
 from debias.data.root import data_root
@@ -75,7 +75,6 @@ __all__ = [
     "BIASCON_NON_BLOND_WOMEN",
 ]
 
-SPLITS = ("train", "val", "test")
 PROTOCOLS = ("official", "biascon")
 # Old protocol names, still accepted (with a warning) and read from old runs' configs.
 PROTOCOL_ALIASES = {"groupdro": "official"}

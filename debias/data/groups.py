@@ -10,7 +10,9 @@ from fractions import Fraction
 
 import torch
 
-__all__ = ["aligned_from_counts", "stratified"]
+from debias._types import group_code
+
+__all__ = ["aligned_from_counts", "group_code", "stratified"]
 
 
 def stratified(
@@ -46,7 +48,7 @@ def aligned_from_counts(
     the smallest tied ``y``. The plain "most frequent ``y`` given ``b``" would, on CelebA
     Blond_Hair/Male, call non-blond aligned with both sexes, because most women are not blond.
     """
-    counts = torch.bincount(y * num_bias + b, minlength=num_classes * num_bias)
+    counts = torch.bincount(group_code(y, b, num_bias), minlength=num_classes * num_bias)
     counts = counts.view(num_classes, num_bias).tolist()
     n_y = [sum(row) for row in counts]
     present = [t for t in range(num_classes) if n_y[t] > 0]

@@ -56,13 +56,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from debias.data.base import DEFAULT_IMAGE_SIZE, TensorImageDataset
+from debias.data.base import DEFAULT_IMAGE_SIZE, SPLITS, TensorImageDataset
 from debias.data.cache import DEPTH_VERSION, DecodedImages, ImageDecodeError, load_images
-from debias.data.groups import aligned_from_counts, stratified
+from debias.data.groups import aligned_from_counts, group_code, stratified
 
 __all__ = ["MetadataDataset", "read_metadata", "PATH_COLUMNS", "SPLIT_VALUES"]
 
-SPLITS = ("train", "val", "test")
 PATH_COLUMNS = ("filename", "img_filename", "path", "file", "image", "image_path", "filepath")
 SPLIT_VALUES = {
     "0": "train",
@@ -418,7 +417,7 @@ class MetadataDataset(TensorImageDataset):
 
         # 2. splits, from the table only
         parts, self.split_source = _split_of_rows(
-            table, self.columns, y_all * num_bias + b_all, self.seed, src
+            table, self.columns, group_code(y_all, b_all, num_bias), self.seed, src
         )
         train = parts["train"]
         aligned, self.aligned_rule = _aligned(

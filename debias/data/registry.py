@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from debias.data.base import DEFAULT_IMAGE_SIZE
+from debias.data.base import DEFAULT_IMAGE_SIZE, SPLITS
 from debias.data.spec import DataOption, DatasetSpec, Splits, number
 
 __all__ = [
@@ -43,7 +43,8 @@ def _biased_mnist(
     download: bool,
     palette: str,
 ) -> Splits:
-    from debias.data.biased_mnist import SPLITS, biased_mnist
+    from debias.data.biased_mnist import SPLITS as MNIST_SPLITS
+    from debias.data.biased_mnist import biased_mnist
 
     return {
         split: biased_mnist(
@@ -55,7 +56,7 @@ def _biased_mnist(
             download=download,
             palette=palette,
         )
-        for split in SPLITS
+        for split in MNIST_SPLITS
     }
 
 
@@ -110,7 +111,7 @@ def _utkface(
             image_size=image_size,
             on_error=on_error,
         )
-        for split in ("train", "val", "test")
+        for split in SPLITS
     }
 
 
@@ -137,7 +138,7 @@ def _celeba(
             image_size=image_size,
             on_error=on_error,
         )
-        for split in ("train", "val", "test")
+        for split in SPLITS
     }
 
 
@@ -190,7 +191,7 @@ def _metadata(
             on_error=on_error,
             **options,
         )
-        for split in ("train", "val", "test")
+        for split in SPLITS
     }
 
 

@@ -37,14 +37,13 @@ from pathlib import Path
 
 import torch
 
-from debias.data.base import DEFAULT_IMAGE_SIZE, TensorImageDataset
+from debias.data.base import DEFAULT_IMAGE_SIZE, SPLITS, TensorImageDataset
 from debias.data.cache import DecodedImages, load_images
 from debias.data.root import data_root
 
 __all__ = ["UTKFace", "parse_utkface_name", "RACES"]
 
 RACES = ("White", "Black", "Asian", "Indian", "Others")
-SPLITS = ("train", "val", "test")
 BIASES = ("race", "age")
 # What the codes mean (see the module docstring's encodings).
 CLASS_NAMES = {"gender": ("male", "female")}

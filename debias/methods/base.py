@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 # The stage kinds are defined with their runners; re-exported here, where they always were.
+from debias._types import group_code
 from debias.methods.stages import LINEAR as LINEAR
 from debias.methods.stages import PRETRAIN as PRETRAIN
 from debias.methods.stages import REFIT as REFIT
@@ -329,8 +330,8 @@ class Method:
 
 
 def group_index(y: torch.Tensor, b: torch.Tensor, num_bias: int) -> torch.Tensor:
-    """The flat group id ``g = y·num_bias + b`` of each sample."""
-    return y * num_bias + b
+    """The flat group id ``g = y·num_bias + b`` of each sample (:func:`debias._types.group_code`)."""
+    return group_code(y, b, num_bias)
 
 
 def group_counts(y: torch.Tensor, b: torch.Tensor, num_classes: int, num_bias: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from debias._types import Group
+from debias._types import Group, group_code
 from debias.metrics._inputs import as_aligned, check_arrays
 from debias.metrics.bootstrap import stratified_bootstrap
 from debias.metrics.intervals import clopper_pearson
@@ -103,7 +103,7 @@ class _GroupTable:
         labels, (y, p) = _encode([y_true, y_pred], max(1, _DENSE_CELLS // nb))
         nc = len(labels)
         cells = nc * nb
-        gid = y * nb + b
+        gid = group_code(y, b, nb)
         hit = y == p
         self.labels = labels
         self.bias_values = bias_values
