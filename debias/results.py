@@ -37,6 +37,7 @@ from typing import Any
 
 import pandas as pd
 
+from debias._types import UNFINISHED, RunStatus
 from debias.train.runfolder import CHECKPOINT as _CHECKPOINT
 from debias.train.runfolder import ERROR as _ERROR
 from debias.train.runfolder import HISTORY as _HISTORY
@@ -131,12 +132,13 @@ def _run_config(d: Path, fallback: dict[str, Any] | None = None) -> dict[str, An
 
 def _status(d: Path, recorded: str | None) -> str:
     if (d / _METRICS).exists():
-        return "done"
-    if recorded in ("failed", "interrupted"):
-        return recorded
+        return RunStatus.DONE
+    if recorded in UNFINISHED:
+        return RunStatus(recorded)
     if (d / _CHECKPOINT).exists() or (d / _HISTORY).exists():
-        return "incomplete"
-    return recorded if recorded and recorded not in ("done", "skipped", "running") else "pending"
+        return RunStatus.INCOMPLETE
+    # A ledger that says done, skipped or running for a folder without metrics.json is stale.
+    return RunStatus.PENDING
 
 
 def _runs_under(root: Path) -> list[RunRecord]:
@@ -235,9 +237,9 @@ def _frame(rows: list[dict[str, Any]], front: Sequence[str]) -> pd.DataFrame:
 
 
 def _drop_incomplete(runs: list[RunRecord], what: str) -> list[RunRecord]:
-    done = [r for r in runs if r.status == "done"]
+    done = [r for r in runs if r.status == RunStatus.DONE]
     if len(done) < len(runs):
-        missing = [f"{r.run} ({r.status})" for r in runs if r.status != "done"]
+        missing = [f"{r.run} ({r.status})" for r in runs if r.status != RunStatus.DONE]
         warnings.warn(
             f"{what}: {len(missing)} run(s) without metrics.json left out: "
             + ", ".join(missing[:5])

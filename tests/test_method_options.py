@@ -53,15 +53,19 @@ class NoTemperature(ContrastiveLoss):
         return 1 - (z[:, 0] * z[:, 1]).sum(-1).mean()
 
 
-def test_the_temperature_goes_to_the_losses_that_take_one():
+def test_the_temperature_goes_to_the_losses_that_take_one_and_the_others_refuse_it():
     register_loss("toy-notemp", NoTemperature)
     try:
-        cfg = config(method="toy-notemp", temperature=0.2, base_temperature=0.3)
-        assert contrastive_loss_options(cfg, "toy-notemp") == {}
+        with pytest.raises(ValueError, match="loss 'toy-notemp' takes no temperature, base_temp"):
+            config(method="toy-notemp", temperature=0.2, base_temperature=0.3)
+        assert contrastive_loss_options(config(method="toy-notemp"), "toy-notemp") == {}
     finally:
         METHODS.pop("toy-notemp", None)  # the method made from the loss, then the loss
         LOSSES.pop("toy-notemp", None)
     cfg = config(method="supcon", temperature=0.2, loss_options={"base_temperature": 0.5})
     assert contrastive_loss_options(cfg, "supcon") == {"temperature": 0.2, "base_temperature": 0.5}
-    cacr = config(method="cacr", temperature=0.2, loss_options={"tau_neg": 2.0})
+    # CACR has no temperature: setting one would change nothing, so it is an error
+    with pytest.raises(ValueError, match=r"loss 'cacr' takes no temperature \(it takes: tau_pos"):
+        config(method="cacr", temperature=0.2, loss_options={"tau_neg": 2.0})
+    cacr = config(method="cacr", loss_options={"tau_neg": 2.0})
     assert contrastive_loss_options(cacr, "cacr") == {"tau_neg": 2.0}

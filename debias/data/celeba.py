@@ -50,7 +50,6 @@ Split membership depends on labels only, never on which files decode: with
 
 from __future__ import annotations
 
-import difflib
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -59,6 +58,7 @@ from typing import Any
 
 import torch
 
+from debias._hints import close_names
 from debias.data.base import DEFAULT_IMAGE_SIZE, SPLITS, TensorImageDataset
 from debias.data.cache import load_images
 from debias.data.groups import aligned_from_counts, stratified
@@ -170,8 +170,7 @@ def canonical_protocol(protocol: str, *, warn: bool = True) -> str:
 def _check_attr(name: str, role: str, names: Sequence[str]) -> int:
     if name in names:
         return names.index(name)
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    close += [n for n in names if n.lower() == name.lower() and n not in close]
+    close = close_names(name, names, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
         f"unknown CelebA attribute {name!r} for {role} (names are case-sensitive).{hint} "

@@ -44,7 +44,6 @@ cache entry serves all splits and seeds), centre-square cropped by default and r
 
 from __future__ import annotations
 
-import difflib
 import os
 import warnings
 from collections import OrderedDict
@@ -56,6 +55,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from debias._hints import close_names
 from debias.data.base import DEFAULT_IMAGE_SIZE, SPLITS, TensorImageDataset
 from debias.data.cache import DEPTH_VERSION, DecodedImages, ImageDecodeError, load_images
 from debias.data.groups import aligned_from_counts, group_code, stratified
@@ -152,7 +152,7 @@ def _find_column(table: pd.DataFrame, name: str, role: str, source: Path) -> str
     if name in table.columns:
         return name
     cols = [str(c) for c in table.columns]
-    close = difflib.get_close_matches(name, cols, n=3, cutoff=0.5)
+    close = close_names(name, cols, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(f"{source}: no {role} column {name!r}.{hint} Columns: {', '.join(cols)}")
 

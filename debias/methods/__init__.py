@@ -27,10 +27,10 @@ Add your own with :func:`register_method` (see the README, "Add your own method"
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+from debias._hints import did_you_mean
 from debias.losses import LOSSES, NAME_TAKEN
 from debias.methods.base import (
     BIAS_LABELS,
@@ -203,10 +203,9 @@ def get_method(name: str) -> type[Method]:
     try:
         return METHODS[name]
     except (KeyError, TypeError):
-        close = difflib.get_close_matches(str(name), list(METHODS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(
-            f"unknown method {name!r}{hint}; expected one of {sorted(METHODS)}"
+            f"unknown method {name!r}{did_you_mean(name, METHODS)}; expected one of "
+            f"{sorted(METHODS)}"
         ) from None
 
 
@@ -220,10 +219,7 @@ def resolve_hparams(name: str, options: dict[str, Any] | None) -> dict[str, Any]
     unknown = sorted(set(options) - set(cls.hparams))
     if unknown:
         takes = ", ".join(sorted(cls.hparams)) or "none"
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, list(cls.hparams), n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints = [f"{key!r}{did_you_mean(key, cls.hparams)}" for key in unknown]
         raise ValueError(
             f"method {name!r} does not take option(s) {', '.join(hints)}; it takes: {takes}"
         )

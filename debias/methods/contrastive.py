@@ -67,6 +67,20 @@ class Contrastive(Method):
             if not isinstance(cfg.loss_options, dict):
                 raise ValueError(f"loss_options must be a mapping, got {cfg.loss_options!r}")
             check_loss_options(cls.loss_name, cfg.loss_options)
+            cls._check_loss_fields(cfg)
+
+    @classmethod
+    def _check_loss_fields(cls, cfg) -> None:
+        """A :attr:`loss_fields` option set for a loss that does not take it would change
+        nothing (CACR has no temperature): an error, not a silent no-op."""
+        takes = loss_parameters(cls.loss_name)
+        unused = [n for n in cls.loss_fields if getattr(cfg, n) is not None and n not in takes]
+        if unused:
+            raise ValueError(
+                f"method {cfg.method!r}: its loss {cls.loss_name!r} takes no "
+                f"{', '.join(unused)} (it takes: {', '.join(takes)}; give those with "
+                "--loss-option NAME=VALUE)"
+            )
 
     def build(self):
         cfg, ctx = self.cfg, self.ctx

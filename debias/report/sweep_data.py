@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from debias import results
+from debias._types import RunStatus
 from debias.report.compare import paired_tables
 from debias.report.representation import RepresentationSummary, summarize_representation
 from debias.report.summary import SummaryInfo, summarize
@@ -69,7 +70,7 @@ def load_sweep_data(sweep_dir: str | Path | Sequence[str | Path]) -> SweepData:
         info,
         groups,
         history,
-        [r for r in every if r.status != "done"],
+        [r for r in every if r.status != RunStatus.DONE],
         paired_tables(info),
         summarize_representation(df, sweep_dir),
     )

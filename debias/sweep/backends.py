@@ -12,6 +12,7 @@ import time
 from collections import deque
 from typing import Any
 
+from debias._types import RunStatus
 from debias.sweep.config import RunSpec
 from debias.sweep.processes import (
     _PATH_ENV,
@@ -149,7 +150,10 @@ def _run_ray(sweep: _Sweep, todo: list[RunSpec], jobs: int, address: str | None)
         except KeyboardInterrupt:
             for ref, run in pending.items():
                 ray.cancel(ref, force=True)
-                sweep.status[run.name] |= {"status": "interrupted", "error": "sweep interrupted"}
+                sweep.status[run.name] |= {
+                    "status": RunStatus.INTERRUPTED,
+                    "error": "sweep interrupted",
+                }
             sweep.write_status()
             raise
     finally:

@@ -39,6 +39,7 @@ from typing import Any
 
 # The runner's parts, one module per job (backends, processes, the status ledger); their names
 # are re-exported here, where they were.
+from debias._types import RunStatus
 from debias.sweep.backends import (  # noqa: F401
     BACKENDS,
     _import_ray,
@@ -170,7 +171,7 @@ def _execute(
     sweep.write_manifest()
     todo = [r for r in runs if sweep.prepare(r) is None]
     sweep.write_status()
-    n_skip = sum(s["status"] == "skipped" for s in sweep.status.values())
+    n_skip = sum(s["status"] == RunStatus.SKIPPED for s in sweep.status.values())
     how = ""
     if backend == "local":
         how = ", a process per run" if per_run else ", persistent workers"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from debias._atomic import atomic_write
+from debias._types import FINISHED, UNFINISHED, RunStatus
 from debias.results import error_line
 from debias.sweep.config import RunSpec, SweepSpec
 from debias.sweep.worker import now as _now
@@ -54,7 +55,7 @@ class SweepResult:
 
     @property
     def failed(self) -> list[str]:
-        return [r["run"] for r in self.runs if r["status"] in ("failed", "interrupted")]
+        return [r["run"] for r in self.runs if r["status"] in UNFINISHED]
 
     @property
     def ok(self) -> bool:
@@ -74,7 +75,7 @@ class _Sweep:
         self.status: dict[str, dict[str, Any]] = {
             r.name: {
                 "run": r.name,
-                "status": "pending",
+                "status": RunStatus.PENDING,
                 "returncode": "",
                 "seconds": "",
                 "started": "",
@@ -176,9 +177,9 @@ class _Sweep:
             return self._fail(run, why)
         row = self.status[run.name]
         if what == "skip":
-            row["status"] = "skipped"
+            row["status"] = RunStatus.SKIPPED
             before = self.previous.get(run.name, {})
-            if before.get("status") in ("done", "skipped") and before.get("seconds") != "":
+            if before.get("status") in FINISHED and before.get("seconds") != "":
                 # An earlier pass ran it: keep when and how long.
                 row |= {k: before[k] for k in _TIMING_FIELDS if k in before}
             else:
@@ -186,7 +187,7 @@ class _Sweep:
                 wall = runfolder.read_metrics(d / METRICS).get("wall_time_seconds")
                 if isinstance(wall, (int, float)):
                     row["seconds"] = round(wall, 1)
-            return "skipped"
+            return RunStatus.SKIPPED
         runfolder.claim_folder(
             d, names=runfolder.OUTPUTS + runfolder.SWEEP_RUN_FILES, what="run folder"
         )
@@ -199,19 +200,19 @@ class _Sweep:
         d = self.dir(run)
         if d.is_dir() and (runfolder.is_debias_folder(d) or not (d / ERROR).exists()):
             _atomic_write(d / ERROR, message + "\n")
-        self.status[run.name] |= {"status": "failed", "error": error_line(message)}
-        return "failed"
+        self.status[run.name] |= {"status": RunStatus.FAILED, "error": error_line(message)}
+        return RunStatus.FAILED
 
     def started(self, run: RunSpec) -> None:
         self.status[run.name]["started"] = _now()
-        self.status[run.name]["status"] = "running"
+        self.status[run.name]["status"] = RunStatus.RUNNING
 
     def finished(self, run: RunSpec, returncode: int, seconds: float) -> None:
         d = self.dir(run)
         row = self.status[run.name]
         row |= {"returncode": returncode, "seconds": round(seconds, 1), "finished": _now()}
         if returncode == 0 and (d / METRICS).exists():
-            row["status"] = "done"
+            row["status"] = RunStatus.DONE
         else:
             err = d / ERROR
             if not err.exists():  # killed before the child could write it
@@ -220,7 +221,8 @@ class _Sweep:
                     f"run exited with code {returncode} without a traceback; "
                     f"last lines of {LOG}:\n{tail}\n"
                 )
-            row["status"] = "interrupted" if returncode in (130, -2) else "failed"
+            interrupted = returncode in (130, -2)
+            row["status"] = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
             row["error"] = error_line(err.read_text())
         self.log(
             f"[{self.progress()}] {row['status']:>7} {run.name} ({seconds:.1f}s)"
@@ -229,10 +231,7 @@ class _Sweep:
         self.write_status()
 
     def progress(self) -> str:
-        n_end = sum(
-            s["status"] in ("done", "skipped", "failed", "interrupted")
-            for s in self.status.values()
-        )
+        n_end = sum(s["status"] in FINISHED + UNFINISHED for s in self.status.values())
         return f"{n_end}/{len(self.runs)}"
 
 
