@@ -24,6 +24,22 @@ def parse(*argv: str) -> TrainConfig:
     return config_from_args(build_parser().parse_args(["train", *argv]))
 
 
+def test_runtime_fields_are_declared_at_their_fields_and_leave_the_identity():
+    from debias.train.config import RUNTIME_FIELDS
+
+    assert RUNTIME_FIELDS == {
+        "out", "device", "root", "download", "progress", "log_to",  # where and how it runs
+        "eval_batch_size", "eval_every", "save_embeddings", "represent",  # change no number
+    }  # fmt: skip
+    cfg = parse(*TINY, "--out", "a")
+    other = parse(*TINY, "--out", "b", "--eval-every", "0", "--no-represent")
+    assert cfg.identity() == other.identity() and "out" not in cfg.identity()
+    assert cfg.identity() != parse(*TINY, "--out", "a", "--seed", "1").identity()
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    runtime = help_text.split("runtime (where and how")[1]
+    assert "--device" in runtime and "--out" in runtime and "--seed" not in runtime
+
+
 def test_every_config_field_is_a_train_option_with_help():
     help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     for f in dataclasses.fields(TrainConfig):

@@ -33,25 +33,6 @@ __all__ = [
 # "two-stage" and "joint": the contrastive protocols (see debias.methods.contrastive).
 MODES = ("ce", "two-stage", "joint")
 
-# Fields that say where or how a run executes, not what it computes: they may differ between
-# an interrupted run and its resumption.
-# ``eval_every`` only thins the history: the selected epoch and its numbers do not change;
-# ``represent`` only adds metrics.json's "representation" section.
-RUNTIME_FIELDS = frozenset(
-    {
-        "out",
-        "device",
-        "root",
-        "save_embeddings",
-        "progress",
-        "download",
-        "eval_batch_size",
-        "eval_every",
-        "log_to",
-        "represent",
-    }
-)
-
 # Each TrainConfig field declares its help and its group here once; ``debias train``'s options
 # are generated from them (debias.cli), one ``--flag`` per field.
 OPTION_GROUPS = {
@@ -59,6 +40,7 @@ OPTION_GROUPS = {
     "method": "method",
     "optim": "optimisation",
     "eval": "evaluation and output",
+    "runtime": "runtime (where and how the run executes; not part of what it computes)",
 }
 
 
@@ -69,6 +51,7 @@ def _opt(
     *,
     search: Distribution | None = None,
     only_for: str | None = None,
+    identity: bool | None = None,
     **cli: Any,
 ) -> Any:
     """A TrainConfig field with its command-line facts: ``group`` (a key of
@@ -78,14 +61,18 @@ def _opt(
     ``default`` is a default factory. ``search``: the distribution a sweep's random search
     draws the option from (:func:`search_spaces`). ``only_for``: the option is read only by
     the methods that name it in ``Method.config_options``; the text names them in the error
-    a method that does not read it gives (e.g. ``"contrastive-loss"``)."""
+    a method that does not read it gives (e.g. ``"contrastive-loss"``). ``identity``: whether
+    the option decides the run's numbers (compared before a run resumes, a condition in a
+    report); default: every group's options do except ``runtime``'s (:data:`RUNTIME_FIELDS`)."""
+    identity = group != "runtime" if identity is None else identity
     meta = {"group": group, "help": help, "cli": cli, "search": search, "only_for": only_for}
+    meta["identity"] = identity
     if callable(default):
         return field(default_factory=default, metadata=meta)
     return field(default=default, metadata=meta)
 
 
-def _data_opt(name: str, default: Any = None) -> Any:
+def _data_opt(name: str, default: Any = None, identity: bool = True) -> Any:
     """A TrainConfig field for the dataset option ``name`` of the built-in datasets, its help
     from their specs. The dataset fills in its default (an inapplicable option stays
     ``default``); a dataset option no built-in declares is a key of ``data_options``."""
@@ -101,7 +88,8 @@ def _data_opt(name: str, default: Any = None) -> Any:
                 choices.add(opt.choices)
     cli = {"choices": choices.pop()} if len(choices) == 1 and None not in choices else {}
     meta = {"group": "data", "help": "; ".join(f"{', '.join(n)}: {t}" for t, n in said.items())}
-    return field(default=default, metadata=meta | {"cli": cli, "dataset_option": True})
+    meta |= {"cli": cli, "dataset_option": True, "identity": identity}
+    return field(default=default, metadata=meta)
 
 
 def _dataset_help() -> str:
@@ -154,7 +142,7 @@ class TrainConfig:
     """
 
     out: str = _opt(
-        "runs/run", "eval", "run directory (resumed if it holds a checkpoint)", required=True
+        "runs/run", "runtime", "run directory (resumed if it holds a checkpoint)", required=True
     )
     # data
     dataset: str = _opt("biased-mnist", "data", _dataset_help())
@@ -177,8 +165,10 @@ class TrainConfig:
         flag="--data-option",
     )
     data_seed: int = _opt(0, "data", "seed of the data splits and colouring")
-    root: str | None = _opt(None, "data", "data root (default: $DEBIAS_DATA, else ./data)")
-    download: bool = _data_opt("download", False)
+    root: str | None = _opt(
+        None, "data", "data root (default: $DEBIAS_DATA, else ./data)", identity=False
+    )
+    download: bool = _data_opt("download", False, identity=False)
     # method
     method: str = _opt("ce", "method", "training method (`debias methods` lists them)")
     mode: str = _opt(
@@ -279,12 +269,14 @@ class TrainConfig:
         "'last' or 'val/<metric>' e.g. val/worst_group_accuracy (never a test split; "
         "a tie goes to the later epoch)",
     )
+    # Only thins the history: the selected epoch and its numbers do not change.
     eval_every: int = _opt(
         1,
         "eval",
         "evaluate the test splits every N epochs (always at the last epoch); the val split "
         "stays per-epoch under a val/ selection; 0: only what is read (val every epoch, the "
         "test splits once, for the reported epoch)",
+        identity=False,
     )
     eval_limit: int | None = _opt(
         None,
@@ -292,8 +284,13 @@ class TrainConfig:
         "evaluate on a seeded subset of at most N images per evaluation split (smoke tests; "
         "every reported number is then on that subset)",
     )
-    eval_batch_size: int = _opt(1024, "eval", "batch size of evaluation and encoding")
-    save_embeddings: bool = _opt(False, "eval", "write test embeddings to embeddings.npz")
+    eval_batch_size: int = _opt(
+        1024, "eval", "batch size of evaluation and encoding", identity=False
+    )
+    save_embeddings: bool = _opt(
+        False, "eval", "write test embeddings to embeddings.npz", identity=False
+    )
+    # Only adds metrics.json's "representation" section.
     represent: bool = _opt(
         True,
         "eval",
@@ -301,12 +298,13 @@ class TrainConfig:
         "features that end every run (metrics.json 'representation'; `debias evaluate` adds "
         "it later)",
         false_flag="--no-represent",
+        identity=False,
     )
-    device: str = _opt("auto", "eval", "auto | cpu | cuda | cuda:1 ...")
-    progress: bool = _opt(True, "eval", "no progress bars", false_flag="--quiet")
+    device: str = _opt("auto", "runtime", "auto | cpu | cuda | cuda:1 ...")
+    progress: bool = _opt(True, "runtime", "no progress bars", false_flag="--quiet")
     log_to: str | None = _opt(
         None,
-        "eval",
+        "runtime",
         "experiment trackers, comma-separated: tensorboard, mlflow, wandb (off by default)",
     )
 
@@ -401,6 +399,12 @@ class TrainConfig:
             raise ValueError(unknown_names("training option", unknown, names))
         return cls(**d)
 
+
+# Fields that say where or how a run executes, not what it computes (declared at each field,
+# ``identity=False``): they may differ between an interrupted run and its resumption.
+RUNTIME_FIELDS = frozenset(
+    f.name for f in dataclasses.fields(TrainConfig) if not f.metadata.get("identity", True)
+)
 
 # The fields that are dataset options (the built-in datasets'; see _data_opt).
 DATA_FIELDS = tuple(
