@@ -62,12 +62,14 @@ def _add_field_argument(group: argparse._ArgumentGroup, f: dataclasses.Field, hi
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     """``debias train``'s options: one per TrainConfig field (debias.train.config), plus
     ``--config`` and ``--force``."""
-    from debias.train.config import OPTION_GROUPS, TrainConfig
+    from debias.train.config import OPTION_GROUPS, TrainConfig, method_shortcuts
 
     hints = typing.get_type_hints(TrainConfig)
     groups = {key: p.add_argument_group(title) for key, title in OPTION_GROUPS.items()}
     for f in dataclasses.fields(TrainConfig):
         _add_field_argument(groups[f.metadata["group"]], f, hints[f.name])
+    for name, hp in method_shortcuts().items():
+        _add_shortcut_argument(groups["method"], name, hp)
     e = groups["eval"]
     e.add_argument(
         "--config",
@@ -76,6 +78,22 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "options given on the command line override it",
     )
     e.add_argument("--force", action="store_true", help="discard what --out holds and start over")
+
+
+def _add_shortcut_argument(group: argparse._ArgumentGroup, name: str, hp: Any) -> None:
+    """``--name`` for a method hyper-parameter that is also a top-level option (its
+    ``HParam.shortcut``), its help naming the methods that take it."""
+    from debias.methods import METHODS
+
+    takers = [n for n, c in METHODS.items() if name in c.hparams]
+    default = "" if hp.default is None else f" ({hp.default})"
+    group.add_argument(
+        "--" + name.replace("_", "-"),
+        dest=name,
+        type=hp.type or type(hp.default),
+        default=argparse.SUPPRESS,
+        help=f"{hp.help}{default}; methods {', '.join(takers)} (= --method-option {name}=VALUE)",
+    )
 
 
 def _parse_value(text: str) -> Any:
@@ -101,11 +119,14 @@ def _key_values(flag: str, items: list[str]) -> dict[str, Any]:
 def config_from_args(args: argparse.Namespace):
     """The TrainConfig of ``debias train``: ``--config`` file values, then the options given on
     the command line (dict options such as ``--method-option`` are merged key by key)."""
-    from debias.train.config import TrainConfig, load_config_file
+    from debias.train.config import TrainConfig, load_config_file, method_shortcuts
 
     names = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    shortcuts = method_shortcuts()
     values = load_config_file(args.config) if args.config else {}
     for name, value in vars(args).items():
+        if name in shortcuts:
+            values[name] = value
         if name not in names:
             continue
         if names[name].default_factory is dict:  # --loss-option / --method-option KEY=VALUE

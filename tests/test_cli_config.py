@@ -56,11 +56,16 @@ def test_every_config_field_is_a_train_option_with_help():
 
 
 def test_drifted_options_are_settable_and_defaults_come_from_the_dataclass(tmp_path):
-    cfg = parse(*TINY, "--out", "o", "--linear-lr", "0.02", "--lr-gamma", "0.5",
+    cfg = parse(*TINY, "--out", "o", "--lr-gamma", "0.5",
                 "--eval-batch-size", "64", "--method", "jtt", "--method-option", "upweight=7",
                 "--eval-every", "3", "--eval-limit", "100")  # fmt: skip
-    assert (cfg.linear_lr, cfg.lr_gamma, cfg.eval_batch_size) == (0.02, 0.5, 64)
+    assert (cfg.lr_gamma, cfg.eval_batch_size) == (0.5, 64)
     assert cfg.method_options == {"upweight": 7} and cfg.progress is False
+    # a method's shortcut options (generated from its hparams) go to its method_options
+    two = parse(*TINY, "--out", "o", "--method", "supcon", "--linear-lr", "0.02",
+                "--temperature", "0.2", "--method-option", "linear_epochs=3")  # fmt: skip
+    assert two.method_options == {"linear_lr": 0.02, "temperature": 0.2, "linear_epochs": 3}
+    assert (two.linear_lr, two.temperature, two.linear_epochs) == (0.02, 0.2, 3)
     assert (cfg.eval_every, cfg.eval_limit) == (3, 100)
     plain = parse("--rho", "0.9", "--out", "o")
     default = TrainConfig(rho=0.9, out="o")
@@ -86,11 +91,11 @@ def test_config_file_with_command_line_overrides(tmp_path, capsys):
     run.write_text(yaml.safe_dump({
         "dataset": "digits", "rho": 0.95, "model": "smallconvnet", "epochs": 1,
         "batch_size": 64, "max_steps": 2, "device": "cpu", "progress": False,
-        "linear_lr": 0.5, "method_options": {"upweight": 3}, "method": "jtt",
+        "lr_gamma": 0.5, "method_options": {"upweight": 3}, "method": "jtt",
         "out": str(tmp_path / "from_file"),
     }))  # fmt: skip
     cfg = parse("--config", str(run), "--epochs", "2", "--method-option", "identify_epochs=1")
-    assert (cfg.epochs, cfg.linear_lr, cfg.out) == (2, 0.5, str(tmp_path / "from_file"))
+    assert (cfg.epochs, cfg.lr_gamma, cfg.out) == (2, 0.5, str(tmp_path / "from_file"))
     assert cfg.method_options == {"upweight": 3, "identify_epochs": 1}  # merged key by key
     js = tmp_path / "run.json"
     js.write_text(json.dumps({"rho": 0.9, "lr-gamma": 0.3}))

@@ -293,7 +293,7 @@ def test_report_into_a_run_folder_is_refused(tmp_path, capsys):
 def test_config_diff_fills_options_added_later_including_default_factories(tmp_path):
     cfg = tiny_cfg(tmp_path)
     saved = cfg.to_dict()
-    del saved["loss_options"], saved["lambda_con"]  # written before those options existed
+    del saved["loss_options"], saved["channels_last"]  # written before those options existed
     assert runfolder.config_diff(saved, cfg) == {}
     saved["lr"] = 0.5
     assert runfolder.config_diff(saved, cfg) == {"lr": (0.5, 0.001)}

@@ -93,6 +93,8 @@ class Stage:
         views: augmented views per image in a batch (2 for contrastive losses).
         milestones: epochs (within the stage) where the learning rate is multiplied by
             ``lr_gamma``.
+        lr: the stage's own learning rate (the two-stage methods' ``linear_lr``), or None for
+            the run's ``lr``.
     """
 
     name: str
@@ -100,6 +102,7 @@ class Stage:
     kind: str = TRAIN
     views: int = 1
     milestones: tuple[int, ...] = ()
+    lr: float | None = None  # the stage's own learning rate (a linear stage's); None: --lr
 
 
 class Batch(NamedTuple):
@@ -138,6 +141,15 @@ class HParam:
 
     ``search``: where a random search draws it from (:mod:`debias.space`; its ``source`` says
     where the range comes from), ``None`` for a value a search leaves at its default.
+
+    ``shortcut``: the option is also a top-level training option of that name (``--temperature``
+    as well as ``--method-option temperature=...``; a config file's or sweep's flat
+    ``temperature:`` key), for options several methods share and that configs have always
+    written flat. ``"strict"``: a run whose method does not take it refuses a value other than
+    the default (CACR has no temperature); ``"shared"``: such a run ignores it, so one sweep
+    ``base`` can set it for the methods that take it (``linear_epochs`` for the two-stage ones).
+    ``low_open``: ``low`` itself is not allowed (a temperature > 0). A ``None`` default means
+    "not set" (the loss's own default) and stays allowed.
     """
 
     default: Any
@@ -146,8 +158,16 @@ class HParam:
     type: type | None = None
     low: float | None = None  # smallest allowed value, for numbers
     search: Distribution | None = None
+    shortcut: str | None = None
+    low_open: bool = False
+
+    def __post_init__(self) -> None:
+        if self.shortcut not in (None, "strict", "shared"):
+            raise ValueError(f"HParam shortcut {self.shortcut!r}: expected None, strict or shared")
 
     def parse(self, name: str, value: Any) -> Any:
+        if value is None and self.default is None:
+            return None
         kind = self.type or type(self.default)
         if kind is bool:
             if isinstance(value, bool):
@@ -158,8 +178,11 @@ class HParam:
                 raise ValueError(f"method option {name}={value!r}: expected a number")
             if kind is int and float(value) != int(value):
                 raise ValueError(f"method option {name}={value!r}: expected an integer")
-            if self.low is not None and (value != value or value < self.low):
-                raise ValueError(f"method option {name}={value!r}: expected a number >= {self.low}")
+            low = self.low
+            too_low = low is not None and (value <= low if self.low_open else value < low)
+            if value != value or too_low:
+                bound = "" if low is None else f" {'>' if self.low_open else '>='} {low}"
+                raise ValueError(f"method option {name}={value!r}: expected a number{bound}")
             return kind(value)
         return value
 
@@ -234,9 +257,9 @@ class Method:
         hparams: ``{name: HParam}`` with the defaults of the paper or official code.
         modes: the ``TrainConfig.mode`` values it accepts; the first is the default.
         config_options: the ``TrainConfig`` options that only some methods read (those
-            declared with ``only_for``: ``temperature``, ``base_temperature``,
-            ``loss_options``, ``lambda_con``) that this one reads; another one given to it is
-            an error (a setting that changes nothing is never recorded as if it did).
+            declared with ``only_for``: ``loss_options``) that this one reads; another one
+            given to it is an error (a setting that changes nothing is never recorded as if it
+            did). A method's own settings are ``hparams``, not config options.
         paper: one line naming the paper and the official code.
     """
 

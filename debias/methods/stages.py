@@ -156,8 +156,9 @@ class PretrainStage(GradientStage):
 
 class LinearStage(StageRunner):
     """:data:`LINEAR` (the SupContrast protocol): a linear classifier (seeded ``seed + 1``)
-    fitted by Adam (``linear_lr``) on the frozen encoder's features with cross-entropy, and
-    evaluated on them; at the end of the run it becomes the classifier's ``fc``."""
+    fitted by Adam (at the stage's ``lr``: a two-stage method's ``linear_lr``; unset, the run's
+    ``lr``) on the frozen encoder's features with cross-entropy, and evaluated on them; at the
+    end of the run it becomes the classifier's ``fc``."""
 
     linear: nn.Module | None = None
     linear_optimizer: torch.optim.Optimizer | None = None
@@ -167,13 +168,14 @@ class LinearStage(StageRunner):
         torch.manual_seed(loop.cfg.seed + 1)
         self.linear = nn.Linear(loop.model.feature_dim, loop.train_set.num_classes)
         self.linear = self.linear.to(loop.device)
-        self.linear_optimizer = torch.optim.Adam(self.linear.parameters(), lr=loop.cfg.linear_lr)
+        self.lr = loop.cfg.lr if stage.lr is None else stage.lr
+        self.linear_optimizer = torch.optim.Adam(self.linear.parameters(), lr=self.lr)
         if saved is not None and saved.get("linear") is not None:
             self.linear.load_state_dict(saved["linear"])
             self.linear_optimizer.load_state_dict(saved["linear_optimizer"])
 
     def epoch(self, loop: Any, stage: Any, epoch: int, final: bool) -> dict[str, Any]:
-        row: dict[str, Any] = {"lr": loop.cfg.linear_lr}
+        row: dict[str, Any] = {"lr": self.lr}
         row |= loop.linear_epoch(epoch, self.features(loop, "train"))
         with loop.evaluating():
             evaluated, reports = loop.evaluate(

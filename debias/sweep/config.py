@@ -51,7 +51,6 @@ Rules:
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import re
@@ -61,7 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from debias._hints import did_you_mean, unknown_names
-from debias.train.config import METHODS, TrainConfig
+from debias.train.config import METHODS, TrainConfig, option_names
 
 if TYPE_CHECKING:
     from debias.sweep.search import SearchSpec
@@ -69,7 +68,6 @@ if TYPE_CHECKING:
 __all__ = ["SWEEP_KEYS", "RunSpec", "SweepSpec", "load_sweep", "run_dir_name", "format_value"]
 
 SWEEP_KEYS = ("name", "description", "out", "base", "grid", "methods", "search")
-_TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 # Set per run by the sweep itself; a value in the YAML would be silently wrong.
 _RESERVED = ("out",)
 _SAFE = re.compile(r"[^A-Za-z0-9._+\-]")
@@ -382,9 +380,10 @@ def _pick(values: list[Any], chosen: list[Any], what: str) -> list[Any]:
 
 
 def _check_keys(d: Mapping[str, Any], where: str) -> None:
-    unknown = set(d) - set(_TRAIN_FIELDS)
+    names = option_names()  # read now: a method registered after import has its options too
+    unknown = set(d) - names
     if unknown:
-        known = set(_TRAIN_FIELDS) - set(_RESERVED)
+        known = names - set(_RESERVED)
         raise ValueError(f"{where}: " + unknown_names("training option", unknown, known))
     reserved = sorted(k for k in d if k in _RESERVED)
     if reserved:

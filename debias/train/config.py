@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import numbers
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,9 @@ __all__ = [
     "RunConflictError",
     "TrainConfig",
     "load_config_file",
+    "method_shortcuts",
+    "option_names",
+    "owned_options",
     "search_spaces",
 ]
 
@@ -186,18 +191,6 @@ class TrainConfig:
     weights: str | None = _opt(
         None, "method", "resnet18: local file of ImageNet weights (never downloaded)"
     )
-    temperature: float | None = _opt(
-        None,
-        "method",
-        "InfoNCE temperature (the loss's default if omitted)",
-        only_for="contrastive-loss",
-    )
-    base_temperature: float | None = _opt(
-        None,
-        "method",
-        "SupContrast scale tau/tau_base (the loss's default if omitted)",
-        only_for="contrastive-loss",
-    )
     loss_options: dict[str, Any] = _opt(
         dict,
         "method",
@@ -206,13 +199,11 @@ class TrainConfig:
         flag="--loss-option",
         only_for="contrastive-loss",
     )
-    lambda_con: float = _opt(
-        1.0, "method", "joint mode: weight of the contrastive term", only_for="contrastive-loss"
-    )
     method_options: dict[str, Any] = _opt(
         dict,
         "method",
-        "method hyper-parameter, e.g. upweight=20 for jtt (repeatable; `debias methods`)",
+        "method hyper-parameter, e.g. upweight=20 for jtt (repeatable; `debias methods`); "
+        "the shared ones (temperature, linear_epochs, ...) are also options of their own",
         flag="--method-option",
     )
     # optimisation
@@ -245,8 +236,6 @@ class TrainConfig:
         "give none for a constant lr)",
     )
     lr_gamma: float = _opt(0.1, "optim", "lr multiplier at each milestone")
-    linear_epochs: int = _opt(10, "optim", "two-stage: linear classifier epochs")
-    linear_lr: float = _opt(1e-3, "optim", "two-stage: learning rate of the linear classifier")
     augment: bool | None = _opt(
         None, "optim", "augment the training images (default: on for contrastive methods)"
     )
@@ -377,11 +366,19 @@ class TrainConfig:
                 f"{list(cls.modes)} (cross-entropy runs use mode 'ce'; contrastive methods use "
                 "'two-stage' or 'joint')"
             )
-        _check_only_for(self, cls)
-        cls.check_config(self)
         if not isinstance(self.method_options, dict):
             raise ValueError(f"method_options must be a mapping, got {self.method_options!r}")
         resolve_hparams(self.method, self.method_options)  # raises on an unknown option
+        _check_only_for(self, cls)
+        cls.check_config(self)
+
+    def __getattr__(self, name: str) -> Any:
+        # A method's shortcut option read as an attribute, as when it was a field
+        # (cfg.linear_epochs): the run's value, else the declared default.
+        hp = method_shortcuts().get(name) if not name.startswith("__") else None
+        if hp is None or "method_options" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return self.method_options.get(name, hp.default)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -392,12 +389,83 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """A config from a mapping of field values; an unknown key is an error with a hint."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        """A config from a mapping of field values (and of the methods' shortcut options,
+        :func:`owned_options`); an unknown key is an error with a hint."""
+        names = option_names()
         unknown = set(d) - names
         if unknown:
             raise ValueError(unknown_names("training option", unknown, names))
         return cls(**d)
+
+
+_fields_init = TrainConfig.__init__
+
+
+@functools.wraps(_fields_init)
+def _init(self: TrainConfig, *args: Any, **kwargs: Any) -> None:
+    _fields_init(self, *args, **owned_options(kwargs))
+
+
+TrainConfig.__init__ = _init  # type: ignore[method-assign]
+
+
+def method_shortcuts() -> dict[str, Any]:
+    """``{name: HParam}`` of the methods' hyper-parameters that are also top-level options
+    (``HParam.shortcut``: ``temperature``, ``base_temperature``, ``lambda_con``,
+    ``linear_epochs``, ``linear_lr`` for the contrastive methods); the first declaration of a
+    name wins. Read from the registry each time, so a registered method's count too."""
+    out: dict[str, Any] = {}
+    for cls in METHODS.values():
+        for name, hp in cls.hparams.items():
+            if hp.shortcut and name not in out:
+                out[name] = hp
+    return out
+
+
+def option_names() -> set[str]:
+    """Every key a training config may hold: the TrainConfig fields and the methods' shortcut
+    options (:func:`method_shortcuts`)."""
+    return {f.name for f in dataclasses.fields(TrainConfig)} | set(method_shortcuts())
+
+
+def owned_options(values: Mapping[str, Any], *, strict: bool = True) -> dict[str, Any]:
+    """``values`` (TrainConfig keyword arguments, or a config as runs and sweeps have always
+    written it, flat) with each shortcut option moved into ``method_options`` when the run's
+    method takes it. A value equal to its default is dropped (an old run's flat
+    ``linear_epochs: 10`` and a new run that leaves it unset compare equal); a ``"shared"``
+    one the method does not take is dropped; a ``"strict"`` one it does not take is an error,
+    as is one given both ways with two values. ``strict=False`` (reading a config a run
+    wrote): such a value is dropped instead."""
+    shortcuts = method_shortcuts()
+    out = {k: v for k, v in values.items() if k not in shortcuts}
+    given = {k: v for k, v in values.items() if k in shortcuts}
+    if not given:
+        return out
+    method = out.get("method", "ce")
+    cls = METHODS.get(method) if isinstance(method, str) else None
+    owned = out.get("method_options") or {}
+    if not isinstance(owned, dict):
+        return out  # TrainConfig says method_options must be a mapping
+    owned = dict(owned)
+    for name, value in given.items():
+        hp = shortcuts[name]
+        if value is None or value == hp.default:
+            continue
+        if cls is not None and name in cls.hparams:
+            if name in owned and owned[name] != value:
+                raise ValueError(
+                    f"{name} given twice, {value!r} and method_options {name}={owned[name]!r}"
+                )
+            owned[name] = value
+        elif strict and hp.shortcut == "strict" and cls is not None:
+            readers = [n for n, c in METHODS.items() if name in c.hparams]
+            raise ValueError(
+                f"method {method!r} takes no {name}, got {name}={value!r}; it applies to the "
+                f"methods {', '.join(readers)} only"
+            )
+    if owned or "method_options" in out:
+        out["method_options"] = owned
+    return out
 
 
 # Fields that say where or how a run executes, not what it computes (declared at each field,
@@ -446,7 +514,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             f"{type(data).__name__}"
         )
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    names = option_names()
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"--config {path}: " + unknown_names("training option", unknown, names))
@@ -531,15 +599,12 @@ def _check_optimisation_values(cfg: TrainConfig) -> None:
     if cfg.train_limit is not None:
         # A batch needs two rows (BatchNorm, contrastive pairs): fewer images train nothing.
         _check_number("train_limit (training images kept)", cfg.train_limit, low=2, integer=True)
-    if cfg.mode == "two-stage":
-        _check_number("linear_epochs", cfg.linear_epochs, low=1, integer=True)
     _check_number("seed", cfg.seed, low=0, integer=True)
     _check_milestones(cfg.lr_milestones, cfg.epochs)
-    for name in ("lr", "linear_lr", "lr_gamma"):
+    for name in ("lr", "lr_gamma"):
         _check_number(name, getattr(cfg, name), low=0, low_open=True)
     _check_number("weight_decay", cfg.weight_decay, low=0)
     _check_number("colour_jitter", cfg.colour_jitter, low=0)
-    _check_number("lambda_con", cfg.lambda_con, low=0)
     _check_number("eval_batch_size", cfg.eval_batch_size, low=1, integer=True)
     _check_number(
         "eval_every (epochs between test evaluations; 0: the reported epoch only)",
@@ -552,9 +617,6 @@ def _check_optimisation_values(cfg: TrainConfig) -> None:
         _check_number(
             "eval_limit (images per evaluation split)", cfg.eval_limit, low=2, integer=True
         )
-    for name in ("temperature", "base_temperature"):
-        if getattr(cfg, name) is not None:
-            _check_number(name, getattr(cfg, name), low=0, low_open=True)
 
 
 def _check_milestones(milestones: Any, epochs: int) -> None:

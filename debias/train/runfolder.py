@@ -42,7 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from debias._atomic import atomic_write, create_new, remove_orphans
-from debias.train.config import DATA_FIELDS, RUNTIME_FIELDS, RunConflictError, TrainConfig
+from debias.train.config import (
+    DATA_FIELDS,
+    RUNTIME_FIELDS,
+    RunConflictError,
+    TrainConfig,
+    owned_options,
+)
 
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint.pt"
@@ -389,11 +395,13 @@ def saved_config(saved: Mapping[str, Any]) -> dict[str, Any]:
 def with_dataset_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
     """``config`` with its data options as today's TrainConfig records them: None for those the
     dataset does not take, the dataset's default for those it takes but left unset, and a
-    protocol's deprecated name (``groupdro``) replaced by today's (``official``)."""
+    protocol's deprecated name (``groupdro``) replaced by today's (``official``); and with the
+    methods' options that configs once wrote flat (``temperature``, ``linear_epochs``...) in
+    ``method_options`` (:func:`~debias.train.config.owned_options`)."""
     from debias.data.celeba import canonical_protocol
     from debias.data.registry import find_spec
 
-    d = dict(config)
+    d = owned_options(config, strict=False)
     # "metadata:PATH" takes the options of the metadata spec (a miss here would blank them
     # and make a finished metadata run differ from the same command given again). A dataset
     # this process has not registered keeps what was recorded.
