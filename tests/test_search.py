@@ -241,14 +241,17 @@ def metrics_of(config: dict, val_acc: float, val_wg: float, test_wg: float, unb:
 DRAWS = [(0.90, 0.10, 0.20, 0.30), (0.95, 0.00, 0.10, 0.25), (0.80, 0.30, 0.777, 0.50)]
 
 
-def fake_search_sweep(root: Path, oracle_rerun: bool = False) -> Path:
-    """A finished search sweep of ce, 3 draws, the re-runs of draws 1 (val_accuracy) and 2
-    (val_worst_group) with seeds 1, 2, 3, written without training."""
-    search = {"draws": 3, "seed": 0, "methods": ["ce"], "options": ["lr"]}
+def fake_search_sweep(root: Path, oracle_rerun: bool = False, methods=("ce",)) -> Path:
+    """A finished search sweep of ``methods``, 3 draws each, the re-runs of draws 1
+    (val_accuracy) and 2 (val_worst_group) with seeds 1, 2, 3, written without training. A
+    method after the first has the same draws and, in its re-runs, ``5 + seed`` points more
+    test unbiased accuracy than ce."""
+    search = {"draws": 3, "seed": 0, "methods": list(methods), "options": ["lr"]}
     spec = SweepSpec.from_dict({"name": "fake", "base": dict(BASE), "search": search})
     draws = spec.expand()
-    chosen = [{"rule": "val_accuracy", "run": draws[1].name},
-              {"rule": "val_worst_group", "run": draws[2].name}]  # fmt: skip
+    chosen = [{"rule": rule, "run": r.name} for r in draws
+              for rule, d in (("val_accuracy", 1), ("val_worst_group", 2))
+              if r.search["draw"] == d]  # fmt: skip
     reruns = spec.rerun_runs(draws, chosen)
     entries = []
     for r in draws + reruns:
@@ -258,6 +261,8 @@ def fake_search_sweep(root: Path, oracle_rerun: bool = False) -> Path:
         if r.search["phase"] == "rerun":  # re-runs: seed-dependent numbers around the draw's
             s = r.search["seed"]
             v = (v[0], v[1], 0.1 * s, {1: 0.40, 2: 0.44, 3: 0.48}[s] + 0.1 * (d - 1))
+            if r.params["method"] != methods[0]:
+                v = (*v[:3], v[3] + 0.05 + 0.01 * s)
         (root / r.name).mkdir(parents=True)
         (root / r.name / "metrics.json").write_text(json.dumps(metrics_of(cfg, *v)))
         entries.append({"run": r.name, "params": r.params, "config": r.config, "search": r.search})
@@ -288,6 +293,21 @@ def test_search_report_values_and_the_oracle_is_always_labelled(tmp_path):
     oracle = sel[sel["rule"] == "test_oracle"].iloc[0]
     assert oracle["draw"] == 2 and oracle["label"] == f"test_oracle — {ORACLE_LABEL}"
     assert (tmp_path / "rep" / "search_ranking.png").stat().st_size > 0
+
+
+def test_search_report_pairs_each_rules_reruns_with_ce_seed_by_seed(tmp_path):
+    root = fake_search_sweep(tmp_path / "sweep", methods=("ce", "reweight"))
+    assert main(["report", str(root), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    for rule, mark in (("val_accuracy", "—"), ("val_worst_group", "V")):
+        part = md.split(f"## Paired comparisons of the re-runs under `{rule}`")[1].split("\n## ")[0]
+        unbiased = part.split("### unbiased accuracy: method − ce")[1].split("###")[0]
+        # per seed 6, 7, 8 points: mean 7.0, t(0.975, 2)·1/√3 = 2.48, t = 12.1 -> p = 0.007
+        # (the fake runs record supervision none; val_worst_group reads validation bias labels)
+        assert f"| reweight | {mark} | +7.0 [+4.5, +9.5] p=0.007, 3/3 |" in unbiased, unbiased
+    paired = pd.read_csv(tmp_path / "rep" / "search_paired.csv")
+    assert set(paired["rule"]) == {"val_accuracy", "val_worst_group"}
+    assert set(paired["method"]) == {"reweight"} and set(paired["baseline"]) == {"ce"}
 
 
 # -- a real search sweep --------------------------------------------------------------------------

@@ -168,7 +168,7 @@ def _paired_columns(paired: pd.DataFrame, level: str | None) -> tuple[list[str],
     return cols, combos
 
 
-def _paired_markdown(
+def paired_markdown(
     paired: pd.DataFrame, level: str | None, title: str = "## Paired comparisons"
 ) -> list[str]:
     if paired.empty:
@@ -244,7 +244,7 @@ def render_markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: s
     md += _selection_markdown(data.df)
     md += _results_markdown(data)
     md += _worst_groups_markdown(data.groups, level)
-    md += _paired_markdown(data.paired, level)
+    md += paired_markdown(data.paired, level)
     md += _representation_markdown(data)
     if notes:
         md += [notes.strip(), ""]
@@ -385,7 +385,7 @@ def _representation_markdown(data: SweepData) -> list[str]:
     if level is not None and rep[level].nunique() > 1:
         md += [f"### DFR unbiased accuracy by {level}", "", _pivot_table(rep, level), ""]
     title = "### Paired comparisons on the representation (DFR head)"
-    return md + _paired_markdown(data.representation.paired, level, title)
+    return md + paired_markdown(data.representation.paired, level, title)
 
 
 def _figures_markdown(paths: dict[str, Path], out: Path, heat_note: str) -> list[str]:

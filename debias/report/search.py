@@ -10,6 +10,9 @@ For each (grid point, method) whose draws have all finished and each rule of
   ``mean ± t_{0.975, n−1}·s/√n``), with how far the defaults (draw 0) are from the picked draw
   in phase 1 (same seed): ``Δ = v(draw 0) − v(picked)`` in percentage points, on the rule's own
   validation metric and on the test metric the ranking uses;
+* paired comparisons of the re-runs under each rerun rule, on the same seeds: every method
+  against CE and ConTeX against SupCon (:func:`debias.report.compare.paired_tables`), each
+  method at the values its own rule picked;
 * ``test_oracle``: the draw with the best *test* worst-group accuracy and that draw's own
   numbers (one seed, not re-run). It is an **oracle (upper bound)**: it reads the test split,
   so it is printed only in its own labelled table and figure panel, never as a method's result.
@@ -36,7 +39,8 @@ from debias import results
 from debias._markdown import markdown_table
 from debias.methods.base import run_supervision, supervision_kind
 from debias.report import plots, vocabulary
-from debias.report.markdown import summary_cell
+from debias.report.compare import paired_tables
+from debias.report.markdown import paired_markdown, summary_cell
 from debias.report.report import _check_report_folder
 from debias.report.summary import summarize, supervision_mark, table_metrics
 from debias.sweep.selection import (
@@ -74,6 +78,7 @@ class SearchData:
     keys: list[str]  # the grid keys and "method"
     chosen: pd.DataFrame  # select_all under every rule, on the complete groups
     summary: pd.DataFrame  # summarize() of each rerun rule's re-runs, with a "rule" column
+    paired: pd.DataFrame  # paired_tables() of each rerun rule's re-runs, with a "rule" column
     metrics: tuple[str, ...]  # the table metrics (debias.report.summary.table_metrics)
     waiting: list[str]  # groups whose draws have not all finished
 
@@ -102,9 +107,9 @@ def load_search(sweep_dir: str | Path) -> SearchData:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unfinished runs are listed as waiting instead
         df = results.load(root) if frame["done"].any() else pd.DataFrame()
-    summary = _rerun_summary(df, frame, chosen, keys)
+    summary, paired = _rerun_summary(df, frame, chosen, keys)
     metrics = table_metrics(df["dataset"].dropna().unique()) if len(df) else ()
-    return SearchData(root, manifest, frame, keys, chosen, summary, metrics, waiting)
+    return SearchData(root, manifest, frame, keys, chosen, summary, paired, metrics, waiting)
 
 
 def _reruns_of(frame: pd.DataFrame, row: pd.Series, keys: Sequence[str]) -> pd.DataFrame:
@@ -115,9 +120,11 @@ def _reruns_of(frame: pd.DataFrame, row: pd.Series, keys: Sequence[str]) -> pd.D
 
 def _rerun_summary(
     df: pd.DataFrame, frame: pd.DataFrame, chosen: pd.DataFrame, keys: Sequence[str]
-) -> pd.DataFrame:
-    """:func:`summarize` of the re-runs of each rerun rule's picks, one block per rule."""
-    blocks = []
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`summarize` and :func:`paired_tables` of the re-runs of each rerun rule's picks,
+    one block per rule (a ``rule`` column). The re-runs of every method share their seeds, so
+    a method and CE under one rule are paired seed by seed, each at its own picked values."""
+    blocks, paired = [], []
     for rule in RERUN_RULES:
         if chosen.empty:
             break
@@ -125,9 +132,16 @@ def _rerun_summary(
         runs = [r for _, p in picks.iterrows() for r in _reruns_of(frame, p, keys)["run"]]
         if not runs:
             continue
-        summary, _ = summarize(df[df["run"].isin(runs)])
+        mine = df[df["run"].isin(runs)]
+        summary, info = summarize(mine)
         blocks.append(summary.assign(rule=rule))
-    return pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame()
+        pairs = paired_tables(info)
+        if len(pairs):  # the mark of what the method read, raised by what the rule read
+            kinds = mine.groupby("method")["supervision"].agg(lambda k: sorted(set(k)))
+            marks = {m: _mark(k, rule) for m, k in kinds.items()}
+            paired.append(pairs.assign(supervision=pairs["method"].map(marks), rule=rule))
+    stack = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
+    return stack(blocks), stack(paired)
 
 
 # -- tables -----------------------------------------------------------------------------------
@@ -364,6 +378,14 @@ def search_markdown(data: SearchData, figure: str | None = None) -> str:
         "*defaults − selected*: phase-1 numbers of draw 0 minus those of the selected draw "
         "(same seed), in percentage points; 0 when the defaults were selected.",
         "",
+    ]
+    for rule in RERUN_RULES:
+        mine = data.paired[data.paired["rule"] == rule] if len(data.paired) else data.paired
+        if len(mine):
+            title = f"## Paired comparisons of the re-runs under `{rule}`"
+            md += paired_markdown(mine.drop(columns="rule"), None, title)
+            md += [""]
+    md += [
         f"## `test_oracle` — {ORACLE_LABEL}, not a method's result",
         "",
         "The draw with the best test worst-group accuracy, with its own (phase-1, one-seed) "
@@ -391,12 +413,17 @@ def make_search_report(sweep_dir: str | Path, out_dir: str | Path) -> dict[str, 
     _check_report_folder(out)
     data = load_search(sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"selection": out / "search_selection.csv", "summary": out / "search_summary.csv"}
+    paths = {
+        "selection": out / "search_selection.csv",
+        "summary": out / "search_summary.csv",
+        "paired": out / "search_paired.csv",
+    }
     chosen = data.chosen
     if len(chosen):
         chosen = chosen.assign(label=chosen["rule"].map(lambda r: RULES[r].label))
     chosen.to_csv(paths["selection"], index=False)
     data.summary.to_csv(paths["summary"], index=False)
+    data.paired.to_csv(paths["paired"], index=False)
     figure = None
     if len(data.chosen) and data.metrics:
         paths["ranking"] = out / "search_ranking.png"
