@@ -24,6 +24,34 @@ def parse(*argv: str) -> TrainConfig:
     return config_from_args(build_parser().parse_args(["train", *argv]))
 
 
+def test_a_config_reads_back_from_its_option_groups_in_python_files_and_sweeps(tmp_path):
+    cfg = parse(*TINY, "--out", "o", "--method", "supcon", "--temperature", "0.2")
+    groups = cfg.grouped()
+    assert set(groups) == {"data", "method", "optim", "eval", "runtime"}
+    assert groups["data"]["rho"] == 0.95 and groups["runtime"]["out"] == "o"
+    assert groups["method"]["method_options"] == {"temperature": 0.2}
+    assert TrainConfig.from_dict(groups) == cfg
+    run = tmp_path / "grouped.yaml"
+    run.write_text(yaml.safe_dump({
+        "data": {"dataset": "digits", "rho": 0.95}, "method": {"method": "supcon",
+        "temperature": 0.2}, "optim": {"epochs": 1, "batch-size": 64, "max_steps": 2},
+        "runtime": {"out": "o", "device": "cpu", "progress": False},
+        "model": "smallconvnet",  # flat keys may sit beside the groups
+    }))  # fmt: skip
+    assert parse("--config", str(run)) == cfg
+    with pytest.raises(ValueError, match="option 'epochs' is in group 'data'; it belongs to 'op"):
+        TrainConfig.from_dict({"data": {"rho": 0.9, "epochs": 2}, "out": "o"})
+    with pytest.raises(ValueError, match="option 'rho' given twice"):
+        TrainConfig.from_dict({"data": {"rho": 0.9}, "rho": 0.8, "out": "o"})
+    spec = {"name": "g", "base": {"data": {"dataset": "digits", "rho": 0.9}, "epochs": 1},
+            "grid": {"seed": [0, 1]}}  # fmt: skip
+    runs = SweepSpec.from_dict(spec).expand()
+    assert [(r.train_config("x").rho, r.train_config("x").seed) for r in runs] == [
+        (0.9, 0),
+        (0.9, 1),
+    ]
+
+
 def test_runtime_fields_are_declared_at_their_fields_and_leave_the_identity():
     from debias.train.config import RUNTIME_FIELDS
 

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from debias._hints import did_you_mean, unknown_names
-from debias.train.config import METHODS, TrainConfig, option_names
+from debias.train.config import METHODS, TrainConfig, option_names, ungrouped
 
 if TYPE_CHECKING:
     from debias.sweep.search import SearchSpec
@@ -154,6 +154,10 @@ class SweepSpec:
                 f"{where}: unknown top-level key(s) {unknown}; expected {list(SWEEP_KEYS)}"
             )
         base = _mapping(d.get("base"), f"{where}: 'base'")
+        try:  # a base may be written in option groups (data:, method:, optim:, ...)
+            base = ungrouped(base)
+        except ValueError as exc:
+            raise ValueError(f"{where}: base: {exc}") from None
         grid = _mapping(d.get("grid"), f"{where}: 'grid'")
         methods = _mapping(d.get("methods"), f"{where}: 'methods'")
         _check_keys(base, f"{where}: base")

@@ -30,6 +30,7 @@ __all__ = [
     "load_config_file",
     "method_shortcuts",
     "option_names",
+    "ungrouped",
     "owned_options",
     "search_spaces",
 ]
@@ -387,10 +388,22 @@ class TrainConfig:
         """The fields that decide the numbers (compared before resuming a run)."""
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
 
+    def grouped(self) -> dict[str, dict[str, Any]]:
+        """The config as its option groups, ``{"data": {...}, "method": {...}, "optim": {...},
+        "eval": {...}, "runtime": {...}}`` (:data:`OPTION_GROUPS`; the method's own
+        hyper-parameters under ``method.method_options``). :meth:`from_dict` reads it back."""
+        out: dict[str, dict[str, Any]] = {g: {} for g in OPTION_GROUPS}
+        flat = self.to_dict()
+        for f in dataclasses.fields(self):
+            out[f.metadata["group"]][f.name] = flat[f.name]
+        return out
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """A config from a mapping of field values (and of the methods' shortcut options,
-        :func:`owned_options`); an unknown key is an error with a hint."""
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """A config from a mapping of field values, flat or grouped as :meth:`grouped` writes
+        it (:func:`ungrouped`), with the methods' shortcut options (:func:`owned_options`);
+        an unknown key is an error with a hint."""
+        d = ungrouped(d)
         names = option_names()
         unknown = set(d) - names
         if unknown:
@@ -419,6 +432,29 @@ def method_shortcuts() -> dict[str, Any]:
         for name, hp in cls.hparams.items():
             if hp.shortcut and name not in out:
                 out[name] = hp
+    return out
+
+
+def ungrouped(d: Mapping[str, Any]) -> dict[str, Any]:
+    """``d`` with each option group (a key of :data:`OPTION_GROUPS` whose value is a mapping:
+    ``data: {dataset: ..., rho: ...}``) merged into the top level. An option in a group that
+    is not its own, or given twice, is an error: the groups are checked, not only read."""
+    out = {k: v for k, v in d.items() if not (k in OPTION_GROUPS and isinstance(v, Mapping))}
+    groups = {f.name: f.metadata["group"] for f in dataclasses.fields(TrainConfig)}
+    groups |= dict.fromkeys(method_shortcuts(), "method")
+    for group, options in d.items():
+        if group not in OPTION_GROUPS or not isinstance(options, Mapping):
+            continue
+        for name, value in options.items():
+            own = groups.get(name)
+            if own is not None and own != group:
+                raise ValueError(
+                    f"option {name!r} is in group {group!r}; it belongs to {own!r} "
+                    f"({OPTION_GROUPS[own]})"
+                )
+            if name in out:
+                raise ValueError(f"option {name!r} given twice (in group {group!r} and elsewhere)")
+            out[name] = value
     return out
 
 
@@ -491,8 +527,9 @@ def search_spaces() -> dict[str, Distribution]:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """TrainConfig fields from a YAML (``.yaml``/``.yml``) or JSON file, checked for unknown
-    keys (with a "did you mean"); ``-`` in a key is read as ``_``."""
+    """TrainConfig fields from a YAML (``.yaml``/``.yml``) or JSON file, flat or grouped
+    (``data:``, ``method:``, ``optim:``, ``eval:``, ``runtime:``; :func:`ungrouped`), checked
+    for unknown keys (with a "did you mean"); ``-`` in a key is read as ``_``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config {path} does not exist (expected a YAML or JSON file)")
@@ -514,6 +551,15 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             f"{type(data).__name__}"
         )
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    data = {
+        k: {str(n).replace("-", "_"): x for n, x in v.items()}
+        if k in OPTION_GROUPS and isinstance(v, Mapping) else v
+        for k, v in data.items()
+    }  # fmt: skip
+    try:
+        data = ungrouped(data)
+    except ValueError as exc:
+        raise ValueError(f"--config {path}: {exc}") from None
     names = option_names()
     unknown = set(data) - names
     if unknown:
