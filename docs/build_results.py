@@ -84,7 +84,7 @@ def section(name: str, title: str, report: Path) -> str:
     """The report as a page section: headings one level down, links relative to docs/."""
     body = report.read_text()
     body = re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", body, flags=re.M)
-    body = re.sub(r"^## Sweep report: .*\n", "", body, count=1, flags=re.M)
+    body = re.sub(r"^## (Sweep|Search) report: .*\n", "", body, count=1, flags=re.M)
     body = re.sub(r"\]\((?!https?:|/)([^)]+\.png)\)", rf"](results/{name}/\1)", body)
     intro = NOTES / f"{name}.intro.md"
     head = intro.read_text().strip() + "\n\n" if intro.is_file() else ""

@@ -139,9 +139,21 @@ def _rerun_summary(
         if len(pairs):  # the mark of what the method read, raised by what the rule read
             kinds = mine.groupby("method")["supervision"].agg(lambda k: sorted(set(k)))
             marks = {m: _mark(k, rule) for m, k in kinds.items()}
-            paired.append(pairs.assign(supervision=pairs["method"].map(marks), rule=rule))
+            pairs = pairs.assign(supervision=pairs["method"].map(marks), rule=rule)
+            paired.append(_in_method_order(pairs, list(dict.fromkeys(chosen["method"]))))
     stack = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
     return stack(blocks), stack(paired)
+
+
+def _in_method_order(pairs: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """``pairs`` with each (baseline, metric) block's rows in the sweep's method order (the
+    rules' tables list methods that way; a block's own order follows the runs' folders)."""
+    block = pairs.groupby(["baseline", "metric"], sort=False).ngroup()
+    rank = pairs["method"].map({m: i for i, m in enumerate(methods)}).fillna(len(methods))
+    order = pd.DataFrame({"block": block, "rank": rank}).sort_values(
+        ["block", "rank"], kind="stable"
+    )
+    return pairs.loc[order.index].reset_index(drop=True)
 
 
 # -- tables -----------------------------------------------------------------------------------
