@@ -23,6 +23,6 @@ def did_you_mean(name: object, choices: Iterable[str]) -> str:
 def unknown_names(what: str, unknown: Iterable[str], known: Iterable[str]) -> str:
     """``"unknown training option(s) ['lr_gama'] (did you mean 'lr_gamma'?); known: [...]"``."""
     known, unknown = sorted(known), sorted(unknown)
-    close = [close_names(k, known)[0] for k in unknown if close_names(k, known)]
+    close = [c[0] for c in (close_names(k, known) for k in unknown) if c]
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
     return f"unknown {what}(s) {unknown}{hint}; known: {known}"

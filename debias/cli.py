@@ -83,9 +83,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 def _add_shortcut_argument(group: argparse._ArgumentGroup, name: str, hp: Any) -> None:
     """``--name`` for a method hyper-parameter that is also a top-level option (its
     ``HParam.shortcut``), its help naming the methods that take it."""
-    from debias.methods import METHODS
+    from debias.methods import methods_taking
 
-    takers = [n for n, c in METHODS.items() if name in c.hparams]
+    takers = methods_taking(name)
     default = "" if hp.default is None else f" ({hp.default})"
     group.add_argument(
         "--" + name.replace("_", "-"),

@@ -96,6 +96,7 @@ __all__ = [
     "StageRunner",
     "get_method",
     "register_method",
+    "methods_taking",
     "resolve_hparams",
     "run_supervision",
     "supervision_kind",
@@ -207,6 +208,11 @@ def get_method(name: str) -> type[Method]:
             f"unknown method {name!r}{did_you_mean(name, METHODS)}; expected one of "
             f"{sorted(METHODS)}"
         ) from None
+
+
+def methods_taking(hparam: str) -> list[str]:
+    """The registered methods that declare hyper-parameter ``hparam``, in registry order."""
+    return [n for n, c in METHODS.items() if hparam in c.hparams]
 
 
 def resolve_hparams(name: str, options: dict[str, Any] | None) -> dict[str, Any]:

@@ -353,7 +353,8 @@ class Method:
 
 
 def group_index(y: torch.Tensor, b: torch.Tensor, num_bias: int) -> torch.Tensor:
-    """The flat group id ``g = y·num_bias + b`` of each sample (:func:`debias._types.group_code`)."""
+    """The flat group id ``g = y·num_bias + b`` of each sample
+    (:func:`debias._types.group_code`)."""
     return group_code(y, b, num_bias)
 
 

@@ -76,8 +76,8 @@ class Contrastive(Method):
             shortcut="strict",
         ),
         "lambda_con": HParam(
-            1.0, "joint mode: weight of the contrastive term", "BiasCon's joint objective CE + lambda * L_con",
-            low=0.0, shortcut="strict",
+            1.0, "joint mode: weight of the contrastive term",
+            "BiasCon's joint objective CE + lambda * L_con", low=0.0, shortcut="strict",
         ),
         "linear_epochs": HParam(
             10, "two-stage: epochs of the linear classifier", _LINEAR, low=1, shortcut="shared"

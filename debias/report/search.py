@@ -141,8 +141,11 @@ def _rerun_summary(
             marks = {m: _mark(k, rule) for m, k in kinds.items()}
             pairs = pairs.assign(supervision=pairs["method"].map(marks), rule=rule)
             paired.append(_in_method_order(pairs, list(dict.fromkeys(chosen["method"]))))
-    stack = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
-    return stack(blocks), stack(paired)
+    return _stacked(blocks), _stacked(paired)
+
+
+def _stacked(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _in_method_order(pairs: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from debias._checks import check_number as _check_number
 from debias._hints import did_you_mean, unknown_names
 from debias.data.registry import DATASETS
 from debias.data.spec import COMMON_OPTIONS, DatasetSpec
-from debias.methods import METHODS, get_method, resolve_hparams
+from debias.methods import METHODS, get_method, methods_taking, resolve_hparams
 from debias.space import SUBPOPBENCH, Distribution, LogUniform
 from debias.train.logging_backends import check_log_to
 
@@ -70,9 +70,10 @@ def _opt(
     a method that does not read it gives (e.g. ``"contrastive-loss"``). ``identity``: whether
     the option decides the run's numbers (compared before a run resumes, a condition in a
     report); default: every group's options do except ``runtime``'s (:data:`RUNTIME_FIELDS`)."""
-    identity = group != "runtime" if identity is None else identity
-    meta = {"group": group, "help": help, "cli": cli, "search": search, "only_for": only_for}
-    meta["identity"] = identity
+    meta = {
+        "group": group, "help": help, "cli": cli, "search": search, "only_for": only_for,
+        "identity": group != "runtime" if identity is None else identity,
+    }  # fmt: skip
     if callable(default):
         return field(default_factory=default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -494,10 +495,9 @@ def owned_options(values: Mapping[str, Any], *, strict: bool = True) -> dict[str
                 )
             owned[name] = value
         elif strict and hp.shortcut == "strict" and cls is not None:
-            readers = [n for n, c in METHODS.items() if name in c.hparams]
             raise ValueError(
                 f"method {method!r} takes no {name}, got {name}={value!r}; it applies to the "
-                f"methods {', '.join(readers)} only"
+                f"methods {', '.join(methods_taking(name))} only"
             )
     if owned or "method_options" in out:
         out["method_options"] = owned
@@ -550,12 +550,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             f"--config {path}: expected a mapping of training option: value, got "
             f"{type(data).__name__}"
         )
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
-    data = {
-        k: {str(n).replace("-", "_"): x for n, x in v.items()}
-        if k in OPTION_GROUPS and isinstance(v, Mapping) else v
-        for k, v in data.items()
-    }  # fmt: skip
+    data = _underscored(data)
+    for group in OPTION_GROUPS:  # a group's own keys too
+        if isinstance(data.get(group), Mapping):
+            data[group] = _underscored(data[group])
     try:
         data = ungrouped(data)
     except ValueError as exc:
@@ -565,6 +563,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"--config {path}: " + unknown_names("training option", unknown, names))
     return data
+
+
+def _underscored(d: Mapping[Any, Any]) -> dict[str, Any]:
+    """``d`` with ``-`` in its keys read as ``_`` (``batch-size: 64`` is ``batch_size``)."""
+    return {str(k).replace("-", "_"): v for k, v in d.items()}
 
 
 def _check_only_for(cfg: TrainConfig, cls: type) -> None:
