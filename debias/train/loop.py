@@ -152,6 +152,10 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
         self.best: dict[str, Any] | None = None  # {"epoch", "value", "state"} under val selection
         self.epochs_done = 0
         self.elapsed = 0.0
+        # Finished runs this one continues to more epochs (oldest first), and the one it is
+        # about to continue (check_continuation), recorded once its checkpoint is restored.
+        self.continued_from: list[dict[str, Any]] = []
+        self._continuing: dict[str, Any] | None = None
 
     def _build_model(self) -> nn.Module:
         cfg = self.cfg
@@ -178,9 +182,9 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
         cfg = self.cfg
         metrics_path = self.out / METRICS
         ckpt_path = self.out / CHECKPOINT
-        if metrics_path.exists():
-            done = runfolder.read_metrics(metrics_path)
-            runfolder.check_same_run(done["config"], cfg, self.out, "a finished run")
+        done = runfolder.read_metrics(metrics_path) if metrics_path.exists() else None
+        longer = done is not None and runfolder.is_continuation(done["config"], cfg, self.out)
+        if done is not None and not longer:
             self.log(f"{self.out}: already finished (metrics.json present); nothing to do")
             return done
 
@@ -188,9 +192,11 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.load_data()
         self.build()
+        if longer:
+            self.check_continuation(done, ckpt_path)
         if ckpt_path.exists():
-            self.restore(runfolder.load_checkpoint(ckpt_path))
-            self.log(f"resuming {self.out} after epoch {self.epochs_done}/{self.total_epochs}")
+            how = self.restore(runfolder.load_checkpoint(ckpt_path), longer=longer)
+            self.log(f"{how} {self.out} after epoch {self.epochs_done}/{self.total_epochs}")
         try:
             while self.epochs_done < self.total_epochs:
                 self._run_epoch(self.epochs_done, ckpt_path)

@@ -96,6 +96,8 @@ class TrainerRecord:
             "versions": versions(),
             "history": HISTORY,
         }
+        if self.continued_from:  # trained on from finished runs with fewer epochs
+            result["continued_from"] = self.continued_from
         if cfg.save_embeddings:
             self._save_embeddings()
             result["embeddings"] = EMBEDDINGS

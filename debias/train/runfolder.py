@@ -94,6 +94,7 @@ __all__ = [
     "config_diff",
     "foreign_files",
     "is_debias_folder",
+    "is_continuation",
     "is_run_folder",
     "load_checkpoint",
     "lock",
@@ -435,16 +436,46 @@ def config_diff(saved: Mapping[str, Any], cfg: TrainConfig) -> dict[str, tuple[A
     return {k: (there.get(k), mine.get(k)) for k in keys if there.get(k) != mine.get(k)}
 
 
-def check_same_run(saved: Mapping[str, Any], cfg: TrainConfig, out: Path, what: str) -> None:
+def check_same_run(
+    saved: Mapping[str, Any], cfg: TrainConfig, out: Path, what: str, *, longer: bool = False
+) -> None:
     """RunConflictError when ``out`` holds ``what`` (a checkpoint, a finished run) of another
-    configuration than ``cfg``."""
+    configuration than ``cfg``; with ``longer``, ``cfg`` may ask for more ``epochs``."""
     diff = config_diff(saved, cfg)
+    if longer and "epochs" in diff and diff["epochs"][0] < diff["epochs"][1]:
+        del diff["epochs"]
     if diff:
         lines = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in diff.items())
         raise RunConflictError(
             f"{out} already holds {what} with a different configuration ({lines}). "
             "Use another --out, or --force to start over in this folder."
         )
+
+
+def is_continuation(saved: Mapping[str, Any], cfg: TrainConfig, out: Path) -> bool:
+    """Whether ``cfg`` continues the finished run ``out`` (config ``saved``) to more epochs.
+
+    False: it is the same run. True: only ``epochs`` is larger (runtime options aside). A
+    RunConflictError otherwise, and when the lr schedule would change with the epochs (the
+    milestones are absolute epochs, resolved into the saved config): continuing a run whose
+    lr was divided at the quarters of 4 epochs under the quarters of 8 would train a run
+    that neither command describes.
+    """
+    diff = config_diff(saved, cfg)
+    if not diff:
+        return False
+    before, after = diff.get("epochs", (0, 0))
+    if set(diff) == {"epochs", "lr_milestones"} and before < after:
+        there, now = diff["lr_milestones"]
+        keep = " ".join(map(str, there)) if there else "with no value (a constant lr)"
+        raise RunConflictError(
+            f"cannot continue {out} from {before} to {after} epochs: the lr schedule would "
+            f"change (lr_milestones {there} there vs {now} now); give --lr-milestones {keep} "
+            "to keep it, or use another --out, or --force to start over"
+        )
+    if set(diff) != {"epochs"} or before > after:
+        check_same_run(saved, cfg, out, "a finished run")
+    return True
 
 
 # -- reading run files -----------------------------------------------------------------------------

@@ -5,6 +5,9 @@ resumes it: :class:`TrainerStages`, a part of :class:`debias.train.loop.Trainer`
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +23,17 @@ from debias.train.runfolder import CHECKPOINT
 CHECKPOINT_FORMAT = 2
 # The checkpoint's own entries; every other entry is the current stage runner's state().
 CORE_KEYS = frozenset(
-    {"format", "config", "epochs_done", "elapsed", "method", "stage_started", "history", "best"}
+    {
+        "format",
+        "config",
+        "epochs_done",
+        "elapsed",
+        "method",
+        "stage_started",
+        "history",
+        "best",
+        "continued_from",
+    }
 )
 # The entries of the built-in stage runners (debias.methods.stages).
 STAGE_KEYS = ("optimizer", "scheduler", "linear", "linear_optimizer")
@@ -95,6 +108,7 @@ class TrainerStages:
             "stage_started": self.stage_started,
             "history": self.history,
             "best": self.best,
+            "continued_from": self.continued_from,
         }
         runner = self._runner.state() if self._runner is not None else {}
         clash = sorted(set(runner) & set(core))
@@ -104,15 +118,17 @@ class TrainerStages:
         # written before stage runners existed.
         return core | dict.fromkeys(STAGE_KEYS) | runner
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Load a :meth:`state` (the optimizer of the current stage is restored on entering it)."""
+    def restore(self, state: dict[str, Any], *, longer: bool = False) -> str:
+        """Load a :meth:`state` (the optimizer of the current stage is restored on entering it);
+        with ``longer`` it may be the checkpoint of a finished run this one continues
+        (:meth:`check_continuation`). Returns what is done: "resuming" or "continuing"."""
         if state.get("format") != CHECKPOINT_FORMAT:
             raise RunConflictError(
                 f"{self.out / CHECKPOINT} was written by an older debias (checkpoint format "
                 f"{state.get('format', 1)}, expected {CHECKPOINT_FORMAT}); rerun with --force "
                 "to start this run over"
             )
-        runfolder.check_same_run(state["config"], self.cfg, self.out, "a checkpoint")
+        runfolder.check_same_run(state["config"], self.cfg, self.out, "a checkpoint", longer=longer)
         self.method.load_state_dict(state["method"])
         self.stage_started = state["stage_started"]
         self._saved_stage = {k: v for k, v in state.items() if k not in CORE_KEYS}
@@ -120,3 +136,34 @@ class TrainerStages:
         self.best = state["best"]
         self.epochs_done = state["epochs_done"]
         self.elapsed = state["elapsed"]
+        self.continued_from = list(state.get("continued_from") or [])
+        if state["config"]["epochs"] == self.cfg.epochs:
+            return "resuming"
+        self.continued_from.append(self._continuing)
+        return "continuing"
+
+    def check_continuation(self, done: dict[str, Any], ckpt_path: Path) -> None:
+        """Refuse to continue the finished run ``done`` (its metrics.json) to more epochs unless
+        only its last stage grows (a stage after the main one, such as a linear read-out, has
+        already run on the shorter main stage) and its checkpoint is there."""
+        old = done["method"]["stages"]
+        new = json.loads(json.dumps([dataclasses.asdict(s) for s in self.stages]))
+        grown = len(old) == len(new) and old[:-1] == new[:-1]
+        if not grown or {**old[-1], "epochs": new[-1]["epochs"]} != new[-1]:
+            first = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), 0)
+            later = ", ".join(s["name"] for s in new[first + 1 :]) or "stage list"
+            raise RunConflictError(
+                f"cannot continue {self.out} to more epochs: its {later} stage(s) already ran "
+                "after the shorter main stage; use another --out, or --force to start over"
+            )
+        if not ckpt_path.exists():
+            raise RunConflictError(
+                f"cannot continue {self.out} to more epochs: {ckpt_path} (its last epoch) is "
+                "missing; use another --out, or --force to start over"
+            )
+        self._continuing = {
+            "epochs": done["config"]["epochs"],
+            "epochs_run": done.get("epochs_run"),
+            "selected_epoch": done.get("selection", {}).get("epoch"),
+            "wall_time_seconds": done.get("wall_time_seconds"),
+        }
