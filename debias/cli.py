@@ -170,21 +170,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    """List the registered methods: supervision, modes, hyper-parameters with defaults and the
-    search spaces a sweep's ``search:`` block draws from."""
-    from debias.methods import METHODS, SUPERVISION
+    """List the registered methods (the shared hyper-parameters once) and the search spaces a
+    sweep's ``search:`` block draws from; with names, those methods in full."""
+    from debias.methods.describe import describe_method, describe_methods
     from debias.train.config import TrainConfig, search_spaces
 
-    for name, cls in METHODS.items():
-        print(
-            f"{name:<10} supervision {cls.supervision} ({SUPERVISION[cls.supervision]}); "
-            f"modes: {', '.join(cls.modes)}"
-        )
-        print(f"{'':<10} {cls.paper}")
-        for key, hp in cls.hparams.items():
-            print(f"{'':<10}   {key} = {hp.default!r}: {hp.help} [{hp.source}]")
-            if hp.search is not None:
-                print(f"{'':<10}     search: {hp.search.describe()} [{hp.search.source}]")
+    if args.names:
+        print("\n\n".join(describe_method(n) for n in args.names))
+        return 0
+    print(describe_methods())
     print("training options a sweep's search block may draw (search.options), for every method:")
     for key, space in search_spaces().items():
         default = getattr(TrainConfig, key)
@@ -216,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("methods", help="list the training methods and their hyper-parameters")
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help="show these methods in full (e.g. contex)"
+    )
     p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser(
