@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,18 +28,32 @@ if TYPE_CHECKING:
 FeatureFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
-@dataclass
+@dataclass(repr=False)
 class Embeddings:
     """Embeddings ``Z`` (float32 ``[N, D]``) with int64 ``targets`` and ``bias`` ``[N]``.
 
     ``aligned_groups`` is the explicit set of bias-aligned ``(target, bias)`` pairs, or None when
-    unknown (the metrics then use ``b == y``).
+    unknown (the metrics then use ``b == y``). ``source`` says where they come from (the
+    encoder and data of :func:`embed`, the file of :meth:`load`); it is shown, never compared.
+    ``print(emb)`` shows a one-line summary, not the arrays:
+
+    >>> Embeddings(np.eye(4, 3), [0, 1, 0, 1], [0, 0, 1, 1], source="an example")
+    Embeddings(n=4, dim=3, targets: 2 classes, bias: 2 values, aligned groups: b == y, source='an example')
     """
 
     Z: np.ndarray
     targets: np.ndarray
     bias: np.ndarray
     aligned_groups: tuple[Group, ...] | None = None
+    source: str = field(default="", compare=False)
+
+    def __repr__(self) -> str:
+        aligned = "b == y" if self.aligned_groups is None else f"{len(self.aligned_groups)} given"
+        return (
+            f"Embeddings(n={len(self)}, dim={self.dim}, targets: "
+            f"{len(np.unique(self.targets))} classes, bias: {len(np.unique(self.bias))} values, "
+            f"aligned groups: {aligned}, source={self.source or 'not recorded'!r})"
+        )
 
     def __post_init__(self) -> None:
         self.Z = np.asarray(self.Z, dtype=np.float32)
@@ -82,6 +96,7 @@ class Embeddings:
             bias=self.bias,
             aligned_groups=groups,
             aligned_groups_given=np.asarray(self.aligned_groups is not None),
+            source=np.asarray(self.source),
         )
         return path
 
@@ -110,7 +125,9 @@ class Embeddings:
             if given is None:
                 given = groups is not None and groups.size > 0
             aligned = [tuple(int(v) for v in row) for row in groups] if given else None
-            return cls(Z=f["Z"], targets=f["targets"], bias=f["bias"], aligned_groups=aligned)
+            made = str(f["source"]) if "source" in f.files else ""
+            source = f"{path}" + (f" ({made})" if made else "")
+            return cls(f["Z"], f["targets"], f["bias"], aligned_groups=aligned, source=source)
 
     def audit(self, **kwargs) -> AuditReport:
         """Shorthand for :func:`debias.audit.audit_embeddings` on these embeddings."""
@@ -248,11 +265,12 @@ def embed(
         if original_device is not None:
             model.to(original_device)
 
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    how = "feature_fn" if feature_fn is not None else f"layer {layer!r}" if layer else "output"
     return Embeddings(
         Z=torch.cat(feats).numpy(),
         targets=torch.cat(ys).numpy(),
         bias=torch.cat(bs).numpy(),
-        aligned_groups=getattr(
-            dataset.dataset if isinstance(dataset, Subset) else dataset, "aligned_groups", None
-        ),
+        aligned_groups=getattr(base, "aligned_groups", None),
+        source=f"{type(model).__name__} ({how}) on {getattr(base, 'name', type(base).__name__)}",
     )
