@@ -6,6 +6,7 @@ network inputs (normalised, augmented, one or two views) and the gradient steps 
 from __future__ import annotations
 
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +99,8 @@ class TrainerBatches:
         rows = self.method.epoch_rows(stage, len(self.train_set), gen)
         batches = list(self.batches(len(self.train_set), gen, rows))
         desc = f"{stage.name} epoch {k + 1}/{stage.epochs}"
-        for idx in _progress(batches, self.cfg.progress and self.dist.is_main, desc):
+        shown = self.cfg.progress and self.dist.is_main
+        for idx in _progress(batches, shown, desc, log=self.log):
             terms = self.step_loss(self.batch(idx, gen, stage), stage)
             _check_finite(terms, epoch, steps)
             optimizer.zero_grad(set_to_none=True)
@@ -142,11 +144,35 @@ def _check_finite(terms: dict[str, torch.Tensor], epoch: int, step: int) -> None
     )
 
 
-def _progress(items, enabled: bool, desc: str, *, delay: float = 0):
+# Without a terminal (a log file, CI, `make demo | tee`), a plain line at most this often.
+PROGRESS_LINE_S = 30.0
+
+
+def say(line: str) -> None:
+    """The default ``log`` of a run: print, flushed, so a log file or a pipe sees each line
+    as it is written (block buffering would hold an epoch's lines back for minutes)."""
+    print(line, flush=True)
+
+
+def _progress(items, enabled: bool, desc: str, *, delay: float = 0, log=None):
     """A progress bar over ``items`` in a terminal or a notebook (tqdm.auto picks the widget),
-    shown once ``delay`` seconds have passed; nothing when output goes to a file or a CI log."""
-    if not enabled or not (sys.stderr.isatty() or "ipykernel" in sys.modules):
+    shown once ``delay`` seconds have passed. When output goes to a file or a CI log, with
+    ``log``, a line ``desc: i/n (p%), s`` every :data:`PROGRESS_LINE_S` seconds instead."""
+    if not enabled:
         return items
+    if not (sys.stderr.isatty() or "ipykernel" in sys.modules):
+        return items if log is None else _progress_lines(items, desc, log)
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=desc, leave=False, delay=delay)
+
+
+def _progress_lines(items, desc: str, log):
+    n, t0 = len(items), time.perf_counter()
+    last = t0
+    for i, item in enumerate(items, 1):
+        yield item
+        now = time.perf_counter()
+        if now - last >= PROGRESS_LINE_S and i < n:
+            log(f"{desc}: {i}/{n} steps ({100 * i // n}%), {now - t0:.0f}s")
+            last = now

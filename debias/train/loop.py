@@ -41,7 +41,12 @@ from debias.methods import (
 from debias.methods.stages import StageRunner
 from debias.models import build_model
 from debias.train import runfolder
-from debias.train.batches import TrainerBatches, _check_finite, _progress  # noqa: F401 (re-exported)
+from debias.train.batches import (  # noqa: F401 (re-exported)
+    TrainerBatches,
+    _check_finite,
+    _progress,
+    say,
+)
 from debias.train.checkpoint import save_text, save_torch
 from debias.train.config import TrainConfig
 from debias.train.distributed import DistContext
@@ -85,7 +90,7 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
     """
 
     def __init__(
-        self, cfg: TrainConfig, *, log=print, load: Callable[..., Any] | None = None
+        self, cfg: TrainConfig, *, log=say, load: Callable[..., Any] | None = None
     ) -> None:
         self.cfg = cfg
         self._load_splits = load or load_splits
@@ -268,7 +273,7 @@ def train(
     cfg: TrainConfig | dict[str, Any],
     *,
     force: bool = False,
-    log=print,
+    log=say,
     load: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume, or skip if finished) one training run; returns the ``metrics.json`` dict.
