@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="finished `debias train` run folders")
     p.add_argument("--root", help="data root, if not where the runs were trained")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda")
     p.add_argument("--force", action="store_true", help="recompute an existing section")
     p.add_argument(
         "--refits",
@@ -241,11 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo", help="show the colour shortcut and a cure on Biased-MNIST in a few CPU minutes"
     )
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--rho", type=float, default=0.997)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument(
+        "--out", default="runs/demo", help="folder of the two runs and the figure (runs/demo)"
+    )
+    p.add_argument(
+        "--rho", type=float, default=0.997,
+        help="fraction of training digits on their own colour (0.997: 171 of 55,000 are not)",
+    )  # fmt: skip
+    p.add_argument("--epochs", type=int, default=2, help="epochs of each of the two runs (2)")
     p.add_argument("--force", action="store_true", help="discard the demo runs debias wrote")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda")
     p.add_argument("--root", help="data root (default: $DEBIAS_DATA, else ./data)")
     p.set_defaults(func=cmd_demo)
 

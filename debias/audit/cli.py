@@ -31,10 +31,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="with --run: the split to embed (test)")
     p.add_argument("--root", help="with --run: data root, if not where the run was trained")
     p.add_argument("--out", required=True, help="directory for audit.md, CSV and PNG files")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cv", type=int, default=5, help="cross-validation folds of the probes")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument(
+        "--seed", type=int, default=0,
+        help="seed of the probes' folds and of every subsample (0): same seed, same numbers",
+    )  # fmt: skip
+    p.add_argument(
+        "--cv", type=int, default=5,
+        help="cross-validation folds of the linear probes (5); a bias value with fewer images "
+        "in a class than folds is left out of that class's probe (NaN with the reason)",
+    )  # fmt: skip
+    p.add_argument(
+        "--device", default="auto",
+        help="with --run: where the encoder embeds the split: auto (a GPU when there is one), "
+        "cpu, cuda, cuda:1 (auto); the probes run on the CPU",
+    )  # fmt: skip
+    p.add_argument("--no-plots", action="store_true", help="write no PNG figures")
     p.set_defaults(func=run)
 
 

@@ -84,13 +84,21 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "sweep",
         help="run a grid of training runs from a YAML file (skips finished runs, resumes others)",
-        description="Run every run of a sweep YAML (see debias.sweep.config for the schema). "
-        "Finished runs are skipped, interrupted ones resumed, failed ones recorded in "
-        "<out>/sweep_status.csv and <run>/error.txt without stopping the others.",
+        description="Run every run of a sweep YAML. Finished runs are skipped, interrupted "
+        "ones resumed, failed ones recorded in <out>/sweep_status.csv and <run>/error.txt "
+        "without stopping the others.",
+        epilog="YAML: base (options of every run), grid (lists whose product gives the runs), "
+        "methods (per-method options), search (a random search); e.g. "
+        "'base: {dataset: biased-mnist, model: lenet, epochs: 3}' and "
+        "'grid: {rho: [0.997, 0.99], method: [ce, reweight], seed: [0, 1, 2]}'. The schema "
+        "with a commented example: docs/SWEEPS.md; worked examples: sweeps/*.yaml.",
     )
     p.add_argument("config", help="sweep YAML file, e.g. sweeps/biased_mnist_quick.yaml")
     p.add_argument(
-        "--jobs", type=int, default=1, help="runs at once (each gets cores // jobs threads)"
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at once, each with cores // jobs threads (default 1: one run at a time)",
     )
     p.add_argument(
         "--backend",
