@@ -460,6 +460,16 @@ def audit_embeddings(
 ) -> AuditReport:
     """Audit embeddings ``Z`` [N, D] for bias leakage and group differences.
 
+    Returns an :class:`AuditReport`: ``bias_leakage`` (overall and per class, with chance),
+    the target probe's ``target_report`` (a :class:`~debias.metrics.GroupReport`) and
+    ``metric_frame`` (fairlearn), geometry and k-NN purity per group, the 2-D projection;
+    ``summary()`` prints it, ``save(folder)`` writes ``audit.md``, CSVs and figures. Example::
+
+        emb = embed(encoder, dataset)                     # or Embeddings.load("e.npz")
+        report = audit_embeddings(emb.Z, emb.targets, emb.bias,
+                                  aligned_groups=emb.aligned_groups)
+        print(report.summary()); report.save("runs/audit")
+
     Definitions (``b`` = bias value, ``y`` = target, group ``g = (y, b)``):
 
     * **Bias leakage** = balanced accuracy ``(1/|B|) sum_b P(b_hat = b | b)`` of the out-of-fold

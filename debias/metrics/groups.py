@@ -513,7 +513,17 @@ def group_report(
             in (0, 1).
         seed: bootstrap seed.
 
-    See :class:`GroupReport` for the fields and :func:`equalized_odds` for the gaps.
+    Returns a :class:`GroupReport`: the headline numbers as attributes (``accuracy``,
+    ``unbiased_accuracy``, ``worst_group_accuracy``, ``bias_aligned_accuracy``,
+    ``bias_conflicting_accuracy``, the equalized-odds gaps), ``groups`` (a pandas DataFrame,
+    one row per ``(y, b)`` group with ``n``, ``correct``, ``accuracy`` and its exact interval),
+    ``intervals`` (with ``bootstrap``), ``to_dict()`` and ``accuracy_table()``. See
+    :class:`GroupReport` for the fields and :func:`equalized_odds` for the gaps.
+
+    Example:
+        >>> r = group_report([0, 0, 1, 1], [0, 1, 1, 1], [0, 1, 1, 0])
+        >>> r.accuracy, r.unbiased_accuracy, r.worst_group_accuracy
+        (0.75, 0.75, 0.0)
     """
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
         raise ValueError(f"bootstrap must be a non-negative integer; got {bootstrap!r}")

@@ -717,3 +717,31 @@ def _check_select(select: Any) -> None:
             f"'val/{metric or 'worst_group_accuracy'}'"
         )
     raise ValueError(f"{expected} (the validation split) such as 'val/worst_group_accuracy'")
+
+
+def _fields_doc() -> str:
+    """The end of TrainConfig's docstring (``help(TrainConfig)``): an example, then every
+    field by option group with its default and help, written from the declarations above."""
+    lines = [
+        "",
+        "Example (``train`` returns the run's ``metrics.json`` as a dict)::",
+        "",
+        '    cfg = TrainConfig(out="runs/rw", rho=0.997, method="reweight", model="lenet",',
+        "                      epochs=2, lr_milestones=[])",
+        '    cfg.grouped()["optim"]    # {"epochs": 2, "batch_size": 256, "lr": 0.001, ...}',
+        '    result = train(cfg)       # result["splits"]["test"]["worst_group_accuracy"]',
+        "",
+        "Fields (``debias train --help`` shows the same, as ``--field-name`` options):",
+    ]
+    for group, title in OPTION_GROUPS.items():
+        lines += ["", f"{title}:"]
+        for f in dataclasses.fields(TrainConfig):
+            if f.metadata["group"] == group:
+                default = "{}" if f.default_factory is dict else repr(f.default)
+                off = f.metadata["cli"].get("false_flag")  # its help is that flag's
+                said = f"{off} sets it False: " if off else ""
+                lines.append(f"    {f.name} ({default}): {said}{f.metadata['help']}")
+    return "\n".join("    " + line if line else "" for line in lines) + "\n"
+
+
+TrainConfig.__doc__ = (TrainConfig.__doc__ or "").rstrip() + "\n" + _fields_doc()

@@ -276,8 +276,26 @@ def train(
     log=say,
     load: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume, or skip if finished) one training run; returns the ``metrics.json`` dict.
-    ``load``: see :class:`Trainer`."""
+    """Run one training run: train, resume it from its checkpoint, continue a finished one to
+    more ``epochs``, or return it when it is finished. ``cfg``: a :class:`TrainConfig` or a
+    mapping of its fields; ``force`` discards what debias wrote in ``cfg.out`` first; ``log``
+    receives each line the run prints; ``load``: see :class:`Trainer`.
+
+    Returns the run's ``metrics.json`` as a dict: ``config`` (every option), ``method`` (name,
+    supervision, resolved hyper-parameters, stages, paper), ``supervision`` (what the whole run
+    read), ``selection`` (rule and reported epoch), ``splits`` (for each evaluation split the
+    :class:`~debias.metrics.GroupReport` of the reported epoch as a dict, with its ``groups``
+    rows), ``data`` (sizes, aligned groups, class and bias names), ``epochs_run``,
+    ``wall_time_seconds``, ``versions``, ``representation`` (DFR head and bias leakage of the
+    frozen features, unless ``represent=False``) and, for a continued run, ``continued_from``.
+
+    Example::
+
+        result = train(TrainConfig(out="runs/rw", rho=0.997, method="reweight",
+                                   model="lenet", epochs=2, lr_milestones=[]))
+        result["splits"]["test"]["worst_group_accuracy"]      # a float in [0, 1]
+        result["selection"]["epoch"]                           # 2 (select="last")
+    """
     if isinstance(cfg, dict):
         cfg = TrainConfig.from_dict(cfg)
     return Trainer(cfg, log=log, load=load).run(force=force)
@@ -289,6 +307,17 @@ def load_trained(
     """A finished run's model (its selected classifier) and data splits, rebuilt from its files.
 
     ``root`` overrides the data root recorded in the run (runs move between machines).
+
+    Returns ``(model, splits, cfg)``: the classifier in eval mode on ``device``
+    (``model.features(x)`` and ``model(x)`` logits), ``{split name: TensorImageDataset}`` as the
+    run saw them (the same ``eval_limit`` subsets, if it used one), and its :class:`TrainConfig`.
+
+    Example::
+
+        model, splits, cfg = load_trained("runs/rw")
+        test = splits["test"]
+        report = group_report(test.targets, predict(model, test), test.bias,
+                              aligned=test.aligned_groups)
     """
     run_dir = Path(run_dir)
     metrics, weights = run_dir / METRICS, run_dir / MODEL
