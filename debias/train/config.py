@@ -209,7 +209,11 @@ class TrainConfig:
         flag="--method-option",
     )
     # optimisation
-    epochs: int = _opt(80, "optim", "epochs of the main stage")
+    epochs: int = _opt(
+        80,
+        "optim",
+        "epochs of the main stage (a larger value continues a finished run from its checkpoint)",
+    )
     # The ranges SubpopBench searches on image datasets (its optimizer there is SGD; Adam here).
     batch_size: int = _opt(
         256,
