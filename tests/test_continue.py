@@ -119,3 +119,22 @@ def test_cli_continues_a_finished_run(tmp_path, capsys):
     assert "continuing" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 2 and metrics["continued_from"][0]["epochs"] == 1
+
+
+def test_a_sweep_whose_epochs_grew_continues_its_finished_runs(tmp_path):
+    from debias.sweep import run_sweep
+    from debias.sweep.config import SweepSpec
+
+    base = dict(dataset="digits", rho=0.95, model="smallconvnet", batch_size=64, max_steps=2,
+                lr_milestones=[], device="cpu", represent=False, progress=False)  # fmt: skip
+    spec = {"name": "s", "base": base | {"epochs": 1}, "grid": {"seed": [0]}}
+    (run,) = SweepSpec.from_dict(spec).expand()
+    out = tmp_path / "sweep"
+    train(run.train_config(out.resolve()), log=quiet)  # the finished 1-epoch run
+    lines = []
+    longer = spec | {"base": base | {"epochs": 2}}
+    run_sweep(longer, out=out, dry_run=True, log=lines.append)
+    assert lines[0] == "seed=0: resume from checkpoint | method ce, mode ce, epochs 2"
+    moved = spec | {"base": base | {"epochs": 2, "lr_milestones": [1]}}
+    with pytest.raises(ValueError, match="cannot continue .* the lr schedule would change"):
+        run_sweep(moved, out=out, dry_run=True, log=lines.append)

@@ -20,7 +20,7 @@ from debias.results import error_line
 from debias.sweep.config import RunSpec, SweepSpec
 from debias.sweep.worker import now as _now
 from debias.train import runfolder
-from debias.train.config import TrainConfig
+from debias.train.config import RunConflictError, TrainConfig
 from debias.train.runfolder import CHECKPOINT, ERROR, LOG, METRICS, RUN_CONFIG, RunFolderError
 
 MANIFEST = runfolder.SWEEP_MANIFEST
@@ -158,6 +158,15 @@ class _Sweep:
             if (d / METRICS).exists():
                 done = runfolder.read_metrics(d / METRICS)
                 diff = runfolder.config_diff(done["config"], self.config(run))
+                before, after = diff.get("epochs", (0, 0))
+                if before < after and set(diff) <= {"epochs", "lr_milestones"}:
+                    # More epochs, nothing else: the run is continued from its checkpoint
+                    # (train refuses it with the reason if its schedule would change).
+                    try:
+                        runfolder.is_continuation(done["config"], self.config(run), d)
+                    except RunConflictError as exc:
+                        return "fail", str(exc)
+                    return "resume", ""
                 if diff:
                     return "fail", (
                         f"{d} holds a finished run with different options "
