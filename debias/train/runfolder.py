@@ -23,7 +23,8 @@ A run folder (``debias train --out DIR``, or one run of a sweep) holds only file
 * **Same run.** :func:`config_diff` compares a saved config with the one asked for, after
   filling options added since that run was written with their defaults and normalising the
   dataset options (each dataset's :class:`~debias.data.spec.DatasetSpec`); the trainer and the sweep
-  both decide with it.
+  both decide with it. A finished run asked for with more ``epochs`` and nothing else changed
+  is continued from its checkpoint (:func:`is_continuation`), unless its lr schedule would move.
 * **Readable files.** :func:`read_metrics` and :func:`load_checkpoint` turn a truncated or
   foreign file into an error naming the file and what to do.
 """
