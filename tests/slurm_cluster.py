@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 PACKAGES = ("slurm-wlm", "munge")
 DAEMONS = ("munged", "slurmctld", "slurmd")
 PARTITION = "debias"
@@ -93,7 +95,14 @@ class Cluster:
         )
 
     def stop(self) -> None:
-        """Stop the daemons this fixture started (never one it found running)."""
+        """Cancel this cluster's jobs, stop the daemons this fixture started (never one it
+        found running)."""
+        if _read_pid(self.root / "slurmctld.pid"):
+            self.run("scancel", "--user", str(os.getuid()), check=False)
+            for _ in range(100):
+                if not self.run("squeue", "-h", "-t", "PD,R,CG", check=False).strip():
+                    break
+                time.sleep(0.2)
         for pidfile in ("slurmd.pid", "slurmctld.pid"):
             pid = _read_pid(self.root / pidfile)
             if pid:
@@ -250,3 +259,23 @@ def start_cluster(root: Path) -> Cluster:
         cluster.stop()
         raise
     return cluster
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """The local one-node SLURM for the session, ``SLURM_CONF`` pointing at it; a cluster that
+    cannot start fails the test with the reason (never a skip)."""
+    try:
+        cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+    except ClusterError as exc:
+        pytest.fail(f"the local SLURM did not start: {exc}", pytrace=False)
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        if before is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = before

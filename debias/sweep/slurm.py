@@ -40,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from debias._types import RunStatus
+from debias._types import FINISHED, UNFINISHED, RunStatus
 from debias.sweep.config import RunSpec, SweepSpec
 from debias.sweep.processes import _PATH_ENV, _child_env, _open_log
 from debias.sweep.slurm_options import SlurmOptions
@@ -66,6 +66,7 @@ LIVE = (
     "SIGNALING",
     "STAGE_OUT",
 )
+REQUEUED = "requeued by SLURM (time limit or preemption); resumes"
 # squeue states of a task that ended without a failure of its own.
 STOPPED = ("CANCELLED", "PREEMPTED", "TIMEOUT", "DEADLINE", "NODE_FAIL")
 
@@ -143,7 +144,7 @@ class SlurmTask:
             if self._sweep is not None:
                 self._sweep.finished(run, INTERRUPTED if rc is None else rc, time.time() - t0)
                 row = self._sweep.status[run.name]
-                row["error"] = "requeued by SLURM (time limit or preemption); resumes"
+                row["error"] = REQUEUED
                 self._sweep.write_status()
             self._run = None
         print(f"[sweep] {_now()} requeued: {len(runs)} run(s) of this task", flush=True)
@@ -225,6 +226,9 @@ def run_slurm(sweep: _Sweep, todo: list[RunSpec], opts: SlurmOptions, wait: bool
         "array": array,
         "submitted": _now(),
         "tasks": {str(i): [r.name for r in chunk] for i, chunk in enumerate(chunks)},
+        # SLURM's id of each task: <array>_<i>, or <array> alone for a single task (submitit
+        # submits one chunk as a plain job)
+        "jobs": {str(i): job.job_id for i, job in enumerate(jobs)},
         "options": opts.to_dict(),
     }
     (out / SLURM_DIR / JOBS).write_text(json.dumps([*_read_jobs(out), entry], indent=2))
@@ -236,43 +240,61 @@ def run_slurm(sweep: _Sweep, todo: list[RunSpec], opts: SlurmOptions, wait: bool
     )
     if wait:
         try:
-            _wait(sweep, array, entry["tasks"])
+            _wait(sweep, array, entry["tasks"], entry["jobs"])
         except KeyboardInterrupt:
             sweep.log(f"stopped waiting; job array {array} goes on (scancel {array} to stop it)")
             raise
     return array
 
 
-def _wait(sweep: _Sweep, array: str, tasks: dict[str, list[str]], poll_s: float = 2.0) -> None:
+def _wait(
+    sweep: _Sweep,
+    array: str,
+    tasks: dict[str, list[str]],
+    job_ids: dict[str, str],
+    poll_s: float = 1.0,
+    squeue_s: float = 30.0,
+) -> None:
     """Follow the ledger until no task of ``array`` is left; then settle the runs no task
-    recorded (a task cancelled before it started, or one that died)."""
+    recorded (a task cancelled before it started, or one that died). ``squeue`` is asked
+    every ``squeue_s`` seconds, or as soon as the ledger says every run has ended."""
     names = {n for chunk in tasks.values() for n in chunk}
     shown: dict[str, str] = {}
+    asked = 0.0
     while True:
-        states = _squeue(array)
-        _show_progress(sweep, names, shown)
-        if not any(s in LIVE for s in states.values()):
-            break
+        ended = _show_progress(sweep, names, shown)
+        if ended or time.time() - asked > squeue_s:
+            states, asked = _squeue(array), time.time()
+            if not any(s in LIVE for s in states.values()):
+                break
         time.sleep(poll_s)
     _show_progress(sweep, names, shown)
     ledger = _read_status(sweep.out)
     for task, chunk in tasks.items():
-        state = states.get(f"{array}_{task}", "gone")
+        job = job_ids[task]
         for name in chunk:
             row = ledger.get(name, {})
             if row.get("status") in (RunStatus.PENDING, RunStatus.RUNNING, None):
-                _settle(sweep, name, state, f"{array}_{task}")
+                _settle(sweep, name, states.get(job, "gone"), job)
     for name in names:
         sweep.status[name] = {**sweep.status[name], **_read_status(sweep.out).get(name, {})}
 
 
-def _show_progress(sweep: _Sweep, names: set[str], shown: dict[str, str]) -> None:
-    for name, row in _read_status(sweep.out).items():
-        status = row.get("status", "")
-        if name in names and shown.get(name) != status and status != RunStatus.PENDING:
-            shown[name] = status
+def _show_progress(sweep: _Sweep, names: set[str], shown: dict[str, str]) -> bool:
+    """Log each run of ``names`` whose ledger status changed; True once all have ended (and
+    none waits for a requeue)."""
+    ledger = _read_status(sweep.out)
+    for name in sorted(names & set(ledger)):
+        row = ledger[name]
+        if shown.get(name) != row["status"] and row["status"] != RunStatus.PENDING:
+            shown[name] = row["status"]
             error = f": {row['error']}" if row.get("error") else ""
-            sweep.log(f"{status:>11} {name}{error}")
+            sweep.log(f"{row['status']:>11} {name}{error}")
+    return all(
+        ledger.get(n, {}).get("status") in FINISHED + UNFINISHED
+        and not ledger[n].get("error", "").startswith(REQUEUED)
+        for n in names
+    )
 
 
 def _settle(sweep: _Sweep, name: str, state: str, task: str) -> None:
