@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from debias.sweep import run_sweep
+from debias.sweep import SweepSpec, run_sweep
 from debias.sweep.slurm_options import SlurmOptions, parse_time
+from debias.sweep.status import _Sweep
 
 SPEC = {
     "name": "slurmtest",
@@ -216,3 +217,41 @@ def test_a_signalled_task_is_requeued_and_resumes(slurm_cluster, reference, tmp_
         assert numbers(out / f"seed={s}") == numbers(reference / f"seed={s}")
     task_log = (out / "slurm" / f"{task}_0_log.out").read_text()
     assert "Calling checkpoint method" in task_log and f"Requeued job {task}" in task_log
+
+
+def _update_rows(out: Path, names: list[str], rounds: int) -> None:
+    """A task's side of the ledger: rewrite its own rows ``rounds`` times (shared mode)."""
+    spec = SweepSpec.from_dict({**SPEC, "grid": {"seed": list(range(8))}})
+    runs = [r for r in spec.expand() if r.name in names]
+    sweep = _Sweep(spec, runs, out, log=quiet)
+    sweep.shared = True
+    for i in range(rounds):
+        for run in runs:
+            sweep.status[run.name]["seconds"] = i
+            sweep.touched.add(run.name)
+            sweep.write_status()
+
+
+def test_tasks_merge_their_rows_into_the_ledger_whatever_the_order(tmp_path):
+    """Four processes rewrite their own rows of one ledger at once: under the ledger lock
+    every last value survives (without it a process would write back rows it read before
+    another's last write) and the rows keep the sweep's order."""
+    import multiprocessing
+
+    spec = SweepSpec.from_dict({**SPEC, "grid": {"seed": list(range(8))}})
+    out = tmp_path / "out"
+    out.mkdir()
+    first = _Sweep(spec, spec.expand(), out, log=quiet)
+    first.write_status()
+    names = [r.name for r in spec.expand()]
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_update_rows, args=(out, names[i::4], 30)) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 4
+    ledger = rows(out)
+    assert list(ledger) == names
+    assert {r["seconds"] for r in ledger.values()} == {"29"}
+    assert not (out / ".sweep_status.lock").exists()

@@ -165,12 +165,12 @@ def run_sweep(
     if dry_run:
         return _dry_run(sweep, log)
 
+    if backend == "slurm":
+        from debias.sweep.slurm import check_can_submit
+
+        check_can_submit(out_dir)
     # A sweep folder is debias's like a run folder: a user's sweep.json is never overwritten.
     runfolder.claim_folder(out_dir, names=runfolder.SWEEP_FILES, kind="sweep", what="sweep out")
-    if backend == "slurm":
-        from debias.sweep.slurm import check_no_live_array
-
-        check_no_live_array(out_dir)
 
     def execute(phase: _Sweep, what: str) -> SweepResult:
         how = (options, wait) if backend == "slurm" else (ray_address, process_per_run)

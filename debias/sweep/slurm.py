@@ -48,7 +48,7 @@ from debias.sweep.status import _read_status, _Sweep
 from debias.sweep.worker import INTERRUPTED, Worker
 from debias.sweep.worker import now as _now
 
-__all__ = ["SlurmTask", "check_no_live_array", "run_slurm", "slurm_status"]
+__all__ = ["SlurmTask", "check_can_submit", "run_slurm", "slurm_status"]
 
 SLURM_DIR = "slurm"  # <out>/slurm: submitit's files (pickles, logs) and jobs.json
 JOBS = "jobs.json"
@@ -176,11 +176,15 @@ def _read_jobs(out: Path) -> list[dict[str, Any]]:
         return []
 
 
-def check_no_live_array(out: Path) -> None:
-    """Refuse to submit while an earlier array of this sweep is queued or running: its tasks
-    and the new ones would race for the same runs."""
-    if shutil.which("squeue") is None:
-        return
+def check_can_submit(out: Path) -> None:
+    """Before anything is prepared: submitit is installed, ``sbatch`` is there, and no earlier
+    array of this sweep is queued or running (its tasks and new ones would race for runs)."""
+    _import_submitit()
+    if shutil.which("sbatch") is None:
+        raise FileNotFoundError(
+            "the slurm backend needs SLURM's sbatch on PATH: run debias sweep on a login node "
+            "of the cluster (or use --backend local)"
+        )
     for entry in _read_jobs(out):
         live = [t for t, s in _squeue(entry["array"]).items() if s in LIVE]
         if live:
