@@ -207,6 +207,17 @@ def test_a_signalled_task_is_requeued_and_resumes(slurm_cluster, reference, tmp_
     wait_for(lambda: "BeginTime" in queue(slurm_cluster, task), 60, "the task to be requeued")
     assert rows(out)["seed=1"]["status"] == "interrupted"
     assert not (run / "metrics.json").exists(), "the run ended before the signal reached it"
+    # While the requeued task waits, a second submission is refused (they would race) ...
+    with pytest.raises(ValueError, match=f"still has SLURM job array {task} queued or running"):
+        run_sweep(SPEC, backend="slurm", out=out, only={"seed": [1, 2]}, log=quiet)
+    # ... and --status shows the task pending and why the run stopped.
+    from debias.sweep.slurm import slurm_status
+
+    lines: list[str] = []
+    slurm_status(out, log=lines.append)
+    assert "2 run(s): 1 interrupted, 1 pending" in lines[0]
+    assert f"job array {task}" in lines[1] and "1 pending" in lines[1]
+    assert "interrupted: seed=1: requeued by SLURM" in lines[2]
     slurm_cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now")
     wait_for(lambda: rows(out)["seed=2"]["status"] == "done", 180, "the requeued task")
     ledger = rows(out)
