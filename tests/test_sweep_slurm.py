@@ -145,9 +145,13 @@ def test_slurm_sweep_matches_local_and_a_second_submission_runs_only_what_is_mis
     yaml_path = tmp_path / "sweep.yaml"
     yaml_path.write_text(json.dumps(SPEC))
     argv = ["sweep", str(yaml_path), "--out", str(out), "--backend", "slurm"]
-    assert main([*argv, "--runs-per-task", "3", "--time", "0:10:00"]) == 0
+    flags = ["--runs-per-task", "3", "--time", "0:10:00", "--sbatch", "comment=debias-test"]
+    assert main([*argv, *flags, "--setup", "export DEBIAS_SETUP_RAN=1"]) == 0
     assert arrays(out)[-1]["tasks"] == {"0": ["seed=1"]}
     assert arrays(out)[-1]["options"]["runs_per_task"] == 3
+    script = (out / "slurm" / f"{arrays(out)[-1]['array']}_submission.sh").read_text()
+    assert "#SBATCH --comment=debias-test" in script and "#SBATCH --time=10" in script
+    assert "export DEBIAS_SETUP_RAN=1" in script
     ledger = rows(out)
     assert ledger["seed=1"]["status"] == "done"
     assert ledger["seed=0"]["status"] == ledger["seed=2"]["status"] == "skipped"

@@ -75,7 +75,10 @@ def _status(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else load_sweep(args.config).default_out
     if not (out / "sweep_status.csv").exists():
-        print(f"debias sweep: error: {out} has no sweep_status.csv; nothing was run there")
+        print(
+            f"debias sweep: error: {out} has no sweep_status.csv; nothing was run there",
+            file=sys.stderr,
+        )
         return 2
     counts = slurm_status(out)
     return 0 if not set(counts) & {"failed", "interrupted"} else 1

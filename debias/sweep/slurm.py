@@ -318,7 +318,11 @@ def _settle(sweep: _Sweep, name: str, state: str, task: str) -> None:
 
 
 def slurm_status(out: Path, log: Callable[[str], Any] = print) -> dict[str, int]:
-    """Print a sweep's progress from its ledger and ``squeue``; the ledger's counts."""
+    """Print a sweep's progress from its ledger and ``squeue``; the ledger's counts.
+
+    Example: ``debias sweep sweeps/biased_mnist_paper.yaml --status``, or
+    ``slurm_status(Path("runs/sweeps/biased_mnist_paper"))``.
+    """
     ledger = _read_status(out)
     counts: dict[str, int] = {}
     for row in ledger.values():
@@ -333,7 +337,8 @@ def slurm_status(out: Path, log: Callable[[str], Any] = print) -> dict[str, int]
     by_state: dict[str, int] = {}
     for state in states.values():
         by_state[state] = by_state.get(state, 0) + 1
-    queue = ", ".join(f"{n} {s.lower()}" for s, n in sorted(by_state.items())) or "none known"
+    queue = ", ".join(f"{n} {s.lower()}" for s, n in sorted(by_state.items()))
+    queue = queue or "none left in squeue (ended, or no SLURM controller reachable)"
     log(f"job array {entry['array']} (submitted {entry['submitted']}): tasks {queue}")
     for name, row in ledger.items():
         if row["status"] == RunStatus.RUNNING:
