@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# The session's local one-node SLURM (tests/slurm_cluster.py), for the tests that ask for it.
+from slurm_cluster import slurm_cluster  # noqa: F401
+
 from debias.data.root import data_root
 
 # Real MNIST as the shared data root holds it (DEBIAS_DATA, else ./data).

@@ -140,7 +140,7 @@ def test_every_run_is_validated_before_any_starts(tmp_path):
             }
         ).expand()
     with pytest.raises(ValueError, match="unknown backend"):
-        run_sweep({"name": "b", "base": {"rho": 0.9}}, backend="slurm", out=tmp_path / "b")
+        run_sweep({"name": "b", "base": {"rho": 0.9}}, backend="k8s", out=tmp_path / "b")
 
 
 def test_cpu_face_sweeps():

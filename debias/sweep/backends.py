@@ -1,6 +1,6 @@
 """The backends that execute a sweep's runs: persistent local workers (the default), a child
-process per run (``process_per_run``), or Ray tasks (``backend="ray"``). See
-:mod:`debias.sweep.runner`.
+process per run (``process_per_run``), Ray tasks (``backend="ray"``) or a SLURM job array
+(``backend="slurm"``, :mod:`debias.sweep.slurm`). See :mod:`debias.sweep.runner`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from debias.sweep.worker import (
 )
 from debias.train.runfolder import ERROR
 
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "ray", "slurm")
 
 
 def _run_workers(sweep: _Sweep, todo: list[RunSpec], jobs: int) -> None:

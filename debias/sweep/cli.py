@@ -1,5 +1,7 @@
-"""``debias sweep CONFIG.yaml [--jobs N] [--backend local|ray] [--out DIR] [--set K=V]
-[--only K=V1,V2] [--process-per-run] [--dry-run]``."""
+"""``debias sweep CONFIG.yaml [--jobs N] [--backend local|ray|slurm] [--out DIR] [--set K=V]
+[--only K=V1,V2] [--process-per-run] [--dry-run] [--status]`` and the SLURM options
+(:data:`debias.sweep.slurm_options.FIELDS`: ``--partition``, ``--time``, ``--max-parallel``,
+``--runs-per-task``, ``--sbatch KEY=VALUE``, ..., ``--detach``)."""
 
 from __future__ import annotations
 
@@ -7,13 +9,20 @@ import argparse
 import sys
 from typing import Any
 
-BACKENDS = ("local", "ray")  # as debias.sweep.runner.BACKENDS (not imported: keeps --help fast)
+from debias.sweep.slurm_options import FIELDS as SLURM_FIELDS
+
+BACKENDS = ("local", "ray", "slurm")  # as debias.sweep.runner.BACKENDS (not imported: keeps
+# --help fast)
+# SLURM options given as flags of another name (the rest: --<name with dashes>).
+_SLURM_FLAGS = {"options": "--sbatch", "setup": "--setup"}
+_SLURM_STR = ("partition", "account", "mem", "time")
 
 __all__ = ["cmd_sweep", "register"]
 
 
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    """``["epochs=2", "device=cpu"]`` -> ``{"epochs": 2, "device": "cpu"}`` (values read as YAML)."""
+def _parse_set(items: list[str], dashes: bool = False) -> dict[str, Any]:
+    """``["epochs=2", "device=cpu"]`` -> ``{"epochs": 2, "device": "cpu"}`` (values read as YAML;
+    ``dashes``: keys kept as written, e.g. #SBATCH options)."""
     import yaml
 
     out: dict[str, Any] = {}
@@ -25,7 +34,7 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             parsed = value
-        out[key.strip().replace("-", "_")] = parsed
+        out[key.strip() if dashes else key.strip().replace("-", "_")] = parsed
     return out
 
 
@@ -50,10 +59,37 @@ def _parse_only(items: list[str]) -> dict[str, list[Any]]:
     return out
 
 
+def _slurm_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The SLURM options given on the command line (None where not given)."""
+    flags = {name: getattr(args, f"slurm_{name}") for name in SLURM_FIELDS}
+    if flags["options"]:
+        flags["options"] = _parse_set(flags["options"], dashes=True)
+    return flags
+
+
+def _status(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from debias.sweep.config import load_sweep
+    from debias.sweep.slurm import slurm_status
+
+    out = Path(args.out) if args.out else load_sweep(args.config).default_out
+    if not (out / "sweep_status.csv").exists():
+        print(
+            f"debias sweep: error: {out} has no sweep_status.csv; nothing was run there",
+            file=sys.stderr,
+        )
+        return 2
+    counts = slurm_status(out)
+    return 0 if not set(counts) & {"failed", "interrupted"} else 1
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run the sweep; exit code 1 when any run failed (the others still ran)."""
     from debias.sweep.runner import run_sweep
 
+    if args.status:
+        return _status(args)
     try:
         result = run_sweep(
             args.config,
@@ -65,10 +101,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             overrides=_parse_set(args.set),
             only=_parse_only(args.only),
             process_per_run=args.process_per_run,
+            slurm=_slurm_flags(args),
+            wait=not args.detach,
         )
-    except ImportError as exc:  # --backend ray without Ray installed
+    except ImportError as exc:  # --backend ray/slurm without Ray/submitit installed
         print(f"debias sweep: error: {exc}", file=sys.stderr)
         return 2
+    if args.detach and args.backend == "slurm":
+        return 0
     if result.failed:
         print(
             f"{len(result.failed)} run(s) failed; see error.txt in: "
@@ -104,7 +144,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--backend",
         default="local",
         choices=BACKENDS,
-        help="local processes or Ray tasks (pip install 'debias-toolkit[ray]')",
+        help="local processes, Ray tasks (pip install 'debias-toolkit[ray]') or a SLURM job "
+        "array through submitit (pip install 'debias-toolkit[slurm]'; options below)",
     )
     p.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--out", help="sweep folder (default: the YAML's out, else runs/sweeps/<name>)")
@@ -131,5 +172,35 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "workers (each pays the imports and data loading again; same numbers)",
     )
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="show the sweep's progress (its ledger, and squeue for a SLURM sweep); run nothing",
+    )
+    _add_slurm_flags(p)
     p.set_defaults(func=cmd_sweep)
     return p
+
+
+def _add_slurm_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per SLURM option (debias.sweep.slurm_options.FIELDS); each overrides the YAML's
+    ``slurm:`` block."""
+    g = p.add_argument_group(
+        "SLURM (--backend slurm; the same keys in the YAML's slurm: block)",
+        "one submitit job array per sweep; see docs/SCALING.md",
+    )
+    for name, help in SLURM_FIELDS.items():
+        flag = _SLURM_FLAGS.get(name, "--" + name.replace("_", "-"))
+        dest = f"slurm_{name}"
+        if name in _SLURM_FLAGS:
+            metavar = "KEY=VALUE" if name == "options" else "LINE"
+            g.add_argument(flag, dest=dest, action="append", metavar=metavar, help=help)
+        elif name in _SLURM_STR:
+            g.add_argument(flag, dest=dest, metavar=name.upper(), help=help)
+        else:
+            g.add_argument(flag, dest=dest, type=int, metavar="N", help=help)
+    g.add_argument(
+        "--detach",
+        action="store_true",
+        help="submit the job array and return (follow it with --status)",
+    )

@@ -21,6 +21,9 @@ Schema (every key but ``grid``/``base`` is optional)::
       draws: 8                          # (schema and folders: debias.sweep.search)
       methods: [ce, lff]
       options: [lr, weight_decay]
+    slurm:                              # optional: --backend slurm options (partition, time,
+      partition: gpu                    # mem, gpus, max_parallel, runs_per_task, ...; see
+      time: "04:00:00"                  # debias.sweep.slurm_options)
 
 Rules:
 
@@ -60,6 +63,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from debias._hints import did_you_mean, unknown_names
+from debias.sweep.slurm_options import SlurmOptions
 from debias.train.config import METHODS, TrainConfig, option_names, ungrouped
 
 if TYPE_CHECKING:
@@ -67,7 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SWEEP_KEYS", "RunSpec", "SweepSpec", "load_sweep", "run_dir_name", "format_value"]
 
-SWEEP_KEYS = ("name", "description", "out", "base", "grid", "methods", "search")
+SWEEP_KEYS = ("name", "description", "out", "base", "grid", "methods", "search", "slurm")
 # Set per run by the sweep itself; a value in the YAML would be silently wrong.
 _RESERVED = ("out",)
 _SAFE = re.compile(r"[^A-Za-z0-9._+\-]")
@@ -135,6 +139,7 @@ class SweepSpec:
     description: str = ""
     source: str | None = None
     search: SearchSpec | None = None
+    slurm: dict[str, Any] = field(default_factory=dict)  # checked by SlurmOptions
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -185,6 +190,7 @@ class SweepSpec:
 
             search = SearchSpec.from_dict(d["search"], where)
             check_grid(search, grid, base, where)
+        SlurmOptions.from_dict(d.get("slurm"), f"{where}: slurm")  # checked now, used on submit
         return cls(
             name=str(sweep_name),
             grid={k: list(v) for k, v in grid.items()},
@@ -194,6 +200,7 @@ class SweepSpec:
             description=str(d.get("description") or ""),
             source=source,
             search=search,
+            slurm=dict(d.get("slurm") or {}),
         )
 
     @classmethod
@@ -230,6 +237,8 @@ class SweepSpec:
             d["methods"] = self.methods
         if self.search is not None:
             d["search"] = self.search.to_dict()
+        if self.slurm:
+            d["slurm"] = self.slurm
         return d
 
     @property

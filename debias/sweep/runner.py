@@ -29,6 +29,11 @@ Ray (``backend="ray"``): each run is a Ray task asking for ``cluster CPUs // job
 ``ray_address`` the sweep folder, the data root and this Python environment must be reachable
 under the same paths on every node (a shared filesystem); relative ``DEBIAS_DATA`` /
 ``DEBIAS_CACHE`` are made absolute before they are passed on.
+
+SLURM (``backend="slurm"``): one submitit job array per sweep, each task running a chunk of
+runs in a persistent worker as above; options from the YAML's ``slurm:`` block and ``slurm``
+(:mod:`debias.sweep.slurm_options`); signals, requeueing and what the shared filesystem must
+offer: :mod:`debias.sweep.slurm`.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from debias.sweep.processes import (  # noqa: F401
     execute_run,
     threads_per_job,
 )
+from debias.sweep.slurm_options import SlurmOptions
 from debias.sweep.status import (  # noqa: F401
     MANIFEST,
     STATUS_CSV,
@@ -111,6 +117,8 @@ def run_sweep(
     overrides: Mapping[str, Any] | None = None,
     only: Mapping[str, list[Any]] | None = None,
     process_per_run: bool = False,
+    slurm: Mapping[str, Any] | None = None,
+    wait: bool = True,
     log: Callable[[str], Any] = print,
 ) -> SweepResult:
     """Run (or resume, or dry-run) a sweep; returns every run's status.
@@ -127,7 +135,16 @@ def run_sweep(
         only: ``{grid key: [values]}``: run only these values of the grid (``--only``).
         process_per_run: local backend: a fresh process for every run instead of ``jobs``
             persistent workers (slower by the fixed cost of a process; ``--process-per-run``).
+        slurm: SLURM options over the YAML's ``slurm:`` block (``partition``, ``time``,
+            ``max_parallel``, ``runs_per_task``, ...; :class:`SlurmOptions`).
+        wait: SLURM: follow the job array until it ends (False: submit and return, the runs
+            then show as ``pending``; ``debias sweep CONFIG --status``).
         log: where progress lines go.
+
+    Example::
+
+        run_sweep("sweeps/biased_mnist_quick.yaml", backend="slurm",
+                  slurm={"partition": "gpu", "gpus": 1, "max_parallel": 20})
 
     Every run is validated before any starts (ValueError otherwise). A failing run is recorded
     (``error.txt``, ``sweep_status.csv``) and the others go on; check ``result.ok``.
@@ -140,6 +157,7 @@ def run_sweep(
         raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    options = SlurmOptions.from_dict(spec.slurm, "sweep slurm").updated(slurm or {})
     runs = spec.expand(overrides=overrides, only=only)
     out_dir = Path(out) if out is not None else spec.default_out
     sweep = _Sweep(spec, runs, out_dir, log)
@@ -147,11 +165,16 @@ def run_sweep(
     if dry_run:
         return _dry_run(sweep, log)
 
+    if backend == "slurm":
+        from debias.sweep.slurm import check_can_submit
+
+        check_can_submit(out_dir)
     # A sweep folder is debias's like a run folder: a user's sweep.json is never overwritten.
     runfolder.claim_folder(out_dir, names=runfolder.SWEEP_FILES, kind="sweep", what="sweep out")
 
     def execute(phase: _Sweep, what: str) -> SweepResult:
-        return _execute(phase, what, jobs, backend, ray_address, process_per_run)
+        how = (options, wait) if backend == "slurm" else (ray_address, process_per_run)
+        return _execute(phase, what, jobs, backend, *how)
 
     result = execute(sweep, "draws" if spec.search is not None else "")
     if spec.search is None:
@@ -163,34 +186,46 @@ def run_sweep(
     return SweepResult(out=out_dir, runs=result.runs + second.runs)
 
 
-def _execute(
-    sweep: _Sweep, what: str, jobs: int, backend: str, address: str | None, per_run: bool
-) -> SweepResult:
-    """Record, prepare and run ``sweep.runs`` (skipping finished ones); their statuses."""
+def _execute(sweep: _Sweep, what: str, jobs: int, backend: str, *how: Any) -> SweepResult:
+    """Record, prepare and run ``sweep.runs`` (skipping finished ones); their statuses.
+    ``how``: ``(ray address, process per run)``, or for SLURM ``(SlurmOptions, wait)``."""
     spec, runs, out_dir, log = sweep.spec, sweep.runs, sweep.out, sweep.log
     sweep.write_manifest()
     todo = [r for r in runs if sweep.prepare(r) is None]
     sweep.write_status()
     n_skip = sum(s["status"] == RunStatus.SKIPPED for s in sweep.status.values())
-    how = ""
-    if backend == "local":
-        how = ", a process per run" if per_run else ", persistent workers"
     name = f"{spec.name} ({what})" if what else spec.name
     log(
         f"sweep {name}: {len(runs)} run(s) in {out_dir} | {n_skip} already finished | "
-        f"{len(todo)} to run with {jobs} job(s) on {backend}{how} "
-        f"({threads_per_job(jobs)} thread(s) each)"
+        f"{len(todo)} to run {_how(backend, jobs, *how)}"
     )
     if todo:
         if backend == "local":
-            (_run_processes if per_run else _run_workers)(sweep, todo, jobs)
+            (_run_processes if how[1] else _run_workers)(sweep, todo, jobs)
+        elif backend == "ray":
+            _run_ray(sweep, todo, jobs, how[0])
         else:
-            _run_ray(sweep, todo, jobs, address)
+            from debias.sweep.slurm import run_slurm
+
+            run_slurm(sweep, todo, *how)
     sweep.write_status()
     result = SweepResult(out=out_dir, runs=[sweep.status[r.name] for r in runs])
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts().items()))
     log(f"sweep {name}: {counts}; status in {out_dir / STATUS_CSV}")
     return result
+
+
+def _how(backend: str, jobs: int, *how: Any) -> str:
+    if backend == "slurm":
+        opts = how[0]
+        return (
+            f"as a SLURM job array ({opts.runs_per_task} run(s) per task, {opts.cpus_per_task} "
+            f"CPU(s) and thread(s) each, at most {opts.max_parallel} tasks at once)"
+        )
+    workers = ""
+    if backend == "local":
+        workers = ", a process per run" if how[1] else ", persistent workers"
+    return f"with {jobs} job(s) on {backend}{workers} ({threads_per_job(jobs)} thread(s) each)"
 
 
 def _selected_reruns(

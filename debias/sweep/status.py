@@ -6,22 +6,33 @@ what each run would do (skip, resume, run, fail) before anything starts. See
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
-from collections.abc import Callable
+import socket
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from debias._atomic import atomic_write
+from debias._atomic import atomic_write, create_new
 from debias._types import FINISHED, UNFINISHED, RunStatus
 from debias.results import error_line
 from debias.sweep.config import RunSpec, SweepSpec
 from debias.sweep.worker import now as _now
 from debias.train import runfolder
 from debias.train.config import RunConflictError, TrainConfig
-from debias.train.runfolder import CHECKPOINT, ERROR, LOG, METRICS, RUN_CONFIG, RunFolderError
+from debias.train.runfolder import (
+    CHECKPOINT,
+    ERROR,
+    LOG,
+    METRICS,
+    RUN_CONFIG,
+    RunFolderError,
+    _remove_stale,
+)
 
 MANIFEST = runfolder.SWEEP_MANIFEST
 
@@ -40,6 +51,45 @@ STATUS_FIELDS = (
     "error",
     "log",
 )
+
+
+# Taken while a process of a shared sweep (SLURM tasks) rewrites the ledger; a rewrite takes
+# milliseconds, so a lock older than this was left by a process killed while holding it.
+LEDGER_LOCK = ".sweep_status.lock"
+_LEDGER_STALE_S = 30.0
+_held_ledgers: set[str] = set()  # ledgers this process holds (a signal handler may write too)
+
+
+@contextlib.contextmanager
+def ledger_lock(out: Path, timeout_s: float = 120.0) -> Iterator[None]:
+    """Hold ``out``'s ledger lock (re-entrant in one process), so that processes on several
+    nodes each merge their rows into the latest ledger and none writes over another's rows.
+
+    The lock is the run folder's kind (:func:`create_new`: a hard link, atomic on NFS too).
+    """
+    path = out / LEDGER_LOCK
+    key = str(path.resolve())
+    if key in _held_ledgers:
+        yield
+        return
+    me = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+    deadline = time.time() + timeout_s
+    while not create_new(path, me):
+        try:
+            seen, age = path.read_text(), time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if age > _LEDGER_STALE_S:
+            _remove_stale(path, seen)
+        elif time.time() > deadline:
+            raise TimeoutError(f"{path} was held for {timeout_s:.0f} s; delete it if no sweep runs")
+        time.sleep(0.02)
+    _held_ledgers.add(key)
+    try:
+        yield
+    finally:
+        _held_ledgers.discard(key)
+        path.unlink(missing_ok=True)
 
 
 # Kept from an earlier pass for a run this pass skips: when and how long it ran.
@@ -88,6 +138,9 @@ class _Sweep:
         }
         # Rows of an earlier pass: kept for runs this pass does not touch (merge, not overwrite).
         self.previous = _read_status(out)
+        # Shared (SLURM): several processes write the ledger; each merges the rows it changed.
+        self.shared = False
+        self.touched: set[str] = set()
 
     def dir(self, run: RunSpec) -> Path:
         return self.out / run.name
@@ -112,8 +165,18 @@ class _Sweep:
         _atomic_write(self.out / MANIFEST, json.dumps(manifest, indent=2, default=str))
 
     def write_status(self) -> None:
+        if self.shared:
+            with ledger_lock(self.out):
+                self.previous = _read_status(self.out)
+                mine = {name: self.status[name] for name in self.touched}
+                rows = [mine.pop(name, row) for name, row in self.previous.items()]
+                self._write_rows(rows + list(mine.values()))
+            return
         rows = [self.status[r.name] for r in self.runs]
         rows += [row for name, row in self.previous.items() if name not in self.status]
+        self._write_rows(rows)
+
+    def _write_rows(self, rows: list[dict[str, Any]]) -> None:
         tmp = self.out / (STATUS_CSV + ".tmp")
         with open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=STATUS_FIELDS)
@@ -210,16 +273,19 @@ class _Sweep:
         if d.is_dir() and (runfolder.is_debias_folder(d) or not (d / ERROR).exists()):
             _atomic_write(d / ERROR, message + "\n")
         self.status[run.name] |= {"status": RunStatus.FAILED, "error": error_line(message)}
+        self.touched.add(run.name)
         return RunStatus.FAILED
 
     def started(self, run: RunSpec) -> None:
         self.status[run.name]["started"] = _now()
         self.status[run.name]["status"] = RunStatus.RUNNING
+        self.touched.add(run.name)
 
     def finished(self, run: RunSpec, returncode: int, seconds: float) -> None:
         d = self.dir(run)
         row = self.status[run.name]
         row |= {"returncode": returncode, "seconds": round(seconds, 1), "finished": _now()}
+        self.touched.add(run.name)
         if returncode == 0 and (d / METRICS).exists():
             row["status"] = RunStatus.DONE
         else:

@@ -220,7 +220,9 @@ class Worker:
     """A persistent worker process, seen from the sweep: :meth:`submit` a prepared run folder,
     then :meth:`poll` until it returns the run's return code."""
 
-    def __init__(self, env: Mapping[str, str], cwd: str) -> None:
+    def __init__(self, env: Mapping[str, str], cwd: str, ignore: tuple[int, ...] = ()) -> None:
+        """``ignore``: signals the worker ignores from its start (a SLURM task's SIGUSR2 is
+        for the task, which then stops the worker itself)."""
         read, write = os.pipe()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _SERVE, str(write)],
@@ -228,6 +230,9 @@ class Worker:
             env=dict(env),
             cwd=cwd,
             pass_fds=(write,),
+            preexec_fn=(lambda: [signal.signal(s, signal.SIG_IGN) for s in ignore])
+            if ignore
+            else None,
         )
         os.close(write)  # the worker holds the only write end: end of file = it died
         self.fd = read
