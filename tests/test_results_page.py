@@ -103,7 +103,12 @@ def test_page_rebuilt_from_the_committed_tables_is_the_committed_page(
             assert path.read_bytes() == committed.read_bytes(), f"{committed} is not rebuilt as is"
 
 
-def test_a_section_with_runs_csv_is_rebuilt_from_it(build_results, sweep, tmp_path, monkeypatch):
+def test_a_section_with_runs_csv_is_rebuilt_from_it(
+    build_results,
+    sweep,  # noqa: F811 (the fixture imported above)
+    tmp_path,
+    monkeypatch,
+):
     """A report written with its per-run tables (runs.csv, ...) is rebuilt from them alone, with
     the notes file of the day, when its runs are gone."""
     import shutil

@@ -293,6 +293,12 @@ def test_search_report_values_and_the_oracle_is_always_labelled(tmp_path):
     oracle = sel[sel["rule"] == "test_oracle"].iloc[0]
     assert oracle["draw"] == 2 and oracle["label"] == f"test_oracle — {ORACLE_LABEL}"
     assert (tmp_path / "rep" / "search_ranking.png").stat().st_size > 0
+    # runs.csv: one row per run, draws and re-runs, with the numbers the rules chose from
+    runs = pd.read_csv(tmp_path / "rep" / "runs.csv")
+    manifest = json.loads((root / "sweep.json").read_text())
+    assert runs["run"].is_unique and len(runs) == len(manifest["runs"])
+    wanted = {"lr", "seed", "data_seed", "selection_rule", "val/accuracy", "test/unbiased_accuracy"}
+    assert wanted <= set(runs)
 
 
 def test_search_report_pairs_each_rules_reruns_with_ce_seed_by_seed(tmp_path):

@@ -111,9 +111,7 @@ def runs_table(df: pd.DataFrame, rep: pd.DataFrame | None, sweep_dir: Any) -> pd
     table = table.merge(rest, on=["sweep", "run"], how="left")
     # A run not finished has empty options and numbers: keep integers written as integers.
     for c in per_run.columns:
-        if pd.api.types.is_integer_dtype(per_run[c]) and not pd.api.types.is_bool_dtype(
-            per_run[c]
-        ):
+        if pd.api.types.is_integer_dtype(per_run[c]) and not pd.api.types.is_bool_dtype(per_run[c]):
             table[c] = table[c].astype("Int64")
     return table
 
