@@ -89,7 +89,12 @@ def _wide(frame: pd.DataFrame, prefix: str = "") -> pd.DataFrame:
         return pd.DataFrame(columns=["sweep", "run"])
     col = prefix + frame["split"].astype(str) + "/" + frame["metric"].astype(str)
     wide = frame.assign(_col=col).pivot_table(
-        index=["sweep", "run"], columns="_col", values="value", aggfunc="first", sort=False
+        index=["sweep", "run"],
+        columns="_col",
+        values="value",
+        aggfunc="first",
+        sort=False,
+        dropna=False,
     )
     return wide[list(dict.fromkeys(col))].reset_index()
 

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 BACKENDS = ("local", "ray")  # as debias.sweep.runner.BACKENDS (not imported: keeps --help fast)
+DATA_DRAWS = ("fixed", "seed")  # as debias.sweep.config.DATA_DRAWS (a test checks they agree)
 
 __all__ = ["cmd_sweep", "register"]
 
@@ -50,13 +51,23 @@ def _parse_only(items: list[str]) -> dict[str, list[Any]]:
     return out
 
 
+def _with_data_draw(config: str, data_draw: str | None) -> Any:
+    """The sweep YAML, or its spec with ``--data-draw`` replacing its ``data_draw``."""
+    if data_draw is None:
+        return config
+    from debias.sweep.config import SweepSpec
+
+    spec = SweepSpec.load(config)
+    return SweepSpec.from_dict({**spec.to_dict(), "data_draw": data_draw}, source=spec.source)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run the sweep; exit code 1 when any run failed (the others still ran)."""
     from debias.sweep.runner import run_sweep
 
     try:
         result = run_sweep(
-            args.config,
+            _with_data_draw(args.config, args.data_draw),
             jobs=args.jobs,
             backend=args.backend,
             out=args.out,
@@ -91,6 +102,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("config", help="sweep YAML file, e.g. sweeps/biased_mnist_quick.yaml")
     p.add_argument(
         "--jobs", type=int, default=1, help="runs at once (each gets cores // jobs threads)"
+    )
+    p.add_argument(
+        "--data-draw",
+        choices=DATA_DRAWS,
+        help="override the YAML's data_draw: 'seed' (each run's data_seed is its seed) or "
+        "'fixed' (every run on base's data_seed: how the sweeps of 2026-12-04 and before ran)",
     )
     p.add_argument(
         "--backend",
