@@ -70,9 +70,11 @@ def _run_extras(sweep_dir: Any) -> pd.DataFrame:
         for r in results.find_runs(src):
             m = r.metrics or {}
             dfr = (m.get("representation") or {}).get("dfr") or {}
-            tuning = dfr.get("tuning_worst_group_accuracy") or {}
-            best = max((v for v in tuning.values() if v is not None), default=math.nan)
-            tied = [c for c, v in tuning.items() if v is not None and v == best]
+            tied = dfr.get("C_tied")
+            if tied is None:  # a run written before the record named its ties
+                tuning = dfr.get("tuning_worst_group_accuracy") or {}
+                best = max((v for v in tuning.values() if v is not None), default=math.nan)
+                tied = [c for c, v in tuning.items() if v is not None and v == best]
             rows.append(
                 {"sweep": r.sweep, "run": r.run, "status": r.status, "error": r.error,
                  "source": Path(src).as_posix()}

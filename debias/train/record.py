@@ -147,6 +147,7 @@ class TrainerRecord:
             return represent(
                 self.model, self.splits, seed=cfg.seed, batch_size=cfg.eval_batch_size,
                 features=self._runner.reusable_features(self, chosen_epoch), log=self.log,
+                refits=cfg.represent_refits,
             )  # fmt: skip
         except ValueError as err:
             warnings.warn(f"{self.out}: no representation section: {err}", stacklevel=2)
