@@ -97,8 +97,10 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{encoder:>6} encoder: DFR fit 2 refits {two:.2f} CPU s, 20 refits {twenty:.2f} CPU s, "
             f"ratio 20/2 = {twenty / two:.2f}x; +{twenty - two:.2f} s per run = "
-            + ", ".join(f"{100 * (twenty - two) / s:.1f}% of a {k} run ({s:.0f} s)"
-                        for k, s in RUN_SECONDS.items())  # fmt: skip
+            + ", ".join(
+                f"{100 * (twenty - two) / s:.1f}% of a {k} run ({s:.0f} s)"
+                for k, s in RUN_SECONDS.items()
+            )  # fmt: skip
             + f"; C = {rec20['C']:g} (tied: {' '.join(tied)}), {rec20['val_groups']} groups x "
             f"{rec20['images_per_group']} images per refit"
         )
