@@ -10,8 +10,13 @@ search sweep gets the search report (every selection rule side by side, :mod:`de
 ``docs/results_notes/intro.md``, then per sweep ``docs/results_notes/<sweep>.intro.md`` (what
 was run, how long it took, how to reproduce) and the generated report with its headings moved
 one level down and its figure links pointed into ``docs/results/<sweep>/``. A sweep whose runs
-are absent (any of a section's folders) keeps the report already committed, so the page can be
-rebuilt on a machine that ran only some of them, and never loses a section's companion sweep.
+are absent (any of a section's folders) is rebuilt from its committed tables instead (no run
+folders needed): from ``runs.csv`` (one row per run, written by ``debias report``) where the
+report has one, else from the committed ``report.md`` with its paired tables regenerated from
+the committed paired CSVs and its notes from ``docs/results_notes`` (:func:`from_tables`). So
+the page is rebuilt on a machine that ran only some sweeps, or none, and never loses a
+section's companion sweep; ``tests/test_results_page.py`` rebuilds it from a copy of the
+committed files and checks it equals ``docs/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -55,23 +60,131 @@ SECTIONS = (
 
 
 def build_report(sec: Section, runs: Path) -> Path | None:
-    """Regenerate ``docs/results/<name>/report.md`` if all the section's sweeps are in ``runs``."""
+    """Regenerate ``docs/results/<name>/report.md``: from the runs if all the section's sweeps
+    are in ``runs``, else from the committed tables (:func:`from_tables`)."""
     out = DOCS / "results" / sec.name
     folders = [runs / s for s in sec.sweeps]
+    notes = NOTES / f"{sec.name}.md"
+    notes = notes if notes.is_file() else None
     if all((f / "sweep.json").is_file() for f in folders):
-        notes = NOTES / f"{sec.name}.md"
-        notes = notes if notes.is_file() else None
         if sec.search:
             from debias.report.search import make_search_report
 
             _with_notes(make_search_report(folders[0], out)["report"], notes)
         else:
             make_report(folders if len(folders) > 1 else folders[0], out, notes=notes)
-    elif any((f / "sweep.json").is_file() for f in folders):
-        print(
-            f"{sec.name}: not all of {', '.join(sec.sweeps)} in {runs}; kept the committed report"
-        )
+    else:
+        if any((f / "sweep.json").is_file() for f in folders):
+            print(f"{sec.name}: not all of {', '.join(sec.sweeps)} in {runs}; rebuilt from the "
+                  "committed tables")  # fmt: skip
+        from_tables(sec, out, notes)
     return out / "report.md" if (out / "report.md").is_file() else None
+
+
+def from_tables(sec: Section, out: Path, notes: Path | None) -> None:
+    """Rebuild a committed report without its runs: from ``runs.csv`` (every number, interval
+    and test recomputed, :func:`debias.report.report.report_from_tables`) where the report has
+    one; else (reports written before ``runs.csv`` existed, and search reports) the committed
+    ``report.md`` with its paired tables regenerated from the committed paired CSVs (the Holm
+    column added where missing) and its notes from ``docs/results_notes/<name>.md``."""
+    from debias.report.report import report_from_tables
+    from debias.report.tables import RUNS_CSV
+
+    if not sec.search and (out / RUNS_CSV).is_file():
+        report_from_tables(out, notes=notes)
+    elif (out / "report.md").is_file():
+        report = out / "report.md"
+        text = _refreshed_search(out, report.read_text()) if sec.search else _refreshed(
+            out, report.read_text())  # fmt: skip
+        report.write_text(_with_current_notes(text, notes, sec.search))
+
+
+def _paired_csv(path: Path):
+    """A committed paired CSV as the report computed it (``variant`` "" not NaN), its Holm
+    column (per ``rule`` for a search report) recomputed from its p-values and written back,
+    so the CSV says what the page says."""
+    import pandas as pd
+
+    from debias.report.compare import with_holm
+
+    paired = pd.read_csv(path).drop(columns="p_holm", errors="ignore")
+    paired["variant"] = paired["variant"].astype(object).where(paired["variant"].notna(), "")
+    if "rule" in paired:
+        paired = pd.concat([with_holm(g) for _, g in paired.groupby("rule", sort=False)])
+        paired = paired.loc[sorted(paired.index)]
+    else:
+        paired = with_holm(paired)
+    paired.to_csv(path, index=False)
+    return paired
+
+
+def _replace_block(text: str, title: str, lines: list[str]) -> tuple[str, int]:
+    """``text`` with the block from the line ``title`` to the next ``## `` heading replaced
+    by ``lines`` (joined as the report joins them); and where the new block ends."""
+    start = text.find(title + "\n")
+    if start < 0:
+        raise ValueError(f"no {title!r} in the committed report: regenerate it from the runs")
+    end = text.find("\n## ", start + len(title)) + 1 or len(text)
+    block = "\n".join(lines) + "\n"
+    return text[:start] + block + text[end:], start + len(block)
+
+
+def _level(out: Path) -> str | None:
+    """The bias level the committed summary varies, as the report's paired tables sort by."""
+    import pandas as pd
+
+    from debias.data.registry import DATASETS
+
+    if not (out / "summary.csv").is_file():
+        return None
+    summary = pd.read_csv(out / "summary.csv")
+    keys = dict.fromkeys(k for spec in DATASETS.values() for k in spec.level_keys)
+    numeric = [k for k in keys if k in summary and pd.api.types.is_numeric_dtype(summary[k])]
+    return next((k for k in numeric if summary[k].nunique() > 1), None)
+
+
+def _refreshed(out: Path, text: str) -> str:
+    from debias.report.markdown import paired_markdown
+
+    level = _level(out)
+    blocks = (
+        ("paired.csv", "## Paired comparisons"),
+        ("representation_paired.csv", "### Paired comparisons on the representation (DFR head)"),
+    )
+    for name, title in blocks:
+        if (out / name).is_file():
+            text = _replace_block(text, title, paired_markdown(_paired_csv(out / name), level,
+                                                                title))[0]  # fmt: skip
+    return text
+
+
+def _refreshed_search(out: Path, text: str) -> str:
+    from debias.report.markdown import paired_markdown
+
+    if not (out / "search_paired.csv").is_file():
+        return text
+    paired = _paired_csv(out / "search_paired.csv")
+    for rule, mine in paired.groupby("rule", sort=False):
+        title = f"## Paired comparisons of the re-runs under `{rule}`"
+        lines = [*paired_markdown(mine.drop(columns="rule"), None, title), ""]
+        text = _replace_block(text, title, lines)[0]
+    return text
+
+
+def _with_current_notes(text: str, notes: Path | None, search: bool) -> str:
+    """The committed report's notes replaced by the notes file's (they sit before
+    ``## Figures`` in a grid report, at the end of a search report)."""
+    if notes is None:
+        return text
+    body = notes.read_text().strip()
+    head = body.splitlines()[0]
+    start = text.find(head + "\n")
+    if start < 0:
+        raise ValueError(f"{notes}: its first line {head!r} is not in the committed report")
+    if search:
+        return text[:start] + body + "\n"
+    end = text.find("\n## Figures\n", start) + 1 or len(text)
+    return text[:start] + body + "\n\n" + text[end:]
 
 
 def _with_notes(report: Path, notes: Path | None) -> None:

@@ -315,3 +315,23 @@ def test_a_group_missing_from_the_fitted_half_is_a_clear_error():
     assert "the half of the validation split DFR fits on holds target class [0] only" in messages
     with pytest.raises(DFRError, match="single target class"):
         fit_dfr(emb["val"][:50], np.zeros(50), bs["val"][:50], emb["train"])
+
+
+def test_a_tie_in_the_c_tuning_is_recorded_and_goes_to_the_larger_c():
+    """Features that separate the target perfectly: several Cs score worst-group accuracy 1 on
+    the scoring half, so the grid does not decide; the record says so and names the rule."""
+    from debias.audit.dfr import TIE_RULE, tied
+
+    rng = np.random.RandomState(0)
+    y = np.repeat([0, 1], 80)
+    b = np.tile([0, 1], 80)
+    X = np.c_[10.0 * (2 * y - 1), rng.randn(160, 3)]  # the target, far apart; noise
+    head = fit_dfr(X, y, b, X, seed=0, refits=3)
+    rec = head.record()
+    perfect = [c for c, v in head.tuning.items() if v == 1.0]  # the strongest L1 zeroes all
+    assert len(perfect) > 1 and perfect[0] == C_GRID[0] == 1.0
+    assert rec["C"] == 1.0 and rec["refits"] == 3
+    assert rec["C_tied"] == [f"{c:g}" for c in perfect] and rec["tie_rule"] == TIE_RULE
+    # by hand: one best score, no tie; NaN scores (a group absent) tie nothing
+    assert tied({1.0: 0.5, 0.7: 0.75, 0.3: 0.75}) == [0.7, 0.3]
+    assert tied({1.0: float("nan"), 0.7: float("nan")}) == []

@@ -482,3 +482,25 @@ def test_bootstrap_from_saved_groups_matches_group_report() -> None:
     assert set(again) == set(rep.ci)
     for name, interval in rep.ci.items():
         assert again[name] == pytest.approx(interval), name
+
+
+def test_holm_adjust_by_hand():
+    """Holm's step-down adjustment: sorted p times (m, m-1, ..., 1), running maximum, cut at 1."""
+    from debias.metrics import holm_adjust
+
+    # by hand: sorted 0.005, 0.01, 0.03, 0.04 -> 4·0.005, 3·0.01, 2·0.03, max(0.06, 1·0.04)
+    assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # six tests, worked by hand (statsmodels is not a dependency: its multipletests(p,
+    # method="holm")[1] is the same formula): sorted 0.0007·6, 0.0030·5, 0.0111·4, 0.0495·3,
+    # 0.1282·2, 0.9·1, already increasing
+    p = [0.0007, 0.0111, 0.1282, 0.0030, 0.0495, 0.9]
+    expected = [0.0042, 0.0444, 0.2564, 0.015, 0.1485, 0.9]
+    assert holm_adjust(p) == pytest.approx(expected)
+    # the running maximum and the cut at 1: 2·0.6 = 1.2 -> 1, and 1·0.7 -> max(1, 0.7) = 1
+    assert holm_adjust([0.7, 0.6]).tolist() == [1.0, 1.0]
+    # a comparison without a test stays NaN and does not count in m
+    out = holm_adjust([0.02, np.nan, 0.04])
+    assert out[0] == pytest.approx(0.04) and np.isnan(out[1]) and out[2] == pytest.approx(0.04)
+    assert np.isnan(holm_adjust([np.nan])).all() and holm_adjust([]).size == 0
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        holm_adjust([0.5, 1.5])

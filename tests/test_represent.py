@@ -298,3 +298,14 @@ def test_report_prints_three_supervision_kinds_from_the_run_records(tmp_path, bi
     assert marks == {"ce": "—", "dfr": "V", "reweight": "B", "jtt": "V"}
     with pytest.warns(UserWarning, match="4 run.s. without a representation section"):
         assert results.load_representation(tmp_path / "s").empty
+
+
+def test_the_refits_option_defaults_to_the_official_count():
+    """TrainConfig.represent_refits (issue 35): the official num_retrains unless a run sets it."""
+    from debias.audit.dfr import REFITS as OFFICIAL
+    from debias.train import TrainConfig
+    from debias.train.represent import REFITS
+
+    assert TrainConfig.represent_refits == OFFICIAL == REFITS == 20
+    with pytest.raises(ValueError, match="represent_refits"):
+        TrainConfig(rho=0.99, represent_refits=0)

@@ -11,6 +11,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from test_results_report import sweep  # noqa: F401 (the fake sweep fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,3 +68,72 @@ def test_readme_table_is_the_generated_one(build_results) -> None:
     assert len(table) == 2 + len(methods)  # header, rule, one row per method of the CPU sweep
     missing = [row for row in table if row not in readme.splitlines()]
     assert not missing, f"README rows differ from docs/build_results.py --readme-table: {missing}"
+
+
+def _copy_docs(tmp_path: Path) -> Path:
+    """docs/results and docs/results_notes as committed; figures as empty files (the page only
+    links them)."""
+    import shutil
+
+    docs = tmp_path / "docs"
+    shutil.copytree(ROOT / "docs/results", docs / "results", ignore=shutil.ignore_patterns("*.png"))
+    for png in (ROOT / "docs/results").rglob("*.png"):
+        (docs / png.relative_to(ROOT / "docs")).touch()
+    shutil.copytree(ROOT / "docs/results_notes", docs / "results_notes")
+    return docs
+
+
+def test_page_rebuilt_from_the_committed_tables_is_the_committed_page(
+    build_results, tmp_path, monkeypatch
+) -> None:
+    """No run folders: every report, its CSVs and docs/RESULTS.md come out of
+    docs/build_results.py as committed (issue 35). A hand edit of the page or a report, a notes
+    file changed without rebuilding, or a paired CSV that disagrees with its table fails here."""
+    docs = _copy_docs(tmp_path)
+    monkeypatch.setattr(build_results, "DOCS", docs)
+    monkeypatch.setattr(build_results, "NOTES", docs / "results_notes")
+    build_results.main(["--runs", str(tmp_path / "no_runs")])
+    assert (docs / "RESULTS.md").read_text() == (ROOT / "docs/RESULTS.md").read_text(), (
+        "docs/RESULTS.md differs from what docs/build_results.py makes of the committed tables: "
+        "run python docs/build_results.py"
+    )
+    for path in sorted((docs / "results").rglob("*")):
+        if path.is_file() and path.suffix in (".md", ".csv", ".json"):
+            committed = ROOT / "docs" / path.relative_to(docs)
+            assert path.read_bytes() == committed.read_bytes(), f"{committed} is not rebuilt as is"
+
+
+def test_a_section_with_runs_csv_is_rebuilt_from_it(
+    build_results,
+    sweep,  # noqa: F811 (the fixture imported above)
+    tmp_path,
+    monkeypatch,
+):
+    """A report written with its per-run tables (runs.csv, ...) is rebuilt from them alone, with
+    the notes file of the day, when its runs are gone."""
+    import shutil
+
+    from test_results_report import add_representation
+
+    from debias.report.report import make_report
+
+    add_representation(sweep)
+    docs = tmp_path / "docs"
+    (docs / "results_notes").mkdir(parents=True)
+    notes = docs / "results_notes" / "fake.md"
+    notes.write_text("## What we learned\n\nFirst notes.\n")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    monkeypatch.setattr(build_results, "DOCS", docs)
+    monkeypatch.setattr(build_results, "NOTES", docs / "results_notes")
+    sec = build_results.Section("fake", "Fake", ("sweep",))
+    runs = sweep.parent
+    report = build_results.build_report(sec, runs)  # from the runs: make_report
+    first = report.read_text()
+    assert (docs / "results/fake/runs.csv").is_file() and "First notes." in first
+    expected = make_report(sweep, tmp_path / "direct", notes=notes)["report"].read_text()
+    assert first == expected
+    shutil.rmtree(sweep)
+    notes.write_text("## What we learned\n\nSecond notes.\n")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")
+    again = build_results.build_report(sec, runs).read_text()
+    assert again == first.replace("First notes.", "Second notes.")

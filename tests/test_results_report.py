@@ -351,7 +351,8 @@ def test_report_numbers_files_and_text(sweep, tmp_path):
     out = tmp_path / "report"
     paths = make_report(sweep, out)
     assert set(paths) == {
-        "report", "summary", "paired", "accuracy_vs_bias", "group_heatmap", "convergence"
+        "report", "summary", "paired", "accuracy_vs_bias", "group_heatmap", "convergence",
+        "runs", "groups", "tables",
     }  # fmt: skip
     for key in ("accuracy_vs_bias", "group_heatmap", "convergence"):
         data = paths[key].read_bytes()
@@ -502,10 +503,18 @@ def test_faces_report_columns_gap_equalized_odds_and_paired_per_bias(tmp_path):
     # Gaps: ce 40 (age) and 30 (race); groupdro 28 and 9, 8, 7: narrower in every seed.
     assert "### the accuracy − worst-group gap: method − ce (percentage points)" in md
     assert (
-        "| groupdro | B | -12.0 [-12.0, -12.0] p=–, 3/3 | -22.0 [-24.5, -19.5] p=0.001, 3/3 |" in md
+        "| groupdro | B | -12.0 [-12.0, -12.0] p=–, 3/3 | -22.0 [-24.5, -19.5] p=0.001 "
+        "(Holm 0.003), 3/3 |" in md
     )
+    # Holm over the report's 4 tests (two have no test: equal differences): the smallest p
+    # times 4, the next times 3 (never below the one before), then 2, then 1.
+    assert "Multiplicity: the family is the 4 paired tests" in md
+    paired = pd.read_csv(paths["paired"]).sort_values("p_value")
+    p, holm = paired["p_value"].dropna().to_numpy(), paired["p_holm"].dropna().to_numpy()
+    assert holm == pytest.approx([4 * p[0], 3 * p[1], 2 * p[2], max(2 * p[2], p[3])])
     assert (
-        "| groupdro | B | +11.0 [+8.5, +13.5] p=0.003, 3/3 | +20.0 [+20.0, +20.0] p=–, 3/3 |" in md
+        "| groupdro | B | +11.0 [+8.5, +13.5] p=0.003 (Holm 0.008), 3/3 "
+        "| +20.0 [+20.0, +20.0] p=–, 3/3 |" in md
     )
 
 
@@ -821,3 +830,54 @@ def test_two_sweeps_that_differ_in_a_loss_option_keep_it_as_a_condition(sweep, t
     assert variants.to_dict() == pytest.approx({"default": 17.0, "self_weight=0.7": -13.0})
     head = _header_markdown(data)[2]
     assert head.startswith(f"Source: `{sweep.as_posix()}`, `{other.as_posix()}`. 7 finished")
+
+
+# -- the per-run tables (issue 35) --------------------------------------------------------------
+def test_report_rebuilt_from_its_tables_alone_is_the_same_report(sweep, tmp_path, monkeypatch):
+    """runs.csv / groups.csv / tables.json hold everything report.md and the CSVs are computed
+    from: with the run folders gone, report_from_tables writes them byte for byte again
+    (failed run listed, one-seed bootstrap, representation section, Holm column included)."""
+    import shutil
+
+    from debias.report.report import report_from_tables
+
+    add_representation(sweep)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    paths = make_report(sweep, tmp_path / "rep", notes="Notes.")
+    before = {k: Path(p).read_bytes() for k, p in paths.items() if Path(p).suffix != ".png"}
+    runs = pd.read_csv(paths["runs"])
+    assert len(runs) == len(RUNS) + 1 and runs["run"].is_unique  # one row per run, failed too
+    row = runs.set_index("run").loc[run_name("contex", 0.997, 1)]
+    assert row["test/unbiased_accuracy"] == pytest.approx(0.84)  # fractions, as metrics.json
+    assert row["representation:test/unbiased_accuracy"] == pytest.approx(0.76)
+    assert row["representation:audit/bias_leakage"] == pytest.approx(0.6)
+    assert (row["seed"], row["wall_time_seconds"], row["dfr.C"]) == (1, 13.5, 0.7)
+    assert row["selection_rule"] == "last" and row["data_seed"] == 0
+    failed = runs.set_index("run").loc[run_name("contex", 0.99, 0)]
+    assert failed["status"] == "failed" and "non-finite loss" in failed["error"]
+
+    shutil.rmtree(sweep)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")  # the rebuild keeps the tables' time
+    again = report_from_tables(tmp_path / "rep", notes="Notes.")
+    assert set(before) - {"runs", "groups", "tables"} == set(again) - {
+        k for k in again if Path(again[k]).suffix == ".png"
+    }
+    for key, data in before.items():
+        assert Path(paths[key]).read_bytes() == data, key
+    assert "![Accuracy against the bias level" in again["report"].read_text()  # figures linked
+
+
+def test_dfr_tuning_ties_are_recorded_per_run(sweep, tmp_path):
+    """runs.csv says which C the DFR tuning chose and which Cs tied with it."""
+    add_representation(sweep)
+    path = sweep / run_name("ce", 0.997, 0) / "metrics.json"
+    m = json.loads(path.read_text())
+    m["representation"]["dfr"] |= {
+        "C": 1.0, "refits": 20,
+        "tuning_worst_group_accuracy": {"1": 0.0, "0.7": 0.0, "0.3": 0.0, "0.1": -1.0},
+    }  # fmt: skip
+    path.write_text(json.dumps(m))
+    runs = pd.read_csv(make_report(sweep, tmp_path / "rep")["runs"]).set_index("run")
+    tied = runs.loc[run_name("ce", 0.997, 0)]
+    assert (tied["dfr.C"], tied["dfr.C_tied"], tied["dfr.refits"]) == (1.0, "1 0.7 0.3", 20)
+    assert pd.isna(runs.loc[run_name("ce", 0.997, 1), "dfr.C_tied"])  # no tuning record: none

@@ -493,3 +493,45 @@ def test_split_cache_data_is_unchanged_by_runs(tmp_path):
         for attr, value in vars(ds).items():
             if isinstance(value, torch.Tensor):
                 assert torch.equal(value, getattr(fresh[split], attr)), (split, attr)
+
+
+def test_data_draw_seed_sets_each_runs_data_seed_to_its_seed(tmp_path):
+    """data_draw: seed (issue 35): the seeds of a condition differ in their data too, the runs
+    of one seed share it (paired comparisons stay paired); fixed (the default) keeps base's."""
+    from debias.sweep import cli as sweep_cli
+    from debias.sweep.config import DATA_DRAWS
+
+    doc = {
+        "name": "d",
+        "base": {"dataset": "biased-mnist", "rho": 0.99, "epochs": 1},
+        "grid": {"method": ["ce", "supcon"], "seed": [0, 3]},
+    }
+    seeded = SweepSpec.from_dict({**doc, "data_draw": "seed"})
+    cfgs = [r.train_config("x") for r in seeded.expand()]
+    assert [(c.method, c.seed, c.data_seed) for c in cfgs] == [
+        ("ce", 0, 0), ("ce", 3, 3), ("supcon", 0, 0), ("supcon", 3, 3)
+    ]  # fmt: skip
+    assert seeded.to_dict()["data_draw"] == "seed"  # sweep.json records the rule
+    fixed = SweepSpec.from_dict({**doc, "base": {**doc["base"], "data_seed": 7}})
+    assert {r.train_config("x").data_seed for r in fixed.expand()} == {7}
+    assert "data_draw" not in fixed.to_dict()
+    with pytest.raises(ValueError, match="base also set"):
+        SweepSpec.from_dict({**doc, "data_draw": "seed", "base": {"data_seed": 1}})
+    with pytest.raises(ValueError, match=r"data_draw must be one of \['fixed', 'seed'\]"):
+        SweepSpec.from_dict({**doc, "data_draw": "per-seed"})
+    with pytest.raises(ValueError, match="--set data_seed"):
+        seeded.expand(overrides={"data_seed": 2})
+    # debias sweep --data-draw fixed: an old sweep's behaviour from today's YAML
+    path = tmp_path / "d.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({**doc, "data_draw": "seed"}))
+    back = sweep_cli._with_data_draw(str(path), "fixed")
+    assert {r.train_config("x").data_seed for r in back.expand()} == {0}
+    assert sweep_cli.DATA_DRAWS == DATA_DRAWS
+
+
+def test_every_sweep_yaml_draws_its_data_with_its_seed():
+    """Every shipped sweep varies the data draw with the seed (PROTOCOLS §1)."""
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        assert load_sweep(path).data_draw == "seed", path.name

@@ -57,6 +57,8 @@ def test_ce_run_writes_metrics_history_and_model(tmp_path):
     assert on_disk["splits"]["test_biased"]["n_conflicting"] == 0
     assert on_disk["splits"]["test_conflicting"]["n_aligned"] == 0
     assert on_disk["versions"]["torch"] and on_disk["wall_time_seconds"] > 0
+    # the machine, for runs.csv: bit-identical results hold on one kind of CPU only
+    assert on_disk["versions"]["cpu_capability"] and on_disk["versions"]["cpu"] != "unknown"
     hist = pd.read_csv(out / "history.csv")
     assert list(hist["epoch"]) == [1, 2, 3] and (hist["steps"] == 4).all()
     assert "test/worst_group_accuracy" in hist.columns

@@ -43,10 +43,12 @@ __all__ = [
     "REFITS",
     "SCALER_ROWS",
     "SOURCE",
+    "TIE_RULE",
     "fit_dfr",
     "group_codes",
     "rule",
     "scaler_rows",
+    "tied",
 ]
 
 # The official C_OPTIONS (its WaterBirds grid, the one the script runs) and its num_retrains.
@@ -78,6 +80,18 @@ def rule(refits: int = REFITS) -> str:
         "coefficients and intercepts averaged. Reads the validation split's bias labels; "
         "nothing of the test splits"
     )
+
+
+TIE_RULE = (
+    "the larger C: the official np.argmax over the grid, listed from large to small, takes the "
+    "first best score"
+)
+
+
+def tied(tuning: dict[float, float]) -> list[float]:
+    """The Cs whose tuning score equals the best one (NaN scores: none), in grid order."""
+    scores = [v for v in tuning.values() if not np.isnan(v)]
+    return [c for c, v in tuning.items() if scores and v == max(scores)]
 
 
 class DFRError(ValueError):
@@ -137,6 +151,10 @@ class DFRHead:
         return {
             "C": self.C,
             "tuning_worst_group_accuracy": {f"{c:g}": v for c, v in self.tuning.items()},
+            # Every C that scored as well as the chosen one: more than one is a tie, decided by
+            # TIE_RULE, not by the data (a small scoring half often ties every C at one value).
+            "C_tied": [f"{c:g}" for c in tied(self.tuning)],
+            "tie_rule": TIE_RULE,
             "refits": self.refits,
             "val_groups": self.groups,
             "images_per_group": self.per_group,

@@ -24,6 +24,7 @@ from debias.metrics.groups import (
     worst_group_accuracy,
 )
 from debias.metrics.intervals import clopper_pearson
+from debias.metrics.multiplicity import holm_adjust
 
 __all__ = [
     "BOOTSTRAP_METRICS",
@@ -38,6 +39,7 @@ __all__ = [
     "equalized_odds",
     "from_metric_frame",
     "group_report",
+    "holm_adjust",
     "metric_frame",
     "report_metrics",
     "stratified_bootstrap",

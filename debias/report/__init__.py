@@ -25,6 +25,7 @@ _EXPORTS = {
     "load_sweep_data": "debias.report.sweep_data",
     "make_figures": "debias.report.figures",
     "make_report": "debias.report.report",
+    "report_from_tables": "debias.report.report",
     "mean_ci": "debias.report.summary",
     "summarize": "debias.report.summary",
     "summary_cell": "debias.report.markdown",

@@ -6,8 +6,15 @@ A and B run with the same seeds, the per-seed differences are ``d_s = v_A(s) −
 percentage points). Reported: the number of pairs n, ``mean(d)``, its 95% Student t-interval
 ``mean ± t_{0.975, n−1} · sd(d) / √n``, the two-sided paired t-test p-value (``scipy.stats.
 ttest_rel``; NaN when n < 2 or every difference is equal), and ``wins`` = #{s : d_s > 0}.
-p-values are per comparison and uncorrected for multiplicity; with 3 seeds the test has 2
-degrees of freedom, so only large and consistent differences reach p < 0.05.
+With 3 seeds the test has 2 degrees of freedom, so only large and consistent differences reach
+p < 0.05.
+
+Multiplicity: the *family* is every comparison of one :func:`paired_tables` call (one
+``paired.csv``: each method against CE and each claim pair, on every paired metric and every
+condition; the representation section's table and each search rule's table are families of
+their own). ``p_holm`` is the Holm-adjusted p-value over the family's tests
+(:func:`debias.metrics.multiplicity.holm_adjust`): ``p_holm < 0.05`` bounds the chance of one or
+more false claims among all of them at 5%.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from debias.metrics.multiplicity import holm_adjust
 from debias.report.vocabulary import PAIRED_METRICS, metric
 
 if TYPE_CHECKING:
@@ -30,6 +38,7 @@ __all__ = [
     "PAIRED_OUTPUT",
     "paired_differences",
     "paired_tables",
+    "with_holm",
 ]
 
 # Paired comparisons the report makes when both methods are in the sweep: every method against
@@ -39,7 +48,7 @@ PAIRED_CLAIMS = (("contex", "supcon"),)
 # Columns of a paired_differences row that are results, not condition options.
 PAIRED_OUTPUT = (
     "n", "mean_diff_pp", "ci95_low_pp", "ci95_high_pp", "p_value", "wins",
-    "method_mean_pct", "baseline_mean_pct",
+    "method_mean_pct", "baseline_mean_pct", "p_holm",
 )  # fmt: skip
 
 # Options that differ between two methods by construction, not a different condition.
@@ -187,4 +196,10 @@ def paired_tables(info: SummaryInfo, metrics: Sequence[str] | None = None) -> pd
     out = pd.concat(frames, ignore_index=True)
     # A method's mark from its runs' records (joined when its runs read different kinds).
     marks = per_run.groupby("method")["supervision"].agg(lambda m: "/".join(sorted(set(m))))
-    return out.assign(supervision=out["method"].map(marks))
+    return with_holm(out.assign(supervision=out["method"].map(marks)))
+
+
+def with_holm(paired: pd.DataFrame) -> pd.DataFrame:
+    """``paired`` with ``p_holm``: its ``p_value`` column Holm-adjusted over all its rows, the
+    family (module docstring); a row without a test (NaN) stays NaN and is not counted."""
+    return paired.assign(p_holm=holm_adjust(paired["p_value"].to_numpy(float)))

@@ -149,10 +149,28 @@ def _fmt_diff(r: pd.Series) -> str:
     if math.isnan(r["ci95_low_pp"]):
         return f"{r['mean_diff_pp']:+.1f} (n={int(r['n'])}, no CI)"
     p = "–" if math.isnan(r["p_value"]) else f"{r['p_value']:.3f}"
+    holm = r.get("p_holm", math.nan)
+    p += "" if math.isnan(holm) else f" (Holm {holm:.3f})"
     wide = ", n=2: wide" if int(r["n"]) == 2 else ""
     return (
         f"{r['mean_diff_pp']:+.1f} [{r['ci95_low_pp']:+.1f}, {r['ci95_high_pp']:+.1f}]{wide} "
         f"p={p}, {int(r['wins'])}/{int(r['n'])}"
+    )
+
+
+def _family_line(paired: pd.DataFrame) -> str:
+    """What the Holm adjustment of a paired table set is over (:mod:`debias.report.compare`)."""
+    tests = int(paired["p_value"].notna().sum())
+    if "p_holm" not in paired:
+        return "p-values are uncorrected for the number of comparisons."
+    return (
+        f"Multiplicity: the family is the {tests} paired test{'s' if tests != 1 else ''} of the "
+        "tables of this section "
+        "(every method against the baseline and each claim pair, on every metric and condition "
+        "below). Beside each raw p-value, in brackets, its Holm-adjusted value over that family "
+        "(Holm 1979: with the m raw p-values sorted ascending, p̃(i) = min(1, max over j ≤ i of "
+        "(m − j + 1)·p(j))); a difference is claimed at the 5% level only where the Holm value "
+        "is below 0.05, which bounds the chance of any false claim in the family at 5%."
     )
 
 
@@ -179,9 +197,10 @@ def paired_markdown(
         "Each cell: mean difference in percentage points over seeds run with the same seed and "
         "the same data, [95% t-interval of the differences], the two-sided paired t-test "
         "p-value, and in how many seeds the method was ahead (for a gap: in how many its gap "
-        "was smaller, i.e. the difference negative). p-values are uncorrected for the "
-        "number of comparisons; with 3 seeds the test has 2 degrees of freedom, so read the "
-        "interval and the seed count first.",
+        "was smaller, i.e. the difference negative). With 3 seeds the test has 2 degrees of "
+        "freedom, so read the interval and the seed count first.",
+        "",
+        _family_line(paired),
         "",
     ]
     cols, combos = _paired_columns(paired, level)
@@ -272,7 +291,8 @@ def _header_markdown(data: SweepData) -> list[str]:
         "",
         f"Source: {_sources(data.source)}. {n_done} finished run(s)"
         + (f", {len(not_done)} not finished (listed at the end)" if not_done else "")
-        + f". Generated {_generated_at()} by debias {debias.__version__}.",
+        + f". Generated {data.generated or _generated_at()} by debias "
+        + f"{data.version or debias.__version__}.",
         "",
     ]
 

@@ -1,6 +1,10 @@
 """The sweep report: :func:`make_report` writes ``report.md``, ``summary.csv``, ``paired.csv``
 and the figures for a sweep (``debias report SWEEP_DIR --out DIR``).
 
+``runs.csv`` (one row per run), ``groups.csv`` and ``tables.json`` beside it are the report's
+per-run tables (:mod:`debias.report.tables`): :func:`report_from_tables` rebuilds ``report.md``
+and the CSVs from them alone, without the run folders.
+
 The jobs live in their own modules: the metric vocabulary (:mod:`debias.report.vocabulary`),
 the summary over seeds (:mod:`debias.report.summary`), the paired comparisons
 (:mod:`debias.report.compare`), the representation section (:mod:`debias.report.representation`),
@@ -11,12 +15,22 @@ puts them together and keeps the names it used to define importable from here.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import debias
+from debias import results
 from debias.report.compare import PAIRED_BASELINE, PAIRED_CLAIMS, paired_tables
 from debias.report.figures import make_figures
-from debias.report.markdown import PUBLISHED_COLUMN, format_ci, render_markdown, summary_cell
+from debias.report.markdown import (
+    PUBLISHED_COLUMN,
+    _generated_at,
+    format_ci,
+    render_markdown,
+    summary_cell,
+)
 from debias.report.summary import (
     REBIAS_VANILLA,
     SUPERVISION_MARK,
@@ -27,7 +41,8 @@ from debias.report.summary import (
     table_metrics,
     worst_groups,
 )
-from debias.report.sweep_data import SweepData, load_sweep_data
+from debias.report.sweep_data import SweepData, load_sweep_data, sweep_data_from_tables
+from debias.report.tables import group_rows, runs_table, write_tables
 from debias.report.vocabulary import (
     DEFAULT_TABLE_METRICS,
     DERIVED_METRICS,
@@ -57,6 +72,7 @@ __all__ = [
     "make_report",
     "mean_ci",
     "paired_tables",
+    "report_from_tables",
     "summarize",
     "summary_cell",
     "supervision_mark",
@@ -75,7 +91,8 @@ def make_report(
     """Write ``report.md``, ``summary.csv``, ``paired.csv`` and the figures for a sweep; returns
     their paths.
 
-    Keys of the returned dict: ``report``, ``summary``, ``paired``, ``accuracy_vs_bias``,
+    Keys of the returned dict: ``report``, ``runs``, ``groups``, ``tables`` (the per-run
+    tables, :mod:`debias.report.tables`), ``summary``, ``paired``, ``accuracy_vs_bias``,
     ``group_heatmap`` and ``convergence`` (the last two only when group records / histories
     exist). ``notes``: a Markdown file (or text) appended after the comparisons, for the
     reader-facing conclusions a person writes from the numbers.
@@ -83,7 +100,64 @@ def make_report(
     out = Path(out_dir)
     _check_report_folder(out)
     data = load_sweep_data(sweep_dir)
+    data.generated, data.version = _generated_at(), debias.__version__
     out.mkdir(parents=True, exist_ok=True)
+    paths = _write_tables(data, sweep_dir, out)
+    paths |= _write_csvs(data, out)
+    for name in make_figures(data, out):
+        paths[name] = out / f"{name}.png"
+    paths["report"] = out / "report.md"
+    paths["report"].write_text(render_markdown(data, paths, out, _notes_text(notes)))
+    return paths
+
+
+def report_from_tables(folder: str | Path, *, notes: str | Path | None = None) -> dict[str, Path]:
+    """Rebuild ``report.md`` and its CSVs in ``folder`` from the per-run tables :func:`make_report`
+    wrote there (``runs.csv``, ``groups.csv``, ``tables.json``), without the run folders: the
+    numbers, intervals and tests are recomputed from ``runs.csv``; the figures already there are
+    linked, not redrawn (they need the runs' histories). Returns the paths written.
+
+    Example:
+        >>> report_from_tables("docs/results/biased_mnist_cpu",
+        ...                    notes="docs/results_notes/biased_mnist_cpu.md")  # doctest: +SKIP
+    """
+    out = Path(folder)
+    data = sweep_data_from_tables(out)
+    paths = _write_csvs(data, out)
+    paths |= {p.stem: p for p in sorted(out.glob("*.png"))}
+    paths["report"] = out / "report.md"
+    paths["report"].write_text(render_markdown(data, paths, out, _notes_text(notes)))
+    return paths
+
+
+def _notes_text(notes: str | Path | None) -> str:
+    if notes is None:
+        return ""
+    return Path(notes).read_text() if Path(str(notes)).is_file() else str(notes)
+
+
+def _write_tables(data: SweepData, sweep_dir: Any, out: Path) -> dict[str, Path]:
+    """``runs.csv``, ``groups.csv``, ``tables.json`` (:mod:`debias.report.tables`)."""
+    rep = data.representation.frame if data.representation is not None else None
+    table = runs_table(data.df, rep, sweep_dir)
+    splits = {"test"} | {s.split("/")[0] for v in data.info.sources.values() for s in v}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the runs not finished are in runs.csv's status
+        groups = group_rows(results.load_groups(sweep_dir), sorted(splits))
+    meta = {
+        "source": [Path(s).as_posix() for s in _as_list(sweep_dir)],
+        "generated": data.generated,
+        "debias": data.version,
+    }
+    return write_tables(out, table, groups, meta)
+
+
+def _as_list(sweep_dir: Any) -> list:
+    return list(sweep_dir) if isinstance(sweep_dir, (list, tuple)) else [sweep_dir]
+
+
+def _write_csvs(data: SweepData, out: Path) -> dict[str, Path]:
+    """``summary.csv``, ``paired.csv`` and the representation's CSVs."""
     paths: dict[str, Path] = {"summary": out / "summary.csv"}
     data.summary[[c for c in data.summary.columns if c != "label"]].to_csv(
         paths["summary"], index=False
@@ -100,13 +174,6 @@ def make_report(
         if len(rep.paired):
             paths["representation_paired"] = out / "representation_paired.csv"
             rep.paired.to_csv(paths["representation_paired"], index=False)
-    for name in make_figures(data, out):
-        paths[name] = out / f"{name}.png"
-    text = ""
-    if notes is not None:
-        text = Path(notes).read_text() if Path(str(notes)).is_file() else str(notes)
-    paths["report"] = out / "report.md"
-    paths["report"].write_text(render_markdown(data, paths, out, text))
     return paths
 
 

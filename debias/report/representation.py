@@ -70,6 +70,7 @@ class RepresentationSummary:
     chance: dict[str, float]
     missing: list[str]
     paired: pd.DataFrame
+    frame: pd.DataFrame | None = None  # the rows summarised (load_representation_results)
 
 
 def load_representation_results(
@@ -92,12 +93,17 @@ def load_representation_results(
 
 
 def summarize_representation(
-    df: pd.DataFrame, sweep_dir: str | Path | Sequence[str | Path]
+    df: pd.DataFrame,
+    sweep_dir: str | Path | Sequence[str | Path] | None,
+    frame: pd.DataFrame | None = None,
 ) -> RepresentationSummary | None:
     """The representation sections summarised as :func:`~debias.report.summary.summarize`
     does the runs' own numbers (mean, 95% interval over seeds), with the leakage's chance
-    level, the runs without the section and the paired comparisons. None when no run has it."""
-    frame = load_representation_results(df, sweep_dir)
+    level, the runs without the section and the paired comparisons. None when no run has it.
+    ``frame``: the :func:`load_representation_results` rows when already read (a report
+    rebuilt from its tables, :mod:`debias.report.tables`), else read from ``sweep_dir``."""
+    if frame is None:
+        frame = load_representation_results(df, sweep_dir)
     if frame.empty:
         return None
     summary, info = summarize(frame, metrics=REPRESENTATION_METRICS)
@@ -115,6 +121,7 @@ def summarize_representation(
         },
         missing=missing,
         paired=representation_paired(info),
+        frame=frame,
     )
 
 

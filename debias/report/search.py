@@ -421,9 +421,24 @@ def search_markdown(data: SearchData, figure: str | None = None) -> str:
     return "\n".join(md)
 
 
+def _write_runs(sweep_dir: str | Path, out: Path) -> Path:
+    """``runs.csv``, one row per run of the search (draws and re-runs), as a grid report writes
+    it (:mod:`debias.report.tables`): what a reader recomputes the selection and tests from."""
+    from debias.report.representation import load_representation_results
+    from debias.report.tables import RUNS_CSV, runs_table
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the runs not finished are in runs.csv's status
+        df = results.load(sweep_dir)
+    rep = load_representation_results(df, sweep_dir) if len(df) else None
+    runs_table(df, rep, sweep_dir).to_csv(out / RUNS_CSV, index=False)
+    return out / RUNS_CSV
+
+
 def make_search_report(sweep_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
     """Write ``report.md``, ``search_selection.csv`` (every rule's pick), ``search_summary.csv``
-    (the re-run summaries, with their rule) and ``search_ranking.png``; returns their paths."""
+    (the re-run summaries, with their rule), ``search_paired.csv``, ``runs.csv`` (one row per
+    run) and ``search_ranking.png``; returns their paths."""
     out = Path(out_dir)
     _check_report_folder(out)
     data = load_search(sweep_dir)
@@ -439,6 +454,7 @@ def make_search_report(sweep_dir: str | Path, out_dir: str | Path) -> dict[str, 
     chosen.to_csv(paths["selection"], index=False)
     data.summary.to_csv(paths["summary"], index=False)
     data.paired.to_csv(paths["paired"], index=False)
+    paths["runs"] = _write_runs(sweep_dir, out)
     figure = None
     if len(data.chosen) and data.metrics:
         paths["ranking"] = out / "search_ranking.png"

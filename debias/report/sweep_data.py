@@ -22,7 +22,7 @@ from debias.report.compare import paired_tables
 from debias.report.representation import RepresentationSummary, summarize_representation
 from debias.report.summary import SummaryInfo, summarize
 
-__all__ = ["SweepData", "load_sweep_data"]
+__all__ = ["SweepData", "load_sweep_data", "sweep_data_from_tables"]
 
 
 @dataclass
@@ -39,6 +39,10 @@ class SweepData:
     paired: pd.DataFrame  # paired_tables(info): every paired comparison of the run's own numbers
     # The runs' representation sections (DFR head, bias leakage), None when no run has one.
     representation: RepresentationSummary | None = None
+    # When the report's tables were first written and by which debias (a report rebuilt from
+    # them keeps both); None: now and this version.
+    generated: str | None = None
+    version: str | None = None
 
 
 def load_sweep_data(sweep_dir: str | Path | Sequence[str | Path]) -> SweepData:
@@ -49,6 +53,36 @@ def load_sweep_data(sweep_dir: str | Path | Sequence[str | Path]) -> SweepData:
         warnings.simplefilter("ignore")  # the incomplete runs are listed in the report instead
         df = results.load(sweep_dir)
         groups = results.load_groups(sweep_dir)
+    try:
+        history = results.load_history(sweep_dir)
+    except FileNotFoundError:
+        history = None
+    not_done = [r for r in every if r.status != RunStatus.DONE]
+    return _sweep_data(sweep_dir, df, groups, history, not_done, None)
+
+
+def sweep_data_from_tables(folder: str | Path) -> SweepData:
+    """The :class:`SweepData` of a report folder's committed tables (``runs.csv``,
+    ``groups.csv``, ``tables.json``: :mod:`debias.report.tables`), without the run folders;
+    no histories (the convergence figure needs them)."""
+    from debias.report.tables import load_tables
+
+    t = load_tables(folder)
+    data = _sweep_data(t["source"], t["df"], t["groups"], None, t["not_done"], t["representation"])
+    data.generated, data.version = t["meta"]["generated"], t["meta"]["debias"]
+    return data
+
+
+def _sweep_data(
+    source: Any,
+    df: pd.DataFrame,
+    groups: pd.DataFrame,
+    history: pd.DataFrame | None,
+    not_done: list,
+    representation: pd.DataFrame | None,
+) -> SweepData:
+    """Summary, paired comparisons and representation section of loaded rows (``source``: the
+    sweep folder(s); ``representation``: its rows when already read, else from ``source``)."""
     summary, info = summarize(df, groups)
     label_of = dict(zip(info.per_run["run_key"], info.per_run["label"]))
 
@@ -57,20 +91,17 @@ def load_sweep_data(sweep_dir: str | Path | Sequence[str | Path]) -> SweepData:
 
     groups = groups[groups["split"] == "test"].copy()
     groups["label"] = key(groups).map(label_of)
-    try:
-        history = results.load_history(sweep_dir)
+    if history is not None:
         history = history[key(history).isin(label_of)].copy()
         history["label"] = key(history).map(label_of)
-    except FileNotFoundError:
-        history = None
     return SweepData(
-        sweep_dir,
+        source,
         df,
         summary,
         info,
         groups,
         history,
-        [r for r in every if r.status != RunStatus.DONE],
+        not_done,
         paired_tables(info),
-        summarize_representation(df, sweep_dir),
+        summarize_representation(df, source, representation),
     )

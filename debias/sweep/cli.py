@@ -16,6 +16,7 @@ BACKENDS = ("local", "ray", "slurm")  # as debias.sweep.runner.BACKENDS (not imp
 # SLURM options given as flags of another name (the rest: --<name with dashes>).
 _SLURM_FLAGS = {"options": "--sbatch", "setup": "--setup"}
 _SLURM_STR = ("partition", "account", "mem", "time")
+DATA_DRAWS = ("fixed", "seed")  # as debias.sweep.config.DATA_DRAWS (a test checks they agree)
 
 __all__ = ["cmd_sweep", "register"]
 
@@ -84,6 +85,16 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if not set(counts) & {"failed", "interrupted"} else 1
 
 
+def _with_data_draw(config: str, data_draw: str | None) -> Any:
+    """The sweep YAML, or its spec with ``--data-draw`` replacing its ``data_draw``."""
+    if data_draw is None:
+        return config
+    from debias.sweep.config import SweepSpec
+
+    spec = SweepSpec.load(config)
+    return SweepSpec.from_dict({**spec.to_dict(), "data_draw": data_draw}, source=spec.source)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run the sweep; exit code 1 when any run failed (the others still ran)."""
     from debias.sweep.runner import run_sweep
@@ -92,7 +103,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return _status(args)
     try:
         result = run_sweep(
-            args.config,
+            _with_data_draw(args.config, args.data_draw),
             jobs=args.jobs,
             backend=args.backend,
             out=args.out,
@@ -139,6 +150,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="runs at once, each with cores // jobs threads (default 1: one run at a time)",
+    )
+    p.add_argument(
+        "--data-draw",
+        choices=DATA_DRAWS,
+        help="override the YAML's data_draw: 'seed' (each run's data_seed is its seed) or "
+        "'fixed' (every run on base's data_seed: how the sweeps of 2026-12-04 and before ran)",
     )
     p.add_argument(
         "--backend",

@@ -24,6 +24,7 @@ Schema (every key but ``grid``/``base`` is optional)::
     slurm:                              # optional: --backend slurm options (partition, time,
       partition: gpu                    # mem, gpus, max_parallel, runs_per_task, ...; see
       time: "04:00:00"                  # debias.sweep.slurm_options)
+    data_draw: seed                     # optional: seed | fixed (the default; see below)
 
 Rules:
 
@@ -46,6 +47,15 @@ Rules:
   are written filesystem-safe: floats in shortest round-trip form (``0.997``, ``1e-05``),
   ``true``/``false``/``none``, lists joined by ``-``, any other character than
   ``[A-Za-z0-9._+-]`` replaced by ``_``. A grid with no keys gives one run named ``run``.
+* ``data_draw`` says whether a run's seed also draws its data (PROTOCOLS §1, "Seeds and the
+  data draw"). ``seed``: each run's ``data_seed`` is set to its ``seed`` (the colouring of
+  Biased-MNIST, which images are held out for validation, the faces' subsamples), so the
+  seeds of a condition differ in the data too and its interval covers which images are the
+  minority; runs of one seed still share their data, so paired comparisons stay paired.
+  ``base``, ``grid`` and ``methods`` may then not set ``data_seed`` (an error). ``fixed``
+  (the default, the sweeps of 2026-12-04 and before): every run uses ``base``'s
+  ``data_seed`` (default 0), whatever its seed. Either way each run records its
+  ``data_seed`` in its config, and the sweep's ``sweep.json`` the rule.
 * With ``search`` (:mod:`debias.sweep.search`) the runs are each grid point x searched method
   x draw, ``<grid point>/method=<m>/draw=<k>``, then the re-runs of the selected draws under
   ``rerun/``; the grid may then vary neither ``method`` nor ``seed``. A sweep without
@@ -69,9 +79,29 @@ from debias.train.config import METHODS, TrainConfig, option_names, ungrouped
 if TYPE_CHECKING:
     from debias.sweep.search import SearchSpec
 
-__all__ = ["SWEEP_KEYS", "RunSpec", "SweepSpec", "load_sweep", "run_dir_name", "format_value"]
+__all__ = [
+    "DATA_DRAWS",
+    "SWEEP_KEYS",
+    "RunSpec",
+    "SweepSpec",
+    "load_sweep",
+    "run_dir_name",
+    "format_value",
+]
 
-SWEEP_KEYS = ("name", "description", "out", "base", "grid", "methods", "search", "slurm")
+SWEEP_KEYS = (
+    "name",
+    "description",
+    "out",
+    "base",
+    "grid",
+    "methods",
+    "search",
+    "slurm",
+    "data_draw",
+)
+# How a run's data_seed follows from the sweep (the module docstring's data_draw).
+DATA_DRAWS = ("fixed", "seed")
 # Set per run by the sweep itself; a value in the YAML would be silently wrong.
 _RESERVED = ("out",)
 _SAFE = re.compile(r"[^A-Za-z0-9._+\-]")
@@ -140,6 +170,7 @@ class SweepSpec:
     source: str | None = None
     search: SearchSpec | None = None
     slurm: dict[str, Any] = field(default_factory=dict)  # checked by SlurmOptions
+    data_draw: str = "fixed"
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -191,6 +222,7 @@ class SweepSpec:
             search = SearchSpec.from_dict(d["search"], where)
             check_grid(search, grid, base, where)
         SlurmOptions.from_dict(d.get("slurm"), f"{where}: slurm")  # checked now, used on submit
+        data_draw = _data_draw(d.get("data_draw", "fixed"), base, grid, methods, where)
         return cls(
             name=str(sweep_name),
             grid={k: list(v) for k, v in grid.items()},
@@ -201,6 +233,7 @@ class SweepSpec:
             source=source,
             search=search,
             slurm=dict(d.get("slurm") or {}),
+            data_draw=data_draw,
         )
 
     @classmethod
@@ -239,6 +272,8 @@ class SweepSpec:
             d["search"] = self.search.to_dict()
         if self.slurm:
             d["slurm"] = self.slurm
+        if self.data_draw != "fixed":
+            d["data_draw"] = self.data_draw
         return d
 
     @property
@@ -288,6 +323,11 @@ class SweepSpec:
         """
         if overrides:
             _check_keys(dict(overrides), "--set")
+            if self.data_draw == "seed" and "data_seed" in overrides:
+                raise ValueError(
+                    "--set data_seed: this sweep's data_draw is seed (each run's data_seed is "
+                    "its seed); vary the seeds instead, or use a sweep with data_draw: fixed"
+                )
         methods = None
         if self.search is not None:
             only, methods = self.search.narrowed_methods(only)
@@ -330,6 +370,8 @@ class SweepSpec:
         runs: dict[str, RunSpec] = {}
         errors: list[str] = []
         for params, cfg, record in triples:
+            if self.data_draw == "seed":
+                cfg = {**cfg, "data_seed": cfg.get("seed", TrainConfig.seed)}
             used_methods.add(cfg.get("method", TrainConfig.method))
             name = prefix + run_dir_name(params)
             try:
@@ -357,6 +399,22 @@ class SweepSpec:
                 f"{where}: {len(errors)} invalid run(s); nothing was started:\n" + "\n".join(errors)
             )
         return list(runs.values())
+
+
+def _data_draw(value: Any, base: dict, grid: dict, methods: dict, where: str) -> str:
+    """The sweep's ``data_draw`` (module docstring), checked: one of :data:`DATA_DRAWS`, and
+    with ``seed`` no ``data_seed`` of its own anywhere (it would be silently replaced)."""
+    if value not in DATA_DRAWS:
+        raise ValueError(f"{where}: data_draw must be one of {list(DATA_DRAWS)}; got {value!r}")
+    if value == "seed":
+        setting = [w for w, d in (("base", base), ("grid", grid)) if "data_seed" in d]
+        setting += [f"methods.{m}" for m, o in methods.items() if "data_seed" in (o or {})]
+        if setting:
+            raise ValueError(
+                f"{where}: data_draw: seed sets each run's data_seed to its seed, but "
+                f"{', '.join(setting)} also set(s) data_seed: remove one of the two"
+            )
+    return str(value)
 
 
 def _mapping(value: Any, what: str) -> dict[str, Any]:

@@ -300,6 +300,15 @@ class TrainConfig:
         false_flag="--no-represent",
         identity=False,
     )
+    # As debias.audit.dfr.REFITS, the official num_retrains (not imported: keeps --help fast;
+    # tests/test_represent.py checks they agree).
+    represent_refits: int = _opt(
+        20,
+        "eval",
+        "DFR refits averaged in the representation section (the official code: 20; the CPU "
+        "sweeps of 2026-12-04 and before: 2)",
+        identity=False,
+    )
     device: str = _opt("auto", "runtime", "auto | cpu | cuda | cuda:1 ...")
     progress: bool = _opt(True, "runtime", "no progress bars", false_flag="--quiet")
     log_to: str | None = _opt(
@@ -637,6 +646,7 @@ def _check_data_values(cfg: TrainConfig, spec: DatasetSpec) -> None:
     """Fill in the dataset's defaults and check each option it takes with its spec's check
     (which may normalise it: a protocol's deprecated name)."""
     _check_number("data_seed", cfg.data_seed, low=0, high=2**32 - 1, integer=True)
+    _check_number("represent_refits", cfg.represent_refits, low=1, integer=True)
     own = dict(cfg.data_options)
     for opt in spec.options:
         value = cfg.data_value(opt.name)

@@ -34,7 +34,37 @@ def versions() -> dict[str, str]:
             out[name] = __import__(name).__version__
         except Exception:  # a missing optional package is not a reason to fail a run
             out[name] = "not installed"
-    return out
+    return out | machine()
+
+
+# CPU features that change which kernels torch runs, hence the last bits of a result.
+_CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+
+
+def machine() -> dict[str, str]:
+    """The CPU a run ran on: ``cpu`` (model name), ``cpu_flags`` (those of :data:`_CPU_FLAGS`
+    it has) and ``cpu_capability`` (the vector kernels torch picked: ``AVX512``, ``AVX2``, ...).
+    Results are bit-identical only on one kind of machine (PROTOCOLS: tolerances)."""
+    import torch
+
+    model, flags = platform.processor(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:  # Linux; elsewhere only the model
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")()
+    return {
+        "cpu": model or "unknown",
+        "cpu_flags": " ".join(f for f in _CPU_FLAGS if f in flags),
+        "cpu_capability": str(capability),
+    }
 
 
 class TrainerRecord:
@@ -119,6 +149,7 @@ class TrainerRecord:
             return represent(
                 self.model, self.splits, seed=cfg.seed, batch_size=cfg.eval_batch_size,
                 features=self._runner.reusable_features(self, chosen_epoch), log=self.log,
+                refits=cfg.represent_refits,
             )  # fmt: skip
         except ValueError as err:
             warnings.warn(f"{self.out}: no representation section: {err}", stacklevel=2)

@@ -6,8 +6,8 @@ features also carry the target. This module measures the frozen features
 (``classifier.features(x)``, the input of the final linear layer, of the selected classifier)
 in two ways, for any method:
 
-* ``dfr``: a DFR head (:mod:`debias.audit.dfr`, the official protocol, averaging
-  :data:`REFITS` refits where the official code averages 20) fitted on the validation split and
+* ``dfr``: a DFR head (:mod:`debias.audit.dfr`, the official protocol, averaging the run's
+  ``represent_refits`` refits, by default the official 20) fitted on the validation split and
   scored on every test split with the run's own metrics. It reads the validation split's bias
   labels and nothing of the test splits.
 * ``audit``: :func:`debias.audit.audit_embeddings`' bias leakage (overall and within each
@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from debias.audit.dfr import REFITS as DFR_REFITS
 from debias.audit.dfr import SOURCE, DFRError, fit_dfr, rule, scaler_rows
 from debias.data.base import TensorImageDataset
 from debias.train.evaluate import encode
@@ -52,15 +53,18 @@ __all__ = [
 ]
 
 KEY = "representation"  # the metrics.json key
-# DFR refits averaged here (the official code and the dfr method: 20; `debias evaluate --refits
-# 20` gives that). The refits are nearly all of the section's cost: each is one liblinear fit
-# per class, and on features that carry little of the target (a ConTeX run, whose tuning scores
-# all tie at 0 and so pick C = 1, the slowest) one refit took 5 s. Measured on CPU-protocol runs
-# (rho .997): for CE (seeds 0-2) 5 refits moved the head's unbiased test accuracy by at most
-# 0.05 points against 20; for ConTeX (seed 0) 1 / 2 / 3 / 5 / 20 refits gave 52.8 / 53.6 /
-# 54.0 / 54.3 / 54.4% unbiased. The section with 3 refits took 4.5 s of an 84 s CE run but
-# 18.2 s of a 137 s ConTeX run; 2 keeps both within 10% of the run.
-REFITS = 2
+# DFR refits averaged by default: the official code's 20 (:data:`debias.audit.dfr.REFITS`);
+# a run's ``represent_refits`` option sets another count. The refits are nearly all of the
+# section's cost: each is one liblinear fit per class. `python bench/bench_dfr_refits.py`
+# (Biased-MNIST rho .997, LeNet features of the 2,000 validation images, CPU seconds,
+# 2026-12-07): the fit with 2 refits took 0.93 s (random encoder) / 2.11 s (one CE epoch), with
+# 20 refits 5.82 / 14.58 s (6.2x / 6.9x): 4.9-12.5 s more per run, 15-38% of a CE-family
+# CPU-protocol run (33 s) and 9-23% of a two-view one (54 s). The Biased-MNIST CPU sweeps set
+# 3 refits (within 10% of a run, about 2.8 s); the CPU sweeps of 2026-12-04 and before
+# averaged 2 (this constant's value then). Earlier measurement (rho .997): for CE (seeds 0-2)
+# 5 refits moved the head's unbiased test accuracy by at most 0.05 points against 20; for
+# ConTeX (seed 0) 1 / 2 / 3 / 5 / 20 refits gave 52.8 / 53.6 / 54.0 / 54.3 / 54.4% unbiased.
+REFITS = DFR_REFITS
 AUDIT_SPLIT = "test"
 # At most this many audited rows (every group cut to the same size): the audit's probes cost
 # about linearly in rows, and 5,000 keep Biased-MNIST's 100 groups at 50 images each.

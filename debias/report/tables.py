@@ -1,0 +1,209 @@
+"""A report's per-run tables: what a reader needs to recompute it without the run folders.
+
+:func:`write_tables` writes, beside ``report.md``:
+
+* ``runs.csv``: one row per run (done or not): ``sweep, run, status, error, source`` (the sweep
+  folder the report read), the run's flattened options (``data_seed``, ``seed``, ``rho``, ...),
+  its selection (``selection_rule``, ``selection_description``, ``selected_epoch``,
+  ``selected_stage``), ``supervision``, ``wall_time_seconds``, ``device``, the machine and
+  versions it recorded (``versions.platform``, ``versions.cpu``, ``versions.cpu_flags``,
+  ``versions.torch``, ...; empty for runs written before they were recorded), one column
+  ``<split>/<metric>`` per number of ``metrics.json`` (fractions, as written), one column
+  ``representation:<split>/<metric>`` per number of the representation section (the DFR head on
+  each test split, ``representation:audit/<metric>`` the bias audit) and the DFR tuning's
+  ``dfr.C``, ``dfr.C_tied`` (the Cs that tied with it) and ``dfr.refits``.
+* ``groups.csv``: one row per (run, split, target, bias) group of the splits the report reads
+  group counts of (``n``, ``correct``, names), for the worst-group table, the heatmap and a
+  one-seed condition's bootstrap interval.
+* ``tables.json``: the report's sources, generation time and debias version.
+
+:func:`load_tables` reads them back into the :class:`~debias.report.sweep_data.SweepData` the
+report is rendered from, so ``report.md`` is rebuilt from the tables alone
+(:func:`debias.report.report.report_from_tables`; the figures are not redrawn: they need the
+runs' histories).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from debias import results
+from debias._types import RunStatus
+
+__all__ = ["GROUPS_CSV", "META_JSON", "RUNS_CSV", "TableRun", "load_tables", "runs_table"]
+
+RUNS_CSV = "runs.csv"
+GROUPS_CSV = "groups.csv"
+META_JSON = "tables.json"
+REP = "representation:"
+_RESULT = [c for c in results.RESULT_COLUMNS if c not in ("split", "metric", "value")]
+_GROUP_COLUMNS = [
+    "sweep", "run", "split", "y", "b", "y_name", "b_name", "aligned", "n", "correct", "accuracy"
+]  # fmt: skip
+
+
+class TableRun(NamedTuple):
+    """A run that did not finish, as ``runs.csv`` keeps it (what the report lists)."""
+
+    run: str
+    status: str
+    error: str
+
+
+def _sources(sweep_dir: Any) -> list[str]:
+    many = isinstance(sweep_dir, (list, tuple))
+    return [Path(s).as_posix() for s in (sweep_dir if many else [sweep_dir])]
+
+
+def _run_extras(sweep_dir: Any) -> pd.DataFrame:
+    """Per run: status, error, source folder, machine and versions, the DFR tuning record."""
+    rows = []
+    paths = sweep_dir if isinstance(sweep_dir, (list, tuple)) else [sweep_dir]
+    for src in paths:
+        for r in results.find_runs(src):
+            m = r.metrics or {}
+            dfr = (m.get("representation") or {}).get("dfr") or {}
+            tied = dfr.get("C_tied")
+            if tied is None:  # a run written before the record named its ties
+                tuning = dfr.get("tuning_worst_group_accuracy") or {}
+                best = max((v for v in tuning.values() if v is not None), default=math.nan)
+                tied = [c for c, v in tuning.items() if v is not None and v == best]
+            rows.append(
+                {"sweep": r.sweep, "run": r.run, "status": r.status, "error": r.error,
+                 "source": Path(src).as_posix()}
+                | {f"versions.{k}": v for k, v in (m.get("versions") or {}).items()}
+                | {"dfr.C": dfr.get("C"), "dfr.C_tied": " ".join(tied) if len(tied) > 1 else "",
+                   "dfr.refits": dfr.get("refits")}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _wide(frame: pd.DataFrame, prefix: str = "") -> pd.DataFrame:
+    """``split, metric, value`` rows -> one ``<prefix><split>/<metric>`` column per number."""
+    if frame.empty:
+        return pd.DataFrame(columns=["sweep", "run"])
+    col = prefix + frame["split"].astype(str) + "/" + frame["metric"].astype(str)
+    wide = frame.assign(_col=col).pivot_table(
+        index=["sweep", "run"],
+        columns="_col",
+        values="value",
+        aggfunc="first",
+        sort=False,
+        dropna=False,
+    )
+    return wide[list(dict.fromkeys(col))].reset_index()
+
+
+def runs_table(df: pd.DataFrame, rep: pd.DataFrame | None, sweep_dir: Any) -> pd.DataFrame:
+    """``runs.csv`` (module docstring) from :func:`debias.results.load` rows ``df``, the
+    representation rows ``rep`` (:func:`~debias.report.representation.
+    load_representation_results`, or None) and the sweep folder(s) for what ``df`` lacks."""
+    extras = _run_extras(sweep_dir)
+    config = [c for c in df.columns if c not in ("status", *results.RESULT_COLUMNS)]
+    per_run = df.drop_duplicates(["sweep", "run"])[[*config, *_RESULT]]
+    table = extras[["sweep", "run", "status", "error", "source"]].merge(
+        per_run, on=["sweep", "run"], how="left"
+    )
+    table = table.merge(_wide(df), on=["sweep", "run"], how="left")
+    if rep is not None and len(rep):
+        table = table.merge(_wide(rep, REP), on=["sweep", "run"], how="left")
+    rest = extras.drop(columns=["status", "error", "source"])
+    table = table.merge(rest, on=["sweep", "run"], how="left")
+    # A run not finished has empty options and numbers: keep integers written as integers.
+    for c in per_run.columns:
+        if pd.api.types.is_integer_dtype(per_run[c]) and not pd.api.types.is_bool_dtype(per_run[c]):
+            table[c] = table[c].astype("Int64")
+    return table
+
+
+def group_rows(groups: pd.DataFrame, splits: Sequence[str]) -> pd.DataFrame:
+    """``groups.csv``: the group counts of ``splits`` (those the report reads)."""
+    keep = groups[groups["split"].isin(list(splits))]
+    return keep[[c for c in _GROUP_COLUMNS if c in keep]]
+
+
+def write_tables(
+    out: Path, table: pd.DataFrame, groups: pd.DataFrame, meta: dict[str, Any]
+) -> dict[str, Path]:
+    """Write ``runs.csv``, ``groups.csv`` and ``tables.json`` into ``out``; their paths."""
+    paths = {"runs": out / RUNS_CSV, "groups": out / GROUPS_CSV, "tables": out / META_JSON}
+    table.to_csv(paths["runs"], index=False)
+    groups.to_csv(paths["groups"], index=False)
+    paths["tables"].write_text(json.dumps(meta, indent=1) + "\n")
+    return paths
+
+
+def _long(table: pd.DataFrame, columns: list[str], front: list[str], prefix: str = ""):
+    """The inverse of :func:`_wide`: ``front`` columns, then ``split, metric, value``."""
+    long = table[front + columns].melt(
+        id_vars=front, value_vars=columns, var_name="_col", value_name="value"
+    )
+    long = long.dropna(subset=["value"])
+    split_metric = long["_col"].str.slice(len(prefix)).str.split("/", n=1, expand=True)
+    long = long.assign(split=split_metric[0], metric=split_metric[1]).drop(columns="_col")
+    # run by run, in runs.csv's column order (as debias.results.load reads metrics.json)
+    order = {c: i for i, c in enumerate(columns)}
+    long["_o"] = (prefix + long["split"] + "/" + long["metric"]).map(order)
+    long["_r"] = long.index % len(table) if len(table) else 0
+    long = long.sort_values(["_r", "_o"], kind="stable").drop(columns=["_o", "_r"])
+    return long[front + ["split", "metric", "value"]].reset_index(drop=True)
+
+
+def _typed(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (read as text) with the column types ``pandas.read_csv`` infers from them."""
+    typed = pd.read_csv(io.StringIO(rows.to_csv(index=False)), keep_default_na=False,
+                        na_values=[""])  # fmt: skip
+    typed["error"] = ["" if pd.isna(e) else str(e) for e in typed["error"]]
+    return typed
+
+
+def load_tables(folder: str | Path) -> dict[str, Any]:
+    """``runs.csv``, ``groups.csv`` and ``tables.json`` of a report folder as the frames the
+    report is made of: ``df`` (:func:`debias.results.load` rows), ``representation`` (rows
+    as :func:`~debias.report.representation.load_representation_results` gives them, empty
+    when no run has the section), ``groups`` (with each run's options), ``not_done``
+    (:class:`TableRun`), ``source`` and ``meta``."""
+    folder = Path(folder)
+    if not (folder / RUNS_CSV).is_file():
+        raise FileNotFoundError(f"{folder / RUNS_CSV} does not exist (written by debias report)")
+    meta = json.loads((folder / META_JSON).read_text())
+    text = pd.read_csv(folder / RUNS_CSV, dtype=str, keep_default_na=False)
+    # Types as debias.results.load infers them from the finished runs only (a failed run's
+    # empty seed would otherwise turn every seed into a float).
+    done = _typed(text[text["status"] == RunStatus.DONE])
+    table = _typed(text)
+    extra = {"error", "source"} | {c for c in table if c.startswith(("versions.", "dfr."))}
+    numbers = [c for c in table if "/" in c and not c.startswith(REP) and c not in extra]
+    rep_cols = [c for c in table if c.startswith(REP)]
+    config = [
+        c for c in table
+        if c not in extra and c not in numbers and c not in rep_cols and c not in _RESULT
+    ]  # fmt: skip
+    df = _long(done, numbers, config)
+    df = df.merge(done[["sweep", "run", *_RESULT]], on=["sweep", "run"], how="left")
+    rep = pd.DataFrame()
+    if rep_cols and done[rep_cols].notna().any().any():
+        have = done[done[rep_cols].notna().any(axis=1)].reset_index(drop=True)
+        rep = _long(have, rep_cols, config, REP)
+        rep = rep.merge(done[["sweep", "run", *_RESULT]], on=["sweep", "run"], how="left")
+    groups = pd.read_csv(folder / GROUPS_CSV, keep_default_na=False, na_values=[""])
+    for c in ("y_name", "b_name"):
+        if c in groups:
+            groups[c] = groups[c].astype(str)
+    groups = done[config].merge(groups, on=["sweep", "run"], how="inner")
+    not_done = [
+        TableRun(r.run, r.status, r.error)
+        for r in table[table["status"] != RunStatus.DONE].itertuples()
+    ]
+    return {
+        "df": df, "representation": rep, "groups": groups, "not_done": not_done,
+        "source": meta["source"][0] if len(meta["source"]) == 1 else meta["source"],
+        "meta": meta,
+    }  # fmt: skip
