@@ -188,10 +188,17 @@ class TrainConfig:
     model: str = _opt(
         "simpleconvnet",
         "method",
-        "simpleconvnet | smallconvnet | lenet | narrowresnet | resnet18 (or a registered one)",
+        "simpleconvnet | smallconvnet | lenet | narrowresnet | resnet18 (64x64 stem) | "
+        "tv_resnet18 | resnet34 | resnet50 | vit_b_16 (torchvision, native stems) "
+        "(or a registered one)",
     )
     weights: str | None = _opt(
-        None, "method", "resnet18: local file of ImageNet weights (never downloaded)"
+        None,
+        "method",
+        "pretrained weights: a torchvision name (IMAGENET1K_V1, IMAGENET1K_V2, ...) for "
+        "tv_resnet18 / resnet34 / resnet50 / vit_b_16, read from $TORCH_HOME/hub/checkpoints, "
+        "or a local state_dict file (resnet18: a file only); never downloaded",
+        aliases=("--pretrained",),
     )
     loss_options: dict[str, Any] = _opt(
         dict,
@@ -342,6 +349,10 @@ class TrainConfig:
                 )
         _check_data_values(self, spec)
         _check_optimisation_values(self)
+        if self.weights is not None:
+            from debias.models import model_preprocessing
+
+            model_preprocessing(self.model, self.weights)  # an unknown weight name fails here
 
     def data_value(self, name: str) -> Any:
         """The value of dataset option ``name``: its field, else its ``data_options`` entry."""

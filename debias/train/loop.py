@@ -20,6 +20,7 @@ complete) and, with ``save_embeddings``, ``embeddings.npz``.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +40,7 @@ from debias.methods import (
     resolve_hparams,
 )
 from debias.methods.stages import StageRunner
-from debias.models import build_model
+from debias.models import build_model, check_weights, model_preprocessing
 from debias.train import runfolder
 from debias.train.batches import TrainerBatches, _check_finite, _progress  # noqa: F401 (re-exported)
 from debias.train.checkpoint import save_text, save_torch
@@ -102,12 +103,18 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
     def load_data(self) -> None:
         """Load every split onto the device; ``train_limit`` trims the training split."""
         cfg = self.cfg
+        check_weights(cfg.model, cfg.weights)
         self.splits: dict[str, TensorImageDataset] = {
             name: ds.to(self.device)
             for name, ds in self._load_splits(cfg.dataset, **cfg.data_kwargs()).items()
         }
         if cfg.train_limit is not None:
             self.splits["train"] = self.splits["train"].subset(range(cfg.train_limit))
+        self.preprocessing = model_preprocessing(cfg.model, cfg.weights)
+        if self.preprocessing is not None:
+            self.splits = {
+                name: _preprocessed(ds, self.preprocessing) for name, ds in self.splits.items()
+            }
         self.train_set = self.splits["train"]
         self.eval_splits = [s for s in self.splits if s != "train"]
         if cfg.eval_limit is not None:
@@ -246,6 +253,23 @@ def _epoch_line(row: dict[str, Any]) -> str:
             parts.append(f"{label} {100 * row[key]:.1f}%")
     parts.append(f"{row['epoch_seconds']:.1f}s")
     return " | ".join(parts)
+
+
+def _preprocessed(ds: TensorImageDataset, pre: dict[str, Any]) -> TensorImageDataset:
+    """A copy of ``ds`` (a sweep worker's cached split stays as it is) with the pretrained
+    weights' own preprocessing (:func:`debias.models.model_preprocessing`): their mean/std, and
+    their centre crop when the stored images are larger. Decoded
+    at ``image_size = pre["resize"]`` (a centred square resized), then cropped to ``pre["crop"]``,
+    this is torchvision's ``Resize(resize) + CenterCrop(crop)`` of the weights' transforms."""
+    ds = copy.copy(ds)
+    ds.mean, ds.std = tuple(pre["mean"]), tuple(pre["std"])
+    h, w = ds.images.shape[-2:]
+    crop = pre["crop"]
+    if h > crop and w > crop:
+        top, left = (h - crop) // 2, (w - crop) // 2
+        ds.images = ds.images[..., top : top + crop, left : left + crop].contiguous()
+    pre["applied"] = {"stored": [int(h), int(w)], "input": list(ds.images.shape[-2:])}
+    return ds
 
 
 def _limited(ds: TensorImageDataset, limit: int, seed: int) -> TensorImageDataset:

@@ -96,6 +96,9 @@ class TrainerRecord:
             "versions": versions(),
             "history": HISTORY,
         }
+        if getattr(self, "preprocessing", None) is not None:
+            # the weights' own transforms (debias.models.model_preprocessing), as applied
+            result["preprocessing"] = self.preprocessing
         if cfg.save_embeddings:
             self._save_embeddings()
             result["embeddings"] = EMBEDDINGS
