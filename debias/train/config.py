@@ -217,7 +217,7 @@ class TrainConfig:
     )
     # optimisation
     epochs: int = _opt(80, "optim", "epochs of the main stage")
-    # The ranges SubpopBench searches on image datasets (its optimizer there is SGD; Adam here).
+    # The ranges SubpopBench searches on image datasets (with SGD there: optimizer sgd here).
     batch_size: int = _opt(
         256,
         "optim",
@@ -226,16 +226,23 @@ class TrainConfig:
             64, 2**6.75, integer=True, source=f"{SUBPOPBENCH} L135: int(2**U(6, 6.75))"
         ),
     )
+    optimizer: str = _opt(
+        "adam",
+        "optim",
+        "adam | sgd (SGD with momentum, SubpopBench / Group DRO / DFR recipes)",
+        choices=("adam", "sgd"),
+    )
+    momentum: float = _opt(0.9, "optim", "sgd: momentum (SubpopBench's 0.9); adam ignores it")
     lr: float = _opt(
         1e-3,
         "optim",
-        "Adam learning rate",
+        "learning rate",
         search=LogUniform(1e-4, 1e-2, source=f"{SUBPOPBENCH} L106: lr 10**U(-4, -2)"),
     )
     weight_decay: float = _opt(
         1e-4,
         "optim",
-        "Adam weight decay",
+        "weight decay (L2, as torch.optim.Adam / SGD apply it)",
         search=LogUniform(1e-6, 1e-3, source=f"{SUBPOPBENCH} L110: weight_decay 10**U(-6, -3)"),
     )
     lr_milestones: list[int] | None = _opt(
@@ -664,6 +671,7 @@ def _check_optimisation_values(cfg: TrainConfig) -> None:
     for name in ("lr", "lr_gamma"):
         _check_number(name, getattr(cfg, name), low=0, low_open=True)
     _check_number("weight_decay", cfg.weight_decay, low=0)
+    _check_number("momentum", cfg.momentum, low=0, high=1)
     _check_number("colour_jitter", cfg.colour_jitter, low=0)
     _check_number("eval_batch_size", cfg.eval_batch_size, low=1, integer=True)
     _check_number(
