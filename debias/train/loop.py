@@ -121,6 +121,8 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
             for name in self.eval_splits:
                 self.splits[name] = _limited(self.splits[name], cfg.eval_limit, cfg.data_seed)
         spec = dataset_spec(cfg.dataset)
+        # the adjusted average's weights: the training split's (y, b) group counts
+        self.group_weights = _group_counts(self.train_set) if spec.adjusted_average else None
         self.augment = BatchAugment(
             AugmentConfig(**{**spec.augment, "colour_jitter": cfg.colour_jitter}),
             bias_is_colour=spec.colour_bias,
@@ -270,6 +272,11 @@ def _preprocessed(ds: TensorImageDataset, pre: dict[str, Any]) -> TensorImageDat
         ds.images = ds.images[..., top : top + crop, left : left + crop].contiguous()
     pre["applied"] = {"stored": [int(h), int(w)], "input": list(ds.images.shape[-2:])}
     return ds
+
+
+def _group_counts(ds: TensorImageDataset) -> dict[tuple[int, int], int]:
+    counts = ds.group_counts()
+    return {(int(r.y), int(r.b)): int(r.n) for r in counts.itertuples()}
 
 
 def _limited(ds: TensorImageDataset, limit: int, seed: int) -> TensorImageDataset:
