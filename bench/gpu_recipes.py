@@ -8,7 +8,7 @@ preprocessing, SGD with momentum, Waterbirds' official layout, the adjusted aver
     python bench/gpu_recipes.py --toy      # the same path on a CPU: 2 steps, 32 px images
 
 The runs are the YAMLs' own (loaded and expanded by ``debias.sweep``), with only the length
-shortened (``epochs`` 1, ``max_steps``, JTT's ``identify_epochs`` 1, ``eval_limit``; ``--toy``
+shortened (``epochs`` 1 without lr milestones, ``max_steps``, JTT's ``identify_epochs`` 1, ``eval_limit``; ``--toy``
 also 32 px images and batch 8). Their numbers mean nothing beyond "it trains": the published
 numbers need the full sweeps.
 
@@ -32,9 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = ("waterbirds_subpopbench", "celeba_subpopbench", "utkface_biascon", "celeba_biascon")
 SHORT = {
-    "gpu": {"epochs": 1, "max_steps": 20, "eval_limit": 512, "device": "cuda"},
+    "gpu": {"epochs": 1, "lr_milestones": [], "max_steps": 20, "eval_limit": 512, "device": "cuda"},
     "toy": {
-        "epochs": 1, "max_steps": 2, "eval_limit": 16, "batch_size": 8, "image_size": 32,
+        "epochs": 1, "lr_milestones": [], "max_steps": 2, "eval_limit": 16, "batch_size": 8, "image_size": 32,
         "device": "cpu", "represent": False, "eval_batch_size": 64,
     },
 }  # fmt: skip

@@ -52,8 +52,17 @@ def test_biascon_recipes_hold_the_official_scripts_settings():
                                        ("celeba_biascon", 40, [13, 26])):  # fmt: skip
         for run in load_sweep(REPO / "sweeps" / f"{recipe}.yaml").expand(only={"seed": [0]}):
             cfg = run.train_config("x")
-            assert (cfg.model, cfg.weights, cfg.optimizer) == ("tv_resnet18", "IMAGENET1K_V1", "adam")
-            assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.epochs) == (1e-3, 1e-4, 128, epochs)
+            assert (cfg.model, cfg.weights, cfg.optimizer) == (
+                "tv_resnet18",
+                "IMAGENET1K_V1",
+                "adam",
+            )
+            assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.epochs) == (
+                1e-3,
+                1e-4,
+                128,
+                epochs,
+            )
             assert cfg.lr_milestones == [epochs // 3, 2 * epochs // 3] == milestones
             if cfg.method == "biascon":  # 0.01 CE + L_con, as CE + 100 L_con
                 assert cfg.mode == "joint" and cfg.lambda_con == 100.0
@@ -73,7 +82,10 @@ def test_waterbirds_recipe_runs_at_toy_scale(tmp_path, monkeypatch):
     assert gpu_recipes.main(["--toy", "--out", str(tmp_path), "--recipes",
                              "waterbirds_subpopbench", "--methods", "ce", "jtt"]) == 0  # fmt: skip
     text = "\n".join(lines)
-    assert "offline message (as a user sees it): pretrained weights ResNet50_Weights.IMAGENET1K_V1" in text
+    assert (
+        "offline message (as a user sees it): pretrained weights ResNet50_Weights.IMAGENET1K_V1"
+        in text
+    )
     assert "resnet50-0676ba61.pth" in text
     for method in ("ce", "jtt"):
         assert f"waterbirds_subpopbench/method={method}/seed=0:" in text

@@ -488,6 +488,7 @@ register_dataset(
     )
 )
 
+
 def _flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be true or false; got {value!r}")
@@ -512,8 +513,12 @@ register_dataset(
         augment=_FACE_AUGMENT,  # natural images: shifts, small rotations, flips
         label_names=lambda options: (("landbird", "waterbird"), ("land", "water")),
         table_metrics=(
-            "accuracy", "adjusted average", "worst-group", "unbiased", "accuracy − worst-group",
-        ),  # fmt: skip
+            "accuracy",
+            "adjusted average",
+            "worst-group",
+            "unbiased",
+            "accuracy − worst-group",
+        ),
         group_axes=("bird", "place"),
         adjusted_average=True,
         summary="birds on land or water backgrounds (Sagawa et al. 2020, official release)",

@@ -278,9 +278,7 @@ def _adjusted(t: _GroupTable, weights: Mapping[Group, float]) -> float:
     return float((w * acc).sum() / w.sum()) if w.sum() > 0 else math.nan
 
 
-def adjusted_accuracy(
-    y_true: Any, y_pred: Any, bias: Any, weights: Mapping[Group, float]
-) -> float:
+def adjusted_accuracy(y_true: Any, y_pred: Any, bias: Any, weights: Mapping[Group, float]) -> float:
     """The "adjusted average accuracy" of Sagawa et al. (2020) on Waterbirds: group accuracies
     weighted by the *training* group frequencies,
     ``sum_g w_g acc_g / sum_g w_g`` with ``w_g = n_train(y, b)`` (counts or fractions; only

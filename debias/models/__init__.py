@@ -14,7 +14,13 @@ from debias.models.convnets import LeNet, SimpleConvNet, SmallConvNet
 from debias.models.facenet import NarrowResNet
 from debias.models.heads import LinearProbe, ProjectionHead
 from debias.models.pretrained import TorchvisionEncoder, WeightsNotFoundError
-from debias.models.registry import MODELS, build_model, check_weights, model_preprocessing, register_model
+from debias.models.registry import (
+    MODELS,
+    build_model,
+    check_weights,
+    model_preprocessing,
+    register_model,
+)
 from debias.models.resnet import ResNet18
 
 __all__ = [

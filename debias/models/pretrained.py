@@ -93,7 +93,7 @@ def _fetch_hint(arch: str, weights: Any, path: Path) -> str:
     return (
         f"pretrained weights {type(weights).__name__}.{weights.name} not found: expected "
         f"{path.name} in {path.parent} (torch.hub.get_dir()/checkpoints, set by TORCH_HOME); "
-        "debias never downloads. On a machine with internet run `python -c \"import torchvision; "
+        'debias never downloads. On a machine with internet run `python -c "import torchvision; '
         f"torchvision.models.{ARCHITECTURES[arch][0]}(weights='{weights.name}')\"` (or "
         f"`curl -L {weights.url} -o {path.name}`) and copy the file there"
     )
@@ -197,9 +197,7 @@ def _head_in_features(head: nn.Module) -> int:
     return int(linears[-1].in_features)
 
 
-def _load_body(
-    net: nn.Module, state: Mapping[str, Any], head: str, arch: str, source: str
-) -> None:
+def _load_body(net: nn.Module, state: Mapping[str, Any], head: str, arch: str, source: str) -> None:
     """Load every non-head entry of ``state`` into ``net``; anything else missing or extra is
     a one-line error (a file of another architecture)."""
     body = {k: v for k, v in state.items() if not k.startswith(head + ".")}

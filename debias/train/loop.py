@@ -103,7 +103,6 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
     def load_data(self) -> None:
         """Load every split onto the device; ``train_limit`` trims the training split."""
         cfg = self.cfg
-        check_weights(cfg.model, cfg.weights)
         self.splits: dict[str, TensorImageDataset] = {
             name: ds.to(self.device)
             for name, ds in self._load_splits(cfg.dataset, **cfg.data_kwargs()).items()
@@ -195,6 +194,9 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
 
         if cfg.device == "cpu" or self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
+        # absent pretrained weights fail now, not after minutes of decoding (a finished run's
+        # model.pt needs no weights file: load_trained does not call this)
+        check_weights(cfg.model, cfg.weights)
         self.load_data()
         self.build()
         if ckpt_path.exists():
