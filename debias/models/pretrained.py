@@ -61,7 +61,9 @@ class WeightsNotFoundError(FileNotFoundError):
 
 def _is_path(pretrained: str | os.PathLike) -> bool:
     text = str(pretrained)
-    return isinstance(pretrained, os.PathLike) or "/" in text or text.endswith((".pth", ".pt"))
+    if isinstance(pretrained, os.PathLike) or Path(text).expanduser().is_file():
+        return True
+    return "/" in text or text.endswith((".pth", ".pt"))
 
 
 def resolve_weights(arch: str, name: str) -> Any:
