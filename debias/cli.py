@@ -32,6 +32,7 @@ def _add_field_argument(group: argparse._ArgumentGroup, f: dataclasses.Field, hi
     """One ``--flag`` for TrainConfig field ``f``; type, help and default come from the field."""
     cli = dict(f.metadata["cli"])
     flag = cli.pop("flag", "--" + f.name.replace("_", "-"))
+    aliases = cli.pop("aliases", ())
     false_flag = cli.pop("false_flag", None)
     required = cli.pop("required", False)
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -56,7 +57,7 @@ def _add_field_argument(group: argparse._ArgumentGroup, f: dataclasses.Field, hi
     elif is_list:
         group.add_argument(flag, type=typ, nargs="*", **kw)
     else:
-        group.add_argument(flag, type=typ, **kw)
+        group.add_argument(flag, *aliases, type=typ, **kw)
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:

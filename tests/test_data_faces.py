@@ -369,6 +369,19 @@ def test_celeba_official_partitions_on_synthetic_copy(tmp_path):
     }
     assert b["test"].files == g["val"].files
     assert set(b["val"].files) <= {f"{i:06d}.jpg" for i in range(2, 13)}
+    assert g["train"].split_info["copy"] == "partial"
+
+
+def test_celeba_full_copy_must_carry_the_official_partition():
+    from debias.data.celeba import FULL_IMAGES, check_full_partition
+
+    official = torch.tensor([0] * 162_770 + [1] * 19_867 + [2] * 19_962)
+    assert len(official) == FULL_IMAGES
+    check_full_partition(official, "list_eval_partition.txt")
+    wrong = official.clone()
+    wrong[-1] = 1  # one test image moved to valid
+    with pytest.raises(ValueError, match="162,770 / 19,868 / 19,961 train/valid/test"):
+        check_full_partition(wrong, "list_eval_partition.txt")
 
 
 def test_celeba_missing_files(tmp_path):

@@ -168,10 +168,10 @@ def test_the_builtin_specs_hold_the_facts_of_the_old_tables():
     assert spec("biased-mnist").defaults == {"rho": None, "val_size": 5000, "palette": "rebias",
                                              "download": False}  # fmt: skip
     assert spec("metadata:x.csv") is spec("metadata")
-    assert [s.required for s in registry.DATASETS.values()] == [("rho",), ("rho",), (), (), ()]
+    assert [s.required for s in registry.DATASETS.values()] == [("rho",), ("rho",), (), (), (), ()]
     assert {n: s.colour_bias for n, s in registry.DATASETS.items()} == {
         "biased-mnist": True, "digits": True, "utkface": False, "celeba": False,
-        "metadata": False,
+        "waterbirds": False, "metadata": False,
     }  # fmt: skip
     assert spec("celeba").level_keys == ("target", "bias", "protocol")
     assert spec("utkface").augment == {"crop_padding": 4, "rotation": 10.0, "hflip": True}

@@ -43,7 +43,7 @@ def test_simpleconvnet_is_the_rebias_architecture():
 def test_features_then_fc_equals_forward(name):
     torch.manual_seed(0)
     m = build_model(name, num_classes=3).eval()
-    size = 64 if name == "resnet18" else 28
+    size = {"resnet18": 64, "vit_b_16": 224}.get(name, 28)  # ViT takes its native 224 only
     x = torch.randn(2, 3, size, size)
     f = m.features(x)
     assert f.shape == (2, m.feature_dim)

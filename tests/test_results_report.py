@@ -743,7 +743,10 @@ def test_vocabulary_reads_group_report_keys_and_covers_every_dataset_table():
     from debias.metrics import group_report
     from debias.report.vocabulary import LEAKAGE, METRICS, REPRESENTATION_METRICS, metric
 
-    keys = set(group_report([0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 1, 0]).to_dict())
+    # with group_weights, as on a dataset whose spec asks for the adjusted average
+    keys = set(
+        group_report([0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 1, 0], group_weights={(0, 0): 1}).to_dict()
+    )
     labels = [m.label for m in REPRESENTATION_METRICS]
     assert len(set(labels)) == len(labels)
     for m in METRICS:

@@ -84,3 +84,29 @@ def test_a_stage_kind_nobody_runs_is_a_clear_error():
     method = object.__new__(ERM)
     with pytest.raises(ValueError, match=r"stage 'odd' has kind 'nope'.*stage_runner\(\)"):
         method.stage_runner(Stage("odd", 1, "nope"))
+
+
+def test_optimizer_sgd_with_momentum_is_subpopbench_sgd():
+    """optimizer="sgd": torch.optim.SGD(lr, weight_decay, momentum) (SubpopBench's
+    get_sgd_optim); one step from a known gradient checks the update, momentum included."""
+    from types import SimpleNamespace
+
+    from debias.methods.stages import make_optimizer
+
+    cfg = SimpleNamespace(optimizer="sgd", lr=0.1, weight_decay=0.01, momentum=0.9)
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = make_optimizer(cfg, [w])
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
+    for _ in range(2):
+        opt.zero_grad()
+        (w * torch.tensor([3.0, 4.0])).sum().backward()
+        opt.step()
+    # step 1: d = g + wd*w; buf = d; w -= lr*buf.  step 2: buf = 0.9*buf + d'; w -= lr*buf
+    w0 = torch.tensor([1.0, -2.0])
+    g = torch.tensor([3.0, 4.0])
+    buf = g + 0.01 * w0
+    w1 = w0 - 0.1 * buf
+    buf = 0.9 * buf + g + 0.01 * w1
+    torch.testing.assert_close(w.detach(), w1 - 0.1 * buf)
+    assert isinstance(make_optimizer(SimpleNamespace(**{**vars(cfg), "optimizer": "adam"}), [w]),
+                      torch.optim.Adam)  # fmt: skip

@@ -27,6 +27,14 @@ train partition; for target ``Blond_Hair`` with bias ``Male`` it keeps only
 :data:`BIASCON_NON_BLOND_WOMEN` = 2,000 seeded random non-blond women (``y=0, b=0``) plus every
 other training image. Other targets are not subsampled.
 
+Copies and protocols. With the full release (all 202,599 images and the official
+``list_eval_partition.txt``, checked: 162,770 / 19,867 / 19,962 images, a one-line error
+otherwise; ``split_info["copy"] == "full"``) both protocols are the published ones, the numbers
+comparable with Group DRO / JTT / SubpopBench (``official``) and BiasCon (``biascon``). A
+partial copy (``"partial"``) uses the official partition where it covers every split the
+protocol needs, else the fallback below; the shared 10,000-image copy is all partition 0, so it
+supports both protocols only through the fallback: a CPU-scale stand-in, not the benchmark.
+
 Fallback. When the partition file is missing or leaves a split of the protocol empty among the
 present images (the copy in ``shared/data`` is all partition 0), all present images are split
 80/10/10 per ``(target, bias)`` group by a seeded permutation (``round(0.1 n)`` val and test
@@ -73,12 +81,18 @@ __all__ = [
     "read_attributes",
     "read_partition",
     "BIASCON_NON_BLOND_WOMEN",
+    "FULL_IMAGES",
+    "OFFICIAL_PARTITION_COUNTS",
+    "check_full_partition",
 ]
 
 PROTOCOLS = ("official", "biascon")
 # Old protocol names, still accepted (with a warning) and read from old runs' configs.
 PROTOCOL_ALIASES = {"groupdro": "official"}
 BIASCON_NON_BLOND_WOMEN = 2000
+# The full release: 202,599 aligned images, official partition train / valid / test.
+FULL_IMAGES = 202_599
+OFFICIAL_PARTITION_COUNTS = {0: 162_770, 1: 19_867, 2: 19_962}
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
 IMAGE_DIR = "img_align_celeba"
@@ -215,6 +229,20 @@ def _partition_of(path: Path, files: Sequence[str]) -> torch.Tensor:
     return torch.tensor([part_map.get(f, -1) for f in files], dtype=torch.long)
 
 
+def check_full_partition(partition: torch.Tensor, path: Path | str) -> None:
+    """A full copy (all :data:`FULL_IMAGES` images present) must carry the official partition,
+    :data:`OFFICIAL_PARTITION_COUNTS` images in partitions 0 / 1 / 2; else a one-line error (a
+    wrong or truncated ``list_eval_partition.txt`` would silently change the benchmark)."""
+    got = {p: int((partition == p).sum()) for p in OFFICIAL_PARTITION_COUNTS}
+    if got != OFFICIAL_PARTITION_COUNTS:
+        shown = " / ".join(f"{n:,}" for n in got.values())
+        raise ValueError(
+            f"{path}: all {FULL_IMAGES:,} CelebA images are present but the partition gives "
+            f"{shown} train/valid/test (official: 162,770 / 19,867 / 19,962); restore the "
+            "official list_eval_partition.txt"
+        )
+
+
 def _biascon_non_blond_women(
     parts: dict[str, torch.Tensor], groups_all: torch.Tensor, gen: torch.Generator
 ) -> dict[str, Any]:
@@ -292,6 +320,8 @@ class CelebA(TensorImageDataset):
         y_all, b_all = attrs[:, t_col], attrs[:, b_col]
         groups_all = 2 * y_all + b_all
         partition = _partition_of(self.root / PARTITION_FILE, files)
+        if self.n_present == FULL_IMAGES:
+            check_full_partition(partition, self.root / PARTITION_FILE)
         gen = torch.Generator().manual_seed(self.seed)
         parts, decode_pool = self._split_parts(partition, groups_all, gen)
         info: dict = {
@@ -300,6 +330,7 @@ class CelebA(TensorImageDataset):
             "split_source": self.split_source,
             "n_listed": self.n_listed,
             "n_present": self.n_present,
+            "copy": "full" if self.n_present == FULL_IMAGES else "partial",
             "n_split": {s: len(v) for s, v in parts.items()},
             "before": _group_counts(groups_all[parts[split]]),
         }

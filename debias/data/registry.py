@@ -142,6 +142,25 @@ def _celeba(
     }
 
 
+def _waterbirds(
+    *,
+    root: str | None,
+    data_seed: int,
+    image_size: int,
+    on_error: str,
+    official_counts: bool,
+) -> Splits:
+    """The official Waterbirds release (``data_seed`` is unused: the splits are official)."""
+    from debias.data.waterbirds import Waterbirds
+
+    return {
+        split: Waterbirds(
+            root, split, image_size=image_size, official_counts=official_counts, on_error=on_error
+        )
+        for split in SPLITS
+    }
+
+
 def _metadata(
     spec: str,
     *,
@@ -466,6 +485,43 @@ register_dataset(
         level_keys=("target", "bias", "protocol"),
         label_names=_celeba_names,
         summary="faces, any attribute against any other",
+    )
+)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false; got {value!r}")
+    return value
+
+
+register_dataset(
+    DatasetSpec(
+        "waterbirds",
+        _waterbirds,
+        options=(
+            _IMAGE_SIZE,
+            _ON_ERROR,
+            DataOption(
+                "official_counts",
+                True,
+                "check the split/group counts of the official release (4,795 / 1,199 / 5,794); "
+                "false for a subset",
+                check=_flag,
+            ),
+        ),
+        augment=_FACE_AUGMENT,  # natural images: shifts, small rotations, flips
+        label_names=lambda options: (("landbird", "waterbird"), ("land", "water")),
+        table_metrics=(
+            "accuracy",
+            "adjusted average",
+            "worst-group",
+            "unbiased",
+            "accuracy − worst-group",
+        ),
+        group_axes=("bird", "place"),
+        adjusted_average=True,
+        summary="birds on land or water backgrounds (Sagawa et al. 2020, official release)",
     )
 )
 register_dataset(

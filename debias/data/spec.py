@@ -101,6 +101,9 @@ class DatasetSpec:
             ``target``/``bias`` options name them).
         published: ``{method: {level: value %}}`` a report prints beside its runs, the level
             being the first of ``level_keys``.
+        adjusted_average: its reports add the "adjusted average" (test group accuracies
+            weighted by the training split's group frequencies; Waterbirds papers report it
+            beside worst-group accuracy).
         argument: what the text after ``name:`` is (``"PATH"`` for ``metadata:PATH.csv``);
             None: the dataset is named ``name`` alone.
         summary: what it is, in a few words (``debias train --help``).
@@ -118,6 +121,7 @@ class DatasetSpec:
     published: Mapping[str, Mapping[float, float]] = field(default_factory=dict)
     argument: str | None = None
     summary: str = ""
+    adjusted_average: bool = False
 
     def __post_init__(self) -> None:
         names = [o.name for o in self.options]

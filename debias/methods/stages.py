@@ -100,18 +100,27 @@ class StageRunner:
         return row
 
 
+def make_optimizer(cfg: Any, params: Any) -> torch.optim.Optimizer:
+    """The run's optimiser: Adam (``lr``, ``weight_decay``), or, with ``optimizer="sgd"``,
+    ``torch.optim.SGD(lr, weight_decay, momentum)``, SubpopBench's ``get_sgd_optim``."""
+    if getattr(cfg, "optimizer", "adam") == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum
+        )
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 class GradientStage(StageRunner):
-    """:data:`TRAIN`: Adam on ``method.trainable(stage)`` (``lr``, ``weight_decay``), the lr
-    multiplied by ``lr_gamma`` at the stage's milestones; the classifier evaluated every epoch."""
+    """:data:`TRAIN`: ``config.optimizer`` (Adam, or SGD with ``momentum``) on
+    ``method.trainable(stage)`` (``lr``, ``weight_decay``), the lr multiplied by ``lr_gamma`` at
+    the stage's milestones; the classifier evaluated every epoch."""
 
     optimizer: torch.optim.Optimizer | None = None
     scheduler: Any = None
 
     def enter(self, loop: Any, stage: Any, saved: Mapping[str, Any] | None) -> None:
         cfg = loop.cfg
-        self.optimizer = torch.optim.Adam(
-            loop.method.trainable(stage), lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
+        self.optimizer = make_optimizer(cfg, loop.method.trainable(stage))
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(stage.milestones), gamma=cfg.lr_gamma
         )

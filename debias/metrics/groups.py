@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -271,6 +271,28 @@ def bias_conflicting_accuracy(
     return float(_subset_mean(t.g_n, t.g_correct, ~t.g_aligned))
 
 
+def _adjusted(t: _GroupTable, weights: Mapping[Group, float]) -> float:
+    """``sum_g w_g acc_g / sum_g w_g`` over the groups present in ``t`` with a weight."""
+    acc = t.g_correct / t.g_n
+    w = np.array([float(weights.get((int(y), int(b)), 0.0)) for y, b in zip(t.g_y, t.g_b)])
+    return float((w * acc).sum() / w.sum()) if w.sum() > 0 else math.nan
+
+
+def adjusted_accuracy(y_true: Any, y_pred: Any, bias: Any, weights: Mapping[Group, float]) -> float:
+    """The "adjusted average accuracy" of Sagawa et al. (2020) on Waterbirds: group accuracies
+    weighted by the *training* group frequencies,
+    ``sum_g w_g acc_g / sum_g w_g`` with ``w_g = n_train(y, b)`` (counts or fractions; only
+    ratios matter), over the ``(y, b)`` groups present here. It estimates the accuracy on the
+    training distribution from a test set whose groups are balanced differently. NaN when no
+    present group has a weight.
+
+    Example:
+        >>> adjusted_accuracy([0, 0, 1, 1], [0, 1, 1, 1], [0, 0, 1, 0], {(0, 0): 3, (1, 1): 1})
+        0.625
+    """
+    return _adjusted(_GroupTable.from_inputs(y_true, y_pred, bias), weights)
+
+
 def balanced_accuracy(y_true: Any, y_pred: Any) -> float:
     """Balanced accuracy: ``(1/|C|) Σ_{c∈C} recall_c``, ``C`` = classes present in ``y_true``.
 
@@ -330,6 +352,8 @@ class GroupReport:
             not the point [0, 0] a bootstrap gives.
         ci: ``{metric: (low, high)}`` bootstrap intervals; empty unless ``bootstrap > 0``.
         ci_level: the confidence level of ``ci``.
+        adjusted_accuracy: :func:`adjusted_accuracy` with the ``group_weights`` given to
+            :func:`group_report`; None (and absent from :meth:`to_dict`) without them.
     """
 
     accuracy: float
@@ -347,6 +371,7 @@ class GroupReport:
     groups: pd.DataFrame = field(repr=False)
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     ci_level: float = 0.95
+    adjusted_accuracy: float | None = None
 
     def to_dict(self) -> dict[str, float | int]:
         """Flat, JSON-serialisable dict (NaN stays a float NaN, which ``json.dumps`` accepts).
@@ -370,6 +395,8 @@ class GroupReport:
             "n_conflicting": int(self.n_conflicting),
             "n_groups": len(self.groups),
         }
+        if self.adjusted_accuracy is not None:
+            out["adjusted_accuracy"] = float(self.adjusted_accuracy)
         for name, (low, high) in self.ci.items():
             out[f"{name}_ci_low"] = float(low)
             out[f"{name}_ci_high"] = float(high)
@@ -495,6 +522,7 @@ def group_report(
     bootstrap: int = 0,
     ci: float = 0.95,
     seed: int = 0,
+    group_weights: Mapping[Group, float] | None = None,
 ) -> GroupReport:
     """Every §5 metric of one prediction set in one pass.
 
@@ -512,6 +540,8 @@ def group_report(
         ci: confidence level of the bootstrap intervals and of the per-group exact intervals,
             in (0, 1).
         seed: bootstrap seed.
+        group_weights: ``{(y, b): weight}``, the training split's group counts: adds
+            :func:`adjusted_accuracy` to the report.
 
     Returns a :class:`GroupReport`: the headline numbers as attributes (``accuracy``,
     ``unbiased_accuracy``, ``worst_group_accuracy``, ``bias_aligned_accuracy``,
@@ -573,4 +603,5 @@ def group_report(
         groups=groups,
         ci=intervals,
         ci_level=float(ci),
+        adjusted_accuracy=None if group_weights is None else _adjusted(t, group_weights),
     )

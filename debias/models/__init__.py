@@ -13,7 +13,14 @@ from __future__ import annotations
 from debias.models.convnets import LeNet, SimpleConvNet, SmallConvNet
 from debias.models.facenet import NarrowResNet
 from debias.models.heads import LinearProbe, ProjectionHead
-from debias.models.registry import MODELS, build_model, register_model
+from debias.models.pretrained import TorchvisionEncoder, WeightsNotFoundError
+from debias.models.registry import (
+    MODELS,
+    build_model,
+    check_weights,
+    model_preprocessing,
+    register_model,
+)
 from debias.models.resnet import ResNet18
 
 __all__ = [
@@ -25,6 +32,10 @@ __all__ = [
     "ResNet18",
     "SimpleConvNet",
     "SmallConvNet",
+    "TorchvisionEncoder",
+    "WeightsNotFoundError",
     "build_model",
+    "check_weights",
+    "model_preprocessing",
     "register_model",
 ]

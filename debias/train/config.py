@@ -188,10 +188,17 @@ class TrainConfig:
     model: str = _opt(
         "simpleconvnet",
         "method",
-        "simpleconvnet | smallconvnet | lenet | narrowresnet | resnet18 (or a registered one)",
+        "simpleconvnet | smallconvnet | lenet | narrowresnet | resnet18 (64x64 stem) | "
+        "tv_resnet18 | resnet34 | resnet50 | vit_b_16 (torchvision, native stems) "
+        "(or a registered one)",
     )
     weights: str | None = _opt(
-        None, "method", "resnet18: local file of ImageNet weights (never downloaded)"
+        None,
+        "method",
+        "pretrained weights: a torchvision name (IMAGENET1K_V1, IMAGENET1K_V2, ...) for "
+        "tv_resnet18 / resnet34 / resnet50 / vit_b_16, read from $TORCH_HOME/hub/checkpoints, "
+        "or a local state_dict file (resnet18: a file only); never downloaded",
+        aliases=("--pretrained",),
     )
     loss_options: dict[str, Any] = _opt(
         dict,
@@ -214,7 +221,7 @@ class TrainConfig:
         "optim",
         "epochs of the main stage (a larger value continues a finished run from its checkpoint)",
     )
-    # The ranges SubpopBench searches on image datasets (its optimizer there is SGD; Adam here).
+    # The ranges SubpopBench searches on image datasets (with SGD there: optimizer sgd here).
     batch_size: int = _opt(
         256,
         "optim",
@@ -228,16 +235,23 @@ class TrainConfig:
             source=f"{SUBPOPBENCH} L135: int(2**U(6, 6.75)), widened to 2**U(6, 9) to hold 256",
         ),
     )
+    optimizer: str = _opt(
+        "adam",
+        "optim",
+        "adam | sgd (SGD with momentum, SubpopBench / Group DRO / DFR recipes)",
+        choices=("adam", "sgd"),
+    )
+    momentum: float = _opt(0.9, "optim", "sgd: momentum (SubpopBench's 0.9); adam ignores it")
     lr: float = _opt(
         1e-3,
         "optim",
-        "Adam learning rate",
+        "learning rate",
         search=LogUniform(1e-4, 1e-2, source=f"{SUBPOPBENCH} L106: lr 10**U(-4, -2)"),
     )
     weight_decay: float = _opt(
         1e-4,
         "optim",
-        "Adam weight decay",
+        "weight decay (L2, as torch.optim.Adam / SGD apply it)",
         search=LogUniform(1e-6, 1e-3, source=f"{SUBPOPBENCH} L110: weight_decay 10**U(-6, -3)"),
     )
     lr_milestones: list[int] | None = _opt(
@@ -360,6 +374,10 @@ class TrainConfig:
                 )
         _check_data_values(self, spec)
         _check_optimisation_values(self)
+        if self.weights is not None:
+            from debias.models import model_preprocessing
+
+            model_preprocessing(self.model, self.weights)  # an unknown weight name fails here
 
     def data_value(self, name: str) -> Any:
         """The value of dataset option ``name``: its field, else its ``data_options`` entry."""
@@ -672,6 +690,7 @@ def _check_optimisation_values(cfg: TrainConfig) -> None:
     for name in ("lr", "lr_gamma"):
         _check_number(name, getattr(cfg, name), low=0, low_open=True)
     _check_number("weight_decay", cfg.weight_decay, low=0)
+    _check_number("momentum", cfg.momentum, low=0, high=1)
     _check_number("colour_jitter", cfg.colour_jitter, low=0)
     _check_number("eval_batch_size", cfg.eval_batch_size, low=1, integer=True)
     _check_number(

@@ -20,6 +20,7 @@ complete) and, with ``save_embeddings``, ``embeddings.npz``.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +40,7 @@ from debias.methods import (
     resolve_hparams,
 )
 from debias.methods.stages import StageRunner
-from debias.models import build_model
+from debias.models import build_model, check_weights, model_preprocessing
 from debias.train import runfolder
 from debias.train.batches import (  # noqa: F401 (re-exported)
     TrainerBatches,
@@ -113,12 +114,19 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
         }
         if cfg.train_limit is not None:
             self.splits["train"] = self.splits["train"].subset(range(cfg.train_limit))
+        self.preprocessing = model_preprocessing(cfg.model, cfg.weights)
+        if self.preprocessing is not None:
+            self.splits = {
+                name: _preprocessed(ds, self.preprocessing) for name, ds in self.splits.items()
+            }
         self.train_set = self.splits["train"]
         self.eval_splits = [s for s in self.splits if s != "train"]
         if cfg.eval_limit is not None:
             for name in self.eval_splits:
                 self.splits[name] = _limited(self.splits[name], cfg.eval_limit, cfg.data_seed)
         spec = dataset_spec(cfg.dataset)
+        # the adjusted average's weights: the training split's (y, b) group counts
+        self.group_weights = _group_counts(self.train_set) if spec.adjusted_average else None
         self.augment = BatchAugment(
             AugmentConfig(**{**spec.augment, "colour_jitter": cfg.colour_jitter}),
             bias_is_colour=spec.colour_bias,
@@ -195,6 +203,9 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
 
         if cfg.device == "cpu" or self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
+        # absent pretrained weights fail now, not after minutes of decoding (a finished run's
+        # model.pt needs no weights file: load_trained does not call this)
+        check_weights(cfg.model, cfg.weights)
         self.load_data()
         self.build()
         if longer:
@@ -257,6 +268,28 @@ def _epoch_line(row: dict[str, Any]) -> str:
             parts.append(f"{label} {100 * row[key]:.1f}%")
     parts.append(f"{row['epoch_seconds']:.1f}s")
     return " | ".join(parts)
+
+
+def _preprocessed(ds: TensorImageDataset, pre: dict[str, Any]) -> TensorImageDataset:
+    """A copy of ``ds`` (a sweep worker's cached split stays as it is) with the pretrained
+    weights' own preprocessing (:func:`debias.models.model_preprocessing`): their mean/std, and
+    their centre crop when the stored images are larger. Decoded
+    at ``image_size = pre["resize"]`` (a centred square resized), then cropped to ``pre["crop"]``,
+    this is torchvision's ``Resize(resize) + CenterCrop(crop)`` of the weights' transforms."""
+    ds = copy.copy(ds)
+    ds.mean, ds.std = tuple(pre["mean"]), tuple(pre["std"])
+    h, w = ds.images.shape[-2:]
+    crop = pre["crop"]
+    if h > crop and w > crop:
+        top, left = (h - crop) // 2, (w - crop) // 2
+        ds.images = ds.images[..., top : top + crop, left : left + crop].contiguous()
+    pre["applied"] = {"stored": [int(h), int(w)], "input": list(ds.images.shape[-2:])}
+    return ds
+
+
+def _group_counts(ds: TensorImageDataset) -> dict[tuple[int, int], int]:
+    counts = ds.group_counts()
+    return {(int(r.y), int(r.b)): int(r.n) for r in counts.itertuples()}
 
 
 def _limited(ds: TensorImageDataset, limit: int, seed: int) -> TensorImageDataset:

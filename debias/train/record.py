@@ -128,6 +128,9 @@ class TrainerRecord:
         }
         if self.continued_from:  # trained on from finished runs with fewer epochs
             result["continued_from"] = self.continued_from
+        if getattr(self, "preprocessing", None) is not None:
+            # the weights' own transforms (debias.models.model_preprocessing), as applied
+            result["preprocessing"] = self.preprocessing
         if cfg.save_embeddings:
             self._save_embeddings()
             result["embeddings"] = EMBEDDINGS

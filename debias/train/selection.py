@@ -50,6 +50,7 @@ class TrainerSelection:
             pred.cpu().numpy(),
             ds.bias.cpu().numpy(),
             aligned=ds.aligned_groups,
+            group_weights=getattr(self, "group_weights", None),
         )
 
     def evaluate(self, classify, splits: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
