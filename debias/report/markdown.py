@@ -241,6 +241,7 @@ def render_markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: s
     figures it links), ``notes`` Markdown placed after the comparisons."""
     level = data.info.level
     md = _header_markdown(data)
+    md += limits_markdown(data.df)
     md += _selection_markdown(data.df)
     md += _results_markdown(data)
     md += _worst_groups_markdown(data.groups, level)
@@ -275,6 +276,30 @@ def _header_markdown(data: SweepData) -> list[str]:
         + f". Generated {_generated_at()} by debias {debias.__version__}.",
         "",
     ]
+
+
+def limits_markdown(df: pd.DataFrame) -> list[str]:
+    """A warning naming the runs made with smoke-test limits (``train_limit``, ``eval_limit``,
+    ``max_steps``), whose numbers are not comparable to full runs; nothing when there are none."""
+    from debias.train.limits import LIMITS, limits_text
+
+    cols = [c for c in LIMITS if c in df.columns]
+    runs = df.drop_duplicates(["sweep", "run"])
+    limited = runs[runs[cols].notna().any(axis=1)] if cols else runs.iloc[:0]
+    if limited.empty:
+        return []
+    md = [
+        f"**Limited runs.** {len(limited)} of {len(runs)} run(s) were made with smoke-test "
+        "limits, so every number of theirs below is measured on less than the protocol's data:",
+        "",
+    ]
+    kinds = limited.groupby([limited[c].astype("string") for c in cols], dropna=False)
+    for values, group in kinds:
+        limits = {c: int(v) for c, v in zip(cols, values) if not pd.isna(v)}
+        names = ", ".join(f"`{r}`" for r in group["run"].head(5))
+        more = f" and {len(group) - 5} more" if len(group) > 5 else ""
+        md.append(f"- {names}{more}: {limits_text(limits)}.")
+    return md + [""]
 
 
 def _generated_at() -> str:

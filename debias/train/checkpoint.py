@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,25 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
 
 
 def save_json(obj: Any, path: str | os.PathLike) -> None:
-    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
+    """``obj`` as strict JSON: NaN and +-inf are written as ``null`` (``json.dumps`` would write
+    bare ``NaN``, which strict parsers such as ``jq`` and JavaScript reject). debias's readers
+    (:func:`debias.results.load`) read a null metric back as NaN, as they read files written
+    with bare ``NaN`` by earlier versions."""
+    text = json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False)
     atomic_write(Path(path), lambda fh: fh.write(text.encode() + b"\n"))
+
+
+def strict_json(o: Any) -> Any:
+    """``o`` with every non-finite float replaced by None, numpy/torch values made Python."""
+    if isinstance(o, dict):
+        return {k: strict_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple, set)):
+        return [strict_json(v) for v in o]
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, (str, int, bool)) or o is None:
+        return o
+    return strict_json(_json_default(o))
 
 
 def save_text(text: str, path: str | os.PathLike) -> None:

@@ -21,6 +21,7 @@ complete) and, with ``save_embeddings``, ``embeddings.npz``.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from debias.train.batches import TrainerBatches, _check_finite, _progress  # noq
 from debias.train.checkpoint import save_text, save_torch
 from debias.train.config import TrainConfig
 from debias.train.distributed import DistContext
+from debias.train.limits import limits_text, run_limits
 from debias.train.logging_backends import log_epoch
 from debias.train.record import TrainerRecord, versions  # noqa: F401 (re-exported)
 from debias.train.runfolder import CHECKPOINT, HISTORY, METRICS, MODEL
@@ -106,6 +108,7 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
             name: ds.to(self.device)
             for name, ds in self._load_splits(cfg.dataset, **cfg.data_kwargs()).items()
         }
+        self.full_sizes = {name: len(ds) for name, ds in self.splits.items()}
         if cfg.train_limit is not None:
             self.splits["train"] = self.splits["train"].subset(range(cfg.train_limit))
         self.train_set = self.splits["train"]
@@ -277,7 +280,13 @@ def load_trained(
 ) -> tuple[nn.Module, dict[str, TensorImageDataset], TrainConfig]:
     """A finished run's model (its selected classifier) and data splits, rebuilt from its files.
 
-    ``root`` overrides the data root recorded in the run (runs move between machines).
+    ``root`` overrides the data root recorded in the run (runs move between machines). A run
+    made with limits (``eval_limit``, ``train_limit``, ``max_steps``) is rebuilt with the same
+    subsets, and a :class:`UserWarning` says so.
+
+    Example:
+        >>> model, splits, cfg = load_trained("runs/ce")  # doctest: +SKIP
+        >>> model(splits["test"].normalize(splits["test"].images[:8])).argmax(1)  # doctest: +SKIP
     """
     run_dir = Path(run_dir)
     metrics, weights = run_dir / METRICS, run_dir / MODEL
@@ -296,4 +305,8 @@ def load_trained(
     trainer.load_data()
     model = build_model(cfg.model, trainer.train_set.num_classes).to(trainer.device)
     model.load_state_dict(runfolder.load_checkpoint(weights)["model"])
+    if note := limits_text(run_limits(cfg)):
+        warnings.warn(
+            f"{run_dir}: {note}; the splits returned are that run's subsets", stacklevel=2
+        )
     return model.eval(), trainer.splits, cfg
