@@ -661,6 +661,30 @@ def test_representation_tables_paired_comparisons_and_figure(sweep, tmp_path):
     assert "![The run's own head" in text
 
 
+def test_report_gives_the_leakage_permutation_baseline_and_verdicts(sweep, tmp_path):
+    """Sections written with a permutation baseline: the report gives it (mean over runs) and
+    how many runs exceed it; sections without one (older runs) leave the line out."""
+    add_representation(sweep)
+    for i, path in enumerate(sorted(sweep.rglob("metrics.json"))):
+        m = json.loads(path.read_text())
+        if "representation" in m:
+            m["representation"]["audit"] |= {
+                "bias_leakage_null_mean": 0.11 if i % 2 else 0.13,
+                "bias_leakage_leaking": i % 2 == 0,
+            }
+            path.write_text(json.dumps(m))
+    from debias import results
+
+    rep = results.load_representation(sweep)
+    verdicts = rep[rep["metric"] == "bias_leakage_leaking"]["value"]
+    assert len(verdicts) and set(verdicts) <= {0.0, 1.0}
+    text = make_report(sweep, tmp_path / "rep")["report"].read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("Bias leakage permutation"))
+    k, n = int(verdicts.sum()), len(verdicts)
+    mean = 100 * rep[rep["metric"] == "bias_leakage_null_mean"]["value"].mean()
+    assert f"biased-mnist: {mean:.1f}%" in line and f"biased-mnist: {k} of {n}." in line
+
+
 def test_report_without_representation_sections_has_no_such_section(sweep, tmp_path):
     paths = make_report(sweep, tmp_path / "rep")
     assert "representation" not in paths and "head_vs_dfr" not in paths

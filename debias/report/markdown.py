@@ -21,6 +21,7 @@ from debias._markdown import markdown_table as _md_table
 from debias.report import plots
 from debias.report.compare import PAIRED_OUTPUT
 from debias.report.figures import heatmap_note
+from debias.report.representation import RepresentationSummary
 from debias.report.representation import table_metrics as representation_metrics
 from debias.report.summary import WORST_GROUPS, _clip, _fmt, n_values, worst_groups
 from debias.report.sweep_data import SweepData
@@ -397,6 +398,7 @@ def _representation_markdown(data: SweepData) -> list[str]:
     chance = ", ".join(f"{d}: {c:.0f}%" for d, c in data.representation.chance.items())
     md = ["## Representation: what a fair head reads from the encoder", "", REPRESENTATION_NOTE, ""]
     md += [f"Bias leakage chance level (1 / number of bias values): {chance}.", ""]
+    md += _leakage_baseline_markdown(data.representation)
     if missing:
         md += [
             f"{len(missing)} finished run(s) have no representation section and are "
@@ -411,6 +413,21 @@ def _representation_markdown(data: SweepData) -> list[str]:
         md += [f"### DFR unbiased accuracy by {level}", "", _pivot_table(rep, level), ""]
     title = "### Paired comparisons on the representation (DFR head)"
     return md + paired_markdown(data.representation.paired, level, title)
+
+
+def _leakage_baseline_markdown(rep: RepresentationSummary) -> list[str]:
+    """The leakage's chance level measured on the data, and how many runs exceed it (runs whose
+    section predates the permutation baseline have neither)."""
+    if not rep.baseline:
+        return []
+    base = ", ".join(f"{d}: {c:.1f}%" for d, c in rep.baseline.items())
+    above = ", ".join(f"{d}: {k} of {n}" for d, (k, n) in rep.leaking.items())
+    return [
+        "Bias leakage permutation baseline (the same probe on bias labels shuffled within "
+        f"class, mean over runs): {base}. Runs whose leakage is above its baseline (95% interval "
+        f"above every permuted draw): {above}.",
+        "",
+    ]
 
 
 def _figures_markdown(paths: dict[str, Path], out: Path, heat_note: str) -> list[str]:
