@@ -63,7 +63,11 @@ def test_metrics_json_is_strict_json_and_reads_back_as_nan(limited_run):
     # The conflicting test split has no aligned image: the metric is undefined, written null.
     assert on_disk["splits"]["test_conflicting"]["aligned_accuracy"] is None
     assert math.isnan(res["splits"]["test_conflicting"]["aligned_accuracy"])
-    # debias's reader gives NaN there, as it did for files written with bare NaN.
+    # debias's readers give NaN there, as they did for files written with bare NaN; a null that
+    # means None (an unset option) stays None.
+    again = train(tiny(out, eval_limit=40), log=quiet)  # finished: read from disk
+    assert math.isnan(again["splits"]["test_conflicting"]["aligned_accuracy"])
+    assert again["config"]["train_limit"] is None
     df = results.load(out)
     row = df[(df["split"] == "test_conflicting") & (df["metric"] == "aligned_accuracy")]
     assert len(row) == 1 and math.isnan(row["value"].iloc[0])

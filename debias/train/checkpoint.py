@@ -20,10 +20,26 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
 def save_json(obj: Any, path: str | os.PathLike) -> None:
     """``obj`` as strict JSON: NaN and +-inf are written as ``null`` (``json.dumps`` would write
     bare ``NaN``, which strict parsers such as ``jq`` and JavaScript reject). debias's readers
-    (:func:`debias.results.load`) read a null metric back as NaN, as they read files written
-    with bare ``NaN`` by earlier versions."""
+    read a null metric back as NaN (:func:`nan_for_null` on the sections of
+    :data:`METRIC_SECTIONS` in :func:`debias.train.runfolder.read_metrics`; NaN in
+    :func:`debias.results.load`), as they read files written with bare ``NaN`` before."""
     text = json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False)
     atomic_write(Path(path), lambda fh: fh.write(text.encode() + b"\n"))
+
+
+#: The sections of ``metrics.json`` whose nulls are metrics that were NaN (an undefined metric,
+#: e.g. aligned accuracy on a split without aligned images); elsewhere null means None.
+METRIC_SECTIONS = ("splits", "representation")
+
+
+def nan_for_null(o: Any) -> Any:
+    """``o`` with every None (JSON null) read back as NaN: the inverse of :func:`strict_json`
+    for a section that holds numbers only where it holds None."""
+    if isinstance(o, dict):
+        return {k: nan_for_null(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [nan_for_null(v) for v in o]
+    return float("nan") if o is None else o
 
 
 def strict_json(o: Any) -> Any:
