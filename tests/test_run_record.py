@@ -151,3 +151,14 @@ def test_max_steps_limits_the_linear_stage_encoding(tmp_path, monkeypatch):
     history = pd.read_csv(tmp_path / "capped" / "history.csv")
     linear = history[history["stage"] == "linear"]
     assert list(linear["steps"]) == [2, 2] and linear["train_loss"].notna().all()
+
+
+def test_train_prints_the_data_it_trains_on(tmp_path):
+    lines: list[str] = []
+    train(tiny(tmp_path / "r", eval_limit=40, epochs=1, represent=False), log=lines.append)
+    data = next(ln for ln in lines if ln.startswith("data digits: "))
+    # The digits' train split (rho 0.95) and every evaluation split, cut by eval_limit.
+    assert "val 40 of 126" in data and "test 40 of 540" in data
+    n_train = int(data.split("train ")[1].split(" ")[0].replace(",", ""))
+    aligned = int(data.split("(")[1].split(" bias-aligned")[0].replace(",", ""))
+    assert 0.9 < aligned / n_train < 1.0 and "(target, bias) groups, smallest (" in data

@@ -190,6 +190,7 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
         if cfg.device == "cpu" or self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.load_data()
+        self.log(data_line(cfg.dataset, self.splits, self.full_sizes))
         self.build()
         if ckpt_path.exists():
             self.restore(runfolder.load_checkpoint(ckpt_path))
@@ -249,6 +250,34 @@ def _epoch_line(row: dict[str, Any]) -> str:
             parts.append(f"{label} {100 * row[key]:.1f}%")
     parts.append(f"{row['epoch_seconds']:.1f}s")
     return " | ".join(parts)
+
+
+def data_line(
+    dataset: str, splits: dict[str, TensorImageDataset], full_sizes: dict[str, int]
+) -> str:
+    """One line of what a run trains and evaluates on: each split's size (and its size before
+    a limit cut it), the training split's bias-aligned / conflicting counts and its (target,
+    bias) groups, the smallest named.
+
+    Example: ``data biased-mnist: train 55,000 (54,829 bias-aligned, 171 conflicting; 100
+    (target, bias) groups, smallest 0=red... ) | val 5,000 | test 10,000``.
+    """
+    parts = []
+    for name, ds in splits.items():
+        size = f"{name} {len(ds):,}"
+        if len(ds) < full_sizes.get(name, len(ds)):
+            size += f" of {full_sizes[name]:,}"
+        if name == "train":
+            counts = ds.group_counts()
+            small = counts.loc[counts["n"].idxmin()]
+            n_aligned = int(ds.aligned.sum())
+            size += (
+                f" ({n_aligned:,} bias-aligned, {len(ds) - n_aligned:,} conflicting; "
+                f"{len(counts)} (target, bias) groups, smallest ({small['target']}, {small['bias']}) "
+                f"with {int(small['n'])})"
+            )
+        parts.append(size)
+    return f"data {dataset}: " + " | ".join(parts)
 
 
 def _limited(ds: TensorImageDataset, limit: int, seed: int) -> TensorImageDataset:
