@@ -436,9 +436,10 @@ def _figures_markdown(paths: dict[str, Path], out: Path, heat_note: str) -> list
         "worst_group_gap": "Average (circle) and worst-group (square) test accuracy per method "
         "and task, 95% intervals over seeds; the line between them is the gap a shortcut opens "
         "(orange [B]: the method reads training bias labels)",
-        "accuracy_vs_bias": "Accuracy against the bias level per condition (band: 95% "
-        "t-interval over ≥ 3 seeds; bars without band: one-seed bootstrap; no interval drawn "
-        "for 2 seeds; dashed lines and [B]: methods that read training bias labels)",
+        "accuracy_vs_bias": "Accuracy per condition (one row each, grouped by what it read: no "
+        "bias labels, validation [V] or training bias labels [B]) and bias level (one dot each, "
+        "lighter = weaker bias), with 95% interval bars (t-interval over ≥ 3 seeds, one-seed "
+        "bootstrap; none for 2 seeds); dotted line: chance",
         "group_heatmap": f"Test accuracy per (target, bias) group{heat_note}, mean over seeds",
         "convergence": "Training loss per epoch (a contrastive pretraining loss and the "
         "train / linear stages' loss on separate axes) and validation accuracy (probe during "
