@@ -162,3 +162,20 @@ def test_train_prints_the_data_it_trains_on(tmp_path):
     n_train = int(data.split("train ")[1].split(" ")[0].replace(",", ""))
     aligned = int(data.split("(")[1].split(" bias-aligned")[0].replace(",", ""))
     assert 0.9 < aligned / n_train < 1.0 and "(target, bias) groups, smallest (" in data
+
+
+def test_audit_of_a_limited_run_says_so(limited_run, tmp_path, capsys):
+    from debias.cli import main
+
+    out, _ = limited_run
+    code = main(
+        ["audit", "--run", str(out), "--out", str(tmp_path / "a"), "--cv", "2", "--no-plots",
+         "--permutations", "1", "--device", "cpu"]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Note: " in printed and "limited run (eval_limit=40" in printed
+    md = (tmp_path / "a" / "audit.md").read_text()
+    assert "limited run (eval_limit=40" in md and "permutation baseline" in md
+    notes = json.loads((tmp_path / "a" / "audit.json").read_text())["notes"]
+    assert any("that run's subsets" in n for n in notes)
