@@ -111,12 +111,15 @@ class AuditRendering:
                 {"metric": metric, "scope": "overall", "y": None, "b": None, "n": self.n,
                  "value": value}
             )  # fmt: skip
+        names = {"leakage": "bias_leakage", "chance": "bias_leakage_chance"}
+        names |= {c: f"bias_leakage_{c}" for c in ("ci_low", "ci_high", "null_mean", "null_max")}
         for y, r in self.bias_leakage_by_class.iterrows():
-            for column in ("leakage", "chance"):
-                rows.append(
-                    {"metric": "bias_leakage_chance" if column == "chance" else "bias_leakage",
-                     "scope": "class", "y": y, "b": None, "n": r["n"], "value": r[column]}
-                )  # fmt: skip
+            for column, metric in names.items():
+                if column in r:
+                    rows.append(
+                        {"metric": metric, "scope": "class", "y": y, "b": None, "n": r["n"],
+                         "value": r[column]}
+                    )  # fmt: skip
         for r in self.bias_groups.itertuples(index=False):
             for metric in ("alignment", "uniformity"):
                 rows.append(
