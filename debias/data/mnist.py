@@ -188,7 +188,7 @@ def load_mnist(
             + "\n  ".join(looked)
             + f"\nPoint debias at the folder holding mnist/: `export {ENV_VAR}=/path/to/data` "
             "in the shell (`make demo` sets it for itself only, to ../shared/data), or pass "
-            "--root /path/to/data on the command line (root=... in Python); or download it "
+            "--root DIR on the command line (root=... in Python); or download it "
             "(--download, download=True)."
         )
     images_path, labels_path = (p.resolve() for p in found)  # type: ignore[union-attr]
