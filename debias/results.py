@@ -326,6 +326,11 @@ def _representation_rows(section: dict[str, Any]) -> list[dict[str, Any]]:
         split = audit.get("split")
         for metric in ("bias_leakage", "bias_leakage_chance", "n"):
             rows.append({"part": "audit", "split": split, "metric": metric, "value": audit[metric]})
+        # The leakage's permutation baseline and verdict (sections written since issue 36).
+        for metric in ("bias_leakage_null_mean", "bias_leakage_leaking"):
+            if audit.get(metric) is not None:
+                value = float(audit[metric])
+                rows.append({"part": "audit", "split": split, "metric": metric, "value": value})
         for metric, value in audit.get("target_probe", {}).items():
             if not isinstance(value, (list, dict)):
                 rows.append(

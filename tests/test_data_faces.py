@@ -308,6 +308,28 @@ def test_utkface_synthetic_split_minor_short_and_resize(tmp_path):
     assert same.files == tr.files and other.files != tr.files
 
 
+def test_utkface_skipped_files_warning_once_for_all_splits(tmp_path):
+    """The three splits scan the same folder: its off-pattern file is reported once, even with
+    every warning shown (a notebook's or pytest's filter), and group_counts() names the groups."""
+
+    data = tmp_path / "data"
+    _synthetic_utk(data / "utkface")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parts = [
+            UTKFace(data, s, image_size=16, cache_dir=tmp_path / "c")
+            for s in ("train", "val", "test")
+        ]
+    skipped = [w for w in caught if "skipped 1 file(s)" in str(w.message)]
+    assert len(skipped) == 1 and all(p.skipped == {"off-pattern name": 1} for p in parts)
+    counts = parts[0].group_counts()
+    assert list(counts.columns) == ["y", "b", "target", "bias", "n", "aligned"]
+    male_white = counts[(counts["target"] == "male") & (counts["bias"] == "White")]
+    assert male_white[["y", "b"]].values.tolist() == [[0, 0]] and bool(
+        male_white["aligned"].iloc[0]
+    )
+
+
 def test_utkface_bad_arguments_and_missing_folder(tmp_path):
     with pytest.raises(ValueError, match="split"):
         UTKFace(tmp_path, "validation")

@@ -123,6 +123,9 @@ def test_load_mnist_missing_files_lists_every_path(tmp_path):
             assert str(folder / name) in msg
             assert str(folder / f"{name}.gz") in msg
     assert "DEBIAS_DATA" in msg and "download=True" in msg
+    # How to point the CLI at the data: the shell variable (which `make demo` sets only for
+    # itself) or the option.
+    assert "`export DEBIAS_DATA=/path/to/data`" in msg and "--root DIR" in msg
 
 
 def test_load_mnist_download_failure_is_file_not_found(tmp_path, monkeypatch):

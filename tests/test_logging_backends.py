@@ -88,3 +88,75 @@ def test_every_epoch_row_reaches_the_tracker(tmp_path, monkeypatch):
     # A runtime option: the same run without trackers is the same run (resume, compare).
     again = train(tiny(tmp_path / "r"), log=quiet)
     assert json.dumps(again["splits"], sort_keys=True) == json.dumps(res["splits"], sort_keys=True)
+
+
+# -- names: a sweep's runs are told apart ---------------------------------------------------------
+def _sweep_folder(root: Path) -> list[Path]:
+    """A sweep folder as `debias sweep` writes it: sweep.json naming each run and its grid
+    values, one folder level per grid key."""
+    runs = [
+        {"run": f"method=ce/seed={s}", "params": {"method": "ce", "seed": s}, "config": {}}
+        for s in (0, 1)
+    ]
+    root.mkdir(parents=True)
+    (root / "sweep.json").write_text(json.dumps({"name": "bm-grid", "spec": {}, "runs": runs}))
+    return [root / r["run"] for r in runs]
+
+
+def test_run_identity_is_the_path_in_the_sweep(tmp_path):
+    from debias.train.logging_backends import run_identity
+
+    first, second = _sweep_folder(tmp_path / "sw")
+    a, b = run_identity(first), run_identity(second)
+    assert a == {
+        "name": "method=ce/seed=0",
+        "group": "bm-grid",
+        "tags": ["method=ce", "seed=0"],
+        "grid": {"method": "ce", "seed": 0},
+    }
+    assert b["name"] == "method=ce/seed=1" and a["name"] != b["name"]
+    # Outside a sweep: the folder's own name, no group.
+    assert run_identity(tmp_path / "lone") == {
+        "name": "lone", "group": None, "tags": [], "grid": {}
+    }  # fmt: skip
+    # A folder without params in the manifest: the values are read off its path.
+    (tmp_path / "sw2").mkdir()
+    (tmp_path / "sw2" / "sweep.json").write_text("{}")
+    assert run_identity(tmp_path / "sw2" / "rho=0.99" / "seed=2")["grid"] == {
+        "rho": "0.99", "seed": "2"
+    }  # fmt: skip
+
+
+def test_wandb_and_mlflow_runs_are_named_after_the_path_in_the_sweep(tmp_path, monkeypatch):
+    """The trainer's hook with stand-in `wandb` and `mlflow` modules (neither is a dependency:
+    wandb pulls in some 20 packages), recording what a real tracker would be given."""
+    inits, mlflow_calls = [], []
+
+    class Run:
+        def log(self, values, step):
+            pass
+
+        def finish(self):
+            pass
+
+    fake_wandb = types.ModuleType("wandb")
+    fake_wandb.init = lambda **kw: inits.append(kw) or Run()
+    fake_mlflow = types.ModuleType("mlflow")
+    fake_mlflow.active_run = lambda: None
+    fake_mlflow.start_run = lambda run_name: mlflow_calls.append(("start", run_name))
+    fake_mlflow.set_tags = lambda tags: mlflow_calls.append(("tags", tags))
+    fake_mlflow.log_params = lambda params: None
+    fake_mlflow.log_metrics = lambda values, step: None
+    fake_mlflow.end_run = lambda: None
+    monkeypatch.setitem(sys.modules, "wandb", fake_wandb)
+    monkeypatch.setitem(sys.modules, "mlflow", fake_mlflow)
+    for out in _sweep_folder(tmp_path / "sw"):
+        seed = int(out.name.split("=")[1])
+        train(tiny(out, epochs=1, seed=seed, log_to="wandb,mlflow", represent=False), log=quiet)
+    assert [kw["name"] for kw in inits] == ["method=ce/seed=0", "method=ce/seed=1"]
+    assert {kw["group"] for kw in inits} == {"bm-grid"}
+    assert inits[1]["tags"] == ["method=ce", "seed=1"]
+    assert inits[1]["config"]["sweep_grid"] == {"method": "ce", "seed": 1}
+    assert inits[1]["config"]["seed"] == 1  # the run's own config is still there
+    assert ("start", "method=ce/seed=1") in mlflow_calls
+    assert ("tags", {"sweep": "bm-grid", "method": "ce", "seed": "1"}) in mlflow_calls

@@ -18,6 +18,7 @@ from debias.data.base import TensorImageDataset
 from debias.methods import SUPERVISION
 from debias.report import summarize
 from debias.train import train
+from debias.train.checkpoint import strict_json
 from debias.train.represent import (
     KEY,
     REFITS,
@@ -80,8 +81,8 @@ def _without_times(section):
 
 
 def same(a, b) -> bool:
-    """Equality that treats NaN as equal to NaN (JSON-ready values)."""
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    """Equality that treats NaN as equal to NaN and to the null metrics.json writes for it."""
+    return json.dumps(strict_json(a), sort_keys=True) == json.dumps(strict_json(b), sort_keys=True)
 
 
 # -- the section on synthetic features ------------------------------------------------------------

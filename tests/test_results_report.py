@@ -670,6 +670,30 @@ def test_representation_tables_paired_comparisons_and_figure(sweep, tmp_path):
     assert "![The run's own head" in text
 
 
+def test_report_gives_the_leakage_permutation_baseline_and_verdicts(sweep, tmp_path):
+    """Sections written with a permutation baseline: the report gives it (mean over runs) and
+    how many runs exceed it; sections without one (older runs) leave the line out."""
+    add_representation(sweep)
+    for i, path in enumerate(sorted(sweep.rglob("metrics.json"))):
+        m = json.loads(path.read_text())
+        if "representation" in m:
+            m["representation"]["audit"] |= {
+                "bias_leakage_null_mean": 0.11 if i % 2 else 0.13,
+                "bias_leakage_leaking": i % 2 == 0,
+            }
+            path.write_text(json.dumps(m))
+    from debias import results
+
+    rep = results.load_representation(sweep)
+    verdicts = rep[rep["metric"] == "bias_leakage_leaking"]["value"]
+    assert len(verdicts) and set(verdicts) <= {0.0, 1.0}
+    text = make_report(sweep, tmp_path / "rep")["report"].read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("Bias leakage permutation"))
+    k, n = int(verdicts.sum()), len(verdicts)
+    mean = 100 * rep[rep["metric"] == "bias_leakage_null_mean"]["value"].mean()
+    assert f"biased-mnist: {mean:.1f}%" in line and f"biased-mnist: {k} of {n}." in line
+
+
 def test_report_without_representation_sections_has_no_such_section(sweep, tmp_path):
     paths = make_report(sweep, tmp_path / "rep")
     assert "representation" not in paths and "head_vs_dfr" not in paths
@@ -884,3 +908,62 @@ def test_dfr_tuning_ties_are_recorded_per_run(sweep, tmp_path):
     tied = runs.loc[run_name("ce", 0.997, 0)]
     assert (tied["dfr.C"], tied["dfr.C_tied"], tied["dfr.refits"]) == (1.0, "1 0.7 0.3", 20)
     assert pd.isna(runs.loc[run_name("ce", 0.997, 1), "dfr.C_tied"])  # no tuning record: none
+# -- figures a reader can read ------------------------------------------------------------------
+def _dot_summary(levels):
+    rows = []
+    for lab, sup in (("ce", "—"), ("dfr [V]", "V"), ("resample [B]", "B")):
+        for lv in levels:
+            for metric in ("unbiased", "worst-group"):
+                rows.append(
+                    {"label": lab, "supervision": sup, "rho": lv, "metric": metric, "n": 3,
+                     "mean_pct": 50.0, "ci95_low_pct": 40.0, "ci95_high_pct": 60.0,
+                     "published_rebias_vanilla_pct": 33.4 if lab == "ce" else math.nan}
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("levels", [[0.99, 0.997], [0.997]])
+def test_results_figure_rows_per_method_grouped_with_a_chance_line(levels):
+    """Every method on its own labelled row under what it read; one dot per level; the chance
+    line drawn even with a single rho; the published number on CE's row."""
+    from debias.report import plots
+
+    groups = {"ce": "no bias labels", "dfr [V]": "validation [V]", "resample [B]": "training [B]"}
+    fig = plots.plot_accuracy_vs_bias(
+        _dot_summary(levels), level="rho", metrics=["unbiased", "worst-group"], chance=10.0,
+        groups=groups, published={0.997: 33.4},
+    )  # fmt: skip
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    assert names[:3] == ["ce", "dfr [V]", "resample [B]"]
+    assert set(names[3:]) == {"no bias labels:", "validation [V]:", "training [B]:"}
+    for a in fig.axes[:2]:
+        lines = [ln for ln in a.get_lines() if ln.get_label().startswith("chance")]
+        assert len(lines) == 1 and lines[0].get_xdata()[0] == 10.0
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert [t for t in legend if t.startswith("rho")] == [f"rho = {lv:g}" for lv in levels]
+    crosses = [ln for ln in ax.get_lines() if "published" in ln.get_label()]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [33.4]
+    # The cross sits on CE's row (y between the row's edges).
+    assert abs(crosses[0].get_ydata()[0] - dict(zip(names, ax.get_yticks()))["ce"]) < 0.31
+
+
+def test_convergence_plots_the_contrastive_term_and_whole_epochs():
+    """The pretrain panel shows train_contrastive, not train_loss (which adds the probe's
+    cross-entropy), and one epoch gets one tick, not 0.96, 0.98, ... over each other."""
+    from debias.report import plots
+
+    h = pd.DataFrame(
+        {"epoch": [1, 1], "stage": ["pretrain"] * 2, "train_loss": [7.0, 7.2],
+         "train_contrastive": [5.0, 5.2], "probe/val/accuracy": [0.3, 0.4],
+         "label": ["supcon"] * 2, "run": ["a", "b"]}
+    )  # fmt: skip
+    fig = plots.plot_convergence(h)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "contrastive loss (pretrain)"
+    ys = np.concatenate([ln.get_ydata() for ln in ax.get_lines() if len(ln.get_ydata())])
+    assert np.allclose(ys[np.isfinite(ys)], 5.1)  # mean of the contrastive terms
+    assert list(ax.get_xticks()) == [1.0]
+    # Without the contrastive column the label says what it is.
+    fig = plots.plot_convergence(h.drop(columns="train_contrastive"))
+    assert fig.axes[0].get_ylabel() == "loss (pretrain)"

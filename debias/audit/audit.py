@@ -15,7 +15,6 @@ uniformity, cross-group cosine) and its k-NN target purity come from :mod:`debia
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,16 +23,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, balanced_accuracy_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.metrics import accuracy_score
 
 from debias._types import Group
 from debias.audit import geometry
+from debias.audit.probe import (
+    BOOTSTRAP,
+    LEAKAGE_COLUMNS,
+    MIN_GROUP,
+    PERMUTATIONS,
+    leakage_test,
+    linear_probe_predict,
+)
 from debias.audit.render import AuditRendering
+
+__all__ = ["AuditReport", "audit_embeddings", "linear_probe_predict"]
 
 
 # -- input checking ---------------------------------------------------------------------------
@@ -74,6 +78,7 @@ def _check_options(
     knn_queries: int | None,
     max_pairs: int | None,
     threads: int | None,
+    permutations: int = PERMUTATIONS,
 ) -> None:
     if not isinstance(cv, (int, np.integer)) or cv < 2:
         raise ValueError(f"cv must be an integer >= 2; got {cv!r}")
@@ -86,6 +91,8 @@ def _check_options(
     for name, v in (("knn_queries", knn_queries), ("max_pairs", max_pairs), ("threads", threads)):
         if v is not None and v < 1:
             raise ValueError(f"{name} must be None or >= 1; got {v}")
+    if not isinstance(permutations, (int, np.integer)) or permutations < 0:
+        raise ValueError(f"permutations must be an integer >= 0; got {permutations!r}")
 
 
 def _aligned_pairs(aligned_groups: Iterable[Group] | None) -> tuple[Group, ...] | None:
@@ -136,98 +143,76 @@ def _check_label_counts(
 
 
 # -- probes -----------------------------------------------------------------------------------
-def linear_probe_predict(
-    X: np.ndarray,
-    labels: np.ndarray,
-    *,
-    cv: int = 5,
-    seed: int = 0,
-    max_iter: int = 100,
-    C: float = 1.0,
-    notes: list[str] | None = None,
-    what: str = "probe",
-) -> np.ndarray:
-    """Out-of-fold predictions of ``labels`` from ``X`` by a standardised logistic regression.
-
-    ``StratifiedKFold(cv, shuffle=True, random_state=seed)``; the scaler is fitted on each
-    training fold only. L-BFGS (multinomial) with a ``max_iter`` cap, measured against
-    ``SGDClassifier(loss="log_loss")`` (one-vs-rest) by ``bench/bench_audit.py
-    --compare-solvers``: predicting 10 bias values from 80k x 512 synthetic embeddings, L-BFGS
-    took 5.2 s (27 iterations) for 0.650 held-out balanced accuracy, SGD 34.4 s for 0.582, both
-    single-threaded. Warnings from sklearn (no convergence, a label rarer than ``cv``) are turned
-    into ``notes``.
-    """
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-    folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        pred = cross_val_predict(probe, X, labels, cv=folds)
-    if notes is not None:
-        kinds = set()
-        for w in caught:
-            if issubclass(w.category, ConvergenceWarning):
-                kinds.add(f"{what}: L-BFGS hit max_iter={max_iter} before converging")
-            elif "least populated class" in str(w.message):
-                kinds.add(f"{what}: a label has fewer than cv={cv} samples ({w.message})")
-        notes.extend(sorted(kinds))
-    return pred
+def _class_row(
+    c: int, idx: np.ndarray, b: np.ndarray, *, cv: int, rare_bias: str
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The class's row before its probe (``reason`` set when it cannot run) and its rows."""
+    need = max(cv, MIN_GROUP)
+    values, counts = np.unique(b[idx], return_counts=True)
+    dropped = values[counts < need]
+    if rare_bias == "drop" and len(dropped) and len(values) - len(dropped) >= 2:
+        # Measure leakage among the bias values that can fill every fold; say which were left.
+        idx = idx[~np.isin(b[idx], dropped)]
+        values, counts = values[counts >= need], counts[counts >= need]
+    row: dict[str, Any] = {
+        "y": int(c), "n": len(idx), "bias_values": len(values), "chance": 1.0 / len(values),
+        "leakage": float("nan"), **dict.fromkeys(LEAKAGE_COLUMNS, float("nan")), "reason": "",
+    }  # fmt: skip
+    row["leaking"] = None
+    if rare_bias == "drop" and len(dropped) and counts.min() >= need:
+        row["reason"] = (
+            f"left out bias value(s) {[int(v) for v in dropped]} with fewer than {need} samples"
+        )
+    if len(values) < 2:
+        row["reason"] = f"only bias value {int(values[0])} occurs in this class"
+    elif counts.min() < need:
+        rare = values[counts < need]
+        row["reason"] = (
+            f"bias value(s) {[int(v) for v in rare]} have fewer than {need} samples "
+            f"(min {int(counts.min())}; a probe needs cv={cv} and at least {MIN_GROUP} images "
+            "per bias value)"
+        )
+    return row, idx
 
 
 def _leakage_by_class(
-    X: np.ndarray,
-    y: np.ndarray,
-    b: np.ndarray,
-    *,
-    cv: int,
-    seed: int,
-    max_iter: int,
-    notes: list[str],
-    rare_bias: str = "nan",
-) -> pd.DataFrame:
+    X: np.ndarray, y: np.ndarray, b: np.ndarray, *, cv: int, seed: int, max_iter: int,
+    notes: list[str], rare_bias: str = "nan", permutations: int = PERMUTATIONS,
+) -> pd.DataFrame:  # fmt: skip
     rows = []
     by_note: dict[str, list[int]] = {}
     for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        values, counts = np.unique(b[idx], return_counts=True)
-        dropped = values[counts < cv]
-        if rare_bias == "drop" and len(dropped) and len(values) - len(dropped) >= 2:
-            # Measure leakage among the bias values that can fill every fold; say which were left.
-            idx = idx[~np.isin(b[idx], dropped)]
-            values, counts = values[counts >= cv], counts[counts >= cv]
-        row = {
-            "y": int(c),
-            "n": len(idx),
-            "bias_values": len(values),
-            "chance": 1.0 / len(values),
-            "leakage": float("nan"),
-            "reason": "",
-        }
-        if rare_bias == "drop" and len(dropped) and counts.min() >= cv:
-            row["reason"] = (
-                f"left out bias value(s) {[int(v) for v in dropped]} with fewer than cv={cv} "
-                "samples"
-            )
-        if len(values) < 2:
-            row["reason"] = f"only bias value {int(values[0])} occurs in this class"
-        elif counts.min() < cv:
-            rare = values[counts < cv]
-            row["reason"] = (
-                f"bias value(s) {[int(v) for v in rare]} have fewer than cv={cv} samples "
-                f"(min {int(counts.min())})"
-            )
-        else:
+        row, idx = _class_row(c, np.flatnonzero(y == c), b, cv=cv, rare_bias=rare_bias)
+        if row["reason"] == "" or row["reason"].startswith("left out"):
             class_notes: list[str] = []
-            pred = linear_probe_predict(
-                X[idx], b[idx], cv=cv, seed=seed, max_iter=max_iter, notes=class_notes,
-                what="within-class leakage probe",
+            # Within one class, shuffling within class is a plain shuffle of the bias labels.
+            row.update(
+                leakage_test(
+                    X[idx], b[idx], np.zeros(len(idx)), cv=cv, seed=seed, max_iter=max_iter,
+                    notes=class_notes, what="within-class leakage probe",
+                    permutations=permutations,
+                )
             )  # fmt: skip
             for note in class_notes:
                 by_note.setdefault(note, []).append(int(c))
-            row["leakage"] = float(balanced_accuracy_score(b[idx], pred))
         rows.append(row)
     # One note per kind of warning, listing the classes, instead of one per class.
     notes.extend(f"{note} (classes {classes})" for note, classes in by_note.items())
     return pd.DataFrame(rows).set_index("y")
+
+
+def _small_group_note(y: np.ndarray, b: np.ndarray) -> str | None:
+    """A note when the smallest ``(y, b)`` group present has fewer than :data:`MIN_GROUP`
+    images: numbers resting on such groups are flagged, not trusted."""
+    _, counts = np.unique(np.stack([y, b], 1), axis=0, return_counts=True)
+    if counts.min() >= MIN_GROUP:
+        return None
+    return (
+        f"small groups: {int((counts < MIN_GROUP).sum())} of {len(counts)} (target, bias) "
+        f"groups hold fewer than {MIN_GROUP} images (smallest {int(counts.min())}); numbers "
+        "resting on them are a handful of images' worth, and within-class probes on them are "
+        "not run"
+    )
 
 
 def _metric_frame(y: np.ndarray, pred: np.ndarray, b: np.ndarray):
@@ -250,17 +235,19 @@ def _metric_frame(y: np.ndarray, pred: np.ndarray, b: np.ndarray):
 # -- the stages -------------------------------------------------------------------------------
 def _bias_leakage(
     X: np.ndarray, y: np.ndarray, b: np.ndarray, *, rare_bias: str, cv: int, seed: int,
-    max_iter: int, notes: list[str],
-) -> tuple[float, pd.DataFrame]:  # fmt: skip
-    """Overall bias leakage and the per-class table."""
-    pred_b = linear_probe_predict(
-        X, b, cv=cv, seed=seed, max_iter=max_iter, notes=notes, what="leakage probe"
-    )
-    leakage = float(balanced_accuracy_score(b, pred_b))
+    max_iter: int, notes: list[str], permutations: int,
+) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
+    """Overall bias leakage with its interval and permutation baseline (bias shuffled within
+    each class), and the per-class table."""
+    overall = leakage_test(
+        X, b, y, cv=cv, seed=seed, max_iter=max_iter, notes=notes, what="leakage probe",
+        permutations=permutations,
+    )  # fmt: skip
     by_class = _leakage_by_class(
-        X, y, b, cv=cv, seed=seed, max_iter=max_iter, notes=notes, rare_bias=rare_bias
-    )
-    return leakage, by_class
+        X, y, b, cv=cv, seed=seed, max_iter=max_iter, notes=notes, rare_bias=rare_bias,
+        permutations=permutations,
+    )  # fmt: skip
+    return overall, by_class
 
 
 def _target_probe(
@@ -273,7 +260,8 @@ def _target_probe(
     pred_y = linear_probe_predict(
         X, y, cv=cv, seed=seed, max_iter=max_iter, notes=notes, what="target probe"
     )
-    return group_report(y, pred_y, b, aligned=aligned), _metric_frame(y, pred_y, b)
+    report = group_report(y, pred_y, b, aligned=aligned, bootstrap=BOOTSTRAP, seed=seed)
+    return report, _metric_frame(y, pred_y, b)
 
 
 def _group_geometry(
@@ -381,9 +369,14 @@ class AuditReport(AuditRendering):
 
     Attributes:
         bias_leakage: cross-validated balanced accuracy of a linear probe predicting bias from Z.
-        bias_leakage_chance: ``1 / (number of bias values present)``.
+        bias_leakage_chance: ``1 / (number of bias values present)``, the nominal chance.
+        bias_leakage_test: the leakage's uncertainty (:mod:`debias.audit.probe`): ``ci_low,
+            ci_high`` (95% stratified bootstrap), ``null_mean, null_max`` (the permutation
+            baseline: the probe refitted on bias labels shuffled within class, ``permutations``
+            draws), ``p_value`` and ``leaking`` (``ci_low > null_max``).
         bias_leakage_by_class: indexed by target ``y``: ``n, bias_values, chance, leakage,
-            reason`` (leakage NaN with a reason where it cannot be measured).
+            ci_low, ci_high, null_mean, null_max, p_value, leaking, reason`` (leakage NaN with
+            a reason where it cannot be measured).
         target_report: :class:`debias.metrics.GroupReport` of the target probe's out-of-fold
             predictions.
         metric_frame: fairlearn ``MetricFrame`` of the same predictions grouped by bias.
@@ -411,6 +404,7 @@ class AuditReport(AuditRendering):
     groups: pd.DataFrame
     bias_groups: pd.DataFrame
     geometry: dict[str, float]
+    bias_leakage_test: dict[str, Any] = field(default_factory=dict)
     projection: pd.DataFrame | None = None
     timings: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -454,6 +448,7 @@ def audit_embeddings(
     max_pairs: int | None = 250_000,
     probe_max_iter: int = 100,
     rare_bias: str = "nan",
+    permutations: int = PERMUTATIONS,
     projection: str | None = "pca",
     plot_samples: int = 5_000,
     threads: int | None = 1,
@@ -477,12 +472,18 @@ def audit_embeddings(
       ``probe_max_iter``) trained to predict ``b`` from ``Z`` with ``StratifiedKFold(cv)``
       shuffled by ``seed``. Chance is ``1/|B|``, ``|B|`` = bias values present. Within class
       ``y``, the same on the rows of ``y`` only; NaN with a reason when the class holds a single
-      bias value or a bias value with fewer than ``cv`` samples. ``rare_bias="drop"`` instead
-      leaves such rare bias values out of that class's probe (chance becomes ``1/#kept``, the
-      reason names them); useful at high bias rates, where most classes have a rare value.
+      bias value or a bias value with fewer than ``max(cv, 5)`` samples. ``rare_bias="drop"``
+      instead leaves such rare bias values out of that class's probe (chance becomes
+      ``1/#kept``, the reason names them); useful at high bias rates, where most classes have a
+      rare value.
+    * **Its uncertainty** (:mod:`debias.audit.probe`): every leakage has a 95% stratified
+      bootstrap interval and a permutation baseline, the same probe refitted ``permutations``
+      times on the bias labels shuffled within each class (the chance level measured on this
+      data); ``leaking`` is True when the interval's lower end is above every permuted draw.
+      A note flags (target, bias) groups of fewer than 5 images.
     * **Target probe**: the same probe predicting ``y`` (folds stratified by ``y``); its
-      out-of-fold predictions give ``target_report = group_report(y, y_hat, b, aligned)`` and
-      ``metric_frame`` (fairlearn, by bias).
+      out-of-fold predictions give ``target_report = group_report(y, y_hat, b, aligned,
+      bootstrap=1000)`` (with 95% intervals) and ``metric_frame`` (fairlearn, by bias).
     * **Geometry** on ``z = Z/||Z||`` (see :mod:`debias.audit.geometry`): alignment
       ``mean ||z_i - z_j||^2`` over pairs ``i != j`` of the same target (within one ``(y, b)``
       group that is all its pairs); uniformity ``log mean_{i != j} exp(-2 ||z_i - z_j||^2)``
@@ -513,19 +514,23 @@ def audit_embeddings(
     b = _as_labels(bias, "bias", X.shape[0])
     _check_options(
         cv=cv, max_samples=max_samples, rare_bias=rare_bias, projection=projection,
-        knn_queries=knn_queries, max_pairs=max_pairs, threads=threads,
+        knn_queries=knn_queries, max_pairs=max_pairs, threads=threads, permutations=permutations,
     )  # fmt: skip
     aligned = _aligned_pairs(aligned_groups)
     notes: list[str] = []
     X, y, b = _subsample(X, y, b, max_samples=max_samples, seed=seed, notes=notes)
     classes, bias_values = _check_label_counts(y, b, cv=cv, knn_k=knn_k)
+    small = _small_group_note(y, b)
+    notes.extend([small] if small else [])
     probe = {"cv": cv, "seed": seed, "max_iter": probe_max_iter, "notes": notes}
 
     with _thread_limit(threads):
         timings: dict[str, float] = {}
         t = time.perf_counter()
         # 1. Bias leakage, overall and within class.
-        leakage, by_class = _bias_leakage(X, y, b, rare_bias=rare_bias, **probe)
+        leakage, by_class = _bias_leakage(
+            X, y, b, rare_bias=rare_bias, permutations=permutations, **probe
+        )
         t = _stage(timings, "leakage_probe", t)
         # 2. Target probe and its group metrics.
         target_report, metric_frame = _target_probe(X, y, b, aligned, **probe)
@@ -551,28 +556,19 @@ def audit_embeddings(
             )
             t = _stage(timings, "projection", t)
 
-    settings = {
-        "cv": int(cv),
-        "seed": int(seed),
-        "max_samples": max_samples,
-        "rows_used": int(X.shape[0]),
-        "knn_k": int(knn_k),
-        "knn_queries": knn_queries,
-        "knn_queries_used": int(groups["knn_queries"].sum()),
-        "max_pairs": max_pairs,
-        "probe_max_iter": int(probe_max_iter),
-        "rare_bias": rare_bias,
-        "threads": threads,
-        "projection": projection,
-        "aligned_groups": "b == y" if aligned is None else [list(g) for g in aligned],
-        **projection_settings,
-    }
+    settings = _settings(
+        X, groups, aligned, projection_settings, cv=cv, seed=seed, max_samples=max_samples,
+        knn_k=knn_k, knn_queries=knn_queries, max_pairs=max_pairs,
+        probe_max_iter=probe_max_iter, rare_bias=rare_bias, permutations=permutations,
+        threads=threads, projection=projection,
+    )  # fmt: skip
     return AuditReport(
         n=int(X.shape[0]),
         dim=int(X.shape[1]),
         num_classes=len(classes),
         num_bias=len(bias_values),
-        bias_leakage=leakage,
+        bias_leakage=leakage.pop("leakage"),
+        bias_leakage_test=leakage,
         bias_leakage_chance=1.0 / len(bias_values),
         bias_leakage_by_class=by_class,
         target_report=target_report,
@@ -585,6 +581,34 @@ def audit_embeddings(
         settings=settings,
         notes=notes,
     )
+
+
+def _settings(
+    X: np.ndarray, groups: pd.DataFrame, aligned: tuple[Group, ...] | None,
+    projection_settings: dict[str, Any], **given: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """The audit's settings as recorded: the arguments given, the sizes used."""
+    g = given
+    return {
+        "cv": int(g["cv"]),
+        "seed": int(g["seed"]),
+        "max_samples": g["max_samples"],
+        "rows_used": int(X.shape[0]),
+        "knn_k": int(g["knn_k"]),
+        "knn_queries": g["knn_queries"],
+        "knn_queries_used": int(groups["knn_queries"].sum()),
+        "max_pairs": g["max_pairs"],
+        "probe_max_iter": int(g["probe_max_iter"]),
+        "rare_bias": g["rare_bias"],
+        "permutations": int(g["permutations"]),
+        "bootstrap": BOOTSTRAP,
+        "min_group": MIN_GROUP,
+        "smallest_group": int(groups["n"].min()),
+        "threads": g["threads"],
+        "projection": g["projection"],
+        "aligned_groups": "b == y" if aligned is None else [list(x) for x in aligned],
+        **projection_settings,
+    }
 
 
 def _project(

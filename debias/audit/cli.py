@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 # What AuditReport.save writes (with plots).
@@ -45,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --run: where the encoder embeds the split: auto (a GPU when there is one), "
         "cpu, cuda, cuda:1 (auto); the probes run on the CPU",
     )  # fmt: skip
+    p.add_argument(
+        "--permutations", type=int, default=5,
+        help="permuted refits of each leakage probe, bias shuffled within class: the chance "
+        "level measured on the data (default 5; 0 skips the baseline)",
+    )  # fmt: skip
     p.add_argument("--no-plots", action="store_true", help="write no PNG figures")
     p.set_defaults(func=run)
 
@@ -60,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     if args.run is not None:
         from debias.train import load_trained
 
-        model, splits, _ = load_trained(args.run, root=args.root, device=args.device)
+        with warnings.catch_warnings(record=True) as caught:  # a limited run: into the notes
+            warnings.simplefilter("always")
+            model, splits, _ = load_trained(args.run, root=args.root, device=args.device)
+        limited = [str(w.message) for w in caught if "limited run" in str(w.message)]
         if args.split not in splits:
             raise ValueError(f"--split {args.split!r}: the run's dataset has {sorted(splits)}")
         ds = splits[args.split]
@@ -71,10 +80,12 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"embeddings file not found: {path}")
         emb = Embeddings.load(path)
-        source = str(path)
+        source, limited = str(path), []
     report = audit_embeddings(
-        emb.Z, emb.targets, emb.bias, aligned_groups=emb.aligned_groups, seed=args.seed, cv=args.cv
-    )
+        emb.Z, emb.targets, emb.bias, aligned_groups=emb.aligned_groups, seed=args.seed,
+        cv=args.cv, permutations=args.permutations,
+    )  # fmt: skip
+    report.notes.extend(limited)
     # Never over a user's own audit.md & co.: the folder must be new, debias's, or free of them.
     claim_folder(args.out, names=AUDIT_FILES, kind="audit")
     paths = report.save(args.out, plots=not args.no_plots)

@@ -119,14 +119,24 @@ def _group_heatmaps(groups: pd.DataFrame, path: Path) -> Path:
 
 
 def plot_leakage(by_class: pd.DataFrame, overall: float, path: Path) -> Path:
-    """Bias leakage within each class (``by_class``, indexed by ``y``: ``leakage, chance``) with
-    its chance level and the ``overall`` leakage."""
+    """Bias leakage within each class (``by_class``, indexed by ``y``: ``leakage, chance`` and,
+    when measured, ``ci_low, ci_high, null_mean``) with its 95% interval, its permutation
+    baseline, the nominal chance level and the ``overall`` leakage."""
     by = by_class.reset_index()
     fig = Figure(figsize=(max(5.0, 0.5 * len(by) + 2), 4))
     ax = fig.subplots()
     x = np.arange(len(by))
     ax.bar(x, by["leakage"].fillna(0.0), color="tab:red", alpha=0.8, label="leakage")
-    ax.scatter(x, by["chance"], color="black", marker="_", s=300, label="chance", zorder=3)
+    if "ci_low" in by:  # the 95% bootstrap interval and the permutation baseline
+        err = np.stack([by["leakage"] - by["ci_low"], by["ci_high"] - by["leakage"]])
+        ax.errorbar(
+            x, by["leakage"], yerr=np.nan_to_num(err), fmt="none", ecolor="black", capsize=3
+        )
+        ax.scatter(
+            x, by["null_mean"], color="tab:green", marker="D", s=25, zorder=4,
+            label="permutation baseline (bias shuffled)",
+        )  # fmt: skip
+    ax.scatter(x, by["chance"], color="black", marker="_", s=300, label="nominal chance", zorder=3)
     ax.axhline(overall, color="tab:blue", ls="--", lw=1, label="overall leakage")
     for xi, val in zip(x, by["leakage"]):
         if np.isnan(val):

@@ -85,6 +85,11 @@ class AuditRendering:
             "dim": float(self.dim),
             "bias_leakage": self.bias_leakage,
             "bias_leakage_chance": self.bias_leakage_chance,
+            **{
+                f"bias_leakage_{k}": float(v)
+                for k, v in self.bias_leakage_test.items()
+                if k != "leaking"
+            },
             "bias_leakage_within_class_mean": float(self.bias_leakage_by_class["leakage"].mean()),
         }
         for name in REPORT_FIELDS:
@@ -106,12 +111,15 @@ class AuditRendering:
                 {"metric": metric, "scope": "overall", "y": None, "b": None, "n": self.n,
                  "value": value}
             )  # fmt: skip
+        names = {"leakage": "bias_leakage", "chance": "bias_leakage_chance"}
+        names |= {c: f"bias_leakage_{c}" for c in ("ci_low", "ci_high", "null_mean", "null_max")}
         for y, r in self.bias_leakage_by_class.iterrows():
-            for column in ("leakage", "chance"):
-                rows.append(
-                    {"metric": "bias_leakage_chance" if column == "chance" else "bias_leakage",
-                     "scope": "class", "y": y, "b": None, "n": r["n"], "value": r[column]}
-                )  # fmt: skip
+            for column, metric in names.items():
+                if column in r:
+                    rows.append(
+                        {"metric": metric, "scope": "class", "y": y, "b": None, "n": r["n"],
+                         "value": r[column]}
+                    )  # fmt: skip
         for r in self.bias_groups.itertuples(index=False):
             for metric in ("alignment", "uniformity"):
                 rows.append(
@@ -138,7 +146,9 @@ class AuditRendering:
             f"Embedding audit: N={self.n}, D={self.dim}, classes={self.num_classes}, "
             f"bias values={self.num_bias}",
             f"Bias leakage (linear probe, {self.settings.get('cv', '?')}-fold balanced accuracy): "
-            f"{self.bias_leakage:.4f} (chance {self.bias_leakage_chance:.4f})",
+            f"{self.bias_leakage:.4f}{self._interval(self.bias_leakage_test)} (nominal chance "
+            f"{self.bias_leakage_chance:.4f})",
+            f"  {self.leakage_verdict()}",
         ]
         lines += self._leakage_by_class_lines()
         lines.append(self._target_probe_line())
@@ -157,13 +167,40 @@ class AuditRendering:
         lines += [f"Note: {note}" for note in self.notes]
         return "\n".join(lines)
 
+    @staticmethod
+    def _interval(test: Any) -> str:
+        low, high = test.get("ci_low", np.nan), test.get("ci_high", np.nan)
+        return "" if low is None or np.isnan(low) else f" [{low:.3f}, {high:.3f}]"
+
+    def leakage_verdict(self) -> str:
+        """Whether the leakage exceeds its permutation baseline, in one sentence."""
+        t = self.bias_leakage_test
+        permutations = self.settings.get("permutations", 0)
+        if not t or t.get("leaking") is None:
+            return "no permutation baseline (permutations=0): the leakage is not judged"
+        verdict = (
+            "LEAKING: the interval's lower end is above every permuted draw"
+            if t["leaking"]
+            else "not distinguishable from the permutation baseline"
+        )
+        return (
+            f"permutation baseline (bias shuffled within class, {permutations} draws): mean "
+            f"{t['null_mean']:.4f}, max {t['null_max']:.4f}; p = {t['p_value']:.3f}; {verdict}"
+        )
+
     def _leakage_by_class_lines(self) -> list[str]:
         by = self.bias_leakage_by_class
-        parts = [
-            f"y={y}: {'NaN' if np.isnan(r.leakage) else f'{r.leakage:.3f}'} (chance {r.chance:.3f})"
-            for y, r in by.iterrows()
-        ]
-        lines = ["  within class: " + "; ".join(parts)]
+
+        def judged(r: Any) -> str:
+            if np.isnan(r.leakage):
+                return "NaN"
+            mark = {True: ", leaking", False: ""}.get(r.leaking, "")
+            return (
+                f"{r.leakage:.3f}{self._interval(r._asdict())} (baseline {r.null_mean:.3f}{mark})"
+            )
+
+        parts = [f"y={y}: {judged(r)}" for y, r in zip(by.index, by.itertuples(index=False))]
+        lines = ["  within class (95% interval, permutation baseline): " + "; ".join(parts)]
         for y, r in by[by["leakage"].isna()].iterrows():
             lines.append(f"    y={y}: NaN because {r.reason}")
         return lines
@@ -176,14 +213,18 @@ class AuditRendering:
             else None
         )
         where = "" if worst is None else f" (y={int(worst.y)}, b={int(worst.b)}, n={int(worst.n)})"
-        nan = float("nan")
+        ci = getattr(target, "ci", {}) or {}
+
+        def num(name: str) -> str:
+            value = getattr(target, name, float("nan"))
+            low, high = ci.get(name, (None, None))
+            return f"{value:.4f}" + ("" if low is None else f" [{low:.3f}, {high:.3f}]")
+
         return (
-            f"Target probe: accuracy {getattr(target, 'accuracy', nan):.4f}, unbiased "
-            f"{getattr(target, 'unbiased_accuracy', nan):.4f}, worst-group "
-            f"{getattr(target, 'worst_group_accuracy', nan):.4f}"
+            f"Target probe (95% bootstrap intervals): accuracy {num('accuracy')}, unbiased "
+            f"{num('unbiased_accuracy')}, worst-group {num('worst_group_accuracy')}"
             + where
-            + f", aligned {getattr(target, 'aligned_accuracy', nan):.4f}"
-            f", conflicting {getattr(target, 'conflicting_accuracy', nan):.4f}"
+            + f", aligned {num('aligned_accuracy')}, conflicting {num('conflicting_accuracy')}"
         )
 
     def __str__(self) -> str:
@@ -202,6 +243,7 @@ class AuditRendering:
                 "overall": self.overall(),
                 "bias_leakage": self.bias_leakage,
                 "bias_leakage_chance": self.bias_leakage_chance,
+                "bias_leakage_test": self.bias_leakage_test,
                 "bias_leakage_by_class": self.bias_leakage_by_class,
                 "target_report": target.to_dict() if hasattr(target, "to_dict") else None,
                 "metric_frame": mf_dict,
@@ -238,14 +280,17 @@ class AuditRendering:
             self.summary(),
             "```",
             "",
-            f"**Bias leakage:** {self.bias_leakage:.4f} (chance {self.bias_leakage_chance:.4f})",
+            f"**Bias leakage:** {self.bias_leakage:.4f}{self._interval(self.bias_leakage_test)} "
+            f"(nominal chance {self.bias_leakage_chance:.4f}); {self.leakage_verdict()}",
             "",
             "## Overall",
             frame_markdown(overall),
             "",
             "## Bias leakage within each target class",
             "Balanced accuracy of a linear probe predicting the bias from Z among samples of one "
-            "class: the information a shortcut can use.",
+            "class: the information a shortcut can use. ci_low/ci_high: 95% bootstrap interval; "
+            "null_mean/null_max: the same probe on shuffled bias labels; leaking: ci_low > "
+            "null_max.",
             "",
             frame_markdown(self.bias_leakage_by_class, index=True),
             "",

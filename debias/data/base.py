@@ -133,13 +133,24 @@ class TensorImageDataset(Dataset):
         return (images.float().div_(255.0) - mean) / std
 
     def group_counts(self) -> pd.DataFrame:
-        """Counts per ``(target, bias)`` group, with an ``aligned`` column."""
+        """Counts per ``(target, bias)`` group present: columns ``y, b`` (codes), ``target,
+        bias`` (their names, :attr:`class_names` / :attr:`bias_names`), ``n``, ``aligned``.
+
+        Example:
+            >>> ds.group_counts().head(2)  # doctest: +SKIP
+               y  b target  bias     n  aligned
+            0  0  0      0   red  5453     True
+            1  0  1      0  blue     3    False
+        """
         y = self.targets.cpu().numpy()
         b = self.bias.cpu().numpy()
         df = pd.DataFrame({"y": y, "b": b}).value_counts().rename("n").reset_index()
+        df = df.sort_values(["y", "b"]).reset_index(drop=True)
+        df.insert(2, "target", [self.class_names[int(v)] for v in df["y"]])
+        df.insert(3, "bias", [self.bias_names[int(v)] for v in df["b"]])
         aligned = set(self.aligned_groups)
         df["aligned"] = [(int(r.y), int(r.b)) in aligned for r in df.itertuples()]
-        return df.sort_values(["y", "b"]).reset_index(drop=True)
+        return df
 
     def __repr__(self) -> str:
         c, h, w = self.images.shape[1:]

@@ -186,8 +186,10 @@ def load_mnist(
             f"MNIST {split!r} files not found under data root {base} (resolved to "
             f"{base.resolve()}). Looked for:\n  "
             + "\n  ".join(looked)
-            + f"\nSet {ENV_VAR} to the folder holding mnist/ (or pass root=..., --root DIR on "
-            "the command line), or download it (download=True, --download)."
+            + f"\nPoint debias at the folder holding mnist/: `export {ENV_VAR}=/path/to/data` "
+            "in the shell (`make demo` sets it for itself only, to ../shared/data), or pass "
+            "--root DIR on the command line (root=... in Python); or download it "
+            "(--download, download=True)."
         )
     images_path, labels_path = (p.resolve() for p in found)  # type: ignore[union-attr]
     images, labels = _parse_pair(

@@ -273,10 +273,17 @@ def _split_pool(pool: list[int], gen: torch.Generator) -> dict[str, torch.Tensor
     }
 
 
+# (root, what was skipped) already warned about: one warning per data folder and process, not
+# one per split (every split scans the same folder), whatever the warnings filter.
+_WARNED: set[tuple[str, tuple[tuple[str, int], ...]]] = set()
+
+
 def _warn_skipped(root: Path, skipped: dict[str, int]) -> None:
     """One line for files left out because of the data, not the protocol (see ``skipped``)."""
     bad = {k: v for k, v in skipped.items() if k != SKIP_AGE}
-    if bad:
+    key = (str(root), tuple(sorted(bad.items())))
+    if bad and key not in _WARNED:
+        _WARNED.add(key)
         what = ", ".join(f"{v} {k}" for k, v in sorted(bad.items()))
         warnings.warn(
             f"UTKFace under {root}: skipped {sum(bad.values())} file(s) ({what}); their names are "

@@ -185,7 +185,7 @@ class LinearStage(StageRunner):
 
     def epoch(self, loop: Any, stage: Any, epoch: int, final: bool) -> dict[str, Any]:
         row: dict[str, Any] = {"lr": self.lr}
-        row |= loop.linear_epoch(epoch, self.features(loop, "train"))
+        row |= loop.linear_epoch(epoch, self.train_features(loop, epoch))
         with loop.evaluating():
             evaluated, reports = loop.evaluate(
                 lambda split: self.predict(loop, split), loop.splits_now(epoch, final)
@@ -194,6 +194,32 @@ class LinearStage(StageRunner):
         if final:
             loop.select(epoch, row, reports, lambda: self.selected_state(loop))
         return row
+
+    def train_features(self, loop: Any, epoch: int) -> torch.Tensor:
+        """The training features epoch ``epoch`` reads: all of them, or under ``max_steps`` only
+        the rows of its first ``max_steps`` batches (encoded on first use; the other rows stay
+        zero and are never read), so a capped run does not encode the whole training split."""
+        cap = loop.cfg.max_steps
+        n = len(loop.train_set)
+        if cap is None or cap * loop.cfg.batch_size >= n:
+            return self.features(loop, "train")
+        # The order linear_epoch's batches will draw: the same generator, the same permutation.
+        rows = torch.randperm(n, generator=loop.generator(epoch))[: cap * loop.cfg.batch_size]
+        if getattr(self, "_partial", None) is None:
+            self._partial = torch.zeros(n, loop.model.feature_dim, device=loop.device)
+            self._have = torch.zeros(n, dtype=torch.bool)
+        need = rows[~self._have[rows]]
+        ds, bs = loop.train_set, loop.cfg.eval_batch_size
+        was_training = loop.model.training
+        loop.model.eval()
+        with loop.evaluating(), torch.no_grad():
+            for s in range(0, len(need), bs):
+                chunk = need[s : s + bs].to(ds.device)
+                z = loop.model.features(ds.normalize(ds.images[chunk]))
+                self._partial[chunk.to(loop.device)] = z.float().to(self._partial.device)
+        loop.model.train(was_training)
+        self._have[need] = True
+        return self._partial
 
     def features(self, loop: Any, split: str) -> torch.Tensor:
         """The frozen encoder's features of ``split``, encoded on first use."""

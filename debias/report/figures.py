@@ -106,22 +106,39 @@ def _convergence_figure(data: SweepData, level: str | None, path: Path | None) -
     return plots.plot_convergence(history, level=panel, path=path)
 
 
+# The group headings of the results dot plot: what the methods read (the supervision column).
+_READ_HEADINGS = {
+    SUPERVISION_MARK[TRAIN_BIAS_LABELS]: "training bias labels [B]",
+    SUPERVISION_MARK[VAL_BIAS_LABELS]: "validation bias labels only [V]",
+}
+
+
 def _marked(summary: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Labels of runs that read bias labels suffixed " [B]" or " [V]", and a line style per
-    label (dashed: B, dash-dotted: V)."""
+    """Labels of runs that read bias labels suffixed " [B]" or " [V]", and each label's group
+    heading (what it read: no bias labels, validation or training bias labels), methods that
+    read nothing first."""
     if "supervision" not in summary:
         return summary, {}
     labelled = summary.drop_duplicates("label")
     marks = dict(zip(labelled["label"], labelled["supervision"]))
-    suffix = {
-        SUPERVISION_MARK[TRAIN_BIAS_LABELS]: " [B]",
-        SUPERVISION_MARK[VAL_BIAS_LABELS]: " [V]",
-    }
+    suffix = {k: f" [{k}]" for k in _READ_HEADINGS}
     marked = summary.assign(label=summary["label"].map(lambda x: x + suffix.get(marks.get(x), "")))
-    style = {" [B]": "--", " [V]": "-."}
-    return marked, {
-        lab: next((v for k, v in style.items() if lab.endswith(k)), "-") for lab in marked["label"]
+    heading = {
+        lab + suffix.get(mark, ""): _READ_HEADINGS.get(mark, "no bias labels")
+        for lab, mark in marks.items()
     }
+    rank = {"no bias labels": 0, _READ_HEADINGS["V"]: 1, _READ_HEADINGS["B"]: 2}
+    order = sorted(dict.fromkeys(marked["label"]), key=lambda lab: rank.get(heading[lab], 3))
+    marked = marked.set_index("label", drop=False).loc[order].reset_index(drop=True)
+    return marked, heading
+
+
+def _chance(data: SweepData) -> float | None:
+    """Chance accuracy (%): 100 / number of target classes on the test split (when the runs
+    recorded their groups)."""
+    if not len(data.groups) or "y" not in data.groups:
+        return None
+    return 100.0 / data.groups["y"].nunique()
 
 
 def _accuracy_figure(data: SweepData, level: str | None, path) -> dict[str, Figure]:
@@ -138,7 +155,7 @@ def _accuracy_figure(data: SweepData, level: str | None, path) -> dict[str, Figu
             path=path("worst_group_gap"),
         )
         return {"worst_group_gap": fig}
-    summary, styles = _marked(data.summary)
+    summary, headings = _marked(data.summary)
     titles = {
         m: f"{m}{' accuracy' if unit(m) == '%' else ' (pp)'} ({', '.join(info.sources[m])})"
         for m in metrics
@@ -152,7 +169,8 @@ def _accuracy_figure(data: SweepData, level: str | None, path) -> dict[str, Figu
         metrics=metrics,
         titles=titles,
         published=published,
-        styles=styles,
+        chance=_chance(data),
+        groups=headings,
         path=path("accuracy_vs_bias"),
     )
     return {"accuracy_vs_bias": fig}

@@ -21,6 +21,7 @@ from debias._markdown import markdown_table as _md_table
 from debias.report import plots
 from debias.report.compare import PAIRED_OUTPUT
 from debias.report.figures import heatmap_note
+from debias.report.representation import RepresentationSummary
 from debias.report.representation import table_metrics as representation_metrics
 from debias.report.summary import WORST_GROUPS, _clip, _fmt, n_values, worst_groups
 from debias.report.sweep_data import SweepData
@@ -260,6 +261,7 @@ def render_markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: s
     figures it links), ``notes`` Markdown placed after the comparisons."""
     level = data.info.level
     md = _header_markdown(data)
+    md += limits_markdown(data.df)
     md += _selection_markdown(data.df)
     md += _results_markdown(data)
     md += _worst_groups_markdown(data.groups, level)
@@ -295,6 +297,30 @@ def _header_markdown(data: SweepData) -> list[str]:
         + f"{data.version or debias.__version__}.",
         "",
     ]
+
+
+def limits_markdown(df: pd.DataFrame) -> list[str]:
+    """A warning naming the runs made with smoke-test limits (``train_limit``, ``eval_limit``,
+    ``max_steps``), whose numbers are not comparable to full runs; nothing when there are none."""
+    from debias.train.limits import LIMITS, limits_text
+
+    cols = [c for c in LIMITS if c in df.columns]
+    runs = df.drop_duplicates(["sweep", "run"])
+    limited = runs[runs[cols].notna().any(axis=1)] if cols else runs.iloc[:0]
+    if limited.empty:
+        return []
+    md = [
+        f"**Limited runs.** {len(limited)} of {len(runs)} run(s) were made with smoke-test "
+        "limits, so every number of theirs below is measured on less than the protocol's data:",
+        "",
+    ]
+    kinds = limited.groupby([limited[c].astype("string") for c in cols], dropna=False)
+    for values, group in kinds:
+        limits = {c: int(v) for c, v in zip(cols, values) if not pd.isna(v)}
+        names = ", ".join(f"`{r}`" for r in group["run"].head(5))
+        more = f" and {len(group) - 5} more" if len(group) > 5 else ""
+        md.append(f"- {names}{more}: {limits_text(limits)}.")
+    return md + [""]
 
 
 def _generated_at() -> str:
@@ -392,6 +418,7 @@ def _representation_markdown(data: SweepData) -> list[str]:
     chance = ", ".join(f"{d}: {c:.0f}%" for d, c in data.representation.chance.items())
     md = ["## Representation: what a fair head reads from the encoder", "", REPRESENTATION_NOTE, ""]
     md += [f"Bias leakage chance level (1 / number of bias values): {chance}.", ""]
+    md += _leakage_baseline_markdown(data.representation)
     if missing:
         md += [
             f"{len(missing)} finished run(s) have no representation section and are "
@@ -408,15 +435,31 @@ def _representation_markdown(data: SweepData) -> list[str]:
     return md + paired_markdown(data.representation.paired, level, title)
 
 
+def _leakage_baseline_markdown(rep: RepresentationSummary) -> list[str]:
+    """The leakage's chance level measured on the data, and how many runs exceed it (runs whose
+    section predates the permutation baseline have neither)."""
+    if not rep.baseline:
+        return []
+    base = ", ".join(f"{d}: {c:.1f}%" for d, c in rep.baseline.items())
+    above = ", ".join(f"{d}: {k} of {n}" for d, (k, n) in rep.leaking.items())
+    return [
+        "Bias leakage permutation baseline (the same probe on bias labels shuffled within "
+        f"class, mean over runs): {base}. Runs whose leakage is above its baseline (95% interval "
+        f"above every permuted draw): {above}.",
+        "",
+    ]
+
+
 def _figures_markdown(paths: dict[str, Path], out: Path, heat_note: str) -> list[str]:
     md = ["## Figures", ""]
     captions = {
         "worst_group_gap": "Average (circle) and worst-group (square) test accuracy per method "
         "and task, 95% intervals over seeds; the line between them is the gap a shortcut opens "
         "(orange [B]: the method reads training bias labels)",
-        "accuracy_vs_bias": "Accuracy against the bias level per condition (band: 95% "
-        "t-interval over ≥ 3 seeds; bars without band: one-seed bootstrap; no interval drawn "
-        "for 2 seeds; dashed lines and [B]: methods that read training bias labels)",
+        "accuracy_vs_bias": "Accuracy per condition (one row each, grouped by what it read: no "
+        "bias labels, validation [V] or training bias labels [B]) and bias level (one dot each, "
+        "lighter = weaker bias), with 95% interval bars (t-interval over ≥ 3 seeds, one-seed "
+        "bootstrap; none for 2 seeds); dotted line: chance",
         "group_heatmap": f"Test accuracy per (target, bias) group{heat_note}, mean over seeds",
         "convergence": "Training loss per epoch (a contrastive pretraining loss and the "
         "train / linear stages' loss on separate axes) and validation accuracy (probe during "

@@ -81,55 +81,137 @@ def plot_accuracy_vs_bias(
     titles: Mapping[str, str] | None = None,
     published: Mapping[float, float] | None = None,
     published_label: str = "ReBias Vanilla (published)",
-    styles: Mapping[str, str] | None = None,
+    chance: float | None = None,
+    groups: Mapping[str, str] | None = None,
     path: str | Path | None = None,
 ) -> Figure:
-    """Mean accuracy (%) per condition against the bias level, with its 95% interval.
+    """Mean accuracy (%) per condition and bias level with its 95% interval, as a dot plot.
 
-    Intervals: a band and bars for a t-interval over three or more seeds; bars only for a
-    one-seed bootstrap interval; nothing for two seeds (t = 12.7 makes that band span most of
-    the axis and say nothing).
+    One panel per metric; one row per condition (``label``), rows grouped under ``groups``
+    (label -> group heading, e.g. what the method read: no bias labels / validation / training
+    bias labels), so a reader finds a method by name; in each row one dot per bias level,
+    coloured from light (weakest bias) to dark (strongest), with its interval as a horizontal
+    bar: a t-interval over three or more seeds, a one-seed bootstrap interval, nothing for two
+    seeds (t = 12.7 makes that interval span most of the axis and say nothing). ``chance``
+    (%) is drawn as a dotted vertical line in every panel, with one bias level too;
+    ``published`` ({level: %}) as black crosses on the row of the first condition whose
+    summary rows carry a published number (CE), in the first panel.
 
-    ``styles`` maps a condition label to a matplotlib line style (the report draws methods that
-    read training bias labels dashed, the others solid).
-
-    ``summary`` is the report's summary table (columns ``label``, ``level`` column, ``metric``,
-    ``n``, ``mean_pct``, ``ci95_low_pct``, ``ci95_high_pct``); one panel per metric. Without a bias level the panels
-    are bar charts per condition. ``published`` ({level: % }) is drawn, dashed, in the panel of
-    the first metric.
+    ``summary`` is the report's summary table (columns ``label``, the ``level`` column,
+    ``metric``, ``n``, ``mean_pct``, ``ci95_low_pct``, ``ci95_high_pct``).
     """
-    import seaborn as sns
-
+    labels = list(dict.fromkeys(summary["label"]))
+    rows, headings = _grouped_rows(labels, groups or {})
+    levels = sorted(summary[level].dropna().unique()) if level in summary else [None]
+    colours = _level_colours(len(levels))
     n = len(metrics)
     ncols = min(n, 2)
     nrows = int(np.ceil(n / ncols))
-    fig = Figure(figsize=(5.2 * ncols, 3.8 * nrows))
+    height = 1.0 + 0.25 * (len(rows) + len(headings)) * (1 + 0.15 * (len(levels) - 1))
+    fig = Figure(figsize=(6.2 * ncols, height * nrows))
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    labels = list(dict.fromkeys(summary["label"]))
-    palette = condition_palette(labels)
-    with sns.axes_style("whitegrid"):
-        for ax, metric in zip(axes, metrics):
-            ax.set_axisbelow(True)
-            ax.grid(True, alpha=0.3)
-            d = _drawn_intervals(summary[summary["metric"] == metric])
-            if level is None or level not in d:
-                _bar_panel(ax, d, palette)
-            else:
-                _line_panel(ax, d, level, labels, palette, styles or {})
-                if published and metric == metrics[0]:
-                    _published_line(ax, d, level, published, published_label)
-            ax.set_ylim(0, 100)
-            ax.set_ylabel("accuracy (%)")
-            ax.set_title((titles or {}).get(metric, metric))
-        for ax in axes[n:]:
-            ax.set_visible(False)
-        if level is not None:
-            _figure_legend(fig, axes[0])
+    for k, (ax, metric) in enumerate(zip(axes, metrics)):
+        d = _drawn_intervals(summary[summary["metric"] == metric])
+        _dot_panel(ax, d, level, levels, rows, colours)
+        if published and k == 0 and level is not None:
+            _published_marks(ax, summary, level, levels, rows, published, published_label)
+        if chance is not None:
+            ax.axvline(
+                chance, color="grey", linestyle=":", linewidth=1.2, label=f"chance ({chance:.0f}%)"
+            )
+        _row_labels(ax, rows, headings, show=k % ncols == 0)
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("accuracy (%)")
+        ax.set_title((titles or {}).get(metric, metric), fontsize=10)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    _dot_legend(fig, axes[0])
     title = (
-        "mean over seeds; band and bars: 95% t-interval (n ≥ 3 seeds); bars alone: one-seed "
+        "mean over seeds, one dot per bias level; bars: 95% t-interval (n ≥ 3 seeds) or one-seed "
         "bootstrap over test images; none drawn for n = 2"
     )
-    return _finish(fig, title, path, rect=(0, 0.06, 1, 0.97))
+    return _finish(fig, title, path, rect=(0, 0.05, 1, 0.97))
+
+
+def _grouped_rows(
+    labels: Sequence[str], groups: Mapping[str, str]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The y position of each label (top to bottom, grouped in first-seen group order) and of
+    each group heading (none when there is a single group)."""
+    order = list(dict.fromkeys(groups.get(lab, "") for lab in labels))
+    rows: dict[str, float] = {}
+    headings: dict[str, float] = {}
+    y = 0.0
+    for g in order:
+        if len(order) > 1:
+            headings[g] = y
+            y += 1
+        for lab in (lab for lab in labels if groups.get(lab, "") == g):
+            rows[lab] = y
+            y += 1
+    return rows, headings
+
+
+def _level_colours(n: int) -> list[Any]:
+    """Light to dark: the weakest bias level lightest, the strongest darkest."""
+    import seaborn as sns
+
+    return sns.color_palette("rocket_r", n + 1)[1:] if n > 1 else ["#1f4e79"]
+
+
+def _dot_panel(ax, d: pd.DataFrame, level: str | None, levels, rows, colours) -> None:
+    """Per condition and level: the mean as a dot and its interval as a horizontal bar."""
+    step = 0.6 / max(len(levels) - 1, 1)
+    for j, lv in enumerate(levels):
+        at = d if lv is None else d[d[level] == lv]
+        at = at[at["label"].isin(rows)]
+        if at.empty:
+            continue
+        offset = 0.0 if len(levels) == 1 else -0.3 + j * step
+        ys = at["label"].map(rows).to_numpy(float) + offset
+        ax.errorbar(
+            at["mean_pct"], ys, xerr=_bar_lengths(at["mean_pct"], at["low"], at["high"]),
+            fmt="o", color=colours[j], ecolor=colours[j], markersize=5, capsize=2, elinewidth=1.2,
+            label="mean" if lv is None else f"{level} = {_fmt_level(lv)}",
+        )  # fmt: skip
+    ax.grid(True, axis="x", alpha=0.3)
+    for y in rows.values():  # a faint rule between rows keeps a row's dots together
+        ax.axhline(y + 0.5, color="0.92", linewidth=0.6, zorder=0)
+
+
+def _published_marks(ax, summary, level: str, levels, rows, published, label: str) -> None:
+    """The published numbers as crosses on the row of the condition they belong to (CE's)."""
+    col = "published_rebias_vanilla_pct"
+    owner = summary[summary[col].notna()]["label"] if col in summary else pd.Series(dtype=str)
+    if owner.empty or owner.iloc[0] not in rows:
+        return
+    step = 0.6 / max(len(levels) - 1, 1)
+    pts = [
+        (published[v], rows[owner.iloc[0]] + (0.0 if len(levels) == 1 else -0.3 + j * step))
+        for j, v in enumerate(levels)
+        if v in published
+    ]
+    if pts:
+        ax.plot(*zip(*pts), "kx", markersize=7, mew=1.6, label=label, zorder=5)
+
+
+def _row_labels(ax, rows, headings, *, show: bool) -> None:
+    ticks = list(rows.values()) + list(headings.values())
+    names = list(rows) + [f"{h}:" for h in headings]
+    ax.set_yticks(ticks, names if show else [""] * len(ticks), fontsize=8)
+    for tick, name in zip(ax.get_yticklabels(), names):
+        if name.endswith(":"):
+            tick.set_fontweight("bold")
+    for y in headings.values():
+        ax.axhline(y - 0.5, color="0.6", linewidth=0.8)
+    ax.set_ylim(max(ticks, default=0) + 0.6, -0.6)  # first row at the top
+
+
+def _dot_legend(fig: Figure, ax) -> None:
+    handles, names = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), frameon=False)
 
 
 def plot_worst_group_gap(
@@ -273,78 +355,6 @@ def _dumbbell(ax, rows: pd.DataFrame, y: int, colour: str) -> None:
         ax.errorbar(r["mean_pct"], y, xerr=err, fmt=marker, color=colour, capsize=2, ms=5)
 
 
-def _bar_panel(ax, d: pd.DataFrame, palette: Mapping[str, Any]) -> None:
-    """Without a bias level: one bar per condition with its interval."""
-    import seaborn as sns
-
-    sns.barplot(
-        data=d,
-        x="label",
-        y="mean_pct",
-        hue="label",
-        palette=palette,
-        ax=ax,
-        errorbar=None,
-        legend=False,
-    )
-    ax.errorbar(
-        range(len(d)),
-        d["mean_pct"],
-        yerr=_bar_lengths(d["mean_pct"], d["low"], d["high"]),
-        fmt="none",
-        ecolor="black",
-        capsize=4,
-    )
-    ax.set_xlabel("")
-
-
-def _line_panel(ax, d, level: str, labels, palette, styles: Mapping[str, str]) -> None:
-    """One line per condition against the bias level, with its band and error bars."""
-    levels = sorted(d[level].dropna().unique())
-    pos = {v: i for i, v in enumerate(levels)}
-    for lab in labels:
-        s = d[d["label"] == lab].sort_values(level)
-        if s.empty:
-            continue
-        x = s[level].map(pos).to_numpy(float)
-        style = styles.get(lab, "-")
-        ax.plot(x, s["mean_pct"], marker="o", color=palette[lab], linestyle=style, label=lab)
-        ax.fill_between(
-            x, s["band_low"], s["band_high"], color=palette[lab], alpha=0.2, linewidth=0
-        )
-        # Error bars too: a band needs two neighbouring intervals to show at all.
-        ax.errorbar(
-            x,
-            s["mean_pct"],
-            yerr=_bar_lengths(s["mean_pct"], s["low"], s["high"]),
-            fmt="none",
-            ecolor=palette[lab],
-            capsize=3,
-            alpha=0.7,
-        )
-    ax.set_xticks(range(len(levels)), [_fmt_level(v) for v in levels])
-    ax.set_xlabel(f"{level} (training bias; stronger to the right)")
-
-
-def _published_line(ax, d, level: str, published: Mapping[float, float], label: str) -> None:
-    levels = sorted(d[level].dropna().unique())
-    pts = [(i, published[v]) for i, v in enumerate(levels) if v in published]
-    if pts:
-        ax.plot(*zip(*pts), "k--", marker="x", label=label)
-
-
-def _figure_legend(fig: Figure, ax) -> None:
-    handles, names = ax.get_legend_handles_labels()
-    fig.legend(
-        handles,
-        names,
-        loc="lower center",
-        ncol=min(len(names), 4),
-        bbox_to_anchor=(0.5, -0.02 - 0.04 * (len(names) // 5)),
-        frameon=False,
-    )
-
-
 def _drawn_intervals(d: pd.DataFrame) -> pd.DataFrame:
     """``d`` with ``low, high`` (bars) and ``band_low, band_high`` (bands) to draw: NaN where
     an interval is not drawn (two seeds: bars and band; one seed: band)."""
@@ -429,6 +439,17 @@ def combined_val_accuracy(history: pd.DataFrame) -> pd.Series:
     return val
 
 
+def _epoch_ticks(ax: Any, epochs: pd.Series) -> None:
+    """Whole epochs on the x axis: each one when there are few (a single epoch would otherwise
+    get ticks 0.95, 0.96, ... written over each other), else an integer locator."""
+    present = sorted(int(e) for e in epochs.dropna().unique())
+    if 0 < len(present) <= 12:
+        ax.set_xticks(present)
+        ax.set_xlim(present[0] - 0.5, present[-1] + 0.5)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_convergence(
     history: pd.DataFrame,
     *,
@@ -453,10 +474,15 @@ def plot_convergence(
     pretrain = h["stage"].astype(str) == "pretrain"
     quantities = []
     if "train_loss" in h:
-        h["pretrain loss"] = h["train_loss"].where(pretrain)
+        # A pretrain step minimises the contrastive loss plus the online probe's cross-entropy
+        # (train_loss); the contrastive term alone is its own column (train_contrastive).
+        contrastive = (
+            "train_contrastive" in h and h["train_contrastive"].where(pretrain).notna().any()
+        )
+        h["pretrain loss"] = h["train_contrastive" if contrastive else "train_loss"].where(pretrain)
         h["train loss"] = h["train_loss"].where(~pretrain)
         for col, name in (
-            ("pretrain loss", "contrastive loss (pretrain)"),
+            ("pretrain loss", "contrastive loss (pretrain)" if contrastive else "loss (pretrain)"),
             ("train loss", "train loss (train / linear)"),
         ):
             if h[col].notna().any():
@@ -503,7 +529,7 @@ def plot_convergence(
                         legend=draw_legend,
                     )
                 ax.set_ylabel(name)
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                _epoch_ticks(ax, d["epoch"])
                 if i == 0:
                     ax.set_title("all runs" if lv is None else f"{level} = {_fmt_level(lv)}")
         if legend_ax is not None and legend_ax.get_legend() is not None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -63,6 +63,9 @@ class RepresentationSummary:
         chance: the leakage's chance level (%) per dataset.
         missing: the finished runs without the section.
         paired: :func:`representation_paired`.
+        baseline: the leakage's permutation baseline (%, mean over runs) per dataset, from the
+            runs whose section has one (the probe on bias labels shuffled within class).
+        leaking: per dataset, ``(runs whose leakage is above its baseline, runs judged)``.
     """
 
     summary: pd.DataFrame
@@ -71,6 +74,8 @@ class RepresentationSummary:
     missing: list[str]
     paired: pd.DataFrame
     frame: pd.DataFrame | None = None  # the rows summarised (load_representation_results)
+    baseline: dict[str, float] = field(default_factory=dict)
+    leaking: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def load_representation_results(
@@ -113,6 +118,9 @@ def summarize_representation(
         r for s, r in df[["sweep", "run"]].drop_duplicates().itertuples(index=False)
         if (s, r) not in have
     )  # fmt: skip
+    audit = frame[frame["split"] == AUDIT_SPLIT]
+    null = audit[audit["metric"] == "bias_leakage_null_mean"]
+    verdicts = audit[audit["metric"] == "bias_leakage_leaking"]
     return RepresentationSummary(
         summary,
         info,
@@ -122,6 +130,10 @@ def summarize_representation(
         missing=missing,
         paired=representation_paired(info),
         frame=frame,
+        baseline={
+            str(d): 100 * float(v) for d, v in null.groupby("dataset")["value"].mean().items()
+        },
+        leaking={str(d): (int(v.sum()), len(v)) for d, v in verdicts.groupby("dataset")["value"]},
     )
 
 

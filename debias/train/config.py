@@ -267,7 +267,10 @@ class TrainConfig:
     colour_jitter: float = _opt(
         0.0, "optim", "colour jitter strength; perturbs the colour bias of Biased-MNIST (warns)"
     )
-    max_steps: int | None = _opt(None, "optim", "cap on steps per epoch (smoke tests)")
+    max_steps: int | None = _opt(
+        None, "optim", "cap on steps per epoch, the linear stage's too (smoke tests; the run "
+        "is marked limited)",
+    )  # fmt: skip
     train_limit: int | None = _opt(
         None, "optim", "keep only the first N training images (smoke tests)"
     )
@@ -295,8 +298,9 @@ class TrainConfig:
     eval_limit: int | None = _opt(
         None,
         "eval",
-        "evaluate on a seeded subset of at most N images per evaluation split (smoke tests; "
-        "every reported number is then on that subset)",
+        "evaluate on a seeded subset of at most N images per evaluation split, validation "
+        "included (smoke tests; every reported number, selection and the DFR read-out are then "
+        "on that subset, and the run is marked limited)",
     )
     eval_batch_size: int = _opt(
         1024, "eval", "batch size of evaluation and encoding", identity=False

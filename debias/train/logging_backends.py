@@ -8,10 +8,16 @@ logged at step = epoch. Only the main process of a distributed run logs.
 
 * ``tensorboard``: event files under ``<out>/tensorboard`` (``torch.utils.tensorboard``; needs
   the ``tensorboard`` package).
-* ``mlflow``: the active MLflow run, or a new one named after the run folder, in the tracking
-  URI MLflow is configured with (``MLFLOW_TRACKING_URI``; default ``./mlruns``).
-* ``wandb``: a W&B run named after the run folder in project ``$WANDB_PROJECT`` (default
-  ``debias``); ``WANDB_MODE=offline`` keeps it local.
+* ``mlflow``: the active MLflow run, or a new one named as below, in the tracking URI MLflow
+  is configured with (``MLFLOW_TRACKING_URI``; default ``./mlruns``); the sweep and the grid
+  values are its tags.
+* ``wandb``: a W&B run named as below in project ``$WANDB_PROJECT`` (default ``debias``), the
+  sweep as its group, the grid values as its tags and under ``sweep_grid`` in its config;
+  ``WANDB_MODE=offline`` keeps it local.
+
+Names (:func:`run_identity`): a run inside a sweep folder (one with ``sweep.json`` above it) is
+named after its path in the sweep, ``method=ce/rho=0.997/seed=0``, not its last folder
+(``seed=0``, which every method and rho of the sweep shares); a lone run after its folder.
 
 A tracker whose package is missing is an error when the config is made, naming what to install.
 """
@@ -19,13 +25,24 @@ A tracker whose package is missing is an error when the config is made, naming w
 from __future__ import annotations
 
 import atexit
+import json
 import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BACKENDS", "EpochLogger", "check_log_to", "log_epoch", "open_loggers"]
+__all__ = [
+    "BACKENDS",
+    "EpochLogger",
+    "check_log_to",
+    "log_epoch",
+    "open_loggers",
+    "run_identity",
+]
+
+# How many folders above a run are searched for its sweep's sweep.json.
+_SWEEP_DEPTH = 12
 
 # backend -> (module that must import, what to install)
 BACKENDS: dict[str, tuple[str, str]] = {
@@ -75,6 +92,46 @@ def _scalars(row: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def _grid_of(manifest: Mapping[str, Any], rel: str) -> dict[str, Any]:
+    """The run's grid values: its ``params`` in the manifest, else read off its path."""
+    for entry in manifest.get("runs", []) or []:
+        if isinstance(entry, dict) and entry.get("run") == rel and entry.get("params"):
+            return dict(entry["params"])
+    return dict(part.split("=", 1) for part in rel.split("/") if "=" in part)
+
+
+def run_identity(out: str | Path) -> dict[str, Any]:
+    """How trackers name run folder ``out``: ``name`` (its path in the sweep, or its folder
+    name outside one), ``group`` (the sweep's name, None outside one), ``tags``
+    (``key=value`` per grid value) and ``grid`` (the values).
+
+    Example:
+        >>> run_identity("sweeps/bm/method=ce/seed=0")  # doctest: +SKIP
+        {'name': 'method=ce/seed=0', 'group': 'bm', 'tags': ['method=ce', 'seed=0'], ...}
+    """
+    # Imported here: runfolder imports the config, which imports this module (check_log_to).
+    from debias.train.runfolder import SWEEP_MANIFEST
+
+    out = Path(out).resolve()
+    for root in list(out.parents)[:_SWEEP_DEPTH]:
+        if not (root / SWEEP_MANIFEST).is_file():
+            continue
+        try:
+            manifest = json.loads((root / SWEEP_MANIFEST).read_text())
+        except (OSError, ValueError):
+            manifest = {}
+        manifest = manifest if isinstance(manifest, dict) else {}
+        rel = out.relative_to(root).as_posix()
+        grid = _grid_of(manifest, rel)
+        return {
+            "name": rel,
+            "group": str(manifest.get("name") or root.name),
+            "tags": [f"{k}={v}"[:64] for k, v in grid.items()],  # W&B caps a tag at 64
+            "grid": grid,
+        }
+    return {"name": out.name, "group": None, "tags": [], "grid": {}}
+
+
 class EpochLogger:
     """One tracker; :meth:`log` sends a history row at ``step``."""
 
@@ -82,6 +139,7 @@ class EpochLogger:
         _require(name)
         self.name = name
         self._started = False
+        who = run_identity(out)
         if name == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter
 
@@ -89,15 +147,23 @@ class EpochLogger:
         elif name == "mlflow":
             import mlflow
 
+            self._mlflow = mlflow  # the module the run was started with (closed at exit)
             if mlflow.active_run() is None:
-                mlflow.start_run(run_name=out.name)
+                mlflow.start_run(run_name=who["name"])
                 self._started = True
+            if who["group"] is not None:
+                mlflow.set_tags(
+                    {"sweep": who["group"], **{k: str(v) for k, v in who["grid"].items()}}
+                )
             mlflow.log_params({k: str(v)[:250] for k, v in config.items()})
         else:
             import wandb
 
             project = os.environ.get("WANDB_PROJECT", "debias")
-            self._run = wandb.init(project=project, name=out.name, config=dict(config), dir=out)
+            self._run = wandb.init(
+                project=project, name=who["name"], group=who["group"], tags=who["tags"],
+                config=dict(config) | {"sweep_grid": who["grid"]}, dir=out,
+            )  # fmt: skip
 
     def log(self, row: Mapping[str, Any], step: int) -> None:
         values = _scalars(row)
@@ -106,9 +172,7 @@ class EpochLogger:
                 self._writer.add_scalar(key, v, step)
             self._writer.flush()  # an interrupted run keeps what it logged
         elif self.name == "mlflow":
-            import mlflow
-
-            mlflow.log_metrics({k.replace("/", "."): v for k, v in values.items()}, step=step)
+            self._mlflow.log_metrics({k.replace("/", "."): v for k, v in values.items()}, step=step)
         else:
             self._run.log(values, step=step)
 
@@ -116,9 +180,7 @@ class EpochLogger:
         if self.name == "tensorboard":
             self._writer.close()
         elif self.name == "mlflow" and self._started:
-            import mlflow
-
-            mlflow.end_run()
+            self._mlflow.end_run()
         elif self.name == "wandb":
             self._run.finish()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from debias.train.batches import (  # noqa: F401 (re-exported)
 from debias.train.checkpoint import save_text, save_torch
 from debias.train.config import TrainConfig
 from debias.train.distributed import DistContext
+from debias.train.limits import limits_text, run_limits
 from debias.train.logging_backends import log_epoch
 from debias.train.record import TrainerRecord, versions  # noqa: F401 (re-exported)
 from debias.train.runfolder import CHECKPOINT, HISTORY, METRICS, MODEL
@@ -112,6 +114,7 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
             name: ds.to(self.device)
             for name, ds in self._load_splits(cfg.dataset, **cfg.data_kwargs()).items()
         }
+        self.full_sizes = {name: len(ds) for name, ds in self.splits.items()}
         if cfg.train_limit is not None:
             self.splits["train"] = self.splits["train"].subset(range(cfg.train_limit))
         self.preprocessing = model_preprocessing(cfg.model, cfg.weights)
@@ -207,6 +210,7 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
         # model.pt needs no weights file: load_trained does not call this)
         check_weights(cfg.model, cfg.weights)
         self.load_data()
+        self.log(data_line(cfg.dataset, self.splits, self.full_sizes))
         self.build()
         if longer:
             self.check_continuation(done, ckpt_path)
@@ -269,6 +273,33 @@ def _epoch_line(row: dict[str, Any]) -> str:
     parts.append(f"{row['epoch_seconds']:.1f}s")
     return " | ".join(parts)
 
+
+def data_line(
+    dataset: str, splits: dict[str, TensorImageDataset], full_sizes: dict[str, int]
+) -> str:
+    """One line of what a run trains and evaluates on: each split's size (and its size before
+    a limit cut it), the training split's bias-aligned / conflicting counts and its (target,
+    bias) groups, the smallest named.
+
+    Example: ``data biased-mnist: train 55,000 (54,829 bias-aligned, 171 conflicting; 100
+    (target, bias) groups, smallest 0=red... ) | val 5,000 | test 10,000``.
+    """
+    parts = []
+    for name, ds in splits.items():
+        size = f"{name} {len(ds):,}"
+        if len(ds) < full_sizes.get(name, len(ds)):
+            size += f" of {full_sizes[name]:,}"
+        if name == "train":
+            counts = ds.group_counts()
+            small = counts.loc[counts["n"].idxmin()]
+            n_aligned = int(ds.aligned.sum())
+            size += (
+                f" ({n_aligned:,} bias-aligned, {len(ds) - n_aligned:,} conflicting; "
+                f"{len(counts)} (target, bias) groups, smallest ({small['target']}, {small['bias']}) "
+                f"with {int(small['n'])})"
+            )
+        parts.append(size)
+    return f"data {dataset}: " + " | ".join(parts)
 
 def _preprocessed(ds: TensorImageDataset, pre: dict[str, Any]) -> TensorImageDataset:
     """A copy of ``ds`` (a sweep worker's cached split stays as it is) with the pretrained
@@ -339,7 +370,9 @@ def load_trained(
 ) -> tuple[nn.Module, dict[str, TensorImageDataset], TrainConfig]:
     """A finished run's model (its selected classifier) and data splits, rebuilt from its files.
 
-    ``root`` overrides the data root recorded in the run (runs move between machines).
+    ``root`` overrides the data root recorded in the run (runs move between machines). A run
+    made with limits (``eval_limit``, ``train_limit``, ``max_steps``) is rebuilt with the same
+    subsets, and a :class:`UserWarning` says so.
 
     Returns ``(model, splits, cfg)``: the classifier in eval mode on ``device``
     (``model.features(x)`` and ``model(x)`` logits), ``{split name: TensorImageDataset}`` as the
@@ -369,4 +402,8 @@ def load_trained(
     trainer.load_data()
     model = build_model(cfg.model, trainer.train_set.num_classes).to(trainer.device)
     model.load_state_dict(runfolder.load_checkpoint(weights)["model"])
+    if note := limits_text(run_limits(cfg)):
+        warnings.warn(
+            f"{run_dir}: {note}; the splits returned are that run's subsets", stacklevel=2
+        )
     return model.eval(), trainer.splits, cfg

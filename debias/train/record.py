@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import shlex
+import subprocess
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,9 +19,39 @@ import numpy as np
 from debias._atomic import atomic_write
 from debias.methods import SUPERVISION, run_supervision
 from debias.train.checkpoint import save_json, save_torch
+from debias.train.limits import eval_limit_note, limits_text, run_limits
 from debias.train.represent import KEY as REPRESENTATION
 from debias.train.represent import represent
 from debias.train.runfolder import EMBEDDINGS, HISTORY, METRICS, MODEL
+
+
+def git_commit() -> str | None:
+    """The commit of the git checkout debias is imported from (``+dirty`` with uncommitted
+    changes), or None when it is not in a repository (an installed wheel) or git is missing."""
+    import debias
+
+    where = Path(debias.__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
+            timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "") if head else None
+
+
+def provenance() -> dict[str, Any]:
+    """What made the run: the package version, its git commit (None outside a repository) and
+    the command line of the process (for the Python API, the script or kernel that called it)."""
+    import debias
+
+    argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
+    return {"debias": debias.__version__, "git_commit": git_commit(), "command": shlex.join(argv)}
 
 
 def versions() -> dict[str, str]:
@@ -89,8 +122,13 @@ class TrainerRecord:
         eval_seconds = self.eval_seconds + sum(r.get("eval_seconds", 0.0) for r in self.history)
         rule = "last epoch" if cfg.select == "last" else f"best {cfg.select} (validation split)"
         rule += "; ties go to the later epoch" if cfg.select != "last" else ""
+        limits = run_limits(cfg)
         result = {
             "config": cfg.to_dict(),
+            # Smoke-test limits change what every number below is measured on.
+            "limits": limits,
+            "limits_note": limits_text(limits),
+            "provenance": provenance(),
             "method": self._method_record(),
             # What the whole run read: the method's kind, raised by a selection on a validation
             # metric that needs bias labels.
@@ -108,6 +146,8 @@ class TrainerRecord:
             "data": {
                 split: {
                     "n": len(ds),
+                    # the split's size before train_limit / eval_limit cut it
+                    "n_before_limit": self.full_sizes.get(split, len(ds)),
                     "aligned_groups": [list(g) for g in ds.aligned_groups],
                     "n_aligned": int(ds.aligned.sum()),
                     # files the loader skipped (off-pattern names, unreadable images), by reason
@@ -153,10 +193,17 @@ class TrainerRecord:
                 self.model, self.splits, seed=cfg.seed, batch_size=cfg.eval_batch_size,
                 features=self._runner.reusable_features(self, chosen_epoch), log=self.log,
                 refits=cfg.represent_refits,
+                limited=self._limited_note(),
             )  # fmt: skip
         except ValueError as err:
             warnings.warn(f"{self.out}: no representation section: {err}", stacklevel=2)
             return {"error": f"{type(err).__name__}: {err}"}
+
+    def _limited_note(self) -> str:
+        sizes = {
+            name: (len(ds), self.full_sizes.get(name, len(ds))) for name, ds in self.splits.items()
+        }
+        return eval_limit_note(self.cfg.eval_limit, sizes)
 
     def _save_embeddings(self) -> None:
         ds = self.splits["test"]

@@ -26,6 +26,7 @@ the run's own numbers are never changed.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +38,10 @@ from torch import nn
 
 from debias.audit.dfr import REFITS as DFR_REFITS
 from debias.audit.dfr import SOURCE, DFRError, fit_dfr, rule, scaler_rows
+from debias.audit.probe import MIN_GROUP
 from debias.data.base import TensorImageDataset
 from debias.train.evaluate import encode
+from debias.train.limits import limits_text, run_limits
 
 __all__ = [
     "AUDIT_ROWS",
@@ -69,6 +72,11 @@ AUDIT_SPLIT = "test"
 # At most this many audited rows (every group cut to the same size): the audit's probes cost
 # about linearly in rows, and 5,000 keep Biased-MNIST's 100 groups at 50 images each.
 AUDIT_ROWS = 5000
+# Permuted refits of each leakage probe (the permutation baseline, debias.audit.probe). Each is
+# one more fit of every leakage probe: on synthetic 5,000 x 128 features (10 classes, 10 bias
+# values) the audit took 4.1 s without a baseline and 13.5 s with 5 draws (the audit's
+# default), so the section, run at the end of every run, takes 3.
+PERMUTATIONS = 3
 FEATURES = (
     "classifier.features(x): the input of the run's final linear layer, from the selected "
     "classifier, on un-augmented images"
@@ -82,7 +90,10 @@ AUDIT_RULE = (
     f"{AUDIT_ROWS} images, so that target and bias are independent in it; leakage = "
     "cross-validated balanced accuracy of a linear probe predicting the bias (chance: 1 / "
     "number of bias values), overall and within each class; target probe = the same probe "
-    "predicting the target, scored per group (debias.audit.audit_embeddings)"
+    "predicting the target, scored per group (debias.audit.audit_embeddings); each leakage "
+    "with a 95% bootstrap interval and a permutation baseline (the probe refitted on bias "
+    "labels shuffled within class), leaking when the interval is above every permuted draw; "
+    f"not run below {MIN_GROUP} images per group"
 )
 
 
@@ -121,9 +132,14 @@ def _report_record(targets, pred, bias, aligned) -> dict[str, Any]:
     return {**rep.to_dict(), "groups": rep.groups.to_dict(orient="records")}
 
 
+def _because(limited: str) -> str:
+    return f" ({limited}; run without --eval-limit, or with a larger one)" if limited else ""
+
+
 def _dfr_section(
-    features: dict[str, SplitFeatures], scale: np.ndarray, seed: int, refits: int
-) -> dict[str, Any]:
+    features: dict[str, SplitFeatures], scale: np.ndarray, seed: int, refits: int,
+    limited: str = "",
+) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {"rule": rule(refits), "source": SOURCE, "reads": DFR_READS}
     if "val" not in features:
         return out | {"skipped": "the dataset has no validation split to fit DFR on"}
@@ -131,7 +147,7 @@ def _dfr_section(
     try:
         head = fit_dfr(val.Z, val.targets, val.bias, scale, seed=seed, refits=refits)
     except DFRError as exc:
-        return out | {"skipped": str(exc)}
+        return out | {"skipped": f"{exc}{_because(limited)}"}
     tests = {name: f for name, f in features.items() if name not in ("train", "val")}
     splits = {
         name: _report_record(f.targets, head.predict(f.Z), f.bias, f.aligned_groups)
@@ -140,23 +156,42 @@ def _dfr_section(
     return out | head.record() | {"splits": splits}
 
 
-def _audit_section(f: SplitFeatures, seed: int) -> dict[str, Any]:
+def _too_small(f: SplitFeatures, rows: np.ndarray, limited: str) -> str:
+    """Why the audit is not run on ``rows`` (cut to equal groups), "" when it can be."""
+    _, counts = np.unique(np.stack([f.targets, f.bias], 1), axis=0, return_counts=True)
+    per_group = len(rows) // len(counts)
+    if per_group >= MIN_GROUP:
+        return ""
+    return (
+        f"the {AUDIT_SPLIT} split ({len(f.targets)} images) has {len(counts)} (target, bias) "
+        f"groups, the smallest with {int(counts.min())} image(s), so cut to equal group sizes "
+        f"it keeps {per_group} per group; a leakage probe on fewer than {MIN_GROUP} images per "
+        f"group measures a handful of images, not the encoder{_because(limited)}"
+    )
+
+
+def _audit_section(f: SplitFeatures, seed: int, limited: str = "") -> dict[str, Any]:
     from debias.audit import audit_embeddings
 
     rows = balanced_rows(f.targets, f.bias, max_rows=AUDIT_ROWS, seed=seed)
     out: dict[str, Any] = {"split": AUDIT_SPLIT, "rule": AUDIT_RULE, "n": len(rows)}
+    if reason := _too_small(f, rows, limited):
+        return out | {"skipped": reason}
     try:
         rep = audit_embeddings(
             f.Z[rows], f.targets[rows], f.bias[rows], aligned_groups=f.aligned_groups,
-            seed=seed, projection=None,
+            seed=seed, projection=None, permutations=PERMUTATIONS,
         )  # fmt: skip
-    except ValueError as exc:  # too few rows or a single bias value: say so, keep the run
-        return out | {"skipped": str(exc)}
+    except ValueError as exc:  # a single bias value: say so, keep the run
+        return out | {"skipped": f"{exc}{_because(limited)}"}
     by_class = rep.bias_leakage_by_class.reset_index()
     return out | {
         "images_per_group": len(rows) // max(len(rep.groups), 1),
         "bias_leakage": rep.bias_leakage,
         "bias_leakage_chance": rep.bias_leakage_chance,
+        # 95% interval, permutation baseline (bias shuffled within class) and the verdict
+        **{f"bias_leakage_{k}": v for k, v in rep.bias_leakage_test.items()},
+        "permutations": rep.settings["permutations"],
         "bias_leakage_by_class": by_class.to_dict(orient="records"),
         "target_probe": {
             **rep.target_report.to_dict(),
@@ -167,18 +202,22 @@ def _audit_section(f: SplitFeatures, seed: int) -> dict[str, Any]:
 
 
 def represent_features(
-    features: dict[str, SplitFeatures], scale: np.ndarray, *, seed: int, refits: int = REFITS
-) -> dict[str, Any]:
+    features: dict[str, SplitFeatures], scale: np.ndarray, *, seed: int, refits: int = REFITS,
+    limited: str = "",
+) -> dict[str, Any]:  # fmt: skip
     """The ``representation`` section from frozen features: ``features`` holds ``val``, the
     test splits and :data:`AUDIT_SPLIT`; ``scale`` are training-split features (the DFR
     refit's standardisation, :func:`debias.audit.dfr.scaler_rows`); ``refits`` DFR refits
-    (:data:`REFITS`; the official code's are ``debias.audit.dfr.REFITS``)."""
+    (:data:`REFITS`; the official code's are ``debias.audit.dfr.REFITS``); ``limited`` says
+    what ``eval_limit`` did to the splits (added to the reason of a part that cannot run)."""
     section: dict[str, Any] = {"features": FEATURES, "seed": int(seed)}
     t0 = time.perf_counter()
-    section["dfr"] = _dfr_section(features, scale, seed, refits)
+    if limited:
+        section["limited"] = limited
+    section["dfr"] = _dfr_section(features, scale, seed, refits, limited)
     t1 = time.perf_counter()
     if AUDIT_SPLIT in features:
-        section["audit"] = _audit_section(features[AUDIT_SPLIT], seed)
+        section["audit"] = _audit_section(features[AUDIT_SPLIT], seed, limited)
     else:
         section["audit"] = {"skipped": f"the dataset has no {AUDIT_SPLIT!r} split"}
     section["timings"] = {"dfr": round(t1 - t0, 3), "audit": round(time.perf_counter() - t1, 3)}
@@ -194,6 +233,7 @@ def represent(
     features: dict[str, torch.Tensor] | None = None,
     refits: int = REFITS,
     log: Callable[..., None] | None = None,
+    limited: str = "",
 ) -> dict[str, Any]:
     """Encode every split with ``classifier.features`` (eval mode) and measure them (see the
     module docstring); ``features`` are splits' features already at hand (the trainer's last
@@ -218,7 +258,7 @@ def represent(
     }
     scale = feats("train", torch.from_numpy(scaler_rows(len(splits["train"]), seed)))
     encoded = time.perf_counter() - t0
-    section = represent_features(labelled, scale, seed=seed, refits=refits)
+    section = represent_features(labelled, scale, seed=seed, refits=refits, limited=limited)
     section["timings"] = {"encode": round(encoded, 3), **section["timings"]}
     section["seconds"] = round(time.perf_counter() - t0, 3)
     if log is not None:
@@ -241,9 +281,12 @@ def _summary(section: dict[str, Any]) -> str:
     if "skipped" in audit:
         parts.append(f"audit skipped ({audit['skipped']})")
     else:
+        verdict = {True: "leaking", False: "not above"}.get(audit.get("bias_leakage_leaking"))
         parts.append(
             f"bias leakage {100 * audit['bias_leakage']:.1f}% "
-            f"(chance {100 * audit['bias_leakage_chance']:.1f}%)"
+            f"[{100 * audit['bias_leakage_ci_low']:.1f}, {100 * audit['bias_leakage_ci_high']:.1f}]"
+            f" (permutation baseline {100 * audit['bias_leakage_null_mean']:.1f}%, "
+            f"nominal chance {100 * audit['bias_leakage_chance']:.1f}%: {verdict})"
         )
     return f"representation: {' | '.join(parts)} | {section['seconds']:.1f}s"
 
@@ -281,11 +324,17 @@ def evaluate_run(
     if KEY in (runfolder.read_metrics(path) if path.is_file() else {}) and not force:
         log(f"{run_dir}: {runfolder.METRICS} has a {KEY} section already (--force recomputes it)")
         return runfolder.read_metrics(path)[KEY]
-    model, splits, cfg = load_trained(run_dir, root=root, device=device)
+    with warnings.catch_warnings(record=True) as caught:  # the limits go into the section
+        warnings.simplefilter("always")
+        model, splits, cfg = load_trained(run_dir, root=root, device=device)
+    for w in caught:
+        log(f"{run_dir}: note: {w.message}")
+    limited = limits_text(run_limits(cfg)) if cfg.eval_limit is not None else ""
     with runfolder.lock(run_dir):
         section = represent(
-            model, splits, seed=cfg.seed, batch_size=cfg.eval_batch_size, refits=refits
-        )
+            model, splits, seed=cfg.seed, batch_size=cfg.eval_batch_size, refits=refits,
+            limited=limited,
+        )  # fmt: skip
         # Re-read under the lock: the file written is the one on disk plus this section.
         save_json(runfolder.read_metrics(path) | {KEY: section}, path)
     log(f"{run_dir}: {_summary(section)}")

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from debias._atomic import atomic_write, create_new, remove_orphans
+from debias.train.checkpoint import METRIC_SECTIONS, nan_for_null
 from debias.train.config import (
     DATA_FIELDS,
     RUNTIME_FIELDS,
@@ -490,7 +491,9 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} is not valid JSON ({exc}): truncated or edited? Delete it to re-evaluate "
             "the run from its checkpoint, or use --force to start over"
         ) from None
-    return _require_config(data, path, "metrics.json")
+    data = _require_config(data, path, "metrics.json")
+    # NaN metrics are written as null (strict JSON); read them back as the NaN they were.
+    return data | {k: nan_for_null(data[k]) for k in METRIC_SECTIONS if k in data}
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
