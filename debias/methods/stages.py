@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from debias.optim import LRScheduler, make_optimizer, stage_schedule
+
 # Stage kinds the built-in runners run (see STAGE_KINDS).
 TRAIN = "train"  # gradient steps on method.loss; the classifier is evaluated every epoch
 PRETRAIN = "pretrain"  # gradient steps on method.loss; only the online probe is evaluated
@@ -101,23 +103,28 @@ class StageRunner:
 
 
 class GradientStage(StageRunner):
-    """:data:`TRAIN`: Adam on ``method.trainable(stage)`` (``lr``, ``weight_decay``), the lr
-    multiplied by ``lr_gamma`` at the stage's milestones; the classifier evaluated every epoch."""
+    """:data:`TRAIN`: the run's optimiser (``optimizer``: Adam, AdamW or SGD with ``momentum``;
+    :func:`debias.optim.make_optimizer`) on ``method.trainable(stage)`` (``lr``,
+    ``weight_decay``), its lr set by the run's schedule (``lr_schedule``: constant, multistep
+    at the stage's milestones, cosine; optional warm-up; :class:`debias.optim.Schedule`);
+    the classifier evaluated every epoch."""
 
     optimizer: torch.optim.Optimizer | None = None
     scheduler: Any = None
 
     def enter(self, loop: Any, stage: Any, saved: Mapping[str, Any] | None) -> None:
         cfg = loop.cfg
-        self.optimizer = torch.optim.Adam(
-            loop.method.trainable(stage), lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(stage.milestones), gamma=cfg.lr_gamma
-        )
+        self.optimizer = make_optimizer(
+            loop.method.trainable(stage), cfg.optimizer, lr=cfg.lr,
+            weight_decay=cfg.weight_decay, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        )  # fmt: skip
+        schedule = stage_schedule(cfg, stage.epochs, stage.milestones, cfg.lr)
+        self.scheduler = LRScheduler(self.optimizer, schedule)
         if saved is not None and saved.get("optimizer") is not None:
             self.optimizer.load_state_dict(saved["optimizer"])
             self.scheduler.load_state_dict(saved["scheduler"])
+        else:
+            loop.log(f"{stage.name}: {cfg.optimizer}, {schedule.describe()}")
 
     def epoch(self, loop: Any, stage: Any, epoch: int, final: bool) -> dict[str, Any]:
         row: dict[str, Any] = {"lr": self.optimizer.param_groups[0]["lr"]}

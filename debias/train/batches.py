@@ -98,9 +98,12 @@ class TrainerBatches:
         rows = self.method.epoch_rows(stage, len(self.train_set), gen)
         batches = list(self.batches(len(self.train_set), gen, rows))
         desc = f"{stage.name} epoch {k + 1}/{stage.epochs}"
+        step_batch = getattr(scheduler, "step_batch", None)  # warm-up moves the lr per batch
         for idx in _progress(batches, self.cfg.progress and self.dist.is_main, desc):
             terms = self.step_loss(self.batch(idx, gen, stage), stage)
             _check_finite(terms, epoch, steps)
+            if step_batch is not None:
+                step_batch(steps, len(batches))
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
