@@ -13,6 +13,7 @@ from typing import Any
 
 from debias._checks import check_number as _check_number
 from debias._hints import did_you_mean, unknown_names
+from debias.data.augment import VIEW_SETS, view_config
 from debias.data.registry import DATASETS
 from debias.data.spec import COMMON_OPTIONS, DatasetSpec
 from debias.methods import METHODS, get_method, methods_taking, resolve_hparams
@@ -261,7 +262,19 @@ class TrainConfig:
         None, "optim", "augment the training images (default: on for contrastive methods)"
     )
     colour_jitter: float = _opt(
-        0.0, "optim", "colour jitter strength; perturbs the colour bias of Biased-MNIST (warns)"
+        0.0,
+        "optim",
+        "colour jitter strength on the geometry views; perturbs the colour bias of "
+        "Biased-MNIST (warns)",
+    )
+    views: str = _opt(
+        "geometry",
+        "optim",
+        "the augmented views (debias.data.augment.VIEW_SETS): geometry (the dataset's crop + "
+        "rotation, today's CPU protocol) | none | supcontrast (RandomResizedCrop 0.2-1, flip, "
+        "ColorJitter(.4,.4,.4,.1) p .8, grayscale p .2) | biascon-mnist (rotation 20, the same "
+        "jitter p .8)",
+        choices=tuple(VIEW_SETS),
     )
     max_steps: int | None = _opt(None, "optim", "cap on steps per epoch (smoke tests)")
     train_limit: int | None = _opt(
@@ -687,6 +700,7 @@ def _check_optimisation_values(cfg: TrainConfig) -> None:
         cfg.warmup_epochs, cfg.warmup_from,
     )  # fmt: skip
     _check_number("colour_jitter", cfg.colour_jitter, low=0)
+    view_config(cfg.views, {}, cfg.colour_jitter)  # an unknown set, or jitter on a published one
     _check_number("eval_batch_size", cfg.eval_batch_size, low=1, integer=True)
     _check_number(
         "eval_every (epochs between test evaluations; 0: the reported epoch only)",

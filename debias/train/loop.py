@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from debias.data.augment import AugmentConfig, BatchAugment
+from debias.data.augment import BatchAugment, view_config
 from debias.data.base import TensorImageDataset
 from debias.data.registry import dataset_spec, load_splits
 from debias.methods import (
@@ -115,7 +115,7 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
                 self.splits[name] = _limited(self.splits[name], cfg.eval_limit, cfg.data_seed)
         spec = dataset_spec(cfg.dataset)
         self.augment = BatchAugment(
-            AugmentConfig(**{**spec.augment, "colour_jitter": cfg.colour_jitter}),
+            view_config(cfg.views, dict(spec.augment), cfg.colour_jitter),
             bias_is_colour=spec.colour_bias,
         )
 
