@@ -168,7 +168,11 @@ def test_view_sets_are_the_published_transforms_and_warn_on_colour_bias():
 
     sup = view_config("supcontrast", {})
     assert (sup.resized_crop_scale, sup.hflip, sup.jitter, sup.jitter_p, sup.grayscale_p) == (
-        (0.2, 1.0), True, (0.4, 0.4, 0.4, 0.1), 0.8, 0.2
+        (0.2, 1.0),
+        True,
+        (0.4, 0.4, 0.4, 0.1),
+        0.8,
+        0.2,
     )
     bc = view_config("biascon-mnist", {})
     assert (bc.rotation, bc.rotation_fill, bc.interpolation, bc.jitter_p) == (

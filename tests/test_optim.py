@@ -47,9 +47,12 @@ def _supcon_args(**kw):
     # main_supcon.py parse_option(): warmup_to from the schedule at warm_epochs
     if args.cosine:
         eta_min = args.learning_rate * (args.lr_decay_rate**3)
-        args.warmup_to = eta_min + (args.learning_rate - eta_min) * (
-            1 + math.cos(math.pi * args.warm_epochs / args.epochs)
-        ) / 2
+        args.warmup_to = (
+            eta_min
+            + (args.learning_rate - eta_min)
+            * (1 + math.cos(math.pi * args.warm_epochs / args.epochs))
+            / 2
+        )
     else:
         args.warmup_to = args.learning_rate
     return args
@@ -92,9 +95,7 @@ def test_schedules_match_supcontrast_at_every_epoch_and_warmup_batch(cosine, war
         assert seen[0][0] < 0.5  # epoch 1 already decayed (e = 1 in the cosine)
     if warm:
         assert seen[0][0] == pytest.approx(0.01)
-        assert seen[2][-1] < args.warmup_to and seen[3][0] == pytest.approx(
-            _supcon_adjust(args, 4)
-        )
+        assert seen[2][-1] < args.warmup_to and seen[3][0] == pytest.approx(_supcon_adjust(args, 4))
 
 
 def test_multistep_matches_torch_multisteplr_as_biascon_and_fairkl_step_it():

@@ -71,7 +71,9 @@ class AugmentConfig:
 # Named view sets (TrainConfig.views). "geometry": the dataset's own crop + rotation (+ flip for
 # faces) views, today's CPU protocol (with the colour_jitter option on top); "none": the image
 # itself. The others are the published recipes' views, from the official code:
-SUPCONTRAST_VIEWS = "HobbitLong/SupContrast main_supcon.py set_loader; hdeng26/Contex main_contex.py"
+SUPCONTRAST_VIEWS = (
+    "HobbitLong/SupContrast main_supcon.py set_loader; hdeng26/Contex main_contex.py"
+)
 BIASCON_VIEWS = "grayhong/bias-contrastive-learning debias/datasets/biased_mnist.py get_color_mnist"
 VIEW_SETS: dict[str, tuple[AugmentConfig | None, str]] = {
     "geometry": (None, "the dataset's crop +-2 px + rotation +-10 deg (+ flip for faces)"),
@@ -80,16 +82,25 @@ VIEW_SETS: dict[str, tuple[AugmentConfig | None, str]] = {
     # RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), RandomGrayscale(p=0.2)
     "supcontrast": (
         AugmentConfig(
-            crop_padding=0, rotation=0.0, hflip=True, resized_crop_scale=(0.2, 1.0),
-            jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8, grayscale_p=0.2,
+            crop_padding=0,
+            rotation=0.0,
+            hflip=True,
+            resized_crop_scale=(0.2, 1.0),
+            jitter=(0.4, 0.4, 0.4, 0.1),
+            jitter_p=0.8,
+            grayscale_p=0.2,
         ),
         SUPCONTRAST_VIEWS,
     ),  # fmt: skip
     # RandomRotation(20), RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8)
     "biascon-mnist": (
         AugmentConfig(
-            crop_padding=0, rotation=20.0, rotation_fill="zeros", interpolation="nearest",
-            jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8,
+            crop_padding=0,
+            rotation=20.0,
+            rotation_fill="zeros",
+            interpolation="nearest",
+            jitter=(0.4, 0.4, 0.4, 0.1),
+            jitter_p=0.8,
         ),
         BIASCON_VIEWS,
     ),  # fmt: skip

@@ -18,6 +18,7 @@ from debias.data.registry import DATASETS
 from debias.data.spec import COMMON_OPTIONS, DatasetSpec
 from debias.methods import METHODS, get_method, methods_taking, resolve_hparams
 from debias.optim import OPTIMIZERS, SCHEDULES, Schedule
+from debias.recipes import recipe_options
 from debias.space import SUBPOPBENCH, Distribution, LogUniform
 from debias.train.logging_backends import check_log_to
 
@@ -39,7 +40,9 @@ __all__ = [
 
 # "ce": one classifier trained end to end on a (possibly re-weighted) cross-entropy objective;
 # "two-stage" and "joint": the contrastive protocols (see debias.methods.contrastive).
-MODES = ("ce", "two-stage", "joint")
+# "online": the contrastive loss trains the encoder while the classifier's head learns from its
+# detached features with an optimiser of its own (FairKL's protocol).
+MODES = ("ce", "two-stage", "joint", "online")
 
 # Each TrainConfig field declares its help and its group here once; ``debias train``'s options
 # are generated from them (debias.cli), one ``--flag`` per field.
@@ -180,6 +183,13 @@ class TrainConfig:
     download: bool = _data_opt("download", False, identity=False)
     # method
     method: str = _opt("ce", "method", "training method (`debias methods` lists them)")
+    recipe: str | None = _opt(
+        None,
+        "method",
+        "a published recipe whose options become the defaults (`debias recipes`: supcontrast, "
+        "biascon, bc+bb, fairkl, cpu-geometry); every option given overrides it, the recipe's "
+        "loss is the method unless --method swaps it",
+    )
     mode: str = _opt(
         "auto",
         "method",
@@ -233,9 +243,7 @@ class TrainConfig:
         "weight decay",
         search=LogUniform(1e-6, 1e-3, source=f"{SUBPOPBENCH} L110: weight_decay 10**U(-6, -3)"),
     )
-    optimizer: str = _opt(
-        "adam", "optim", "adam | adamw | sgd (debias.optim)", choices=OPTIMIZERS
-    )
+    optimizer: str = _opt("adam", "optim", "adam | adamw | sgd (debias.optim)", choices=OPTIMIZERS)
     momentum: float = _opt(0.9, "optim", "SGD momentum (optimizer sgd only)")
     nesterov: bool = _opt(False, "optim", "SGD with Nesterov momentum (optimizer sgd only)")
     lr_schedule: str | None = _opt(
@@ -451,6 +459,9 @@ _fields_init = TrainConfig.__init__
 
 @functools.wraps(_fields_init)
 def _init(self: TrainConfig, *args: Any, **kwargs: Any) -> None:
+    if kwargs.get("recipe") is not None:
+        # The recipe's values are defaults: what the caller gave wins (debias.recipes).
+        kwargs = recipe_options(kwargs["recipe"], kwargs)
     _fields_init(self, *args, **owned_options(kwargs))
 
 

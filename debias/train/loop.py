@@ -123,7 +123,8 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
         """Build the method (seeded), its stage list, and empty run state."""
         cfg, ds = self.cfg, self.train_set
         method_cls = get_method(cfg.method)
-        reads_bias = method_cls.supervision == TRAIN_BIAS_LABELS
+        hp = resolve_hparams(cfg.method, cfg.method_options)
+        reads_bias = method_cls.supervision_of(hp) == TRAIN_BIAS_LABELS
         ctx = Context(
             cfg=cfg,
             num_classes=ds.num_classes,
@@ -134,7 +135,7 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
             build_model=self._build_model,
         )
         torch.manual_seed(cfg.seed)
-        self.method = method_cls(ctx, resolve_hparams(cfg.method, cfg.method_options))
+        self.method = method_cls(ctx, hp)
         self.method.to(self.device)
         self.reads_bias = reads_bias
         self.net: nn.Module = self.method.net
