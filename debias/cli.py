@@ -211,7 +211,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Add the representation section (DFR head, bias leakage) to finished runs."""
-    from debias.train.represent import evaluate_run
+    from debias.train.finished import evaluate_run
 
     for run in args.runs:
         evaluate_run(run, root=args.root, device=args.device, force=args.force, refits=args.refits)
