@@ -194,9 +194,9 @@ class Contrastive(Method):
             raise ValueError(f"method option n_views={views!r}: expected 1 or 2")
         if cls.loss_name and views < LOSSES[cls.loss_name].min_views:
             raise ValueError(
-                f"method {cls.name!r} contrasts other views of the same image (a self term): it "
-                f"needs n_views=2, got n_views={views} (FairKL's recipe has one view; "
-                "--method-option n_views=2 runs it with two, a labelled change of the recipe)"
+                f"method {cls.name!r}: its loss needs n_views=2 (two views of each image), got "
+                f"n_views={views} (FairKL's recipe has one view; --method-option n_views=2 runs "
+                "it with two, a labelled change of the recipe)"
             )
         ms = cfg.method_options.get("linear_milestones", [])
         if not isinstance(ms, (list, tuple)) or not all(isinstance(m, int) and m > 0 for m in ms):
