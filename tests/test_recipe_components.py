@@ -150,3 +150,23 @@ def test_projection_choices_and_clear_errors():
         TrainConfig(out="x", rho=0.99, method="supcon", method_options={"ce_weight": 0.01})
     with pytest.raises(ValueError, match="n_views=3"):
         TrainConfig(out="x", rho=0.99, method="supcon", method_options={"n_views": 3})
+
+
+@pytest.mark.filterwarnings("ignore:aligned pair")
+def test_an_online_run_trains_the_head_and_rebuilds_with_its_tanh(tmp_path):
+    from debias.train import load_trained, train
+
+    done = train(dict(
+        out=str(tmp_path / "r"), rho=0.99, recipe="fairkl", model="lenet", epochs=2,
+        lr_milestones=[1], batch_size=32, max_steps=2, train_limit=256, eval_limit=64,
+        val_size=200, progress=False, device="cpu", represent=False,
+    ), log=lambda *a: None)  # fmt: skip
+    assert [s["kind"] for s in done["method"]["stages"]] == ["online"]
+    assert done["config"]["optimizer"] == "sgd" and done["supervision"] == "train_bias"
+    model, splits, _ = load_trained(tmp_path / "r", device="cpu")
+    acts = [m for m in model.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.Tanh))]
+    assert isinstance(acts[-1], torch.nn.Tanh)  # lost with the weights before prepare_model
+    with torch.no_grad():
+        x = splits["test"].images[:64].float().div(255).sub(0.5).div(0.5)
+        pred = model(x).argmax(1)
+    assert len(pred) == 64

@@ -291,6 +291,13 @@ class Method:
         method's bias-balanced sampler reads the training bias labels)."""
         return cls.supervision
 
+    @classmethod
+    def prepare_model(cls, model: nn.Module, hp: dict[str, Any]) -> nn.Module:
+        """The classifier as this method trains it, from a freshly built one (default: as
+        built). Called on building and on rebuilding a finished run (``load_trained``), so a
+        change without parameters (an activation) is not lost with the weights."""
+        return model
+
     def __init__(self, ctx: Context, hp: dict[str, Any]) -> None:
         self.ctx = ctx
         self.cfg = ctx.cfg

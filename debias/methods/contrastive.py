@@ -210,9 +210,7 @@ class Contrastive(Method):
 
     def build(self):
         cfg, ctx, hp = self.cfg, self.ctx, self.hp
-        self.model = ctx.build_model()
-        if hp["last_activation"] == "tanh":
-            _last_relu_to_tanh(self.model)
+        self.model = self.prepare_model(ctx.build_model(), hp)
         self.criterion = get_loss(self.loss_name, **contrastive_loss_options(cfg, self.loss_name))
         head = _projection(hp["projection"], self.model.feature_dim).to(ctx.device)
         if hp["bb_logits"]:
@@ -248,6 +246,13 @@ class Contrastive(Method):
             Stage("pretrain", cfg.epochs, PRETRAIN, views=views, milestones=milestones),
             Stage("linear", hp["linear_epochs"], LINEAR, lr=hp["linear_lr"], optim=linear),
         ]
+
+    @classmethod
+    def prepare_model(cls, model: torch.nn.Module, hp: dict[str, Any]) -> torch.nn.Module:
+        """``last_activation: tanh``: the model's last ReLU becomes Tanh (FairKL)."""
+        if hp.get("last_activation") == "tanh":
+            _last_relu_to_tanh(model)
+        return model
 
     def trainable(self, stage: Stage) -> list[torch.nn.Parameter]:
         """Online: everything but the classifier head (it has an optimiser of its own)."""

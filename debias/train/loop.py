@@ -295,6 +295,8 @@ def load_trained(
     cfg = TrainConfig.from_dict(config)
     trainer = Trainer(cfg, log=lambda *a, **k: None)
     trainer.load_data()
-    model = build_model(cfg.model, trainer.train_set.num_classes).to(trainer.device)
+    model = build_model(cfg.model, trainer.train_set.num_classes)
+    hp = resolve_hparams(cfg.method, cfg.method_options)
+    model = get_method(cfg.method).prepare_model(model, hp).to(trainer.device)
     model.load_state_dict(runfolder.load_checkpoint(weights)["model"])
     return model.eval(), trainer.splits, cfg
