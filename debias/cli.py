@@ -1,4 +1,4 @@
-"""The ``debias`` command line: ``debias {train,methods,evaluate,demo,sweep,report,audit} ...``."""
+"""The ``debias`` command line: ``debias {train,methods,recipes,evaluate,demo,sweep,report,audit} ...``."""
 
 from __future__ import annotations
 
@@ -187,9 +187,26 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipes(args: argparse.Namespace) -> int:
+    """List the recipes (debias/recipes/*.yaml): title, own loss, sources, options, notes.
+
+    Example: ``debias recipes``, then ``debias train --recipe biascon --method contex ...``."""
+    from debias.recipes import RECIPES
+
+    for name, r in RECIPES.items():
+        print(f"{name:<13} {r.title} (own loss: {r.loss}; --recipe {name})")
+        for source in r.sources:
+            print(f"{'':<13}   source: {source}")
+        for key, value in r.options.items():
+            print(f"{'':<13}   {key}: {value}")
+        for note in r.notes:
+            print(f"{'':<13}   note: {note}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Add the representation section (DFR head, bias leakage) to finished runs."""
-    from debias.train.represent import evaluate_run
+    from debias.train.finished import evaluate_run
 
     for run in args.runs:
         evaluate_run(run, root=args.root, device=args.device, force=args.force, refits=args.refits)
@@ -215,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
         "names", nargs="*", metavar="NAME", help="show these methods in full (e.g. contex)"
     )
     p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("recipes", help="list the published training recipes and their sources")
+    p.set_defaults(func=cmd_recipes)
 
     p = sub.add_parser(
         "evaluate",

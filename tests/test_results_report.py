@@ -729,6 +729,42 @@ def test_paired_differences_compares_each_loss_option_variant_on_its_own():
     ].tolist() == [""]
 
 
+def test_paired_differences_refuses_pairs_across_recipes_modes_and_views():
+    """Issue 33: a joint ConTeX run was paired with a two-stage SupCon run. Two losses are
+    compared under one protocol only; a method's runs under two protocols are kept apart."""
+    from debias.report.compare import paired_differences
+
+    rows = []
+    for seed in (0, 1, 2):
+        for method, mode, recipe, v in (
+            ("supcon", "two-stage", "supcontrast", 50.0 + seed),
+            ("contex", "two-stage", "supcontrast", 53.0 + seed),
+            ("contex", "joint", "biascon", 70.0 + seed),
+            ("supcon", "joint", "biascon", 60.0 + seed),
+            ("ce", "ce", math.nan, 40.0),
+        ):
+            rows.append({"method": method, "seed": seed, "rho": 0.99, "mode": mode,
+                         "recipe": recipe, "views": "geometry", "v": v})  # fmt: skip
+    per_run = pd.DataFrame(rows)
+    keys = ["method", "mode", "recipe", "rho"]
+    out = paired_differences(per_run, metric="v", keys=keys, baseline="supcon",
+                             methods=["contex"], same_protocol=True)  # fmt: skip
+    by = out.set_index("recipe")
+    assert by.loc["supcontrast", "mean_diff_pp"] == pytest.approx(3.0)
+    assert by.loc["biascon", "mean_diff_pp"] == pytest.approx(10.0)  # never 53 - 60 or 70 - 50
+    assert (out["n"] == 3).all() and len(out) == 2
+    # ConTeX only under one recipe, SupCon only under another: refused with a warning.
+    lone = per_run[~((per_run["method"] == "contex") & (per_run["recipe"] == "supcontrast"))]
+    lone = lone[~((lone["method"] == "supcon") & (lone["recipe"] == "biascon"))]
+    with pytest.warns(UserWarning, match="contex - supcon refused"):
+        none = paired_differences(lone, metric="v", keys=["method", "rho"], baseline="supcon",
+                                  methods=["contex"], same_protocol=True)  # fmt: skip
+    assert none.empty
+    # Against the CE baseline each protocol of a method is a variant of its own.
+    base = paired_differences(per_run, metric="v", keys=keys, baseline="ce", methods=["contex"])
+    assert sorted(base["mean_diff_pp"]) == pytest.approx([14.0, 31.0])
+
+
 # -- the committed reference reports ------------------------------------------------------------
 # A report of the fixture sweeps above, byte for byte: a refactor of the report that changes
 # its text fails here. When the text changes on purpose, regenerate the references with

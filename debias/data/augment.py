@@ -8,6 +8,9 @@ colour jitter, all on the device the batch already lives on.
 
 Colour jitter is off by default: on Biased-MNIST the background colour *is* the bias, so
 jittering hue perturbs the very attribute under study (PROTOCOLS §1, "augmentation trap").
+The published contrastive recipes jitter it all the same; their views are named sets here
+(:data:`VIEW_SETS`), built from the published transforms' parameters with torchvision's draws
+(:mod:`debias.data.transforms`), and a warning says so when the bias is colour.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+
+from debias.data import transforms as T
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,83 @@ class AugmentConfig:
     rotation: float = 10.0
     hflip: bool = False
     colour_jitter: float = 0.0
+    # The published transforms (debias.data.transforms), off by default:
+    resized_crop_scale: tuple[float, float] | None = None  # RandomResizedCrop(scale=...)
+    rotation_fill: str = "border"  # "zeros": torchvision RandomRotation's black corners
+    interpolation: str = "bilinear"  # "nearest": torchvision RandomRotation's default
+    jitter: tuple[float, float, float, float] | None = None  # ColorJitter(b, c, s, hue)
+    jitter_p: float = 1.0  # RandomApply([ColorJitter], p)
+    grayscale_p: float = 0.0  # RandomGrayscale(p)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def published(self) -> bool:
+        """Uses a transform of :mod:`debias.data.transforms` (the torchvision-faithful path)."""
+        return (
+            self.resized_crop_scale is not None or self.jitter is not None
+            or self.grayscale_p > 0 or self.rotation_fill != "border"
+            or self.interpolation != "bilinear"
+        )  # fmt: skip
+
+    @property
+    def perturbs_colour(self) -> bool:
+        return self.colour_jitter > 0 or self.jitter is not None or self.grayscale_p > 0
+
+
+# Named view sets (TrainConfig.views). "geometry": the dataset's own crop + rotation (+ flip for
+# faces) views, today's CPU protocol (with the colour_jitter option on top); "none": the image
+# itself. The others are the published recipes' views, from the official code:
+SUPCONTRAST_VIEWS = (
+    "HobbitLong/SupContrast main_supcon.py set_loader; hdeng26/Contex main_contex.py"
+)
+BIASCON_VIEWS = "grayhong/bias-contrastive-learning debias/datasets/biased_mnist.py get_color_mnist"
+VIEW_SETS: dict[str, tuple[AugmentConfig | None, str]] = {
+    "geometry": (None, "the dataset's crop +-2 px + rotation +-10 deg (+ flip for faces)"),
+    "none": (AugmentConfig(crop_padding=0, rotation=0.0), "no augmentation: the image itself"),
+    # RandomResizedCrop(size, scale=(0.2, 1.)), RandomHorizontalFlip(),
+    # RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), RandomGrayscale(p=0.2)
+    "supcontrast": (
+        AugmentConfig(
+            crop_padding=0,
+            rotation=0.0,
+            hflip=True,
+            resized_crop_scale=(0.2, 1.0),
+            jitter=(0.4, 0.4, 0.4, 0.1),
+            jitter_p=0.8,
+            grayscale_p=0.2,
+        ),
+        SUPCONTRAST_VIEWS,
+    ),  # fmt: skip
+    # RandomRotation(20), RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8)
+    "biascon-mnist": (
+        AugmentConfig(
+            crop_padding=0,
+            rotation=20.0,
+            rotation_fill="zeros",
+            interpolation="nearest",
+            jitter=(0.4, 0.4, 0.4, 0.1),
+            jitter_p=0.8,
+        ),
+        BIASCON_VIEWS,
+    ),  # fmt: skip
+}
+
+
+def view_config(name: str, dataset_augment: dict, colour_jitter: float = 0.0) -> AugmentConfig:
+    """The :class:`AugmentConfig` of the view set ``name`` (:data:`VIEW_SETS`); ``geometry``
+    takes the dataset's augment fields and ``colour_jitter``."""
+    if name not in VIEW_SETS:
+        raise ValueError(f"views {name!r}: expected one of {', '.join(VIEW_SETS)}")
+    if name == "geometry":
+        return AugmentConfig(**{**dataset_augment, "colour_jitter": colour_jitter})
+    if colour_jitter:
+        raise ValueError(
+            f"colour_jitter={colour_jitter} applies to views 'geometry' only; views {name!r} "
+            "has its own published colour transforms"
+        )
+    return VIEW_SETS[name][0]
 
 
 class BatchAugment:
@@ -52,11 +131,12 @@ class BatchAugment:
 
     def __init__(self, config: AugmentConfig | None = None, *, bias_is_colour: bool = False):
         self.config = config or AugmentConfig()
-        if self.config.colour_jitter > 0 and bias_is_colour:
+        if self.config.perturbs_colour and bias_is_colour:
             warnings.warn(
                 "colour jitter is on while the bias attribute is colour (Biased-MNIST): it "
-                "perturbs the very shortcut being studied, as BiasCon's ColorJitter(hue=0.1) did. "
-                "Results are not comparable to runs without it.",
+                "perturbs the very shortcut being studied, as the published BiasCon and "
+                "SupContrast/ConTeX views (ColorJitter(0.4, 0.4, 0.4, 0.1)) do. Results are not "
+                "comparable to runs with other views.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -69,6 +149,9 @@ class BatchAugment:
         def rand(*shape: int) -> torch.Tensor:
             # Draw on the CPU generator then move: the same seed gives the same views on any device.
             return torch.rand(*shape, generator=generator).to(dev)
+
+        if cfg.published:
+            return self._published(x, rand)
 
         if cfg.rotation > 0 or cfg.crop_padding > 0 or cfg.hflip:
             angle = (rand(b) * 2 - 1) * math.radians(cfg.rotation)
@@ -90,6 +173,31 @@ class BatchAugment:
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if cfg.colour_jitter > 0:
             x = _colour_jitter(x, cfg.colour_jitter, rand)
+        return x
+
+    def _published(self, x: torch.Tensor, rand) -> torch.Tensor:
+        """Geometry (resized crop + flip, or rotation), then ColorJitter under RandomApply, then
+        RandomGrayscale: the published order (:mod:`debias.data.transforms`)."""
+        cfg = self.config
+        b, c, h, w = x.shape
+        flip = torch.ones(b, device=x.device)
+        if cfg.hflip:
+            flip = torch.where(rand(b) < 0.5, -1.0, 1.0)
+        if cfg.resized_crop_scale is not None:
+            boxes = T.draw_resized_crop(rand, b, h, w, cfg.resized_crop_scale)
+            x = T.warp(x, T.crop_theta(boxes, h, w, flip), fill="border", mode=cfg.interpolation)
+        elif cfg.rotation > 0 or cfg.hflip:
+            angle = (rand(b) * 2 - 1) * math.radians(cfg.rotation)
+            cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros(b, device=x.device)
+            theta = torch.stack(
+                [torch.stack([cos * flip, -sin, zero], 1), torch.stack([sin * flip, cos, zero], 1)],
+                1,
+            )
+            x = T.warp(x, theta, fill=cfg.rotation_fill, mode=cfg.interpolation)
+        if cfg.jitter is not None and c == 3:
+            x = T.apply_jitter(x, T.draw_jitter(rand, b, cfg.jitter, cfg.jitter_p))
+        if cfg.grayscale_p > 0 and c == 3:
+            x = T.apply_grayscale(x, rand(b) < cfg.grayscale_p)
         return x
 
     def views(

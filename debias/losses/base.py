@@ -49,8 +49,9 @@ __all__ = [
 
 
 # -- validation ---------------------------------------------------------------------------------
-def check_features(features: torch.Tensor) -> tuple[int, int, int]:
-    """Validate ``features`` and return ``(B, V, D)``."""
+def check_features(features: torch.Tensor, min_views: int = 2) -> tuple[int, int, int]:
+    """Validate ``features`` and return ``(B, V, D)``; ``V >= min_views`` (2 for the losses
+    with a self term; 1 where positives are other images of the label: SupCon, FairKL)."""
     if not isinstance(features, torch.Tensor):
         raise ValueError(
             f"features must be a torch.Tensor [B, V, D]; got {type(features).__name__}"
@@ -61,9 +62,9 @@ def check_features(features: torch.Tensor) -> tuple[int, int, int]:
             f"shape {tuple(features.shape)}"
         )
     b, v, d = features.shape
-    if v < 2:
+    if v < min_views:
         raise ValueError(
-            f"features must hold V >= 2 views per image ([B, V, D]); got V={v} "
+            f"features must hold V >= {min_views} views per image ([B, V, D]); got V={v} "
             f"(shape {tuple(features.shape)})"
         )
     if b < 1 or d < 1:
@@ -324,6 +325,8 @@ class ContrastiveLoss(nn.Module):
     requires_bias: ClassVar[bool] = False
     #: Fewest images (after the distributed gather) the loss is defined on.
     min_batch: ClassVar[int] = 1
+    #: Fewest views per image: 2 where a self term needs another view of the image.
+    min_views: ClassVar[int] = 2
 
     def __init__(self, *, gather: bool = True) -> None:
         super().__init__()
@@ -340,7 +343,7 @@ class ContrastiveLoss(nn.Module):
         labels: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        b, _, _ = check_features(features)
+        b, _, _ = check_features(features, self.min_views)
         name = type(self).__name__
         # Instance attributes may override the class flags (CACR(supervised=True) needs labels).
         _check_side("labels", labels, b, self.requires_labels, name)

@@ -119,6 +119,8 @@ class FairKLLoss(TemperatureScaledLoss):
     requires_bias = True
     # With one image the regulariser's unbiased std over its single similarity is undefined.
     min_batch = 2
+    # Positives are the other images of the label: one view is FairKL's own recipe.
+    min_views = 1
 
     def __init__(
         self,

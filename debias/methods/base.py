@@ -95,6 +95,8 @@ class Stage:
             ``lr_gamma``.
         lr: the stage's own learning rate (the two-stage methods' ``linear_lr``), or None for
             the run's ``lr``.
+        optim: a linear stage's optimiser settings (``optimizer``, ``momentum``,
+            ``weight_decay``, ``milestones``, ``gamma``), or None for Adam at a constant lr.
     """
 
     name: str
@@ -103,6 +105,9 @@ class Stage:
     views: int = 1
     milestones: tuple[int, ...] = ()
     lr: float | None = None  # the stage's own learning rate (a linear stage's); None: --lr
+    # A linear stage's optimiser: optimizer, momentum, weight_decay, milestones, gamma (the
+    # two-stage methods' linear_* options); None: Adam at ``lr``, constant.
+    optim: dict[str, Any] | None = None
 
 
 class Batch(NamedTuple):
@@ -117,6 +122,9 @@ class Batch(NamedTuple):
     y: torch.Tensor  # [B]
     bias: torch.Tensor | None  # [B] or None
     views: int
+    # A second batch of the same step from the method's own stream (Method.stream_rows; e.g.
+    # BiasCon's sampled contrastive loader), with its own views; None without one.
+    extra: Any = None
 
 
 @dataclass
@@ -276,6 +284,20 @@ class Method:
         when the config is made (its ``config_options`` and hyper-parameters are checked
         there already), so that a sweep's dry run catches it before any data loads."""
 
+    @classmethod
+    def supervision_of(cls, hp: dict[str, Any]) -> str:
+        """What a run of this method with hyper-parameters ``hp`` reads (a :data:`SUPERVISION`
+        kind): the class's ``supervision`` unless an option makes it read more (a contrastive
+        method's bias-balanced sampler reads the training bias labels)."""
+        return cls.supervision
+
+    @classmethod
+    def prepare_model(cls, model: nn.Module, hp: dict[str, Any]) -> nn.Module:
+        """The classifier as this method trains it, from a freshly built one (default: as
+        built). Called on building and on rebuilding a finished run (``load_trained``), so a
+        change without parameters (an activation) is not lost with the weights."""
+        return model
+
     def __init__(self, ctx: Context, hp: dict[str, Any]) -> None:
         self.ctx = ctx
         self.cfg = ctx.cfg
@@ -315,6 +337,15 @@ class Method:
 
     def epoch_rows(self, stage: Stage, n: int, generator: torch.Generator) -> torch.Tensor | None:
         """The training rows of one epoch, in order; ``None`` means a plain shuffle of all."""
+        return None
+
+    def stream_rows(
+        self, stage: Stage, steps: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, int] | None:
+        """A second stream of training rows next to the epoch's batches: ``(rows [steps, b],
+        views)``, one row of ``b`` images (``views`` augmented views each) per step, seen by
+        :meth:`loss` as ``batch.extra`` and ``out["extra"]`` (a second forward pass); ``None``
+        (the default): no second stream."""
         return None
 
     def trainable(self, stage: Stage) -> list[nn.Parameter]:

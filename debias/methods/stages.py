@@ -32,10 +32,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from debias.optim import LRScheduler, Schedule, make_optimizer, stage_schedule
+
 # Stage kinds the built-in runners run (see STAGE_KINDS).
 TRAIN = "train"  # gradient steps on method.loss; the classifier is evaluated every epoch
 PRETRAIN = "pretrain"  # gradient steps on method.loss; only the online probe is evaluated
 LINEAR = "linear"  # a linear classifier fitted on frozen features (SupContrast protocol)
+# Gradient steps on method.loss with the classifier's head trained online on detached features
+# by an optimiser of its own (FairKL); the classifier is evaluated every epoch.
+ONLINE = "online"
 # No gradient steps: the method changes the classifier in start_stage (DFR refits its last layer
 # there); the classifier is then evaluated like a train epoch's. Give it one epoch.
 REFIT = "refit"
@@ -100,33 +105,29 @@ class StageRunner:
         return row
 
 
-def make_optimizer(cfg: Any, params: Any) -> torch.optim.Optimizer:
-    """The run's optimiser: Adam (``lr``, ``weight_decay``), or, with ``optimizer="sgd"``,
-    ``torch.optim.SGD(lr, weight_decay, momentum)``, SubpopBench's ``get_sgd_optim``."""
-    if getattr(cfg, "optimizer", "adam") == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum
-        )
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
 class GradientStage(StageRunner):
-    """:data:`TRAIN`: ``config.optimizer`` (Adam, or SGD with ``momentum``) on
-    ``method.trainable(stage)`` (``lr``, ``weight_decay``), the lr multiplied by ``lr_gamma`` at
-    the stage's milestones; the classifier evaluated every epoch."""
+    """:data:`TRAIN`: the run's optimiser (``optimizer``: Adam, AdamW or SGD with ``momentum``;
+    :func:`debias.optim.make_optimizer`) on ``method.trainable(stage)`` (``lr``,
+    ``weight_decay``), its lr set by the run's schedule (``lr_schedule``: constant, multistep
+    at the stage's milestones, cosine; optional warm-up; :class:`debias.optim.Schedule`);
+    the classifier evaluated every epoch."""
 
     optimizer: torch.optim.Optimizer | None = None
     scheduler: Any = None
 
     def enter(self, loop: Any, stage: Any, saved: Mapping[str, Any] | None) -> None:
         cfg = loop.cfg
-        self.optimizer = make_optimizer(cfg, loop.method.trainable(stage))
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(stage.milestones), gamma=cfg.lr_gamma
-        )
+        self.optimizer = make_optimizer(
+            loop.method.trainable(stage), cfg.optimizer, lr=cfg.lr,
+            weight_decay=cfg.weight_decay, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        )  # fmt: skip
+        schedule = stage_schedule(cfg, stage.epochs, stage.milestones, cfg.lr)
+        self.scheduler = LRScheduler(self.optimizer, schedule)
         if saved is not None and saved.get("optimizer") is not None:
             self.optimizer.load_state_dict(saved["optimizer"])
             self.scheduler.load_state_dict(saved["scheduler"])
+        else:
+            loop.log(f"{stage.name}: {cfg.optimizer}, {schedule.describe()}")
 
     def epoch(self, loop: Any, stage: Any, epoch: int, final: bool) -> dict[str, Any]:
         row: dict[str, Any] = {"lr": self.optimizer.param_groups[0]["lr"]}
@@ -135,6 +136,57 @@ class GradientStage(StageRunner):
 
     def state(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+
+class Optimizers:
+    """Several optimisers stepped as one (``zero_grad``, ``step``, ``state_dict``); the lr
+    schedule and the history's ``lr`` read the first one's ``param_groups``."""
+
+    def __init__(self, **optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+        self.param_groups = next(iter(optimizers.values())).param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for opt in self.optimizers.values():
+            opt.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
+
+
+class OnlineStage(GradientStage):
+    """:data:`ONLINE` (FairKL's protocol): gradient steps as :class:`GradientStage` on the
+    encoder, while the classifier's head, fed detached features (the encoder gets no
+    cross-entropy gradient), is trained at the same steps by an optimiser of its own
+    (``method.online_head(stage)``: the head, optimiser name, lr; no weight decay, constant
+    lr: EIDOSLAB/unbiased-contrastive-learning ``main_infonce.py`` ``optimizer_fc``). The
+    classifier (encoder + that head) is evaluated every epoch."""
+
+    def enter(self, loop: Any, stage: Any, saved: Mapping[str, Any] | None) -> None:
+        cfg = loop.cfg
+        head, name, lr = loop.method.online_head(stage)
+        main = make_optimizer(
+            loop.method.trainable(stage), cfg.optimizer, lr=cfg.lr,
+            weight_decay=cfg.weight_decay, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        )  # fmt: skip
+        self.optimizer = Optimizers(main=main, head=make_optimizer(head.parameters(), name, lr=lr))
+        schedule = stage_schedule(cfg, stage.epochs, stage.milestones, cfg.lr)
+        self.scheduler = LRScheduler(main, schedule)
+        if saved is not None and saved.get("optimizer") is not None:
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+        else:
+            loop.log(
+                f"{stage.name}: {cfg.optimizer}, {schedule.describe()}; online head: {name} {lr:g}"
+            )
 
 
 class PretrainStage(GradientStage):
@@ -178,14 +230,29 @@ class LinearStage(StageRunner):
         self.linear = nn.Linear(loop.model.feature_dim, loop.train_set.num_classes)
         self.linear = self.linear.to(loop.device)
         self.lr = loop.cfg.lr if stage.lr is None else stage.lr
-        self.linear_optimizer = torch.optim.Adam(self.linear.parameters(), lr=self.lr)
+        opt = dict(stage.optim or {})
+        self.linear_optimizer = make_optimizer(
+            self.linear.parameters(), opt.get("optimizer", "adam"), lr=self.lr,
+            weight_decay=opt.get("weight_decay", 0.0), momentum=opt.get("momentum", 0.9),
+        )  # fmt: skip
+        milestones = tuple(opt.get("milestones", ()))
+        schedule = Schedule(
+            "multistep" if milestones else "constant", self.lr, stage.epochs, milestones,
+            opt.get("gamma", 0.1),
+        )  # fmt: skip
+        self.linear_scheduler = LRScheduler(self.linear_optimizer, schedule)
         if saved is not None and saved.get("linear") is not None:
             self.linear.load_state_dict(saved["linear"])
             self.linear_optimizer.load_state_dict(saved["linear_optimizer"])
+            if saved.get("linear_scheduler") is not None:
+                self.linear_scheduler.load_state_dict(saved["linear_scheduler"])
+        elif stage.optim:
+            loop.log(f"{stage.name}: {opt.get('optimizer', 'adam')}, {schedule.describe()}")
 
     def epoch(self, loop: Any, stage: Any, epoch: int, final: bool) -> dict[str, Any]:
-        row: dict[str, Any] = {"lr": self.lr}
+        row: dict[str, Any] = {"lr": self.linear_optimizer.param_groups[0]["lr"]}
         row |= loop.linear_epoch(epoch, self.train_features(loop, epoch))
+        self.linear_scheduler.step()
         with loop.evaluating():
             evaluated, reports = loop.evaluate(
                 lambda split: self.predict(loop, split), loop.splits_now(epoch, final)
@@ -233,6 +300,7 @@ class LinearStage(StageRunner):
         return {
             "linear": self.linear.state_dict(),
             "linear_optimizer": self.linear_optimizer.state_dict(),
+            "linear_scheduler": self.linear_scheduler.state_dict(),
         }
 
     def selected_state(self, loop: Any) -> dict[str, Any]:
@@ -259,5 +327,6 @@ STAGE_KINDS: dict[str, type[StageRunner]] = {
     TRAIN: GradientStage,
     PRETRAIN: PretrainStage,
     LINEAR: LinearStage,
+    ONLINE: OnlineStage,
     REFIT: StageRunner,
 }

@@ -20,6 +20,7 @@ more false claims among all of them at 5%.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,9 @@ PAIRED_OUTPUT = (
 
 # Options that differ between two methods by construction, not a different condition.
 _METHOD_BOUND = ("method", "mode", "augment", "method_options", "label", "supervision")
+# The training protocol besides the loss (issue 33): a method's runs under two of them are two
+# variants, never pooled; two losses are compared only under one (``same_protocol``).
+PROTOCOL = ("recipe", "mode", "augment", "views")
 # Flattened option groups (``loss_options.self_weight``) that belong to one method: values of
 # them split a method into variants (ConTeX with self_weight 0.5 and 0.7), each compared with
 # the baseline on its own; they are never a condition to match the baseline on.
@@ -64,7 +68,13 @@ def _missing(v: object) -> bool:
 
 
 def _variant_columns(per_run: pd.DataFrame, keys: Sequence[str]) -> list[str]:
-    return [k for k in keys if k.startswith(_VARIANT_PREFIXES) and k in per_run]
+    return [k for k in keys if (k.startswith(_VARIANT_PREFIXES) or k in PROTOCOL) and k in per_run]
+
+
+def _protocol_columns(per_run: pd.DataFrame) -> list[str]:
+    """Every protocol column of the runs and their method options, keys or not (an option the
+    report does not list because no method varies it can still differ between two methods)."""
+    return [c for c in per_run if c in PROTOCOL or c.startswith("method_options.")]
 
 
 def _variants(rows: pd.DataFrame, cols: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -79,10 +89,31 @@ def _variants(rows: pd.DataFrame, cols: Sequence[str]) -> list[tuple[str, pd.Dat
     for values, g in rows.groupby([text[c] for c in cols], sort=False):
         values = values if isinstance(values, tuple) else (values,)
         desc = ", ".join(
-            f"{c.split('.', 1)[1]}={v}" for c, v in zip(cols, values, strict=True) if v != "nan"
+            f"{c.split('.', 1)[-1]}={v}" for c, v in zip(cols, values, strict=True) if v != "nan"
         )
         out.append((desc or "default", g))
     return out
+
+
+def _warn_protocol_mismatch(
+    per_run: pd.DataFrame, baseline: str, methods: Sequence[str] | None, match: Sequence[str]
+) -> None:
+    """Say so when two methods share no protocol (recipe, mode, views, method options): their
+    comparison is refused, not made across protocols."""
+    cols = [c for c in _protocol_columns(per_run) if c in match]
+    if not cols:
+        return
+    text = per_run[cols].astype(str)
+    protocols = {m: set(map(tuple, text[per_run["method"] == m].to_numpy())) for m in
+                 [baseline, *(methods or [])]}  # fmt: skip
+    for m in methods or []:
+        if protocols[m] and protocols[baseline] and not protocols[m] & protocols[baseline]:
+            warnings.warn(
+                f"paired comparison {m} - {baseline} refused: no runs under one protocol "
+                f"({', '.join(cols)} differ); compare losses under identical recipes",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def _t_interval(d: np.ndarray) -> tuple[float, float, float]:
@@ -108,6 +139,7 @@ def paired_differences(
     methods: Sequence[str] | None = None,
     replicate: str = "seed",
     lower_is_better: bool = False,
+    same_protocol: bool = False,
 ) -> pd.DataFrame:
     """``method − baseline`` on ``metric`` for each condition, paired on ``replicate``.
 
@@ -121,6 +153,12 @@ def paired_differences(
     """
     variant_cols = _variant_columns(per_run, keys)
     match = [k for k in keys if k not in _METHOD_BOUND and k not in variant_cols]
+    if same_protocol:
+        # Two losses under one protocol: recipe, mode, views and method options are matched
+        # (a pair across protocols is refused), only the loss's own options are variants.
+        variant_cols = [c for c in variant_cols if c.startswith("loss_options.")]
+        match += [c for c in _protocol_columns(per_run) if c not in match]
+        _warn_protocol_mismatch(per_run, baseline, methods, match)
     base = per_run[per_run["method"] == baseline]
     if base.empty:
         return pd.DataFrame()
@@ -187,8 +225,14 @@ def paired_tables(info: SummaryInfo, metrics: Sequence[str] | None = None) -> pd
         for a, b in PAIRED_CLAIMS:
             frames.append(
                 paired_differences(
-                    per_run, metric=label, keys=keys, baseline=b, methods=[a], lower_is_better=low
-                )
+                    per_run,
+                    metric=label,
+                    keys=keys,
+                    baseline=b,
+                    methods=[a],
+                    lower_is_better=low,
+                    same_protocol=True,
+                )  # fmt: skip
             )
     frames = [f for f in frames if len(f)]
     if not frames:

@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from debias._hints import did_you_mean, unknown_names
+from debias.sweep.merge import merge_options as _merge
 from debias.sweep.slurm_options import SlurmOptions
 from debias.train.config import METHODS, TrainConfig, option_names, ungrouped
 
@@ -131,16 +132,6 @@ def run_dir_name(params: Mapping[str, Any]) -> str:
     if not params:
         return "run"
     return "/".join(f"{_SAFE.sub('_', k)}={format_value(v)}" for k, v in params.items())
-
-
-def _merge(cfg: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(cfg)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = {**out[key], **value}
-        else:
-            out[key] = value
-    return out
 
 
 @dataclass(frozen=True)

@@ -266,7 +266,7 @@ def draw_points(
 
     ``points``: the grid's points (dicts of grid values); ``overrides``: the sweep's
     ``methods`` block."""
-    from debias.sweep.config import _merge
+    from debias.sweep.merge import merge_options as _merge
 
     out = []
     for point in points:

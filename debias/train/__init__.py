@@ -2,8 +2,9 @@
 
 from debias.train.config import METHODS, MODES, RunConflictError, TrainConfig
 from debias.train.evaluate import encode, predict
+from debias.train.finished import evaluate_run
 from debias.train.loop import Trainer, load_trained, resolve_device, train
-from debias.train.represent import evaluate_run, represent
+from debias.train.represent import represent
 from debias.train.runfolder import RunFolderError
 
 __all__ = [

@@ -66,14 +66,30 @@ class TrainerBatches:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def batch(self, idx: torch.Tensor, gen, stage: Stage) -> Batch:
-        """One :class:`Batch` as the method sees it (bias labels only if it reads them)."""
+    def batch(
+        self, idx: torch.Tensor, gen, stage: Stage, *, views: int | None = None,
+        augment: bool | None = None,
+    ) -> Batch:  # fmt: skip
+        """One :class:`Batch` as the method sees it (bias labels only if it reads them);
+        ``views`` and ``augment`` default to the stage's and the run's."""
         ds = self.train_set
-        if stage.views not in (1, 2):
-            raise ValueError(f"stage {stage.name!r}: views must be 1 or 2, got {stage.views}")
-        x = self.inputs(idx, gen, two_view=stage.views == 2, augment=bool(self.cfg.augment))
+        views = stage.views if views is None else views
+        if views not in (1, 2):
+            raise ValueError(f"stage {stage.name!r}: views must be 1 or 2, got {views}")
+        augment = bool(self.cfg.augment) if augment is None else augment
+        x = self.inputs(idx, gen, two_view=views == 2, augment=augment)
         bias = ds.bias[idx] if self.reads_bias else None
-        return Batch(index=idx, x=x, y=ds.targets[idx], bias=bias, views=stage.views)
+        return Batch(index=idx, x=x, y=ds.targets[idx], bias=bias, views=views)
+
+    def step_batch(self, idx: torch.Tensor, gen, stage: Stage, stream, step: int) -> Batch:
+        """The batch of one step, with the method's second stream's batch as ``extra``
+        (always augmented: it is the contrastive stream)."""
+        batch = self.batch(idx, gen, stage)
+        if stream is None:
+            return batch
+        rows, views = stream
+        extra = self.batch(rows[step].to(self.device), gen, stage, views=views, augment=True)
+        return batch._replace(extra=extra)
 
     # -- one epoch ---------------------------------------------------------------------------------
     def _autocast(self):
@@ -84,6 +100,8 @@ class TrainerBatches:
         """The loss terms of one batch; ``terms["loss"]`` is what is minimised."""
         with self._autocast():
             out = self.net(batch.x)
+            if batch.extra is not None:
+                out["extra"] = self.net(batch.extra.x)
         return self.method.loss(out, batch, stage)
 
     def train_epoch(self, epoch: int, optimizer=None, scheduler=None) -> dict[str, float]:
@@ -99,10 +117,16 @@ class TrainerBatches:
         rows = self.method.epoch_rows(stage, len(self.train_set), gen)
         batches = list(self.batches(len(self.train_set), gen, rows))
         desc = f"{stage.name} epoch {k + 1}/{stage.epochs}"
+        step_batch = getattr(scheduler, "step_batch", None)  # warm-up moves the lr per batch
+        stream = self.method.stream_rows(stage, len(batches), gen)
+        if stream is not None and self.dist.enabled:
+            raise ValueError("a second training stream (stream_rows) is not supported under DDP")
         shown = self.cfg.progress and self.dist.is_main
         for idx in _progress(batches, shown, desc, log=self.log):
-            terms = self.step_loss(self.batch(idx, gen, stage), stage)
+            terms = self.step_loss(self.step_batch(idx, gen, stage, stream, steps), stage)
             _check_finite(terms, epoch, steps)
+            if step_batch is not None:
+                step_batch(steps, len(batches))
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()

@@ -13,9 +13,12 @@ from typing import Any
 
 from debias._checks import check_number as _check_number
 from debias._hints import did_you_mean, unknown_names
+from debias.data.augment import VIEW_SETS, view_config
 from debias.data.registry import DATASETS
 from debias.data.spec import COMMON_OPTIONS, DatasetSpec
 from debias.methods import METHODS, get_method, methods_taking, resolve_hparams
+from debias.optim import OPTIMIZERS, SCHEDULES, Schedule
+from debias.recipes import recipe_options
 from debias.space import SUBPOPBENCH, Distribution, LogUniform
 from debias.train.logging_backends import check_log_to
 
@@ -37,7 +40,9 @@ __all__ = [
 
 # "ce": one classifier trained end to end on a (possibly re-weighted) cross-entropy objective;
 # "two-stage" and "joint": the contrastive protocols (see debias.methods.contrastive).
-MODES = ("ce", "two-stage", "joint")
+# "online": the contrastive loss trains the encoder while the classifier's head learns from its
+# detached features with an optimiser of its own (FairKL's protocol).
+MODES = ("ce", "two-stage", "joint", "online")
 
 # Each TrainConfig field declares its help and its group here once; ``debias train``'s options
 # are generated from them (debias.cli), one ``--flag`` per field.
@@ -178,6 +183,13 @@ class TrainConfig:
     download: bool = _data_opt("download", False, identity=False)
     # method
     method: str = _opt("ce", "method", "training method (`debias methods` lists them)")
+    recipe: str | None = _opt(
+        None,
+        "method",
+        "a published recipe whose options become the defaults (`debias recipes`: supcontrast, "
+        "biascon, bc+bb, fairkl, cpu-geometry); every option given overrides it, the recipe's "
+        "loss is the method unless --method swaps it",
+    )
     mode: str = _opt(
         "auto",
         "method",
@@ -235,13 +247,6 @@ class TrainConfig:
             source=f"{SUBPOPBENCH} L135: int(2**U(6, 6.75)), widened to 2**U(6, 9) to hold 256",
         ),
     )
-    optimizer: str = _opt(
-        "adam",
-        "optim",
-        "adam | sgd (SGD with momentum, SubpopBench / Group DRO / DFR recipes)",
-        choices=("adam", "sgd"),
-    )
-    momentum: float = _opt(0.9, "optim", "sgd: momentum (SubpopBench's 0.9); adam ignores it")
     lr: float = _opt(
         1e-3,
         "optim",
@@ -254,18 +259,46 @@ class TrainConfig:
         "weight decay (L2, as torch.optim.Adam / SGD apply it)",
         search=LogUniform(1e-6, 1e-3, source=f"{SUBPOPBENCH} L110: weight_decay 10**U(-6, -3)"),
     )
+    optimizer: str = _opt("adam", "optim", "adam | adamw | sgd (debias.optim)", choices=OPTIMIZERS)
+    momentum: float = _opt(0.9, "optim", "SGD momentum (optimizer sgd only)")
+    nesterov: bool = _opt(False, "optim", "SGD with Nesterov momentum (optimizer sgd only)")
+    lr_schedule: str | None = _opt(
+        None,
+        "optim",
+        "constant | multistep (x lr_gamma after each of lr_milestones) | cosine (SupContrast: "
+        "down to lr*lr_gamma**3); default: multistep when lr_milestones are given, else constant",
+        choices=SCHEDULES,
+    )
     lr_milestones: list[int] | None = _opt(
         None,
         "optim",
-        "epochs where lr is multiplied by lr_gamma (default: each quarter of --epochs; "
-        "give none for a constant lr)",
+        "epochs after which lr is multiplied by lr_gamma (multistep schedule); default none: "
+        "a constant lr (before issue 36 the default was x0.1 at each quarter of --epochs)",
     )
-    lr_gamma: float = _opt(0.1, "optim", "lr multiplier at each milestone")
+    lr_gamma: float = _opt(
+        0.1, "optim", "lr multiplier at each milestone; cosine ends at lr*lr_gamma**3"
+    )
+    warmup_epochs: int = _opt(
+        0, "optim", "epochs of linear lr warm-up per batch (SupContrast --warm: 10)"
+    )
+    warmup_from: float = _opt(0.01, "optim", "lr at the start of the warm-up (SupContrast 0.01)")
     augment: bool | None = _opt(
         None, "optim", "augment the training images (default: on for contrastive methods)"
     )
     colour_jitter: float = _opt(
-        0.0, "optim", "colour jitter strength; perturbs the colour bias of Biased-MNIST (warns)"
+        0.0,
+        "optim",
+        "colour jitter strength on the geometry views; perturbs the colour bias of "
+        "Biased-MNIST (warns)",
+    )
+    views: str = _opt(
+        "geometry",
+        "optim",
+        "the augmented views (debias.data.augment.VIEW_SETS): geometry (the dataset's crop + "
+        "rotation, today's CPU protocol) | none | supcontrast (RandomResizedCrop 0.2-1, flip, "
+        "ColorJitter(.4,.4,.4,.1) p .8, grayscale p .2) | biascon-mnist (rotation 20, the same "
+        "jitter p .8)",
+        choices=tuple(VIEW_SETS),
     )
     max_steps: int | None = _opt(
         None, "optim", "cap on steps per epoch, the linear stage's too (smoke tests; the run "
@@ -350,9 +383,11 @@ class TrainConfig:
             # ReBias trains cross-entropy without augmentation; contrastive methods need views.
             self.augment = self.mode != "ce"
         if self.lr_milestones is None:
-            # ReBias: x0.1 every 20 of 80 epochs, i.e. at each quarter of the run.
-            q = max(self.epochs // 4, 1)
-            self.lr_milestones = [q * k for k in (1, 2, 3) if q * k < self.epochs]
+            # Issue 36: a constant lr unless a schedule is asked for (it was x0.1 at each
+            # quarter of the run, which nobody asked for and every CPU sweep turned off).
+            self.lr_milestones = []
+        if self.lr_schedule is None:
+            self.lr_schedule = "multistep" if self.lr_milestones else "constant"
         self._validate_options()
 
     def _validate_options(self) -> None:
@@ -457,6 +492,9 @@ _fields_init = TrainConfig.__init__
 
 @functools.wraps(_fields_init)
 def _init(self: TrainConfig, *args: Any, **kwargs: Any) -> None:
+    if kwargs.get("recipe") is not None:
+        # The recipe's values are defaults: what the caller gave wins (debias.recipes).
+        kwargs = recipe_options(kwargs["recipe"], kwargs)
     _fields_init(self, *args, **owned_options(kwargs))
 
 
@@ -691,11 +729,23 @@ def _check_optimisation_values(cfg: TrainConfig) -> None:
         _check_number("train_limit (training images kept)", cfg.train_limit, low=2, integer=True)
     _check_number("seed", cfg.seed, low=0, integer=True)
     _check_milestones(cfg.lr_milestones, cfg.epochs)
-    for name in ("lr", "lr_gamma"):
+    for name in ("lr", "lr_gamma", "warmup_from"):
         _check_number(name, getattr(cfg, name), low=0, low_open=True)
     _check_number("weight_decay", cfg.weight_decay, low=0)
     _check_number("momentum", cfg.momentum, low=0, high=1)
+    _check_number("warmup_epochs", cfg.warmup_epochs, low=0, integer=True)
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer {cfg.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+    sgd_only = [f"{k}={getattr(cfg, k)!r}" for k in ("nesterov",) if getattr(cfg, k)]
+    if sgd_only and cfg.optimizer != "sgd":
+        raise ValueError(f"{', '.join(sgd_only)} applies to optimizer sgd only")
+    # The main stage's schedule: a bad combination fails here, not when the stage starts.
+    Schedule(
+        cfg.lr_schedule, cfg.lr, cfg.epochs, tuple(cfg.lr_milestones), cfg.lr_gamma,
+        cfg.warmup_epochs, cfg.warmup_from,
+    )  # fmt: skip
     _check_number("colour_jitter", cfg.colour_jitter, low=0)
+    view_config(cfg.views, {}, cfg.colour_jitter)  # an unknown set, or jitter on a published one
     _check_number("eval_batch_size", cfg.eval_batch_size, low=1, integer=True)
     _check_number(
         "eval_every (epochs between test evaluations; 0: the reported epoch only)",

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from debias.data.augment import AugmentConfig, BatchAugment
+from debias.data.augment import BatchAugment, view_config
 from debias.data.base import TensorImageDataset
 from debias.data.registry import dataset_spec, load_splits
 from debias.methods import (
@@ -131,7 +131,7 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
         # the adjusted average's weights: the training split's (y, b) group counts
         self.group_weights = _group_counts(self.train_set) if spec.adjusted_average else None
         self.augment = BatchAugment(
-            AugmentConfig(**{**spec.augment, "colour_jitter": cfg.colour_jitter}),
+            view_config(cfg.views, dict(spec.augment), cfg.colour_jitter),
             bias_is_colour=spec.colour_bias,
         )
 
@@ -139,7 +139,8 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
         """Build the method (seeded), its stage list, and empty run state."""
         cfg, ds = self.cfg, self.train_set
         method_cls = get_method(cfg.method)
-        reads_bias = method_cls.supervision == TRAIN_BIAS_LABELS
+        hp = resolve_hparams(cfg.method, cfg.method_options)
+        reads_bias = method_cls.supervision_of(hp) == TRAIN_BIAS_LABELS
         ctx = Context(
             cfg=cfg,
             num_classes=ds.num_classes,
@@ -150,7 +151,7 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
             build_model=self._build_model,
         )
         torch.manual_seed(cfg.seed)
-        self.method = method_cls(ctx, resolve_hparams(cfg.method, cfg.method_options))
+        self.method = method_cls(ctx, hp)
         self.method.to(self.device)
         self.reads_bias = reads_bias
         self.net: nn.Module = self.method.net
@@ -400,7 +401,9 @@ def load_trained(
     cfg = TrainConfig.from_dict(config)
     trainer = Trainer(cfg, log=lambda *a, **k: None)
     trainer.load_data()
-    model = build_model(cfg.model, trainer.train_set.num_classes).to(trainer.device)
+    model = build_model(cfg.model, trainer.train_set.num_classes)
+    hp = resolve_hparams(cfg.method, cfg.method_options)
+    model = get_method(cfg.method).prepare_model(model, hp).to(trainer.device)
     model.load_state_dict(runfolder.load_checkpoint(weights)["model"])
     if note := limits_text(run_limits(cfg)):
         warnings.warn(

@@ -105,10 +105,11 @@ class TrainerRecord:
 
     def _method_record(self) -> dict[str, Any]:
         cls = type(self.method)
+        kind = self.method.supervision_of(self.method.hp)
         return {
             "name": cls.name,
-            "supervision": cls.supervision,
-            "supervision_text": SUPERVISION[cls.supervision],
+            "supervision": kind,
+            "supervision_text": SUPERVISION[kind],
             "hparams": dict(self.method.hp),
             "stages": [dataclasses.asdict(s) for s in self.stages],
             "paper": cls.paper,
@@ -132,7 +133,7 @@ class TrainerRecord:
             "method": self._method_record(),
             # What the whole run read: the method's kind, raised by a selection on a validation
             # metric that needs bias labels.
-            "supervision": run_supervision(type(self.method).supervision, cfg.select),
+            "supervision": run_supervision(self.method.supervision_of(self.method.hp), cfg.select),
             "selection": {
                 "rule": cfg.select,
                 "description": rule,

@@ -19,17 +19,15 @@ in two ways, for any method:
   overall leakage with the target.
 
 :func:`represent` is what ``debias train`` runs at the end of a run (``represent=True``, the
-default) and what ``debias evaluate RUN...`` runs on a finished one (:func:`evaluate_run`);
+default) and what ``debias evaluate RUN...`` runs on a finished one (:func:`debias.train.finished.evaluate_run`);
 the run's own numbers are never changed.
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +39,6 @@ from debias.audit.dfr import SOURCE, DFRError, fit_dfr, rule, scaler_rows
 from debias.audit.probe import MIN_GROUP
 from debias.data.base import TensorImageDataset
 from debias.train.evaluate import encode
-from debias.train.limits import limits_text, run_limits
 
 __all__ = [
     "AUDIT_ROWS",
@@ -50,7 +47,6 @@ __all__ = [
     "REFITS",
     "SplitFeatures",
     "balanced_rows",
-    "evaluate_run",
     "represent",
     "represent_features",
 ]
@@ -289,53 +285,3 @@ def _summary(section: dict[str, Any]) -> str:
             f"nominal chance {100 * audit['bias_leakage_chance']:.1f}%: {verdict})"
         )
     return f"representation: {' | '.join(parts)} | {section['seconds']:.1f}s"
-
-
-def evaluate_run(
-    run_dir: str | Path,
-    *,
-    root: str | None = None,
-    device: str = "auto",
-    force: bool = False,
-    refits: int = REFITS,
-    log: Callable[..., None] = print,
-) -> dict[str, Any]:
-    """Add the ``representation`` section to a finished run's ``metrics.json``, from the
-    classifier in its ``model.pt``; every other entry of the file is kept as it was.
-
-    A run that has the section already is left alone unless ``force``. ``root`` overrides the
-    data root the run recorded; ``refits``: DFR refits averaged (the official code: 20). Raises FileNotFoundError / RunFolderError for a folder that is
-    not a finished debias run (no ``metrics.json`` and ``model.pt`` written by ``debias
-    train``).
-    """
-    from debias.train import runfolder
-    from debias.train.checkpoint import save_json
-    from debias.train.loop import load_trained
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir} is not a folder (expected a finished debias run)")
-    if not runfolder.is_debias_folder(run_dir):
-        raise runfolder.RunFolderError(
-            f"{run_dir} is not a debias run folder (no {runfolder.MARKER} marker and no "
-            f"{runfolder.METRICS} written by `debias train`); nothing was written"
-        )
-    path = run_dir / runfolder.METRICS
-    if KEY in (runfolder.read_metrics(path) if path.is_file() else {}) and not force:
-        log(f"{run_dir}: {runfolder.METRICS} has a {KEY} section already (--force recomputes it)")
-        return runfolder.read_metrics(path)[KEY]
-    with warnings.catch_warnings(record=True) as caught:  # the limits go into the section
-        warnings.simplefilter("always")
-        model, splits, cfg = load_trained(run_dir, root=root, device=device)
-    for w in caught:
-        log(f"{run_dir}: note: {w.message}")
-    limited = limits_text(run_limits(cfg)) if cfg.eval_limit is not None else ""
-    with runfolder.lock(run_dir):
-        section = represent(
-            model, splits, seed=cfg.seed, batch_size=cfg.eval_batch_size, refits=refits,
-            limited=limited,
-        )  # fmt: skip
-        # Re-read under the lock: the file written is the one on disk plus this section.
-        save_json(runfolder.read_metrics(path) | {KEY: section}, path)
-    log(f"{run_dir}: {_summary(section)}")
-    return section

@@ -63,7 +63,8 @@ class TrainerStages:
         stage = self.stages[index]
         fresh = index > self.stage_started
         if fresh:
-            reads_val = type(self.method).supervision in (VAL_BIAS_LABELS, TRAIN_BIAS_LABELS)
+            kind = self.method.supervision_of(self.method.hp)
+            reads_val = kind in (VAL_BIAS_LABELS, TRAIN_BIAS_LABELS)
             helper = StageHelper(
                 lambda: self.model_predictions("train"),
                 self.log,
