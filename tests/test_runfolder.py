@@ -412,8 +412,8 @@ def test_atomic_write_follows_umask(tmp_path, mask, mode):
 
 
 def test_orphan_tmp_files_are_removed_when_old(tmp_path):
-    old_tmp = tmp_path / ".metrics.json.abcd1234.tmp"
-    young_tmp = tmp_path / ".checkpoint.pt.efgh5678.tmp"
+    old_tmp = tmp_path / ".debias-tmp.metrics.json.abcd1234.tmp"
+    young_tmp = tmp_path / ".debias-tmp.checkpoint.pt.efgh5678.tmp"
     other = tmp_path / "notes.tmp"
     for f in (old_tmp, young_tmp, other):
         f.write_text("x")
@@ -426,3 +426,33 @@ def test_orphan_tmp_files_are_removed_when_old(tmp_path):
     os.utime(young_tmp, (t, t))
     runfolder.claim_folder(tmp_path)
     assert not young_tmp.exists() and other.exists()
+
+
+@pytest.mark.parametrize(
+    "name", [".thesis.20241207.tmp", ".metrics.json.abcd1234.tmp", ".debias-tmp.x.tmp"]
+)
+def test_a_users_tmp_like_file_is_never_deleted(tmp_path, name):
+    """Only names with debias's marker go: a user's ``.thesis.20241207.tmp`` has the old
+    ``.<name>.<8 chars>.tmp`` shape and is still theirs."""
+    user = tmp_path / name
+    user.write_text("my thesis")
+    t = time.time() - 3600
+    os.utime(user, (t, t))
+    assert _atomic.remove_orphans(tmp_path) == []
+    runfolder.claim_folder(tmp_path / "run")
+    (tmp_path / "run" / name).write_text("mine")
+    os.utime(tmp_path / "run" / name, (t, t))
+    runfolder.claim_folder(tmp_path / "run")
+    assert user.read_text() == "my thesis" and (tmp_path / "run" / name).read_text() == "mine"
+
+
+def test_atomic_write_leaves_only_marked_temp_names(tmp_path):
+    def boom(fh):
+        fh.write(b"half")
+        names = [p.name for p in tmp_path.iterdir()]
+        assert len(names) == 1 and names[0].startswith(_atomic.TMP_PREFIX + "f.")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        _atomic.atomic_write(tmp_path / "f", boom)
+    assert list(tmp_path.iterdir()) == []

@@ -19,7 +19,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         # A random search: every method under every selection rule (debias.report.search).
         paths = make_search_report(source, out)
     else:
-        paths = make_report(source, out, notes=args.notes)
+        paths = make_report(source, out, notes=None if args.notes is None else Path(args.notes))
     for key, path in paths.items():
         print(f"{key:>16}: {path}")
     return 0

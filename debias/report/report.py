@@ -36,7 +36,15 @@ from debias.report.vocabulary import (
     POINTS,
     unit,
 )
-from debias.train.runfolder import RunFolderError, check_out_path, is_run_folder
+from debias.train.runfolder import (
+    REPORT_FILES,
+    RunFolderError,
+    check_kind,
+    check_out_path,
+    claim_folder,
+    foreign_files,
+    is_run_folder,
+)
 
 __all__ = [
     "DEFAULT_TABLE_METRICS",
@@ -82,8 +90,9 @@ def make_report(
     """
     out = Path(out_dir)
     _check_report_folder(out)
+    text = "" if notes is None else read_notes(notes)
     data = load_sweep_data(sweep_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, names=REPORT_FILES, kind="report", what="report folder")
     paths: dict[str, Path] = {"summary": out / "summary.csv"}
     data.summary[[c for c in data.summary.columns if c != "label"]].to_csv(
         paths["summary"], index=False
@@ -102,21 +111,44 @@ def make_report(
             rep.paired.to_csv(paths["representation_paired"], index=False)
     for name in make_figures(data, out):
         paths[name] = out / f"{name}.png"
-    text = ""
-    if notes is not None:
-        text = Path(notes).read_text() if Path(str(notes)).is_file() else str(notes)
     paths["report"] = out / "report.md"
     paths["report"].write_text(render_markdown(data, paths, out, text))
     return paths
 
 
+def read_notes(notes: str | Path) -> str:
+    """The text of ``--notes``: a file's contents. A Path, or a one-line string ending in
+    ``.md``/``.txt`` or holding a ``/``, names a file and must exist (a typo is an error, not
+    the path pasted into the report); other text is used as it is (the Python API)."""
+    looks_like_path = isinstance(notes, Path) or (
+        "\n" not in notes and (notes.endswith((".md", ".txt", ".markdown")) or "/" in notes)
+    )
+    if looks_like_path:
+        path = Path(notes)
+        if not path.is_file():
+            raise FileNotFoundError(f"--notes {notes}: no such file; expected a Markdown file")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"--notes {notes}: not UTF-8 text; save it as UTF-8") from None
+    return str(notes)
+
+
 def _check_report_folder(out: Path) -> None:
-    """A report never goes into a training run's folder: its files would sit beside the
-    checkpoint, outlive a ``--force`` retrain that replaces the run, and describe another model."""
+    """A report never goes into a training run's folder (its files would sit beside the
+    checkpoint, outlive a ``--force`` retrain that replaces the run, and describe another model),
+    nor into a sweep or audit folder, nor over a user's own ``report.md`` & co."""
     check_out_path(out, "report folder")
     if is_run_folder(out):
         raise RunFolderError(
             f"report folder {out} is a training run's folder; report.md, summary.csv and the "
             "figures would mix with the run's files and outlive a --force retrain. Use a folder "
             f"of its own, e.g. {out / 'report'} (the default for `debias report {out}`)"
+        )
+    check_kind(out, "report", "report folder")
+    foreign = foreign_files(out, REPORT_FILES)
+    if foreign:
+        raise RunFolderError(
+            f"report folder {out} holds {', '.join(foreign)} that debias did not write; they are "
+            "never overwritten. Use another --out, or move those files away."
         )

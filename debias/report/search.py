@@ -42,6 +42,7 @@ from debias.report import plots, vocabulary
 from debias.report.compare import paired_tables
 from debias.report.markdown import paired_markdown, summary_cell
 from debias.report.report import _check_report_folder
+from debias.train.runfolder import REPORT_FILES, claim_folder
 from debias.report.summary import summarize, supervision_mark, table_metrics
 from debias.sweep.selection import (
     ORACLE_LABEL,
@@ -427,7 +428,7 @@ def make_search_report(sweep_dir: str | Path, out_dir: str | Path) -> dict[str, 
     out = Path(out_dir)
     _check_report_folder(out)
     data = load_search(sweep_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, names=REPORT_FILES, kind="report", what="report folder")
     paths = {
         "selection": out / "search_selection.csv",
         "summary": out / "search_summary.csv",

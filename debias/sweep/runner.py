@@ -149,6 +149,17 @@ def run_sweep(
 
     # A sweep folder is debias's like a run folder: a user's sweep.json is never overwritten.
     runfolder.claim_folder(out_dir, names=runfolder.SWEEP_FILES, kind="sweep", what="sweep out")
+    # One sweep at a time per folder: a second would race the first for every run and its
+    # ledger would call the first one's finished runs failed.
+    with runfolder.lock(out_dir, runfolder.SWEEP_LOCK, "running a sweep in"):
+        return _run_phases(sweep, jobs, backend, ray_address, process_per_run)
+
+
+def _run_phases(
+    sweep: _Sweep, jobs: int, backend: str, ray_address: str | None, process_per_run: bool
+) -> SweepResult:
+    """The sweep's runs, then (a search sweep) the re-runs of the draws its rules pick."""
+    spec, runs, out_dir, log = sweep.spec, sweep.runs, sweep.out, sweep.log
 
     def execute(phase: _Sweep, what: str) -> SweepResult:
         return _execute(phase, what, jobs, backend, ray_address, process_per_run)

@@ -7,6 +7,7 @@ what each run would do (skip, resume, run, fail) before anything starts. See
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Callable
@@ -114,12 +115,11 @@ class _Sweep:
     def write_status(self) -> None:
         rows = [self.status[r.name] for r in self.runs]
         rows += [row for name, row in self.previous.items() if name not in self.status]
-        tmp = self.out / (STATUS_CSV + ".tmp")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=STATUS_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-        tmp.replace(self.out / STATUS_CSV)
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=STATUS_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+        _atomic_write(self.out / STATUS_CSV, buf.getvalue())
         counts: dict[str, int] = {}
         for r in rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -211,8 +211,12 @@ class _Sweep:
         d = self.dir(run)
         row = self.status[run.name]
         row |= {"returncode": returncode, "seconds": round(seconds, 1), "finished": _now()}
-        if returncode == 0 and (d / METRICS).exists():
+        if _finished_run(d):
+            # A finished run is never called failed (whatever this attempt's exit said): an
+            # error.txt of this attempt beside a good metrics.json would contradict it.
             row["status"] = RunStatus.DONE
+            if returncode != 0:
+                (d / ERROR).unlink(missing_ok=True)
         else:
             err = d / ERROR
             if not err.exists():  # killed before the child could write it
@@ -240,6 +244,15 @@ def _manifest_entry(run: RunSpec) -> dict[str, Any]:
     if run.search is not None:  # a search sweep's draw or re-run (debias.sweep.search)
         entry["search"] = run.search
     return entry
+
+
+def _finished_run(d: Path) -> bool:
+    """``d`` holds a readable metrics.json (a finished run)."""
+    try:
+        runfolder.read_metrics(d / METRICS)
+    except (OSError, RunFolderError):
+        return False
+    return True
 
 
 def _read_status(out: Path) -> dict[str, dict[str, Any]]:
