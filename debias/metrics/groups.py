@@ -449,6 +449,21 @@ class GroupReport:
         return self.summary()
 
 
+# The metrics an epoch (``select="val/<metric>"``) may be selected on, with their direction:
+# +1 higher is better (accuracies), -1 lower is better (gaps). The others of a report are an
+# index (worst_group_y/_b) or a count (n, n_groups...): no better or worse, never selectable.
+SELECTION_DIRECTION: dict[str, int] = {
+    "accuracy": 1,
+    "unbiased_accuracy": 1,
+    "worst_group_accuracy": 1,
+    "aligned_accuracy": 1,
+    "conflicting_accuracy": 1,
+    "balanced_accuracy": 1,
+    "equalized_odds_mean_gap": -1,
+    "equalized_odds_max_gap": -1,
+}
+
+
 @functools.lru_cache(maxsize=1)
 def report_metrics() -> tuple[str, ...]:
     """The names of a :meth:`GroupReport.to_dict` without intervals: what a history row holds

@@ -21,7 +21,7 @@ complete) and, with ``save_embeddings``, ``embeddings.npz``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from debias._checks import OptionTypeError
 from debias.data.augment import AugmentConfig, BatchAugment
 from debias.data.base import TensorImageDataset
 from debias.data.registry import dataset_spec, load_splits
@@ -267,8 +268,16 @@ def train(
 ) -> dict[str, Any]:
     """Run (or resume, or skip if finished) one training run; returns the ``metrics.json`` dict.
     ``load``: see :class:`Trainer`."""
-    if isinstance(cfg, dict):
+    if isinstance(cfg, Mapping):
         cfg = TrainConfig.from_dict(cfg)
+    if not isinstance(cfg, TrainConfig):
+        raise OptionTypeError(
+            f"train() takes a TrainConfig or a mapping of its options, e.g. "
+            f"train(TrainConfig(out='runs/x')) or train({{'out': 'runs/x'}}); got "
+            f"{type(cfg).__name__} {cfg!r}"
+        )
+    if not isinstance(force, bool):
+        raise OptionTypeError(f"train(force=...) must be true/false; got {force!r}")
     return Trainer(cfg, log=log, load=load).run(force=force)
 
 
