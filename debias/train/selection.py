@@ -51,6 +51,7 @@ class TrainerSelection:
             pred.cpu().numpy(),
             ds.bias.cpu().numpy(),
             aligned=ds.aligned_groups,
+            derived_aligned=getattr(ds, "aligned_rule", "given") != "given",
         )
 
     def evaluate(self, classify, splits: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
