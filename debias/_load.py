@@ -54,9 +54,7 @@ def _strict_loader() -> type:
                 )
         return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
-    StrictLoader.add_constructor(
-        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping
-    )
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
     return StrictLoader
 
 

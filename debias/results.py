@@ -214,7 +214,9 @@ def _unlisted(root: Path, name: str, listed: set[str]) -> list[RunRecord]:
         rel = d.relative_to(root).as_posix()
         if rel in listed or rel == "." or any(rel.startswith(f"{x}/") for x in listed):
             continue
-        problem = f"{d} is not a run of this sweep ({_MANIFEST} does not list it); report it on its own"
+        problem = (
+            f"{d} is not a run of this sweep ({_MANIFEST} does not list it); report it on its own"
+        )
         out.append(RunRecord(name, rel, d, _run_config(d), RunStatus.UNLISTED, problem))
     return out
 

@@ -42,7 +42,6 @@ from debias.report import plots, vocabulary
 from debias.report.compare import paired_tables
 from debias.report.markdown import paired_markdown, summary_cell
 from debias.report.report import _check_report_folder
-from debias.train.runfolder import REPORT_FILES, claim_folder
 from debias.report.summary import summarize, supervision_mark, table_metrics
 from debias.sweep.selection import (
     ORACLE_LABEL,
@@ -53,6 +52,7 @@ from debias.sweep.selection import (
     search_frame,
     select_all,
 )
+from debias.train.runfolder import REPORT_FILES, claim_folder
 
 __all__ = ["SearchData", "is_search_sweep", "load_search", "make_search_report"]
 

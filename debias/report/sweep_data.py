@@ -52,7 +52,8 @@ def load_sweep_data(sweep_dir: str | Path | Sequence[str | Path]) -> SweepData:
     if df.empty:
         left = [f"{r.run} ({r.status}{': ' + r.error if r.error else ''})" for r in every]
         raise ValueError(
-            f"no finished run to report in {sweep_dir}: " + "; ".join(left[:5])
+            f"no finished run to report in {sweep_dir}: "
+            + "; ".join(left[:5])
             + (f" ... ({len(left)} in all)" if len(left) > 5 else "")
         )
     summary, info = summarize(df, groups)

@@ -108,6 +108,12 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
             for name, ds in self._load_splits(cfg.dataset, **cfg.data_kwargs()).items()
         }
         if cfg.train_limit is not None:
+            n = len(self.splits["train"])
+            if cfg.train_limit > n:
+                raise ValueError(
+                    f"train_limit {cfg.train_limit} is more than the {n} training images of "
+                    f"{cfg.dataset!r}; expected at most {n} (or leave it unset for all)"
+                )
             self.splits["train"] = self.splits["train"].subset(range(cfg.train_limit))
         self.train_set = self.splits["train"]
         self.eval_splits = [s for s in self.splits if s != "train"]
@@ -296,13 +302,45 @@ def load_trained(
                 f"{path} not found: {run_dir} is not a finished debias run "
                 "(expected metrics.json and model.pt written by `debias train`)"
             )
-    config = runfolder.saved_config(runfolder.read_metrics(metrics)["config"])
+    record = runfolder.read_metrics(metrics)
+    config = runfolder.saved_config(record["config"])
     config.update(out=str(run_dir), device=device, progress=False, log_to=None)
     if root is not None:
         config["root"] = root
     cfg = TrainConfig.from_dict(config)
     trainer = Trainer(cfg, log=lambda *a, **k: None)
     trainer.load_data()
+    check_same_data(record, trainer.splits, metrics)
     model = build_model(cfg.model, trainer.train_set.num_classes).to(trainer.device)
-    model.load_state_dict(runfolder.load_checkpoint(weights)["model"])
+    state = runfolder.load_checkpoint(weights)
+    if state["config"].get("model") not in (None, cfg.model):
+        raise runfolder.RunFolderError(
+            f"{weights} holds a {state['config'].get('model')!r} model but {metrics} says "
+            f"{cfg.model!r}: the two files are of different runs. Re-train the run (--force)"
+        )
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise runfolder.RunFolderError(
+            f"{weights} does not fit the {cfg.model!r} model of {metrics} ({first}): the files "
+            "are of different runs, or edited. Re-train the run (--force)"
+        ) from None
     return model.eval(), trainer.splits, cfg
+
+
+def check_same_data(record: dict[str, Any], splits: dict[str, Any], metrics: Path) -> None:
+    """Refuse data that changed since the run read it: each split's fingerprint recorded in
+    ``metrics.json`` (runs of debias >= this check) must equal today's."""
+    changed = [
+        name
+        for name, ds in splits.items()
+        if isinstance(record.get("data", {}).get(name), dict)
+        and record["data"][name].get("fingerprint") not in (None, ds.fingerprint())
+    ]
+    if changed:
+        raise runfolder.RunFolderError(
+            f"the data of split(s) {', '.join(changed)} changed since the run was trained (their "
+            f"fingerprints differ from those in {metrics}: labels, rows or images are not "
+            "what the run read); restore that data (--root), or re-train the run (--force)"
+        )

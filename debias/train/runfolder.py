@@ -175,7 +175,10 @@ def _legacy_kind(out: Path) -> str | None:
                 return kind
         except (OSError, ValueError):
             pass
-    for name, starts, kind in ((HISTORY, ("epoch,stage",), "run"), ("report.md", _REPORT_TITLES, "report")):
+    for name, starts, kind in (
+        (HISTORY, ("epoch,stage",), "run"),
+        ("report.md", _REPORT_TITLES, "report"),
+    ):
         try:
             with open(out / name, errors="replace") as fh:
                 if fh.readline().startswith(starts):
@@ -399,9 +402,7 @@ def release_lock(out: str | os.PathLike, name: str = LOCK) -> None:
 
 
 @contextlib.contextmanager
-def lock(
-    out: str | os.PathLike, name: str = LOCK, doing: str = "training into"
-) -> Iterator[None]:
+def lock(out: str | os.PathLike, name: str = LOCK, doing: str = "training into") -> Iterator[None]:
     """Hold ``out``'s lock (``name``: :data:`LOCK`, or :data:`SWEEP_LOCK` for a sweep's root) for
     the duration of the block."""
     acquire_lock(out, name, doing)
