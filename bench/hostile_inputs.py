@@ -30,7 +30,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,9 @@ TINY = [
     "--dataset", "digits", "--model", "smallconvnet", "--epochs", "1", "--max-steps", "2",
     "--batch-size", "32", "--device", "cpu", "--quiet", "--no-represent", "--rho", "0.99",
 ]  # fmt: skip
+
+
+LIVE: list[subprocess.Popen] = []  # processes started to hold a lock; ended at the end
 
 
 @dataclass
@@ -54,7 +57,7 @@ class Case:
     raises: tuple[str, ...] = ("ValueError", "TypeError")
     setup: Callable[[Path], None] | None = None
     keep: Callable[[Path], bool] | None = None  # True when nothing of the user's was lost
-    stdin_env: dict[str, str] = field(default_factory=dict)
+    own_process: bool = False  # an API case that changes process limits: always a subprocess
 
 
 # -- fixtures --------------------------------------------------------------------------------------
@@ -170,7 +173,10 @@ def cases(t: Path) -> list[Case]:
 
     def live_sweep(_: Path) -> None:
         copy_tree(t / "sweep", t / "L6")
-        lock = {"pid": os.getpid(), "host": os.uname().nodename, "started": time.time()}
+        # A live process that is not this one (in-process cases run in this pid).
+        holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        LIVE.append(holder)
+        lock = {"pid": holder.pid, "host": os.uname().nodename, "started": time.time()}
         write(t / "L6" / ".debias-sweep.lock", json.dumps(lock))
 
     def ledger_intact(_: Path) -> bool:
@@ -208,10 +214,14 @@ def cases(t: Path) -> list[Case]:
         "dup-method-option": "method_options:\n  temperature: 0.1\n  temperature: 0.2\n",
         "select-list": "select: [val/accuracy]\n",
     }
+    # Without the options the cases set: the command line would override the file.
+    base = ["--dataset", "digits", "--model", "smallconvnet", "--max-steps", "2", "--device",
+            "cpu", "--quiet", "--no-represent"]  # fmt: skip
     for key, text in yaml_cases.items():
         f = t / "cfg" / f"{key}.yaml"
+        argv = base + ([] if key.startswith("rho") else ["--rho", "0.99"])
         c.append(Case(f"config-{key}", "config types/duplicates", f"--config with `{text.strip()}`",
-                      ["train", *TINY, "--config", str(f), "--out", str(t / f"C-{key}")],
+                      ["train", *argv, "--config", str(f), "--out", str(t / f"C-{key}")],
                       setup=lambda _, f=f, text=text: write(f, text)))  # fmt: skip
     f = t / "cfg" / "dup.json"
     c.append(Case("config-json-dup", "config types/duplicates", "JSON --config with a key twice",
@@ -517,6 +527,35 @@ def cases(t: Path) -> list[Case]:
                   "c = TrainConfig(out=Path('x'), rho=0.99)\nassert c.out == 'x'\nprint('OK')",
                   expect="ok"))  # fmt: skip
 
+    # Resources: a write that fails (RLIMIT_FSIZE gives EFBIG, as a full disk gives ENOSPC)
+    efbig = textwrap.dedent(f"""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))
+        from debias.cli import main
+        sys.exit(main({["train", *TINY, "--out", str(t / "X1")]!r}))""")
+    c.append(Case("resource-file-too-large", "resources", "train where every file over 20 kB "
+                  "fails to write (EFBIG, like ENOSPC)", code=efbig, own_process=True,
+                  raises=("debias train: error:",)))  # fmt: skip
+    c += [
+        Case("misc-config-is-dir", "out-of-range values", "--config naming a folder",
+             ["train", *TINY, "--config", str(t / "meta"), "--out", str(t / "X2")]),
+        Case("misc-sweep-empty", "config types/duplicates", "an empty sweep YAML",
+             ["sweep", str(t / "cfg" / "empty.yaml"), "--dry-run"],
+             setup=lambda _: write(t / "cfg" / "empty.yaml", "")),
+        Case("misc-sweep-list", "config types/duplicates", "a sweep YAML that is a list",
+             ["sweep", str(t / "cfg" / "list.yaml"), "--dry-run"],
+             setup=lambda _: write(t / "cfg" / "list.yaml", "- 1\n- 2\n")),
+        Case("misc-device-cuda", "out-of-range values", "--device cuda:7 on this machine",
+             ["train", *TINY, "--device", "cuda:7", "--out", str(t / "X3")]),
+        Case("misc-evaluate-refits-0", "out-of-range values", "evaluate --refits 0",
+             ["evaluate", str(t / "metarun"), "--refits", "0", "--force", "--device", "cpu"]),
+        Case("misc-report-again", "reports", "report twice into its own folder",
+             ["report", str(t / "sweep"), "--out", str(t / "sweep" / "report2")], expect="ok",
+             setup=lambda _: in_process(["report", str(t / "sweep"), "--out",
+                                         str(t / "sweep" / "report2")])),
+    ]  # fmt: skip
+
     # Regression: derived aligned groups checked as if given
     def fifty(_: Path) -> None:
         from PIL import Image
@@ -576,7 +615,7 @@ def judge(case: Case, rc: int, out: str, err: str, kept: bool | None) -> tuple[s
     lines = [ln for ln in err.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ": error:" in ln]
     trace = "Traceback" in err
-    if case.code is not None:
+    if case.code is not None and not case.own_process:  # an own-process case is a CLI run
         last = out.strip().splitlines()[-1] if out.strip() else ""
         if case.expect == "ok":
             return ("PASS", "") if rc == 0 and last == "OK" else ("UNCLEAR", (err or out)[-200:])
@@ -641,6 +680,7 @@ def main() -> int:
     ap.add_argument("--only", help="comma-separated case ids")
     ap.add_argument("--md", help="write the results table (Markdown) here")
     ap.add_argument("--json", help="write the results (JSON) here")
+    ap.add_argument("--before", help="a --json of an earlier run: its outcomes as a column")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--subprocess", action="store_true", help="a python -m debias per case")
     args = ap.parse_args()
@@ -661,8 +701,8 @@ def main() -> int:
         )  # fmt: skip
         return Result(p.returncode, p.stdout, p.stderr)
 
-    def api(code: str) -> Result:
-        if not args.subprocess:
+    def api(code: str, own_process: bool = False) -> Result:
+        if not args.subprocess and not own_process:
             return api_in_process(code)
         p = subprocess.run(
             [sys.executable, "-c", code], env=env, cwd=tmp, capture_output=True, text=True,
@@ -683,7 +723,10 @@ def main() -> int:
         try:
             if case.setup is not None:
                 case.setup(tmp)
-            p = api(case.code) if case.code is not None else run(case.argv)
+            if case.code is not None:
+                p = api(case.code, case.own_process)
+            else:
+                p = run(case.argv)
             rc, out, err = p.returncode, p.stdout, p.stderr
         except subprocess.TimeoutExpired:
             rc, out, err = 124, "", "timed out after 300 s"
@@ -697,12 +740,15 @@ def main() -> int:
                         "expect": case.expect, "rc": rc, "outcome": outcome, "note": note})  # fmt: skip
         print(f"{outcome:<8} {case.id:<32} rc {rc:<3} {time.perf_counter() - t1:5.1f}s  {note[:110]}",
               flush=True)  # fmt: skip
+    for p in LIVE:
+        p.kill()
     totals = pd.Series([r["outcome"] for r in results]).value_counts().to_dict()
     print(f"{len(results)} cases: {totals} in {time.perf_counter() - t0:.0f}s")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if args.md:
-        write_markdown(results, Path(args.md))
+        before = json.loads(Path(args.before).read_text()) if args.before else None
+        write_markdown(results, Path(args.md), before)
     if not args.keep:
         import shutil
 
@@ -710,18 +756,26 @@ def main() -> int:
     return 0 if set(totals) <= {"PASS"} else 1
 
 
-def write_markdown(results: list[dict], path: Path) -> None:
-    rows = [
-        "| id | class | input | expected | outcome | exit | stderr / note |",
-        "|---|---|---|---|---|---|---|",
-    ]
+def write_markdown(results: list[dict], path: Path, before: list[dict] | None = None) -> None:
+    """The table: each case, its class, what was expected, the outcome (and the outcome of the
+    ``before`` run of the same cases, e.g. on the merge base), the exit code and stderr."""
+    was = {r["id"]: r for r in before or []}
+    head = ["id", "class", "input", "expected", *(["before"] if before else []), "outcome",
+            "exit", "stderr / note"]  # fmt: skip
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        note = r["note"].replace("|", "\\|").replace("\n", " ")
-        what = r["what"].replace("|", "\\|").replace("\n", " ")
-        rows.append(
-            f"| {r['id']} | {r['class']} | {what} | {r['expect']} | {r['outcome']} | {r['rc']} | {note} |"
-        )
+        cells = [r["id"], r["class"], r["what"], r["expect"]]
+        if before:
+            b = was.get(r["id"])
+            cells.append(f"{b['outcome']} (exit {b['rc']})" if b else "–")
+        cells += [r["outcome"], str(r["rc"]), r["note"]]
+        rows.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     path.write_text("\n".join(rows) + "\n")
+
+
+def totals_line(results: list[dict]) -> str:
+    counts = pd.Series([r["outcome"] for r in results]).value_counts()
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
 
 
 if __name__ == "__main__":

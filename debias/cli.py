@@ -158,7 +158,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from debias.demo import run_demo
+    from debias.train.runfolder import check_out_path
 
+    check_out_path(args.out)  # --out '' is a mistake, not the current folder
     run_demo(
         out=args.out,
         rho=args.rho,
@@ -304,6 +306,7 @@ def _error_line(exc: BaseException) -> str:
 _OS_HINTS = {
     errno.ENOSPC: "the disk is full: free space or use a folder on another disk",
     errno.EDQUOT: "the disk quota is used up: free space or use a folder on another disk",
+    errno.EFBIG: "the file is larger than this process may write (ulimit -f): raise the limit",
     errno.EROFS: "the file system is read-only: use a writable folder (--out, DEBIAS_CACHE)",
     errno.EACCES: "permission denied: fix its permissions or use a writable folder",
     errno.EPERM: "not permitted: fix its permissions or use a writable folder",

@@ -88,7 +88,7 @@ def make_report(
     exist). ``notes``: a Markdown file (or text) appended after the comparisons, for the
     reader-facing conclusions a person writes from the numbers.
     """
-    out = Path(out_dir)
+    out = check_out_path(out_dir, "report folder")  # before Path(): Path("") is "."
     _check_report_folder(out)
     text = "" if notes is None else read_notes(notes)
     data = load_sweep_data(sweep_dir)

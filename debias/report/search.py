@@ -52,7 +52,7 @@ from debias.sweep.selection import (
     search_frame,
     select_all,
 )
-from debias.train.runfolder import REPORT_FILES, claim_folder
+from debias.train.runfolder import REPORT_FILES, check_out_path, claim_folder
 
 __all__ = ["SearchData", "is_search_sweep", "load_search", "make_search_report"]
 
@@ -425,7 +425,7 @@ def search_markdown(data: SearchData, figure: str | None = None) -> str:
 def make_search_report(sweep_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
     """Write ``report.md``, ``search_selection.csv`` (every rule's pick), ``search_summary.csv``
     (the re-run summaries, with their rule) and ``search_ranking.png``; returns their paths."""
-    out = Path(out_dir)
+    out = check_out_path(out_dir, "report folder")  # before Path(): Path("") is "."
     _check_report_folder(out)
     data = load_search(sweep_dir)
     claim_folder(out, names=REPORT_FILES, kind="report", what="report folder")

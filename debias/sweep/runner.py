@@ -141,7 +141,8 @@ def run_sweep(
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     runs = spec.expand(overrides=overrides, only=only)
-    out_dir = Path(out) if out is not None else spec.default_out
+    # check_out_path before Path(): Path("") is the current folder, an empty --out is a mistake.
+    out_dir = runfolder.check_out_path(out, "sweep out") if out is not None else spec.default_out
     sweep = _Sweep(spec, runs, out_dir, log)
     runfolder.check_out_path(out_dir, "sweep out")
     if dry_run:

@@ -658,6 +658,8 @@ def _check_optimisation_values(cfg: TrainConfig) -> None:
     _check_milestones(cfg.lr_milestones, cfg.epochs)
     for name in ("lr", "lr_gamma"):
         _check_number(name, getattr(cfg, name), low=0, low_open=True)
+    # Above this every optimiser here diverges (LARS-scaled SimCLR peaks near 5): 1e10 is a typo.
+    _check_number("lr", cfg.lr, high=MAX_LR)
     _check_number("weight_decay", cfg.weight_decay, low=0)
     _check_number("colour_jitter", cfg.colour_jitter, low=0)
     _check_number("eval_batch_size", cfg.eval_batch_size, low=1, integer=True)
@@ -695,6 +697,9 @@ def _check_milestones(milestones: Any, epochs: int) -> None:
             "0 only rescales the starting lr: set lr instead; give none for a constant lr)"
         )
 
+
+# The largest learning rate accepted (``lr``).
+MAX_LR = 10.0
 
 # Fields that name a file or folder: a Path is taken (and recorded as its str).
 _PATH_FIELDS = ("out", "root", "weights")
