@@ -769,7 +769,9 @@ def write_markdown(results: list[dict], path: Path, before: list[dict] | None = 
             b = was.get(r["id"])
             cells.append(f"{b['outcome']} (exit {b['rc']})" if b else "–")
         cells += [r["outcome"], str(r["rc"]), r["note"]]
-        rows.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+        rows.append(
+            "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+        )
     path.write_text("\n".join(rows) + "\n")
 
 
