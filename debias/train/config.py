@@ -738,6 +738,17 @@ def _type_name(hint: Any) -> str:
     return names.get(hint) or {list: "a list", dict: "a mapping"}.get(origin, str(hint))
 
 
+def _yaml_number_hint(value: Any) -> str:
+    """YAML 1.1 reads ``1e-3`` (no dot) as text: say how to write it as a number."""
+    if isinstance(value, str) and "e" in value.lower():
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return f" (YAML reads {value} as text: write it with a dot, e.g. 1.0e-3)"
+    return ""
+
+
 def check_field_types(cfg: Any) -> None:
     """Every field of ``cfg`` has its declared type, whoever built it (the CLI, a --config or
     sweep YAML, the Python API): ``epochs: 1.5`` or ``epochs: true`` is a TypeError naming the
@@ -756,7 +767,7 @@ def check_field_types(cfg: Any) -> None:
         if not _type_ok(value, hints[f.name]):
             raise OptionTypeError(
                 f"{f.name} must be {_type_name(hints[f.name])}; got {value!r} "
-                f"({type(value).__name__})"
+                f"({type(value).__name__}){_yaml_number_hint(value)}"
             )
     if isinstance(cfg.lr_milestones, tuple):
         cfg.lr_milestones = list(cfg.lr_milestones)
