@@ -538,3 +538,23 @@ def test_the_ledger_never_calls_a_finished_run_failed(tmp_path):
     assert sweep.status[runs[0].name]["status"] == "done"
     assert not (done / "error.txt").exists()
     assert sweep.status[runs[1].name]["status"] == "failed"
+
+
+def test_a_failed_write_names_its_file_and_leaves_the_old_one(tmp_path, capsys):
+    import errno
+
+    from debias.cli import os_error_line
+
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+
+    def full(fh):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as info:
+        _atomic.atomic_write(target, full)
+    assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["metrics.json"]
+    line = os_error_line(info.value)
+    assert line.startswith(f"{target}: No space left on device; the disk is full")
+    assert "\n" not in line
