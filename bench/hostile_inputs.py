@@ -695,6 +695,7 @@ def main() -> int:
     args = ap.parse_args()
     tree = str(Path(args.tree).resolve())
     env = dict(os.environ, PYTHONPATH=tree)
+    own_cache = "DEBIAS_CACHE" not in env
     env.setdefault("DEBIAS_CACHE", tempfile.mkdtemp(prefix="hostile-cache-"))
     os.environ.update(PYTHONPATH=tree, DEBIAS_CACHE=env["DEBIAS_CACHE"])
     sys.path.insert(0, tree)
@@ -762,6 +763,8 @@ def main() -> int:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
+        if own_cache:
+            shutil.rmtree(env["DEBIAS_CACHE"], ignore_errors=True)
     return 0 if set(totals) <= {"PASS"} else 1
 
 
