@@ -4,8 +4,9 @@ Write to a temporary file in the target's folder, fsync, then rename over the ta
 killed mid-write (Ctrl-C, OOM, a pre-empted node) leaves either the previous complete file or
 the new one, never a torn file. The file gets the permissions the umask gives a new file (as
 ``open`` would), not ``mkstemp``'s private ``0600``: results and caches on a shared cluster are
-readable by whom the umask says. A killed write leaves a ``.<name>.<random>.tmp`` behind;
-:func:`remove_orphans` deletes those.
+readable by whom the umask says. A killed write leaves a ``.debias-tmp.<name>.<random>.tmp``
+behind; :func:`remove_orphans` deletes those, and only those: the ``.debias-tmp.`` marker is a
+name no user chooses, so a user's own ``.thesis.20241207.tmp`` is never touched.
 """
 
 from __future__ import annotations
@@ -18,8 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-# ".<target name>.<mkstemp's random part>.tmp": exactly what atomic_write creates.
-_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+# ".debias-tmp.<target name>.<mkstemp's random part>.tmp": exactly what debias creates, never a
+# name a user would choose (a bare ".<name>.<8 chars>.tmp" may be a user's file: never deleted).
+TMP_PREFIX = ".debias-tmp."
+_TMP = re.compile(r"^\.debias-tmp\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def temp_name(target: str, random: str) -> str:
+    """The name of debias's temporary file for ``target`` (what :func:`remove_orphans` removes)."""
+    return f"{TMP_PREFIX}{target}.{random}.tmp"
 
 
 def _umask() -> int:
@@ -39,7 +47,7 @@ def _umask() -> int:
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(fh)`` on a temporary file next to ``path``, then atomically rename it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
@@ -47,6 +55,12 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:
+            # A failed write() names no file: name the one being written (a full disk).
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -59,7 +73,7 @@ def create_new(path: Path, data: bytes) -> bool:
     ``link`` fails when the name is taken), so a rival process that finds the file never reads
     it half-written, as it could between ``open(O_EXCL)`` and ``write``.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:

@@ -7,6 +7,11 @@ import numbers
 from typing import Any
 
 
+class OptionTypeError(TypeError, ValueError):
+    """A value of the wrong type given to debias (a TypeError for the Python API; also a
+    ValueError, so that the CLI reports it as the usage error it is: one line, exit 2)."""
+
+
 def check_number(
     name: str,
     value: Any,

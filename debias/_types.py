@@ -20,8 +20,8 @@ class RunStatus(StrEnum):
     """A run's state in a sweep's ledger (``sweep_status.csv``) and in :func:`debias.results.load`.
 
     A ``str`` subclass, so the ledger's CSV cells and a plain ``"done"`` compare equal to it.
-    ``incomplete`` is read from a folder (a checkpoint or history but no ``metrics.json``), never
-    written to the ledger.
+    ``incomplete`` (a checkpoint or history but no ``metrics.json``), ``damaged`` and
+    ``not in sweep`` are read from a folder, never written to the ledger.
     """
 
     PENDING = "pending"
@@ -31,6 +31,10 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     INTERRUPTED = "interrupted"
     INCOMPLETE = "incomplete"
+    # Read from a folder, never written to the ledger: a metrics.json that cannot be read
+    # (truncated, no config or splits), or a run folder the sweep's manifest does not list.
+    DAMAGED = "damaged"
+    UNLISTED = "not in sweep"
 
 
 #: Statuses of a run that has its ``metrics.json`` (run in this pass, or an earlier one).

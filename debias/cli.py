@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import sys
@@ -158,7 +159,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from debias.demo import run_demo
+    from debias.train.runfolder import check_out_path
 
+    check_out_path(args.out)  # --out '' is a mistake, not the current folder
     run_demo(
         out=args.out,
         rho=args.rho,
@@ -291,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def one_line(message, category, *_: Any, **__: Any) -> str:
-        return f"debias {args.command}: warning: {message}\n"
+        return f"debias {args.command}: warning: {_error_line(message)}\n"
 
     try:
         with warnings.catch_warnings():
@@ -302,9 +305,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError, ImportError, RunConflictError, RunFolderError) as exc:
-        print(f"debias {args.command}: error: {exc}", file=sys.stderr)
+    except (
+        ValueError,
+        FileNotFoundError,
+        ImportError,
+        RunConflictError,
+        RunFolderError,
+        FloatingPointError,  # a diverged run (--lr 1e10): the message says what to change
+    ) as exc:
+        print(f"debias {args.command}: error: {_error_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only folder: name it, say what to do
+        print(f"debias {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _error_line(exc: BaseException) -> str:
+    """An error's message on one line (a multi-line one is joined with " | ")."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return " | ".join(lines) or type(exc).__name__
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free space or use a folder on another disk",
+    errno.EDQUOT: "the disk quota is used up: free space or use a folder on another disk",
+    errno.EFBIG: "the file is larger than this process may write (ulimit -f): raise the limit",
+    errno.EROFS: "the file system is read-only: use a writable folder (--out, DEBIAS_CACHE)",
+    errno.EACCES: "permission denied: fix its permissions or use a writable folder",
+    errno.EPERM: "not permitted: fix its permissions or use a writable folder",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<file>: <reason>; <what to do>`` for an OSError; files already written are kept (every
+    write goes to a temporary file renamed into place)."""
+    where = exc.filename if exc.filename is not None else "a file"
+    hint = _OS_HINTS.get(exc.errno or 0, "check that path")
+    return f"{where}: {exc.strerror or _error_line(exc)}; {hint}. Files already written are kept"
 
 
 if __name__ == "__main__":

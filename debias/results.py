@@ -84,6 +84,7 @@ class RunRecord:
     path: Path
     config: dict[str, Any]
     status: str
+    problem: str = ""  # why a damaged or unlisted run is left out
 
     @property
     def metrics(self) -> dict[str, Any] | None:
@@ -92,7 +93,10 @@ class RunRecord:
 
     @property
     def error(self) -> str:
-        """The line of ``error.txt`` that says what went wrong ("" if the run has none)."""
+        """What went wrong: a damaged run's problem, else the line of ``error.txt`` naming the
+        error ("" if the run has none)."""
+        if self.problem:
+            return self.problem
         f = self.path / _ERROR
         return error_line(f.read_text(errors="replace")) if f.exists() else ""
 
@@ -114,20 +118,47 @@ def _is_run(d: Path) -> bool:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, unreadable, truncated or not UTF-8
         return None
+    return data if isinstance(data, dict) else None
+
+
+def metrics_problem(path: Path) -> str:
+    """What is wrong with a run's ``metrics.json`` ("" when it is a readable debias result)."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        return f"{path} cannot be read ({exc.strerror or exc})"
+    except ValueError as exc:
+        return f"{path} is not valid JSON ({str(exc).splitlines()[0]}): truncated or edited?"
+    if not isinstance(data, dict):
+        return f"{path} holds a {type(data).__name__}, not a debias metrics mapping"
+    for key in ("config", "splits"):
+        if not isinstance(data.get(key), dict):
+            return f"{path} has no {key!r} mapping (not written by debias train, or edited)"
+    bad = [s for s, v in data["splits"].items() if not isinstance(v, dict)]
+    if bad:
+        return f"{path}: splits {bad} are not mappings of metric: value"
+    return ""
 
 
 def _run_config(d: Path, fallback: dict[str, Any] | None = None) -> dict[str, Any]:
     # Runs written before data options were recorded per dataset compare as written today.
     m = _read_json(d / _METRICS)
-    if m and "config" in m:
+    if m and isinstance(m.get("config"), dict):
         return with_dataset_defaults(m["config"])
     c = _read_json(d / _RUN_CONFIG)
     if c:
         return with_dataset_defaults(c)
     return dict(fallback or {})
+
+
+def _record(sweep: str, run: str, d: Path, config: dict[str, Any], recorded: str | None):
+    """The RunRecord of folder ``d``; a damaged ``metrics.json`` makes it ``damaged``, with why."""
+    problem = metrics_problem(d / _METRICS) if (d / _METRICS).exists() else ""
+    status = RunStatus.DAMAGED if problem else _status(d, recorded)
+    return RunRecord(sweep, run, d, config, status, problem)
 
 
 def _status(d: Path, recorded: str | None) -> str:
@@ -153,35 +184,41 @@ def _runs_under(root: Path) -> list[RunRecord]:
             r["run"]: r["status"] for r in (_read_json(root / _STATUS) or {}).get("runs", [])
         }
         name = manifest.get("name") or root.name
-        out = []
-        for r in manifest["runs"]:
-            d = root / r["run"]
-            out.append(
-                RunRecord(
-                    name,
-                    r["run"],
-                    d,
-                    _run_config(d, r.get("config")),
-                    _status(d, recorded.get(r["run"])),
-                )
+        listed = [r for r in manifest.get("runs", []) if isinstance(r, dict) and "run" in r]
+        out = [
+            _record(
+                name,
+                r["run"],
+                root / r["run"],
+                _run_config(root / r["run"], r.get("config")),
+                recorded.get(r["run"]),
             )
-        return out
-    if _is_run(root):
-        return [
-            RunRecord(
-                root.parent.name or root.name,
-                root.name,
-                root,
-                _run_config(root),
-                _status(root, None),
-            )
+            for r in listed
         ]
+        return out + _unlisted(root, name, {r["run"] for r in listed})
+    if _is_run(root):
+        return [_record(root.parent.name or root.name, root.name, root, _run_config(root), None)]
     # A folder of runs without a manifest: every folder below that looks like a run.
     dirs = sorted({p.parent for m in _RUN_MARKERS for p in root.rglob(m)})
     return [
-        RunRecord(root.name, d.relative_to(root).as_posix(), d, _run_config(d), _status(d, None))
-        for d in dirs
+        _record(root.name, d.relative_to(root).as_posix(), d, _run_config(d), None) for d in dirs
     ]
+
+
+def _unlisted(root: Path, name: str, listed: set[str]) -> list[RunRecord]:
+    """Finished runs under a sweep folder that its manifest does not list (a ``debias train
+    --out`` into it, another sweep's copy): not reported as the sweep's, but named."""
+    found = sorted({p.parent for p in root.rglob(_METRICS)})
+    out = []
+    for d in found:
+        rel = d.relative_to(root).as_posix()
+        if rel in listed or rel == "." or any(rel.startswith(f"{x}/") for x in listed):
+            continue
+        problem = (
+            f"{d} is not a run of this sweep ({_MANIFEST} does not list it); report it on its own"
+        )
+        out.append(RunRecord(name, rel, d, _run_config(d), RunStatus.UNLISTED, problem))
+    return out
 
 
 def find_runs(path: PathLike | Sequence[PathLike]) -> list[RunRecord]:
@@ -239,7 +276,11 @@ def _frame(rows: list[dict[str, Any]], front: Sequence[str]) -> pd.DataFrame:
 def _drop_incomplete(runs: list[RunRecord], what: str) -> list[RunRecord]:
     done = [r for r in runs if r.status == RunStatus.DONE]
     if len(done) < len(runs):
-        missing = [f"{r.run} ({r.status})" for r in runs if r.status != RunStatus.DONE]
+        missing = [
+            f"{r.run} ({r.status}{': ' + r.problem if r.problem else ''})"
+            for r in runs
+            if r.status != RunStatus.DONE
+        ]
         warnings.warn(
             f"{what}: {len(missing)} run(s) without metrics.json left out: "
             + ", ".join(missing[:5])
@@ -304,7 +345,9 @@ def load_history(path: PathLike | Sequence[PathLike]) -> pd.DataFrame:
         f = r.path / _HISTORY
         if not f.exists():
             continue
-        h = pd.read_csv(f)
+        h = _read_history(f)
+        if h is None:
+            continue
         meta = {"sweep": r.sweep, "run": r.run, "status": r.status} | flatten_config(r.config)
         meta = {k: v for k, v in meta.items() if k not in h.columns}
         h = pd.concat([pd.DataFrame([meta] * len(h), index=h.index), h], axis=1)
@@ -312,6 +355,23 @@ def load_history(path: PathLike | Sequence[PathLike]) -> pd.DataFrame:
     if not rows:
         raise FileNotFoundError(f"no {_HISTORY} under {path}")
     return pd.concat(rows, ignore_index=True)
+
+
+def _read_history(path: Path) -> pd.DataFrame | None:
+    """A run's ``history.csv``, or None with a warning naming it and what is wrong."""
+    try:
+        h = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warnings.warn(f"{path} cannot be read ({why}); its history is left out", stacklevel=3)
+        return None
+    if "epoch" not in h.columns or not pd.api.types.is_numeric_dtype(h["epoch"]):
+        warnings.warn(
+            f"{path} is not a debias history (no numeric 'epoch' column); left out",
+            stacklevel=3,
+        )
+        return None
+    return h
 
 
 def _representation_rows(section: dict[str, Any]) -> list[dict[str, Any]]:

@@ -523,3 +523,22 @@ def test_group_plot_switches_to_heatmaps_at_100_groups(tmp_path) -> None:
     assert len(heat.patches) == 10  # the aligned cells are outlined
     assert len(few.axes[0].patches) >= 8  # bars below the threshold
     assert (tmp_path / "many.png").stat().st_size > 10_000
+
+
+# -- degenerate embeddings (issue 34) ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("Z", "says"), [(np.zeros((40, 3)), "all zeros"), (np.ones((40, 3)), "the same vector")]
+)
+def test_constant_embeddings_are_refused_with_a_reason(Z, says):
+    y, b = np.arange(40) % 2, (np.arange(40) // 2) % 2
+    with pytest.raises(ValueError, match=f"Z is constant: all 40 rows are {says}"):
+        audit_embeddings(Z, y, b, cv=2, projection=None)
+
+
+def test_one_dimensional_aligned_groups_in_a_file_are_named(tmp_path):
+    path = tmp_path / "e.npz"
+    np.savez(path, Z=np.eye(4), targets=[0, 1, 0, 1], bias=[0, 0, 1, 1], aligned_groups=[0, 1])
+    with pytest.raises(ValueError, match=r"e.npz: aligned_groups has shape \(2,\); expected"):
+        Embeddings.load(path)
+    with pytest.raises(ValueError, match="pairs of integers"):
+        Embeddings(np.eye(4), [0, 1, 0, 1], [0, 0, 1, 1], aligned_groups=[0, 1])

@@ -258,3 +258,72 @@ def test_protocol_alias_warns_in_one_line_on_the_cli(tmp_path):
         "debias sweep: warning: protocol 'groupdro' is deprecated, use 'official' (the official "
         "CelebA partitions; not the Group DRO method)\n"
     )
+
+
+# -- strict types and duplicate keys at the config boundary (issue 34) ----------------------------
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("epochs: 1.5\n", "epochs must be an integer; got 1.5"),
+        ("epochs: true\n", "epochs must be an integer; got True"),
+        ('epochs: "2"\n', "epochs must be an integer; got '2'"),
+        ("batch_size: 64.5\n", "batch_size must be an integer; got 64.5"),
+        ('lr: "0.1"\n', "lr must be a number; got '0.1'"),
+        ("augment: 1\n", "augment must be true/false or null; got 1"),
+        ("epochs: 1\nlr: 0.1\nepochs: 2\n", "key 'epochs' is given twice (lines 1 and 3)"),
+        ("optim:\n  lr: 0.1\n  lr: 0.01\n", "key 'lr' is given twice (lines 2 and 3)"),
+    ],
+)
+def test_config_files_are_typed_strictly_and_refuse_a_key_given_twice(tmp_path, capsys, text, says):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    argv = ["--dataset", "digits", "--rho", "0.95", "--max-steps", "1", "--device", "cpu"]
+    assert main(["train", *argv, "--config", str(f), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_json_and_sweep_files_refuse_duplicates_and_non_utf8(tmp_path):
+    from debias.train.config import load_config_file
+
+    (tmp_path / "c.json").write_text('{"epochs": 1, "epochs": 2}')
+    with pytest.raises(ValueError, match="'epochs' is given twice"):
+        load_config_file(tmp_path / "c.json")
+    (tmp_path / "l1.yaml").write_bytes("# café\nepochs: 1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"l1.yaml is not UTF-8 text.*save it as UTF-8"):
+        load_config_file(tmp_path / "l1.yaml")
+    grid = "name: g\nbase: {dataset: digits, rho: 0.9}\ngrid:\n  seed: [0]\n  seed: [1]\n"
+    (tmp_path / "s.yaml").write_text(grid)
+    with pytest.raises(ValueError, match=r"not valid YAML: key 'seed' is given twice \(lines 4"):
+        SweepSpec.load(tmp_path / "s.yaml")
+
+
+def test_python_api_types_are_checked_where_the_config_is_made(tmp_path):
+    from pathlib import Path
+
+    from debias.train import train
+
+    base = {"dataset": "digits", "rho": 0.9}
+    for bad, says in [
+        ({"out": None}, "out must be a folder path"),
+        ({"out": ""}, "out must be a folder path"),
+        ({"epochs": 1.5}, "epochs must be an integer"),
+        ({"epochs": True}, "epochs must be an integer"),
+        ({"rho": True}, "rho must be a number or null"),
+        ({"select": 5}, "select must be a string"),
+        ({"lr_milestones": "5"}, "lr_milestones must be a list or null"),
+    ]:
+        with pytest.raises(TypeError, match=says):
+            TrainConfig(**({"out": "o"} | base | bad))
+    assert TrainConfig(out=Path("o"), **base).out == "o"  # a Path is taken, recorded as str
+    assert TrainConfig(out="o", lr=1, **base).lr == 1  # an int is a number
+    with pytest.raises(TypeError, match="train\\(\\) takes a TrainConfig or a mapping"):
+        train("some/path")
+
+
+@pytest.mark.parametrize("metric", ["worst_group_y", "worst_group_b", "n", "n_groups", "nope"])
+def test_selection_needs_a_metric_with_a_direction(metric):
+    with pytest.raises(ValueError, match="val/worst_group_accuracy, val/aligned_accuracy"):
+        parse(*TINY, "--out", "o", "--select", f"val/{metric}")
+    assert parse(*TINY, "--out", "o", "--select", "val/equalized_odds_mean_gap")

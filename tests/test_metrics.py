@@ -504,3 +504,51 @@ def test_holm_adjust_by_hand():
     assert np.isnan(holm_adjust([np.nan])).all() and holm_adjust([]).size == 0
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         holm_adjust([0.5, 1.5])
+
+
+# -- degenerate inputs and selection directions (issue 34) ---------------------------------------
+def test_equalized_odds_over_a_single_bias_value_is_undefined_not_zero():
+    with pytest.warns(UserWarning, match="need at least 2 bias values; bias takes only \\[3\\]"):
+        rep = group_report([0, 1, 0, 1], [0, 1, 1, 1], [3, 3, 3, 3])
+    assert math.isnan(rep.equalized_odds_mean_gap) and math.isnan(rep.equalized_odds_max_gap)
+    assert rep.accuracy == 0.75  # the rest is still reported
+
+
+def test_derived_aligned_pairs_are_not_checked_as_if_given():
+    y, p, b = [10, 11, 10, 11], [10, 11, 11, 11], [0, 1, 1, 0]
+    with pytest.raises(ValueError, match="no sample could be bias-aligned"):
+        group_report(y, p, b, aligned=[(0, 0), (1, 1)])
+    rep = group_report(y, p, b, aligned=[(0, 0), (1, 1)], derived_aligned=True)
+    assert rep.n_aligned == 0 and rep.accuracy == 0.75
+
+
+def test_one_dimensional_aligned_groups_are_refused():
+    with pytest.raises(ValueError, match="pairs of integers; got item 0"):
+        group_report([0, 1], [0, 1], [0, 1], aligned=[0, 1])
+
+
+def test_every_selectable_metric_has_a_direction_and_counts_have_none():
+    from debias.metrics import report_metrics
+    from debias.metrics.groups import SELECTION_DIRECTION
+
+    assert set(SELECTION_DIRECTION) < set(report_metrics())
+    assert {k for k, d in SELECTION_DIRECTION.items() if d < 0} == {
+        "equalized_odds_mean_gap",
+        "equalized_odds_max_gap",
+    }
+    for index_or_count in ("worst_group_y", "worst_group_b", "n", "n_aligned", "n_groups"):
+        assert index_or_count not in SELECTION_DIRECTION
+
+
+def test_a_gap_is_selected_at_its_smallest_value():
+    from types import SimpleNamespace
+
+    from debias.train.selection import TrainerSelection
+
+    state = SimpleNamespace(
+        cfg=SimpleNamespace(select="val/equalized_odds_mean_gap"), best=None, _best_reports=None
+    )
+    for epoch, gap in enumerate([0.30, 0.10, 0.20, float("nan")]):
+        row = {"val/equalized_odds_mean_gap": gap}
+        TrainerSelection.select(state, epoch, row, {}, lambda e=epoch: {"epoch": e})
+    assert state.best["epoch"] == 2 and state.best["value"] == 0.10

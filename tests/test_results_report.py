@@ -11,6 +11,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -944,6 +945,8 @@ def test_dfr_tuning_ties_are_recorded_per_run(sweep, tmp_path):
     tied = runs.loc[run_name("ce", 0.997, 0)]
     assert (tied["dfr.C"], tied["dfr.C_tied"], tied["dfr.refits"]) == (1.0, "1 0.7 0.3", 20)
     assert pd.isna(runs.loc[run_name("ce", 0.997, 1), "dfr.C_tied"])  # no tuning record: none
+
+
 # -- figures a reader can read ------------------------------------------------------------------
 def _dot_summary(levels):
     rows = []
@@ -1003,3 +1006,84 @@ def test_convergence_plots_the_contrastive_term_and_whole_epochs():
     # Without the contrastive column the label says what it is.
     fig = plots.plot_convergence(h.drop(columns="train_contrastive"))
     assert fig.axes[0].get_ylabel() == "loss (pretrain)"
+
+
+# -- damaged records, unlisted runs, a user's files, notes (issue 34) ---------------------------------
+FIRST = run_name(*RUNS[0][:3])
+
+
+def _first_done(sweep: Path) -> Path:
+    return sweep / FIRST
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda t: t[: len(t) // 2], "is not valid JSON"),
+        (
+            lambda t: json.dumps({k: v for k, v in json.loads(t).items() if k != "splits"}),
+            "no 'splits'",
+        ),
+        (
+            lambda t: json.dumps({k: v for k, v in json.loads(t).items() if k != "config"}),
+            "no 'config'",
+        ),
+        (lambda t: "[1, 2]", "holds a list"),
+    ],
+)
+def test_a_damaged_run_is_skipped_named_and_the_rest_reported(sweep, tmp_path, damage, says):
+    bad = _first_done(sweep)
+    (bad / "metrics.json").write_text(damage((bad / "metrics.json").read_text()))
+    records = {r.run: r for r in results.find_runs(sweep)}
+    assert records[FIRST].status == "damaged" and says in records[FIRST].error
+    paths = make_report(sweep, tmp_path / "rep")
+    text = paths["report"].read_text()
+    assert "## Runs not included" in text
+    row = next(ln for ln in text.splitlines() if ln.startswith(f"| {FIRST} |"))
+    assert "damaged" in row and says in row
+    assert f"{len(RUNS) - 1} finished run(s)" in text
+
+
+def test_a_report_of_only_damaged_runs_says_so(sweep, tmp_path):
+    for f in sweep.rglob("metrics.json"):
+        f.write_text("{")
+    with pytest.raises(ValueError, match="no finished run to report in .*damaged.*not valid JSON"):
+        make_report(sweep, tmp_path / "rep")
+
+
+def test_a_run_the_manifest_does_not_list_is_named_not_dropped(sweep, tmp_path):
+    extra = sweep / "extra-utkface-run"
+    write_run(extra, method="ce", rho=0.9, seed=0, unbiased=0.5, worst=0.1, conflicting=0.4,
+              biased=0.9, dataset="utkface")  # fmt: skip
+    text = make_report(sweep, tmp_path / "rep")["report"].read_text()
+    row = next(ln for ln in text.splitlines() if ln.startswith("| extra-utkface-run |"))
+    assert "not in sweep" in row and "sweep.json does not list it" in row
+
+
+def test_a_corrupt_history_is_left_out_with_its_name(sweep):
+    bad = _first_done(sweep) / "history.csv"
+    bad.write_bytes(b'\x00\xff\n1,2\n"unclosed\n')
+    with pytest.warns(UserWarning, match="history.csv"):
+        results.load_history(sweep)
+
+
+@pytest.mark.parametrize("name", ["report.md", "summary.csv", "accuracy_vs_bias.png"])
+def test_report_never_overwrites_a_users_file(sweep, tmp_path, name):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / name).write_text("my own")
+    with pytest.raises(RuntimeError, match=f"holds {name} that debias did not write"):
+        make_report(sweep, out)
+    assert (out / name).read_text() == "my own" and sorted(os.listdir(out)) == [name]
+    make_report(sweep, tmp_path / "fresh")  # a report folder of its own is reused freely
+    make_report(sweep, tmp_path / "fresh")
+
+
+def test_notes_naming_a_missing_file_is_an_error(sweep, tmp_path):
+    with pytest.raises(FileNotFoundError, match="--notes .*nope.md: no such file"):
+        make_report(sweep, tmp_path / "rep", notes=Path(tmp_path / "nope.md"))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        make_report(sweep, tmp_path / "rep", notes="notes/missing.md")
+    assert not (tmp_path / "rep").exists()
+    text = make_report(sweep, tmp_path / "rep", notes="We learned *this*.")["report"].read_text()
+    assert "We learned *this*." in text

@@ -412,8 +412,8 @@ def test_atomic_write_follows_umask(tmp_path, mask, mode):
 
 
 def test_orphan_tmp_files_are_removed_when_old(tmp_path):
-    old_tmp = tmp_path / ".metrics.json.abcd1234.tmp"
-    young_tmp = tmp_path / ".checkpoint.pt.efgh5678.tmp"
+    old_tmp = tmp_path / ".debias-tmp.metrics.json.abcd1234.tmp"
+    young_tmp = tmp_path / ".debias-tmp.checkpoint.pt.efgh5678.tmp"
     other = tmp_path / "notes.tmp"
     for f in (old_tmp, young_tmp, other):
         f.write_text("x")
@@ -426,3 +426,135 @@ def test_orphan_tmp_files_are_removed_when_old(tmp_path):
     os.utime(young_tmp, (t, t))
     runfolder.claim_folder(tmp_path)
     assert not young_tmp.exists() and other.exists()
+
+
+@pytest.mark.parametrize(
+    "name", [".thesis.20241207.tmp", ".metrics.json.abcd1234.tmp", ".debias-tmp.x.tmp"]
+)
+def test_a_users_tmp_like_file_is_never_deleted(tmp_path, name):
+    """Only names with debias's marker go: a user's ``.thesis.20241207.tmp`` has the old
+    ``.<name>.<8 chars>.tmp`` shape and is still theirs."""
+    user = tmp_path / name
+    user.write_text("my thesis")
+    t = time.time() - 3600
+    os.utime(user, (t, t))
+    assert _atomic.remove_orphans(tmp_path) == []
+    runfolder.claim_folder(tmp_path / "run")
+    (tmp_path / "run" / name).write_text("mine")
+    os.utime(tmp_path / "run" / name, (t, t))
+    runfolder.claim_folder(tmp_path / "run")
+    assert user.read_text() == "my thesis" and (tmp_path / "run" / name).read_text() == "mine"
+
+
+def test_atomic_write_leaves_only_marked_temp_names(tmp_path):
+    def boom(fh):
+        fh.write(b"half")
+        names = [p.name for p in tmp_path.iterdir()]
+        assert len(names) == 1 and names[0].startswith(_atomic.TMP_PREFIX + "f.")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        _atomic.atomic_write(tmp_path / "f", boom)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- folder kinds, the sweep lock, the ledger (issue 34) -------------------------------------------
+KIND_FILES = {
+    "run": ("metrics.json", json.dumps({"config": {"dataset": "digits"}})),
+    "sweep": ("sweep.json", json.dumps({"name": "s", "spec": {}, "runs": []})),
+    "audit": ("audit.json", json.dumps({"overall": {}, "bias_leakage": {}})),
+    "report": ("report.md", "# Sweep report: s\n"),
+}
+
+
+@pytest.mark.parametrize("marked", [True, False], ids=["marker", "legacy"])
+@pytest.mark.parametrize("there", list(KIND_FILES))
+def test_folder_kinds_are_recognised_and_never_written_into_each_other(tmp_path, there, marked):
+    d = tmp_path / there
+    name, text = KIND_FILES[there]
+    (d).mkdir()
+    (d / name).write_text(text)
+    if marked:
+        (d / MARKER).write_text(json.dumps({"kind": there, "version": 1}))
+    assert runfolder.folder_kind(d) == there
+    for kind in runfolder.KINDS:
+        if kind == there:
+            runfolder.claim_folder(d, kind=kind, names=())
+            continue
+        with pytest.raises(RunFolderError, match=f"is a debias {there} folder; a {kind} is never"):
+            runfolder.claim_folder(d, kind=kind, names=())
+    assert (d / name).read_text() == text
+
+
+def test_train_refuses_a_sweep_root_and_an_empty_out(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    runfolder.claim_folder(root, kind="sweep", names=())
+    assert main(["train", *TINY, "--out", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a debias sweep folder; a run is never" in err
+    for out in ("", "  "):
+        assert main(["train", *TINY, "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "out must be a folder path" in err
+    with pytest.raises(ValueError, match="empty"):
+        runfolder.check_out_path("")
+    with pytest.raises(TypeError, match="folder path"):
+        runfolder.check_out_path(None)
+
+
+def _spec():
+    from debias.sweep import SweepSpec
+
+    base = {"dataset": "digits", "rho": 0.95, "model": "smallconvnet", "epochs": 1}
+    return SweepSpec.from_dict({"name": "s", "base": base, "grid": {"seed": [0, 1]}})
+
+
+def test_a_second_sweep_on_a_live_sweep_folder_is_refused(tmp_path):
+    from debias.sweep import run_sweep
+
+    out = tmp_path / "sweep"
+    runfolder.claim_folder(out, kind="sweep", names=())
+    live = {"pid": os.getppid(), "host": socket.gethostname(), "started": time.time()}
+    (out / runfolder.SWEEP_LOCK).write_text(json.dumps(live))
+    with pytest.raises(RunLockedError, match="is running a sweep in it"):
+        run_sweep(_spec(), out=out, log=lambda m: None)
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, runfolder.SWEEP_LOCK]
+
+
+def test_the_ledger_never_calls_a_finished_run_failed(tmp_path):
+    from debias.sweep.status import _Sweep
+
+    spec = _spec()
+    runs = spec.expand()
+    sweep = _Sweep(spec, runs, tmp_path, lambda m: None)
+    done, broken = (tmp_path / r.name for r in runs)
+    for d in (done, broken):
+        d.mkdir()
+        (d / "error.txt").write_text("RunLockedError: in use\n")
+    (done / METRICS).write_text(json.dumps({"config": {"dataset": "digits"}, "splits": {}}))
+    (broken / METRICS).write_text('{"config": {"datas')  # truncated: not a finished run
+    for r in runs:
+        sweep.finished(r, 1, 1.0)
+    assert sweep.status[runs[0].name]["status"] == "done"
+    assert not (done / "error.txt").exists()
+    assert sweep.status[runs[1].name]["status"] == "failed"
+
+
+def test_a_failed_write_names_its_file_and_leaves_the_old_one(tmp_path, capsys):
+    import errno
+
+    from debias.cli import os_error_line
+
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+
+    def full(fh):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as info:
+        _atomic.atomic_write(target, full)
+    assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["metrics.json"]
+    line = os_error_line(info.value)
+    assert line.startswith(f"{target}: No space left on device; the disk is full")
+    assert "\n" not in line

@@ -74,4 +74,4 @@ def test_two_gloo_processes_train_and_write_once(tmp_path, method):
     lines = proc.stdout.splitlines()
     assert sum(line.startswith("epoch ") for line in lines) == expected_epochs, proc.stdout
     assert sum(line.startswith("done:") for line in lines) == 1, proc.stdout
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".debias-tmp.*"))

@@ -56,6 +56,13 @@ def _as_matrix(Z: Any) -> np.ndarray:
             f"Z contains {int(bad.sum())} NaN/inf value(s) in {int(bad.any(1).sum())} row(s); "
             "expected finite embeddings (drop or fix those rows first)"
         )
+    if Z.shape[0] > 1 and not np.ptp(Z, axis=0).any():
+        # A collapsed encoder: every probe would be at chance and every distance 0.
+        what = "all zeros" if not Z.any() else "the same vector"
+        raise ValueError(
+            f"Z is constant: all {Z.shape[0]} rows are {what} (a collapsed or untrained "
+            "encoder?); there is nothing to audit"
+        )
     return Z
 
 
@@ -96,9 +103,10 @@ def _check_options(
 
 
 def _aligned_pairs(aligned_groups: Iterable[Group] | None) -> tuple[Group, ...] | None:
-    if aligned_groups is None:
-        return None
-    return tuple(sorted({(int(gy), int(gb)) for gy, gb in aligned_groups}))
+    from debias.metrics._inputs import as_aligned
+
+    pairs = as_aligned(aligned_groups)
+    return None if pairs is None else tuple(sorted(pairs))
 
 
 def _subsample(

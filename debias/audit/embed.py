@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from debias._types import Group
 from debias.data.base import TensorImageDataset
-from debias.metrics._inputs import as_labels
+from debias.metrics._inputs import as_aligned, as_labels
 
 if TYPE_CHECKING:
     from debias.audit.audit import AuditReport
@@ -69,7 +69,8 @@ class Embeddings:
                 f"{self.targets.shape} and {self.bias.shape}"
             )
         if self.aligned_groups is not None:
-            self.aligned_groups = tuple(sorted((int(y), int(b)) for y, b in self.aligned_groups))
+            # One validator for every way pairs arrive (a 1-D array in a file included).
+            self.aligned_groups = tuple(sorted(as_aligned(self.aligned_groups)))
 
     def __len__(self) -> int:
         return int(self.Z.shape[0])
@@ -124,6 +125,11 @@ class Embeddings:
             groups = f["aligned_groups"] if "aligned_groups" in f.files else None
             if given is None:
                 given = groups is not None and groups.size > 0
+            if given and (groups.ndim != 2 or groups.shape[1] != 2):
+                raise ValueError(
+                    f"{path}: aligned_groups has shape {groups.shape}; expected (y, b) pairs, "
+                    "an integer array of shape [G, 2]"
+                )
             aligned = [tuple(int(v) for v in row) for row in groups] if given else None
             made = str(f["source"]) if "source" in f.files else ""
             source = f"{path}" + (f" ({made})" if made else "")

@@ -11,6 +11,7 @@ made the original code slow). ``__getitem__`` still works, so the object is a no
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 
 import pandas as pd
@@ -131,6 +132,17 @@ class TensorImageDataset(Dataset):
         mean = torch.tensor(self.mean, device=images.device).view(-1, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(-1, 1, 1)
         return (images.float().div_(255.0) - mean) / std
+
+    def fingerprint(self) -> str:
+        """sha256 hex digest of what a run reads: the images (uint8 bytes), then the targets and
+        bias labels (little-endian int64). A run records it per split; a later ``audit --run``
+        or ``evaluate`` refuses data whose fingerprint changed (labels flipped, rows dropped).
+        Datasets with a cheaper exact identity (Biased-MNIST) override it."""
+        h = hashlib.sha256()
+        h.update(self.images.detach().cpu().contiguous().numpy().tobytes())
+        for labels in (self.targets, self.bias):
+            h.update(labels.detach().cpu().numpy().astype("<i8").tobytes())
+        return h.hexdigest()
 
     def group_counts(self) -> pd.DataFrame:
         """Counts per ``(target, bias)`` group present: columns ``y, b`` (codes), ``target,

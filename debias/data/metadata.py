@@ -124,7 +124,13 @@ def _parse_table(path: Path) -> pd.DataFrame:
     if name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
         sep = "\t" if name.endswith(".tsv") else ","
         # Labels stay text until checked: pandas would turn "1", "", "x" into float/NaN/object.
-        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        try:
+            table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"metadata file {path} is not UTF-8 text (Latin-1 or UTF-16?); save it as UTF-8 "
+                "(e.g. iconv -f latin1 -t utf-8 IN > OUT, or 'CSV UTF-8' in a spreadsheet)"
+            ) from None
         _check_delimiter(table, path, sep)
         return table
     raise ValueError(f"metadata file {path}: expected a .csv, .tsv or .parquet file")
@@ -214,7 +220,15 @@ def encode_labels(
             )
         codes = numbers.astype(np.int64)
         present = set(codes.tolist())
-        gaps = sorted(set(range(max(present) + 1)) - present)
+        top = max(present)
+        if top + 1 > 2 * len(present) + 1000:
+            # Checked before range(top + 1) is built: {0, 10**9} (an ID column) would take GBs.
+            raise ValueError(
+                f"{source}: column {column!r}: integer labels must be 0..max with every value "
+                f"present; its {len(present)} distinct value(s) reach {top} (an ID column used "
+                "as a label?). Choose the label column, or recode it to 0..K-1"
+            )
+        gaps = sorted(set(range(top + 1)) - present)
         if gaps:
             raise ValueError(
                 f"{source}: column {column!r}: integer labels must be 0..{max(present)} with "

@@ -97,6 +97,7 @@ class _GroupTable:
         y_pred: np.ndarray,
         bias: np.ndarray,
         aligned: frozenset[Group] | None,
+        derived_aligned: bool = False,
     ) -> None:
         bias_values, (b,) = _encode([bias], _DENSE_CELLS)
         nb = len(bias_values)
@@ -122,7 +123,10 @@ class _GroupTable:
                     self.aligned[ci, bi] = True
             seen_y = labels[(self.n.sum(1) + self.predicted.sum(1)) > 0]
             seen_b = bias_values[self.n.sum(0) > 0]
-            _check_aligned_pairs(aligned, seen_y, seen_b)
+            if not derived_aligned:
+                # Pairs derived from another split (a dataset's training split) may name labels
+                # this split lacks: only pairs a user gave are checked against the data.
+                _check_aligned_pairs(aligned, seen_y, seen_b)
         # Non-empty groups, row-major, i.e. sorted by y then b.
         rows, cols = np.nonzero(self.n)
         self.g_y = labels[rows]
@@ -135,10 +139,15 @@ class _GroupTable:
 
     @classmethod
     def from_inputs(
-        cls, y_true: Any, y_pred: Any, bias: Any, aligned: Iterable[Any] | None = None
+        cls,
+        y_true: Any,
+        y_pred: Any,
+        bias: Any,
+        aligned: Iterable[Any] | None = None,
+        derived_aligned: bool = False,
     ) -> _GroupTable:
         y, p, b = check_arrays(y_true=y_true, y_pred=y_pred, bias=bias)
-        return cls(y, p, b, as_aligned(aligned))
+        return cls(y, p, b, as_aligned(aligned), derived_aligned)
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,6 +201,14 @@ def _range_over_bias(rate: np.ndarray, valid: np.ndarray) -> np.ndarray:
 def _equalized_odds(t: _GroupTable) -> tuple[float, float]:
     """Equalized-odds gaps from the count matrices; see :func:`equalized_odds`."""
     present = t.n.sum(0) > 0
+    if present.sum() < 2:
+        # A gap across one bias value is not 0 (equal odds), it is undefined.
+        warnings.warn(
+            f"equalized-odds gaps need at least 2 bias values; bias takes only "
+            f"{t.bias_values[present].tolist()} here: the gaps are NaN (undefined), not 0",
+            stacklevel=4,
+        )
+        return float("nan"), float("nan")
     n = t.n[:, present]
     tp_all = t.correct[:, present]
     pred_all = t.predicted[:, present]
@@ -476,6 +493,21 @@ class GroupReport:
         return self.summary()
 
 
+# The metrics an epoch (``select="val/<metric>"``) may be selected on, with their direction:
+# +1 higher is better (accuracies), -1 lower is better (gaps). The others of a report are an
+# index (worst_group_y/_b) or a count (n, n_groups...): no better or worse, never selectable.
+SELECTION_DIRECTION: dict[str, int] = {
+    "accuracy": 1,
+    "unbiased_accuracy": 1,
+    "worst_group_accuracy": 1,
+    "aligned_accuracy": 1,
+    "conflicting_accuracy": 1,
+    "balanced_accuracy": 1,
+    "equalized_odds_mean_gap": -1,
+    "equalized_odds_max_gap": -1,
+}
+
+
 @functools.lru_cache(maxsize=1)
 def report_metrics() -> tuple[str, ...]:
     """The names of a :meth:`GroupReport.to_dict` without intervals: what a history row holds
@@ -523,6 +555,7 @@ def group_report(
     ci: float = 0.95,
     seed: int = 0,
     group_weights: Mapping[Group, float] | None = None,
+    derived_aligned: bool = False,
 ) -> GroupReport:
     """Every §5 metric of one prediction set in one pass.
 
@@ -542,6 +575,10 @@ def group_report(
         seed: bootstrap seed.
         group_weights: ``{(y, b): weight}``, the training split's group counts: adds
             :func:`adjusted_accuracy` to the report.
+        derived_aligned: ``aligned`` was derived from other data (a dataset's training
+            split), not given by a user: its pairs are not checked against this split's labels.
+
+    With a single bias value the equalized-odds gaps are NaN and a warning says why.
 
     Returns a :class:`GroupReport`: the headline numbers as attributes (``accuracy``,
     ``unbiased_accuracy``, ``worst_group_accuracy``, ``bias_aligned_accuracy``,
@@ -559,7 +596,7 @@ def group_report(
         raise ValueError(f"bootstrap must be a non-negative integer; got {bootstrap!r}")
     if not isinstance(ci, (int, float)) or not 0.0 < float(ci) < 1.0:
         raise ValueError(f"ci must be a confidence level strictly between 0 and 1; got {ci!r}")
-    t = _GroupTable.from_inputs(y_true, y_pred, bias, aligned)
+    t = _GroupTable.from_inputs(y_true, y_pred, bias, aligned, derived_aligned)
     point = _count_metrics(t, t.g_correct)
     eo_mean, eo_max = _equalized_odds(t)
     acc_g = t.g_correct / t.g_n

@@ -13,13 +13,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from debias.report.report import make_report
     from debias.report.search import is_search_sweep, make_search_report
 
-    out = args.out or str(Path(args.sweep_dir[0]) / "report")
+    # An empty --out is refused (report folder checks), not read as "the default".
+    out = args.out if args.out is not None else str(Path(args.sweep_dir[0]) / "report")
     source = args.sweep_dir if len(args.sweep_dir) > 1 else args.sweep_dir[0]
     if len(args.sweep_dir) == 1 and is_search_sweep(source):
         # A random search: every method under every selection rule (debias.report.search).
         paths = make_search_report(source, out)
     else:
-        paths = make_report(source, out, notes=args.notes)
+        paths = make_report(source, out, notes=None if args.notes is None else Path(args.notes))
     for key, path in paths.items():
         print(f"{key:>16}: {path}")
     return 0

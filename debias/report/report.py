@@ -51,7 +51,15 @@ from debias.report.vocabulary import (
     POINTS,
     unit,
 )
-from debias.train.runfolder import RunFolderError, check_out_path, is_run_folder
+from debias.train.runfolder import (
+    REPORT_FILES,
+    RunFolderError,
+    check_kind,
+    check_out_path,
+    claim_folder,
+    foreign_files,
+    is_run_folder,
+)
 
 __all__ = [
     "DEFAULT_TABLE_METRICS",
@@ -97,17 +105,18 @@ def make_report(
     exist). ``notes``: a Markdown file (or text) appended after the comparisons, for the
     reader-facing conclusions a person writes from the numbers.
     """
-    out = Path(out_dir)
+    out = check_out_path(out_dir, "report folder")  # before Path(): Path("") is "."
     _check_report_folder(out)
+    text = "" if notes is None else read_notes(notes)
     data = load_sweep_data(sweep_dir)
     data.generated, data.version = _generated_at(), debias.__version__
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, names=REPORT_FILES, kind="report", what="report folder")
     paths = _write_tables(data, sweep_dir, out)
     paths |= _write_csvs(data, out)
     for name in make_figures(data, out):
         paths[name] = out / f"{name}.png"
     paths["report"] = out / "report.md"
-    paths["report"].write_text(render_markdown(data, paths, out, _notes_text(notes)))
+    paths["report"].write_text(render_markdown(data, paths, out, text))
     return paths
 
 
@@ -177,13 +186,39 @@ def _write_csvs(data: SweepData, out: Path) -> dict[str, Path]:
     return paths
 
 
+def read_notes(notes: str | Path) -> str:
+    """The text of ``--notes``: a file's contents. A Path, or a one-line string ending in
+    ``.md``/``.txt`` or holding a ``/``, names a file and must exist (a typo is an error, not
+    the path pasted into the report); other text is used as it is (the Python API)."""
+    looks_like_path = isinstance(notes, Path) or (
+        "\n" not in notes and (notes.endswith((".md", ".txt", ".markdown")) or "/" in notes)
+    )
+    if looks_like_path:
+        path = Path(notes)
+        if not path.is_file():
+            raise FileNotFoundError(f"--notes {notes}: no such file; expected a Markdown file")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"--notes {notes}: not UTF-8 text; save it as UTF-8") from None
+    return str(notes)
+
+
 def _check_report_folder(out: Path) -> None:
-    """A report never goes into a training run's folder: its files would sit beside the
-    checkpoint, outlive a ``--force`` retrain that replaces the run, and describe another model."""
+    """A report never goes into a training run's folder (its files would sit beside the
+    checkpoint, outlive a ``--force`` retrain that replaces the run, and describe another model),
+    nor into a sweep or audit folder, nor over a user's own ``report.md`` & co."""
     check_out_path(out, "report folder")
     if is_run_folder(out):
         raise RunFolderError(
             f"report folder {out} is a training run's folder; report.md, summary.csv and the "
             "figures would mix with the run's files and outlive a --force retrain. Use a folder "
             f"of its own, e.g. {out / 'report'} (the default for `debias report {out}`)"
+        )
+    check_kind(out, "report", "report folder")
+    foreign = foreign_files(out, REPORT_FILES)
+    if foreign:
+        raise RunFolderError(
+            f"report folder {out} holds {', '.join(foreign)} that debias did not write; they are "
+            "never overwritten. Use another --out, or move those files away."
         )

@@ -52,6 +52,7 @@ from debias.sweep.selection import (
     search_frame,
     select_all,
 )
+from debias.train.runfolder import REPORT_FILES, check_out_path, claim_folder
 
 __all__ = ["SearchData", "is_search_sweep", "load_search", "make_search_report"]
 
@@ -439,10 +440,10 @@ def make_search_report(sweep_dir: str | Path, out_dir: str | Path) -> dict[str, 
     """Write ``report.md``, ``search_selection.csv`` (every rule's pick), ``search_summary.csv``
     (the re-run summaries, with their rule), ``search_paired.csv``, ``runs.csv`` (one row per
     run) and ``search_ranking.png``; returns their paths."""
-    out = Path(out_dir)
+    out = check_out_path(out_dir, "report folder")  # before Path(): Path("") is "."
     _check_report_folder(out)
     data = load_search(sweep_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, names=REPORT_FILES, kind="report", what="report folder")
     paths = {
         "selection": out / "search_selection.csv",
         "summary": out / "search_summary.csv",

@@ -53,6 +53,13 @@ def load_sweep_data(sweep_dir: str | Path | Sequence[str | Path]) -> SweepData:
         warnings.simplefilter("ignore")  # the incomplete runs are listed in the report instead
         df = results.load(sweep_dir)
         groups = results.load_groups(sweep_dir)
+    if df.empty:
+        left = [f"{r.run} ({r.status}{': ' + r.error if r.error else ''})" for r in every]
+        raise ValueError(
+            f"no finished run to report in {sweep_dir}: "
+            + "; ".join(left[:5])
+            + (f" ... ({len(left)} in all)" if len(left) > 5 else "")
+        )
     try:
         history = results.load_history(sweep_dir)
     except FileNotFoundError:

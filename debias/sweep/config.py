@@ -65,7 +65,6 @@ Rules:
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -233,16 +232,17 @@ class SweepSpec:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"sweep config {path} does not exist (expected a YAML file)")
-        text = path.read_text()
-        if path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
+        import yaml
 
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                raise ValueError(f"sweep config {path} is not valid YAML: {exc}") from None
+        from debias._load import load_mapping, read_text
+
+        text = read_text(path, "sweep config")
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        try:
+            data = load_mapping(text, json_text=path.suffix == ".json")
+        except (ValueError, yaml.YAMLError) as exc:
+            first = " ".join(str(exc).split())
+            raise ValueError(f"sweep config {path} is not valid {kind}: {first}") from None
         if data is None:
             raise ValueError(
                 f"sweep config {path} is empty; expected a mapping with 'base' and 'grid' "

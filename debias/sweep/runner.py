@@ -159,7 +159,8 @@ def run_sweep(
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     options = SlurmOptions.from_dict(spec.slurm, "sweep slurm").updated(slurm or {})
     runs = spec.expand(overrides=overrides, only=only)
-    out_dir = Path(out) if out is not None else spec.default_out
+    # check_out_path before Path(): Path("") is the current folder, an empty --out is a mistake.
+    out_dir = runfolder.check_out_path(out, "sweep out") if out is not None else spec.default_out
     sweep = _Sweep(spec, runs, out_dir, log)
     runfolder.check_out_path(out_dir, "sweep out")
     if dry_run:
@@ -171,9 +172,19 @@ def run_sweep(
         check_can_submit(out_dir)
     # A sweep folder is debias's like a run folder: a user's sweep.json is never overwritten.
     runfolder.claim_folder(out_dir, names=runfolder.SWEEP_FILES, kind="sweep", what="sweep out")
+    # One sweep at a time per folder: a second would race the first for every run and its
+    # ledger would call the first one's finished runs failed.
+    with runfolder.lock(out_dir, runfolder.SWEEP_LOCK, "running a sweep in"):
+        how = (options, wait) if backend == "slurm" else (ray_address, process_per_run)
+        return _run_phases(sweep, jobs, backend, how)
+
+
+def _run_phases(sweep: _Sweep, jobs: int, backend: str, how: tuple[Any, Any]) -> SweepResult:
+    """The sweep's runs, then (a search sweep) the re-runs of the draws its rules pick
+    (``how``: the backend's own arguments, as :func:`_execute` takes them)."""
+    spec, runs, out_dir, log = sweep.spec, sweep.runs, sweep.out, sweep.log
 
     def execute(phase: _Sweep, what: str) -> SweepResult:
-        how = (options, wait) if backend == "slurm" else (ray_address, process_per_run)
         return _execute(phase, what, jobs, backend, *how)
 
     result = execute(sweep, "draws" if spec.search is not None else "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import socket
@@ -177,12 +178,11 @@ class _Sweep:
         self._write_rows(rows)
 
     def _write_rows(self, rows: list[dict[str, Any]]) -> None:
-        tmp = self.out / (STATUS_CSV + ".tmp")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=STATUS_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-        tmp.replace(self.out / STATUS_CSV)
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=STATUS_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+        _atomic_write(self.out / STATUS_CSV, buf.getvalue())
         counts: dict[str, int] = {}
         for r in rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -286,8 +286,12 @@ class _Sweep:
         row = self.status[run.name]
         row |= {"returncode": returncode, "seconds": round(seconds, 1), "finished": _now()}
         self.touched.add(run.name)
-        if returncode == 0 and (d / METRICS).exists():
+        if _finished_run(d):
+            # A finished run is never called failed (whatever this attempt's exit said): an
+            # error.txt of this attempt beside a good metrics.json would contradict it.
             row["status"] = RunStatus.DONE
+            if returncode != 0:
+                (d / ERROR).unlink(missing_ok=True)
         else:
             err = d / ERROR
             if not err.exists():  # killed before the child could write it
@@ -315,6 +319,15 @@ def _manifest_entry(run: RunSpec) -> dict[str, Any]:
     if run.search is not None:  # a search sweep's draw or re-run (debias.sweep.search)
         entry["search"] = run.search
     return entry
+
+
+def _finished_run(d: Path) -> bool:
+    """``d`` holds a readable metrics.json (a finished run)."""
+    try:
+        runfolder.read_metrics(d / METRICS)
+    except (OSError, RunFolderError):
+        return False
+    return True
 
 
 def _read_status(out: Path) -> dict[str, dict[str, Any]]:

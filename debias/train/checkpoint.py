@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -14,7 +15,11 @@ from debias._atomic import atomic_write
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
-    atomic_write(Path(path), lambda fh: torch.save(obj, fh))
+    # Serialised in memory first: a full disk is then an OSError naming the file (ENOSPC),
+    # not torch's "[enforce fail at inline_container.cc]" from inside its zip writer.
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(Path(path), lambda fh: fh.write(buf.getbuffer()))
 
 
 def save_json(obj: Any, path: str | os.PathLike) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import numbers
+import os
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from debias._checks import OptionTypeError
 from debias._checks import check_number as _check_number
 from debias._hints import did_you_mean, unknown_names
 from debias.data.augment import VIEW_SETS, view_config
@@ -369,6 +372,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # first: every later check may assume the declared types
         self._check_method()
         check_log_to(self.log_to)  # an unknown or uninstalled tracker fails here, not mid-run
         if self.epochs < 1:
@@ -613,9 +617,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"--config {path} does not exist (expected a YAML or JSON file)")
     import yaml
 
-    text = path.read_text()
+    from debias._load import load_mapping, read_text
+
+    text = read_text(path, "--config")
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = load_mapping(text, json_text=path.suffix == ".json")
     except (ValueError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ValueError(
@@ -731,6 +737,8 @@ def _check_optimisation_values(cfg: TrainConfig) -> None:
     _check_milestones(cfg.lr_milestones, cfg.epochs)
     for name in ("lr", "lr_gamma", "warmup_from"):
         _check_number(name, getattr(cfg, name), low=0, low_open=True)
+    # Above this every optimiser here diverges (LARS-scaled SimCLR peaks near 5): 1e10 is a typo.
+    _check_number("lr", cfg.lr, high=MAX_LR)
     _check_number("weight_decay", cfg.weight_decay, low=0)
     _check_number("momentum", cfg.momentum, low=0, high=1)
     _check_number("warmup_epochs", cfg.warmup_epochs, low=0, integer=True)
@@ -782,15 +790,98 @@ def _check_milestones(milestones: Any, epochs: int) -> None:
         )
 
 
+# The largest learning rate accepted (``lr``).
+MAX_LR = 10.0
+
+# Fields that name a file or folder: a Path is taken (and recorded as its str).
+_PATH_FIELDS = ("out", "root", "weights")
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """``value`` is of the declared type, strictly: a bool is not an int, 1.5 and "2" are not
+    ints, an int is a float (``lr: 1``)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    origin = typing.get_origin(hint) or hint
+    if origin is list:
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, Mapping)
+    return isinstance(value, origin) if isinstance(origin, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+    if hint is type(None):
+        return "null"
+    origin = typing.get_origin(hint) or hint
+    return names.get(hint) or {list: "a list", dict: "a mapping"}.get(origin, str(hint))
+
+
+def _yaml_number_hint(value: Any) -> str:
+    """YAML 1.1 reads ``1e-3`` (no dot) as text: say how to write it as a number."""
+    if isinstance(value, str) and "e" in value.lower():
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return f" (YAML reads {value} as text: write it with a dot, e.g. 1.0e-3)"
+    return ""
+
+
+def check_field_types(cfg: Any) -> None:
+    """Every field of ``cfg`` has its declared type, whoever built it (the CLI, a --config or
+    sweep YAML, the Python API): ``epochs: 1.5`` or ``epochs: true`` is a TypeError naming the
+    option, not 2 epochs trained and 1.5 recorded. Paths of :data:`_PATH_FIELDS` may be Paths."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in _PATH_FIELDS and isinstance(value, os.PathLike):
+            value = os.fspath(value)
+            setattr(cfg, f.name, value)
+        if f.name == "out" and (not isinstance(value, str) or not value.strip()):
+            raise OptionTypeError(
+                f"out must be a folder path (a non-empty str or Path) for the run's files; "
+                f"got {value!r}"
+            )
+        if not _type_ok(value, hints[f.name]):
+            raise OptionTypeError(
+                f"{f.name} must be {_type_name(hints[f.name])}; got {value!r} "
+                f"({type(value).__name__}){_yaml_number_hint(value)}"
+            )
+    if isinstance(cfg.lr_milestones, tuple):
+        cfg.lr_milestones = list(cfg.lr_milestones)
+
+
 def _check_select(select: Any) -> None:
     """``"last"`` or ``"val/<metric>"``; a test split is refused, a bare metric gets a hint."""
     if select == "last":
         return
     text = str(select)
     split, slash, metric = text.partition("/")
-    if split == "val" and metric:
-        return
     expected = f"select={select!r}: expected 'last' or 'val/<metric>'"
+    if split == "val" and metric:
+        from debias.metrics.groups import SELECTION_DIRECTION
+
+        if metric not in SELECTION_DIRECTION:
+            raise ValueError(
+                f"{expected} with a metric that has a better direction; {metric!r} is not one "
+                f"(an index, a count or unknown); expected one of "
+                f"{', '.join('val/' + m for m in SELECTION_DIRECTION)}"
+            )
+        return
     if not slash:
         from debias.metrics import report_metrics
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from debias._checks import OptionTypeError
 from debias.data.augment import BatchAugment, view_config
 from debias.data.base import TensorImageDataset
 from debias.data.registry import dataset_spec, load_splits
@@ -116,6 +117,12 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
         }
         self.full_sizes = {name: len(ds) for name, ds in self.splits.items()}
         if cfg.train_limit is not None:
+            n = len(self.splits["train"])
+            if cfg.train_limit > n:
+                raise ValueError(
+                    f"train_limit {cfg.train_limit} is more than the {n} training images of "
+                    f"{cfg.dataset!r}; expected at most {n} (or leave it unset for all)"
+                )
             self.splits["train"] = self.splits["train"].subset(range(cfg.train_limit))
         self.preprocessing = model_preprocessing(cfg.model, cfg.weights)
         if self.preprocessing is not None:
@@ -302,6 +309,7 @@ def data_line(
         parts.append(size)
     return f"data {dataset}: " + " | ".join(parts)
 
+
 def _preprocessed(ds: TensorImageDataset, pre: dict[str, Any]) -> TensorImageDataset:
     """A copy of ``ds`` (a sweep worker's cached split stays as it is) with the pretrained
     weights' own preprocessing (:func:`debias.models.model_preprocessing`): their mean/std, and
@@ -361,8 +369,16 @@ def train(
         result["splits"]["test"]["worst_group_accuracy"]      # a float in [0, 1]
         result["selection"]["epoch"]                           # 2 (select="last")
     """
-    if isinstance(cfg, dict):
+    if isinstance(cfg, Mapping):
         cfg = TrainConfig.from_dict(cfg)
+    if not isinstance(cfg, TrainConfig):
+        raise OptionTypeError(
+            f"train() takes a TrainConfig or a mapping of its options, e.g. "
+            f"train(TrainConfig(out='runs/x')) or train({{'out': 'runs/x'}}); got "
+            f"{type(cfg).__name__} {cfg!r}"
+        )
+    if not isinstance(force, bool):
+        raise OptionTypeError(f"train(force=...) must be true/false; got {force!r}")
     return Trainer(cfg, log=log, load=load).run(force=force)
 
 
@@ -394,19 +410,51 @@ def load_trained(
                 f"{path} not found: {run_dir} is not a finished debias run "
                 "(expected metrics.json and model.pt written by `debias train`)"
             )
-    config = runfolder.saved_config(runfolder.read_metrics(metrics)["config"])
+    record = runfolder.read_metrics(metrics)
+    config = runfolder.saved_config(record["config"])
     config.update(out=str(run_dir), device=device, progress=False, log_to=None)
     if root is not None:
         config["root"] = root
     cfg = TrainConfig.from_dict(config)
     trainer = Trainer(cfg, log=lambda *a, **k: None)
     trainer.load_data()
+    check_same_data(record, trainer.splits, metrics)
     model = build_model(cfg.model, trainer.train_set.num_classes)
     hp = resolve_hparams(cfg.method, cfg.method_options)
     model = get_method(cfg.method).prepare_model(model, hp).to(trainer.device)
-    model.load_state_dict(runfolder.load_checkpoint(weights)["model"])
+    state = runfolder.load_checkpoint(weights)
+    if state["config"].get("model") not in (None, cfg.model):
+        raise runfolder.RunFolderError(
+            f"{weights} holds a {state['config'].get('model')!r} model but {metrics} says "
+            f"{cfg.model!r}: the two files are of different runs. Re-train the run (--force)"
+        )
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise runfolder.RunFolderError(
+            f"{weights} does not fit the {cfg.model!r} model of {metrics} ({first}): the files "
+            "are of different runs, or edited. Re-train the run (--force)"
+        ) from None
     if note := limits_text(run_limits(cfg)):
         warnings.warn(
             f"{run_dir}: {note}; the splits returned are that run's subsets", stacklevel=2
         )
     return model.eval(), trainer.splits, cfg
+
+
+def check_same_data(record: dict[str, Any], splits: dict[str, Any], metrics: Path) -> None:
+    """Refuse data that changed since the run read it: each split's fingerprint recorded in
+    ``metrics.json`` (runs of debias >= this check) must equal today's."""
+    changed = [
+        name
+        for name, ds in splits.items()
+        if isinstance(record.get("data", {}).get(name), dict)
+        and record["data"][name].get("fingerprint") not in (None, ds.fingerprint())
+    ]
+    if changed:
+        raise runfolder.RunFolderError(
+            f"the data of split(s) {', '.join(changed)} changed since the run was trained (their "
+            f"fingerprints differ from those in {metrics}: labels, rows or images are not "
+            "what the run read); restore that data (--root), or re-train the run (--force)"
+        )

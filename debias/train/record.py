@@ -155,6 +155,8 @@ class TrainerRecord:
                     "skipped": dict(getattr(ds, "skipped", {}) or {}),
                     "class_names": list(ds.class_names),
                     "bias_names": list(ds.bias_names),
+                    # what audit --run / evaluate compare before reading this run's data again
+                    "fingerprint": ds.fingerprint(),
                 }
                 for split, ds in self.splits.items()
             },

@@ -42,7 +42,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from debias._atomic import atomic_write, create_new, remove_orphans
+from debias._atomic import atomic_write, create_new, remove_orphans, temp_name
+from debias._checks import OptionTypeError
 from debias.train.checkpoint import METRIC_SECTIONS, nan_for_null
 from debias.train.config import (
     DATA_FIELDS,
@@ -68,6 +69,29 @@ SWEEP_STATUS = ("sweep_status.csv", "sweep_status.json")
 SWEEP_FILES = (SWEEP_MANIFEST, *SWEEP_STATUS)
 MARKER = ".debias-run"
 LOCK = ".debias-run.lock"
+# Held by a running ``debias sweep`` in the sweep's root: a second sweep on it is refused.
+SWEEP_LOCK = ".debias-sweep.lock"
+# The kinds of folder debias writes (the marker's "kind"); one never goes into another's.
+KINDS = ("run", "sweep", "audit", "report")
+# What ``debias report`` writes (debias.report): a folder holding one of these that debias did
+# not write is the user's and refused.
+REPORT_FILES = (
+    "report.md",
+    "summary.csv",
+    "paired.csv",
+    "representation.csv",
+    "representation_paired.csv",
+    "search_selection.csv",
+    "search_summary.csv",
+    "search_paired.csv",
+    "search_ranking.png",
+    "accuracy_vs_bias.png",
+    "group_heatmap.png",
+    "convergence.png",
+    "head_vs_dfr.png",
+    "worst_group_gap.png",
+)
+_REPORT_TITLES = ("# Sweep report: ", "# Search report: ")
 MARKER_VERSION = 1
 # ``debias audit --out`` writes an audit.json with these keys (AuditReport.to_dict).
 AUDIT_JSON = "audit.json"
@@ -86,7 +110,10 @@ __all__ = [
     "METRICS",
     "MODEL",
     "OUTPUTS",
+    "KINDS",
+    "REPORT_FILES",
     "RUN_CONFIG",
+    "SWEEP_LOCK",
     "SWEEP_RUN_FILES",
     "RunFolderError",
     "RunLockedError",
@@ -94,6 +121,7 @@ __all__ = [
     "check_same_run",
     "claim_folder",
     "config_diff",
+    "folder_kind",
     "foreign_files",
     "is_debias_folder",
     "is_continuation",
@@ -118,38 +146,70 @@ class RunLockedError(RunFolderError):
 
 # -- ownership -----------------------------------------------------------------------------------
 def check_out_path(out: str | os.PathLike, what: str = "--out") -> Path:
-    """``out`` as a Path; an error when it exists and is not a folder."""
+    """``out`` as a Path; an error when it is empty or exists and is not a folder."""
+    if out is None or not isinstance(out, (str, os.PathLike)):
+        raise OptionTypeError(f"{what} must be a folder path (str or Path); got {out!r}")
+    if not str(out).strip():
+        # Path("") is the current directory: an empty value is a mistake, not "here".
+        raise ValueError(f"{what} is empty; expected a folder path (use . for this folder)")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"{what} {out} is an existing file; expected a folder (new or a run)")
     return out
 
 
-def _legacy_run(out: Path) -> bool:
-    """A run folder written before the marker existed (by its files' contents)."""
+def _legacy_kind(out: Path) -> str | None:
+    """The kind of a folder written before the marker existed (by its files' contents), or None."""
     try:
         m = json.loads((out / METRICS).read_text())
         if isinstance(m, dict) and isinstance(m.get("config"), dict):
-            return True
+            return "run"
     except (OSError, ValueError):
         pass
     known = (
-        (RUN_CONFIG, {"dataset", "method", "out"}),
-        (AUDIT_JSON, _AUDIT_KEYS),
-        (SWEEP_MANIFEST, {"name", "spec", "runs"}),
+        (SWEEP_MANIFEST, {"name", "spec", "runs"}, "sweep"),
+        (RUN_CONFIG, {"dataset", "method", "out"}, "run"),
+        (AUDIT_JSON, _AUDIT_KEYS, "audit"),
     )
-    for name, keys in known:
+    for name, keys, kind in known:
         try:
             c = json.loads((out / name).read_text())
             if isinstance(c, dict) and keys <= set(c):
-                return True
+                return kind
         except (OSError, ValueError):
             pass
+    for name, starts, kind in (
+        (HISTORY, ("epoch,stage",), "run"),
+        ("report.md", _REPORT_TITLES, "report"),
+    ):
+        try:
+            with open(out / name, errors="replace") as fh:
+                if fh.readline().startswith(starts):
+                    return kind
+        except OSError:
+            pass
+    return None
+
+
+def _legacy_run(out: Path) -> bool:
+    """A folder written by debias before the marker existed (by its files' contents)."""
+    return _legacy_kind(out) is not None
+
+
+def folder_kind(out: str | os.PathLike) -> str | None:
+    """What kind of debias folder ``out`` is (one of :data:`KINDS`), or None when it is not
+    debias's (or does not exist): the marker's kind, else what its files say."""
+    out = Path(out)
     try:
-        with open(out / HISTORY) as fh:
-            return fh.readline().startswith("epoch,stage")
-    except OSError:
-        return False
+        kind = json.loads((out / MARKER).read_text()).get("kind")
+        if kind in KINDS:
+            return kind
+    except (OSError, ValueError, AttributeError):
+        pass
+    kind = _legacy_kind(out)
+    if kind is None and (out / MARKER).is_file():
+        return "run"  # the first markers had no kind: only runs wrote them
+    return kind
 
 
 def is_debias_folder(out: str | os.PathLike) -> bool:
@@ -201,6 +261,7 @@ def claim_folder(
 def _claim(out: Path, *, names: tuple[str, ...], kind: str, what: str, force: bool) -> bool:
     """:func:`claim_folder` without deleting anything."""
     out = check_out_path(out, what)
+    check_kind(out, kind, what)
     foreign = foreign_files(out, names)
     if foreign:
         raise RunFolderError(
@@ -219,6 +280,18 @@ def _claim(out: Path, *, names: tuple[str, ...], kind: str, what: str, force: bo
             text = json.dumps(marker, indent=2) + "\n"
             atomic_write(out / MARKER, lambda fh: fh.write(text.encode()))
     return created
+
+
+def check_kind(out: Path, kind: str, what: str = "--out") -> None:
+    """An error when ``out`` is a debias folder of another kind than ``kind`` (a run, sweep,
+    audit or report folder): their files would mix, and a report would read them as another's."""
+    there = folder_kind(out)
+    if there is not None and there != kind:
+        hint = {"report": f" (e.g. {out / 'report'})", "audit": f" (e.g. {out / 'audit'})"}
+        raise RunFolderError(
+            f"{what} {out} is a debias {there} folder; a {kind} is never written into it. Use a "
+            f"folder of its own{hint.get(kind, '')}."
+        )
 
 
 def _clear(out: Path, names: tuple[str, ...]) -> None:
@@ -284,7 +357,7 @@ def _lock_state(path: Path) -> tuple[str | None, dict[str, Any] | None]:
 def _remove_stale(path: Path, seen: str) -> None:
     """Delete the stale lock whose text was ``seen``, never a fresh one a rival created since:
     the lock is moved aside (atomic), compared, and given back if it is not the stale one."""
-    aside = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    aside = path.with_name(temp_name(path.name, secrets.token_hex(4)))
     try:
         os.rename(path, aside)
     except FileNotFoundError:  # a rival removed it first
@@ -297,13 +370,13 @@ def _remove_stale(path: Path, seen: str) -> None:
         aside.unlink(missing_ok=True)
 
 
-def acquire_lock(out: str | os.PathLike) -> None:
+def acquire_lock(out: str | os.PathLike, name: str = LOCK, doing: str = "training into") -> None:
     """Create ``out``'s lock for this process, taking over a stale one; error if held.
 
     Creating the lock is atomic and it is complete when it appears (:func:`create_new`): of two
     processes starting at the same moment one gets it, the other reads who holds it.
     """
-    path = Path(out) / LOCK
+    path = Path(out) / name
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
     for _ in range(3):  # a stale lock removed by a rival at the same moment: look again
         if create_new(path, json.dumps(me).encode()):
@@ -312,7 +385,7 @@ def acquire_lock(out: str | os.PathLike) -> None:
         if holder is not None:
             where = "this machine" if holder["host"] == socket.gethostname() else holder["host"]
             raise RunLockedError(
-                f"{out} is in use: process {holder['pid']} on {where} is training into it "
+                f"{out} is in use: process {holder['pid']} on {where} is {doing} it "
                 f"({path}). Wait for it to finish, or if that process is gone, delete {path}."
             )
         if seen is not None:
@@ -320,9 +393,9 @@ def acquire_lock(out: str | os.PathLike) -> None:
     raise RunLockedError(f"could not take the lock {path}; another process keeps creating it")
 
 
-def release_lock(out: str | os.PathLike) -> None:
+def release_lock(out: str | os.PathLike, name: str = LOCK) -> None:
     """Remove ``out``'s lock if this process holds it."""
-    path = Path(out) / LOCK
+    path = Path(out) / name
     try:
         holder = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -332,13 +405,14 @@ def release_lock(out: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def lock(out: str | os.PathLike) -> Iterator[None]:
-    """Hold ``out``'s lock for the duration of the block."""
-    acquire_lock(out)
+def lock(out: str | os.PathLike, name: str = LOCK, doing: str = "training into") -> Iterator[None]:
+    """Hold ``out``'s lock (``name``: :data:`LOCK`, or :data:`SWEEP_LOCK` for a sweep's root) for
+    the duration of the block."""
+    acquire_lock(out, name, doing)
     try:
         yield
     finally:
-        release_lock(out)
+        release_lock(out, name)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from debias.metrics import group_report
+from debias.metrics.groups import SELECTION_DIRECTION
 from debias.train import batches
 from debias.train.evaluate import encode
 
@@ -51,6 +52,7 @@ class TrainerSelection:
             ds.bias.cpu().numpy(),
             aligned=ds.aligned_groups,
             group_weights=getattr(self, "group_weights", None),
+            derived_aligned=getattr(ds, "aligned_rule", "given") != "given",
         )
 
     def evaluate(self, classify, splits: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
@@ -147,8 +149,11 @@ class TrainerSelection:
                 f"{sorted(k for k in row if k.startswith('val/'))}"
             )
         # A later epoch wins a tie: at high bias many epochs share worst-group 0.0, and the
-        # later one has seen more training.
-        if self.best is None or (not math.isnan(value) and not value < self.best["value"]):
+        # later one has seen more training. A gap is minimised (its direction is -1).
+        sign = SELECTION_DIRECTION[self.cfg.select.partition("/")[2]]
+        if self.best is None or (
+            not math.isnan(value) and not sign * value < sign * self.best["value"]
+        ):
             self.best = {"epoch": epoch + 1, "value": value, "state": copy.deepcopy(state_fn())}
             self._best_reports = (epoch + 1, reports)
 
