@@ -149,7 +149,7 @@ def test_eval_options_are_checked(tmp_path, capsys, extra, message):
 def test_evaluation_bar_waits_a_few_seconds_and_encoding_bar_does_not(tmp_path, monkeypatch):
     bars = []
 
-    def fake_progress(items, enabled, desc, *, delay=0):
+    def fake_progress(items, enabled, desc, *, delay=0, log=None):
         bars.append((desc, delay, enabled))
         return items
 
