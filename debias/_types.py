@@ -41,3 +41,7 @@ class RunStatus(StrEnum):
 FINISHED = (RunStatus.DONE, RunStatus.SKIPPED)
 #: Statuses of a run that ended without it: a rerun of the sweep runs it again.
 UNFINISHED = (RunStatus.FAILED, RunStatus.INTERRUPTED)
+
+#: The manifest a sweep writes in its folder (the sweep's spec and its runs): read by the run
+#: folders' checks (debias.train.runfolder) and by the trackers' run names (logging_backends).
+SWEEP_MANIFEST = "sweep.json"

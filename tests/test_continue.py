@@ -138,3 +138,12 @@ def test_a_sweep_whose_epochs_grew_continues_its_finished_runs(tmp_path):
     moved = spec | {"base": base | {"epochs": 2, "lr_milestones": [1]}}
     with pytest.raises(ValueError, match="cannot continue .* the lr schedule would change"):
         run_sweep(moved, out=out, dry_run=True, log=lines.append)
+
+
+def test_a_cosine_schedule_is_not_continued(tmp_path):
+    """Cosine spans the epochs a run was given: 2 epochs continued to 3 would change every lr
+    after the first, so it is refused with that reason (a constant or multistep lr is not)."""
+    out = tmp_path / "r"
+    train(tiny(out, lr_schedule="cosine"), log=quiet)
+    with pytest.raises(RunConflictError, match="its cosine lr schedule spans the 2 epochs"):
+        train(tiny(out, epochs=3, lr_schedule="cosine"), log=quiet)

@@ -18,8 +18,10 @@ def test_the_overview_lists_each_shared_hyper_parameter_once(capsys):
     assert "methods: supcon, simclr, contex, cacr, biascon, fairkl" in out  # linear_epochs
     assert "methods: supcon, simclr, contex, biascon, fairkl\n" in out  # no temperature in cacr
     shared = shared_hparams()
-    assert set(shared) == {"temperature", "base_temperature", "lambda_con", "linear_epochs",
-                           "linear_lr"}  # fmt: skip
+    assert {"temperature", "base_temperature", "lambda_con", "linear_epochs", "linear_lr",
+            "linear_optimizer", "stream_sampler", "projection"} <= set(shared)  # fmt: skip
+    for name in shared:  # each described once, in the shared section, not once per method
+        assert out.count(f"\n             {name} = ") == 1, name
     # a method's own hyper-parameters stay under it
     assert out.index("step_size = 0.01") > out.index("\ngroupdro ")
 

@@ -72,7 +72,7 @@ def test_a_registered_model_trains(registered, tmp_path):
 def test_a_registered_loss_is_a_contrastive_method_that_trains(registered, tmp_path):
     assert isinstance(get_loss("align"), AlignLoss)
     method = METHODS["align"]
-    assert method.supervision == TARGET_ONLY and method.modes == ("two-stage", "joint")
+    assert method.supervision == TARGET_ONLY and method.modes == ("two-stage", "joint", "online")
     lines = []
     res = train(cfg(tmp_path / "l", method="align", linear_epochs=1), log=lines.append)
     assert res["method"]["name"] == "align" and res["selection"]["stage"] == "linear"

@@ -928,7 +928,7 @@ def test_report_rebuilt_from_its_tables_alone_is_the_same_report(sweep, tmp_path
     }
     for key, data in before.items():
         assert Path(paths[key]).read_bytes() == data, key
-    assert "![Accuracy against the bias level" in again["report"].read_text()  # figures linked
+    assert "![Accuracy per condition" in again["report"].read_text()  # figures linked
 
 
 def test_dfr_tuning_ties_are_recorded_per_run(sweep, tmp_path):

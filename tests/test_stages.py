@@ -89,13 +89,10 @@ def test_a_stage_kind_nobody_runs_is_a_clear_error():
 def test_optimizer_sgd_with_momentum_is_subpopbench_sgd():
     """optimizer="sgd": torch.optim.SGD(lr, weight_decay, momentum) (SubpopBench's
     get_sgd_optim); one step from a known gradient checks the update, momentum included."""
-    from types import SimpleNamespace
+    from debias.optim import make_optimizer
 
-    from debias.methods.stages import make_optimizer
-
-    cfg = SimpleNamespace(optimizer="sgd", lr=0.1, weight_decay=0.01, momentum=0.9)
     w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
-    opt = make_optimizer(cfg, [w])
+    opt = make_optimizer([w], "sgd", lr=0.1, weight_decay=0.01, momentum=0.9)
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
     for _ in range(2):
         opt.zero_grad()
@@ -108,5 +105,4 @@ def test_optimizer_sgd_with_momentum_is_subpopbench_sgd():
     w1 = w0 - 0.1 * buf
     buf = 0.9 * buf + g + 0.01 * w1
     torch.testing.assert_close(w.detach(), w1 - 0.1 * buf)
-    assert isinstance(make_optimizer(SimpleNamespace(**{**vars(cfg), "optimizer": "adam"}), [w]),
-                      torch.optim.Adam)  # fmt: skip
+    assert isinstance(make_optimizer([w], "adam", lr=0.1), torch.optim.Adam)

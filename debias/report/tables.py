@@ -68,7 +68,7 @@ def _run_extras(sweep_dir: Any) -> pd.DataFrame:
     paths = sweep_dir if isinstance(sweep_dir, (list, tuple)) else [sweep_dir]
     for src in paths:
         for r in results.find_runs(src):
-            m = r.metrics or {}
+            m = {} if r.problem else (r.metrics or {})  # a damaged run has no numbers to read
             dfr = (m.get("representation") or {}).get("dfr") or {}
             tied = dfr.get("C_tied")
             if tied is None:  # a run written before the record named its ties

@@ -222,7 +222,7 @@ class _Sweep:
                 done = runfolder.read_metrics(d / METRICS)
                 diff = runfolder.config_diff(done["config"], self.config(run))
                 before, after = diff.get("epochs", (0, 0))
-                if before < after and set(diff) <= {"epochs", "lr_milestones"}:
+                if before < after and set(diff) <= {"epochs"} | runfolder.SCHEDULE_KEYS:
                     # More epochs, nothing else: the run is continued from its checkpoint
                     # (train refuses it with the reason if its schedule would change).
                     try:

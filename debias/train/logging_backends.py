@@ -32,6 +32,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from debias._types import SWEEP_MANIFEST
+
 __all__ = [
     "BACKENDS",
     "EpochLogger",
@@ -109,8 +111,6 @@ def run_identity(out: str | Path) -> dict[str, Any]:
         >>> run_identity("sweeps/bm/method=ce/seed=0")  # doctest: +SKIP
         {'name': 'method=ce/seed=0', 'group': 'bm', 'tags': ['method=ce', 'seed=0'], ...}
     """
-    # Imported here: runfolder imports the config, which imports this module (check_log_to).
-    from debias.train.runfolder import SWEEP_MANIFEST
 
     out = Path(out).resolve()
     for root in list(out.parents)[:_SWEEP_DEPTH]:

@@ -44,6 +44,7 @@ from typing import Any
 
 from debias._atomic import atomic_write, create_new, remove_orphans, temp_name
 from debias._checks import OptionTypeError
+from debias._types import SWEEP_MANIFEST
 from debias.train.checkpoint import METRIC_SECTIONS, nan_for_null
 from debias.train.config import (
     DATA_FIELDS,
@@ -64,7 +65,6 @@ RUN_CONFIG = "run_config.json"
 LOG = "log.txt"
 ERROR = "error.txt"
 SWEEP_RUN_FILES = (RUN_CONFIG, LOG, ERROR)
-SWEEP_MANIFEST = "sweep.json"
 SWEEP_STATUS = ("sweep_status.csv", "sweep_status.json")
 SWEEP_FILES = (SWEEP_MANIFEST, *SWEEP_STATUS)
 MARKER = ".debias-run"
@@ -531,6 +531,11 @@ def check_same_run(
         )
 
 
+# The options that say how the lr moves with the epochs: a change of only these (and a larger
+# ``epochs``) is a continuation that would change the schedule, refused with that reason.
+SCHEDULE_KEYS = frozenset({"lr_milestones", "lr_schedule"})
+
+
 def is_continuation(saved: Mapping[str, Any], cfg: TrainConfig, out: Path) -> bool:
     """Whether ``cfg`` continues the finished run ``out`` (config ``saved``) to more epochs.
 
@@ -544,13 +549,23 @@ def is_continuation(saved: Mapping[str, Any], cfg: TrainConfig, out: Path) -> bo
     if not diff:
         return False
     before, after = diff.get("epochs", (0, 0))
-    if set(diff) == {"epochs", "lr_milestones"} and before < after:
-        there, now = diff["lr_milestones"]
+    moved = set(diff) - {"epochs"}
+    if before < after and moved and moved <= SCHEDULE_KEYS:
+        there, now = diff.get("lr_milestones", (saved.get("lr_milestones"),) * 2)
         keep = " ".join(map(str, there)) if there else "with no value (a constant lr)"
+        changes = ", ".join(
+            f"{k} {diff[k][0]!r} there vs {diff[k][1]!r} now" for k in sorted(moved)
+        )
         raise RunConflictError(
             f"cannot continue {out} from {before} to {after} epochs: the lr schedule would "
-            f"change (lr_milestones {there} there vs {now} now); give --lr-milestones {keep} "
-            "to keep it, or use another --out, or --force to start over"
+            f"change ({changes}); give --lr-milestones {keep} to keep it, or use another "
+            "--out, or --force to start over"
+        )
+    if before < after and not moved and cfg.lr_schedule == "cosine":
+        raise RunConflictError(
+            f"cannot continue {out} from {before} to {after} epochs: its cosine lr schedule "
+            f"spans the {before} epochs it was run for, so more epochs would change every lr "
+            "after the first; use another --out, or --force to start over"
         )
     if set(diff) != {"epochs"} or before > after:
         check_same_run(saved, cfg, out, "a finished run")
