@@ -128,8 +128,8 @@ def test_run_identity_is_the_path_in_the_sweep(tmp_path):
 
 
 def test_wandb_and_mlflow_runs_are_named_after_the_path_in_the_sweep(tmp_path, monkeypatch):
-    """The trainer's hook with stand-in `wandb` and `mlflow` modules (neither is a dependency:
-    wandb pulls in some 20 packages), recording what a real tracker would be given."""
+    """The trainer's hook with stand-in `wandb` and `mlflow` modules (mlflow is not a dependency;
+    the real wandb is tested offline below), recording what each tracker is given."""
     inits, mlflow_calls = [], []
 
     class Run:
@@ -160,3 +160,23 @@ def test_wandb_and_mlflow_runs_are_named_after_the_path_in_the_sweep(tmp_path, m
     assert inits[1]["config"]["seed"] == 1  # the run's own config is still there
     assert ("start", "method=ce/seed=1") in mlflow_calls
     assert ("tags", {"sweep": "bm-grid", "method": "ce", "seed": "1"}) in mlflow_calls
+
+
+def test_a_real_wandb_run_offline_carries_the_sweep_path_group_and_tags(tmp_path, monkeypatch):
+    """The real ``wandb`` package in offline mode (no network, files in the run folder): the Run it
+    returns is named after the run's path in the sweep, grouped by the sweep, tagged with the
+    grid values, and its config holds them."""
+    wandb = pytest.importorskip("wandb", reason="wandb is in the dev extra; install it")
+    for key, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true",
+                       "WANDB_PROJECT": "debias-test"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    runs, real_init = [], wandb.init
+    monkeypatch.setattr(wandb, "init", lambda **kw: runs.append(real_init(**kw)) or runs[-1])
+    out = _sweep_folder(tmp_path / "sw")[1]
+    train(tiny(out, epochs=1, seed=1, log_to="wandb", represent=False), log=quiet)
+    (run,) = runs
+    assert (run.name, run.group) == ("method=ce/seed=1", "bm-grid")
+    assert list(run.tags) == ["method=ce", "seed=1"]
+    assert run.config["sweep_grid"] == {"method": "ce", "seed": 1} and run.config["seed"] == 1
+    # in the run folder: what `wandb sync` uploads later
+    assert len(list(out.glob("wandb/offline-run-*/run-*.wandb"))) == 1
