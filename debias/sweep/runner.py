@@ -155,8 +155,8 @@ def run_sweep(
         spec = SweepSpec.from_dict(spec)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1 (runs at once); got {jobs!r}")
     options = SlurmOptions.from_dict(spec.slurm, "sweep slurm").updated(slurm or {})
     runs = spec.expand(overrides=overrides, only=only)
     # check_out_path before Path(): Path("") is the current folder, an empty --out is a mistake.
