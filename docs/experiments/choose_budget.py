@@ -45,13 +45,12 @@ RULE = (
 
 def curves(sweep: str | Path) -> pd.DataFrame:
     """One row per (run, epoch) of the final stage: schedule, epochs, rho, seed, the metrics in %.
-    The schedule is read from the run's folder name (a run records the milestones the default
-    rule made, not that they were the default)."""
+    The schedule is read from the run's folder name (``lr_schedule=cosine`` or ``=constant``)."""
     h = results.load_history(sweep)
     h = h[h["stage"] == h.groupby("run")["stage"].transform("last")]
-    decay = h["run"].str.contains("lr_milestones=none", regex=False)
+    decay = h["run"].str.contains("lr_schedule=cosine", regex=False)
     out = h[["run", "rho", "epochs", "seed", "epoch"]].assign(
-        schedule=decay.map({True: "x0.1 at quarters", False: "no decay"})
+        schedule=decay.map({True: "cosine", False: "no decay"})
     )
     for m in CURVE_METRICS:
         out[m] = 100 * h[m] if m in h else float("nan")
