@@ -70,7 +70,7 @@ from debias._hints import close_names
 from debias.data.base import DEFAULT_IMAGE_SIZE, SPLITS, TensorImageDataset
 from debias.data.cache import load_images
 from debias.data.groups import aligned_from_counts, stratified
-from debias.data.root import data_root
+from debias.data.root import data_root, find_holding
 
 __all__ = [
     "CelebA",
@@ -154,11 +154,9 @@ def read_partition(path: str | os.PathLike) -> dict[str, int]:
 
 
 def _resolve_folder(root: Path) -> Path:
-    candidates = list(dict.fromkeys([root / "celeba", root]))
-    for folder in candidates:
-        if (folder / ATTR_FILE).is_file():
-            return folder
-    looked = ", ".join(str(c / ATTR_FILE) for c in candidates)
+    folder, looked = find_holding([root / "celeba", root], ATTR_FILE)
+    if folder is not None:
+        return folder
     raise FileNotFoundError(
         f"CelebA attribute file not found; looked for {looked}. Set DEBIAS_DATA or pass root= "
         "(--root on the command line) to the folder holding celeba/ (or the CelebA folder itself)"

@@ -42,3 +42,11 @@ def _folder(path: Path, what: str) -> Path:
     if path.exists() and not path.is_dir():
         raise ValueError(f"{what}={str(path)!r} is a file; expected a folder (new or existing)")
     return path
+
+
+def find_holding(candidates: list[Path], name: str) -> tuple[Path | None, str]:
+    """The first of ``candidates`` (duplicates dropped, order kept) that holds file ``name``,
+    or None, with the paths looked at (for a dataset's one-line not-found error)."""
+    candidates = list(dict.fromkeys(candidates))
+    found = next((c for c in candidates if (c / name).is_file()), None)
+    return found, ", ".join(str(c / name) for c in candidates)

@@ -40,7 +40,7 @@ import torch
 
 from debias.data.base import DEFAULT_IMAGE_SIZE, SPLITS
 from debias.data.metadata import MetadataDataset, read_metadata
-from debias.data.root import data_root
+from debias.data.root import data_root, find_holding
 
 __all__ = [
     "CLASS_NAMES",
@@ -74,11 +74,9 @@ def find_folder(root: str | os.PathLike | None = None) -> Path:
     """The release folder under the data root (see the module docstring), or a one-line error
     naming the places looked at."""
     base = data_root(root)
-    candidates = [base / FOLDER, base / "waterbirds" / FOLDER, base]
-    for folder in candidates:
-        if (folder / METADATA).is_file():
-            return folder
-    looked = ", ".join(str(c / METADATA) for c in candidates)
+    folder, looked = find_holding([base / FOLDER, base / "waterbirds" / FOLDER, base], METADATA)
+    if folder is not None:
+        return folder
     raise FileNotFoundError(
         f"Waterbirds not found: looked for {looked}. Unpack the official release "
         f"({FOLDER}.tar.gz, from the group_DRO repository) under the data root (--root or "
