@@ -46,7 +46,7 @@ SECTIONS = (
     Section(
         "biased_mnist_cpu",
         "Biased-MNIST (CPU protocol)",
-        ("biased_mnist_cpu", "biased_mnist_cpu_contex_weight"),
+        ("biased_mnist_cpu", "biased_mnist_cpu_contex_weight", "biased_mnist_cpu_pairs"),
     ),
     Section("utkface_cpu", "UTKFace (CPU protocol)", ("utkface_cpu",)),
     Section("celeba_cpu", "CelebA (CPU protocol)", ("celeba_cpu",)),
