@@ -170,3 +170,45 @@ def test_an_online_run_trains_the_head_and_rebuilds_with_its_tanh(tmp_path):
         x = splits["test"].images[:64].float().div(255).sub(0.5).div(0.5)
         pred = model(x).argmax(1)
     assert len(pred) == 64
+
+
+def _two_stream_batch(ce_views):
+    """One step's batches of a joint run with a stream (digits, BiasCon's recipe), rows 0-7."""
+    import warnings
+
+    from debias.methods import Stage
+    from debias.methods.base import TRAIN
+    from debias.train.loop import Trainer
+
+    cfg = TrainConfig(out="x", dataset="digits", rho=0.99, recipe="biascon", model="lenet",
+                      device="cpu", progress=False, ce_views=ce_views)  # fmt: skip
+    trainer = Trainer(cfg, log=lambda *a, **k: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the recipe's jitter on a colour bias
+        trainer.load_data()
+    trainer.reads_bias = True
+    idx, gen = torch.arange(8), torch.Generator().manual_seed(0)
+    stream = (torch.arange(16).view(2, 8), 2)
+    batch = trainer.step_batch(idx, gen, Stage("train", 1, TRAIN, views=1), stream, 0)
+    return batch, trainer.inputs(idx, None, two_view=False, augment=False)
+
+
+def test_the_ce_batch_of_a_two_stream_run_takes_ce_views():
+    """BiasCon's CE loader: the plain image on Biased-MNIST (ce_views none), a random flip on
+    CelebA (flip); the stream keeps its own two augmented views either way."""
+    batch, plain = _two_stream_batch("none")
+    assert torch.equal(batch.x, plain)  # get_color_mnist(aug=False): ToTensor + Normalize
+    assert batch.extra.x.shape == (16, *plain.shape[1:])
+    assert not torch.allclose(batch.extra.x[:8], batch.extra.x[8:])  # two different views
+    batch, plain = _two_stream_batch("flip")
+    same = [torch.allclose(batch.x[i], plain[i], atol=1e-5) for i in range(8)]
+    mirrored = [torch.allclose(batch.x[i], plain[i].flip(-1), atol=1e-5) for i in range(8)]
+    assert all(a != b for a, b in zip(same, mirrored))  # each row: the image or its mirror
+    assert 0 < sum(mirrored) < 8
+
+
+def test_ce_views_without_a_second_stream_is_an_error():
+    with pytest.raises(ValueError, match="ce_views='flip' applies to joint runs with a second"):
+        TrainConfig(out="x", rho=0.99, method="biascon", mode="joint", ce_views="flip")
+    with pytest.raises(ValueError, match="ce_views"):
+        TrainConfig(out="x", rho=0.99, ce_views="nonesuch")

@@ -75,6 +75,7 @@ SUPCONTRAST_VIEWS = (
     "HobbitLong/SupContrast main_supcon.py set_loader; hdeng26/Contex main_contex.py"
 )
 BIASCON_VIEWS = "grayhong/bias-contrastive-learning debias/datasets/biased_mnist.py get_color_mnist"
+BIASCON_FACES = "grayhong/bias-contrastive-learning debias/datasets/{utk_face,celeba}.py"
 VIEW_SETS: dict[str, tuple[AugmentConfig | None, str]] = {
     "geometry": (None, "the dataset's crop +-2 px + rotation +-10 deg (+ flip for faces)"),
     "none": (AugmentConfig(crop_padding=0, rotation=0.0), "no augmentation: the image itself"),
@@ -104,6 +105,17 @@ VIEW_SETS: dict[str, tuple[AugmentConfig | None, str]] = {
         ),
         BIASCON_VIEWS,
     ),  # fmt: skip
+    # The faces' training transforms without aug (BiasCon's CE stream and its CE / BiasBal
+    # baselines): UTKFace RandomResizedCrop(64) (scale 0.08-1) + RandomHorizontalFlip; CelebA
+    # Resize((224, 224)) + RandomHorizontalFlip. Their aug=1 contrastive views are "supcontrast".
+    "biascon-utkface-plain": (
+        AugmentConfig(crop_padding=0, rotation=0.0, hflip=True, resized_crop_scale=(0.08, 1.0)),
+        f"{BIASCON_FACES} get_utk_face(aug=False)",
+    ),
+    "flip": (
+        AugmentConfig(crop_padding=0, rotation=0.0, hflip=True),
+        f"RandomHorizontalFlip() only ({BIASCON_FACES} get_celeba(aug=False))",
+    ),
 }
 
 

@@ -56,7 +56,7 @@ PAIRED_OUTPUT = (
 _METHOD_BOUND = ("method", "mode", "augment", "method_options", "label", "supervision")
 # The training protocol besides the loss (issue 33): a method's runs under two of them are two
 # variants, never pooled; two losses are compared only under one (``same_protocol``).
-PROTOCOL = ("recipe", "mode", "augment", "views")
+PROTOCOL = ("recipe", "mode", "augment", "views", "ce_views")
 # Flattened option groups (``loss_options.self_weight``) that belong to one method: values of
 # them split a method into variants (ConTeX with self_weight 0.5 and 0.7), each compared with
 # the baseline on its own; they are never a condition to match the baseline on.

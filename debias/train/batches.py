@@ -16,7 +16,8 @@ from debias.methods import Batch, Stage
 
 class TrainerBatches:
     """Batches and gradient steps of a :class:`~debias.train.loop.Trainer` (which sets
-    ``cfg``, ``train_set``, ``augment``, ``net``, ``method``, ``dist`` and ``device``)."""
+    ``cfg``, ``train_set``, ``augment``, ``ce_augment``, ``net``, ``method``, ``dist`` and
+    ``device``)."""
 
     # -- batches ---------------------------------------------------------------------------------
     def generator(self, epoch: int) -> torch.Generator:
@@ -36,10 +37,13 @@ class TrainerBatches:
         for s in range(steps):
             yield self.dist.shard(order[s * bs : (s + 1) * bs]).to(self.device)
 
-    def inputs(self, idx: torch.Tensor, gen, *, two_view: bool, augment: bool) -> torch.Tensor:
+    def inputs(
+        self, idx: torch.Tensor, gen, *, two_view: bool, augment: bool, augmenter=None
+    ) -> torch.Tensor:
         """The network input of one batch: normalised float images ``[B, C, H, W]``, or with
         ``two_view`` two views stacked view-major ``[2B, C, H, W]`` (row ``v·B + i``); without
-        ``augment`` the two views are the same image.
+        ``augment`` the two views are the same image. ``augmenter``: the
+        :class:`~debias.data.augment.BatchAugment` (default: the run's).
 
         This is the whole data path of training; ``bench/`` times exactly this method.
         """
@@ -55,12 +59,13 @@ class TrainerBatches:
             if two_view:
                 x = torch.cat([x, x], 0)
         else:
+            aug = augmenter or self.augment
             x01 = raw.float().mul_(1.0 / 255.0)
             if two_view:
                 # Same random draws as BatchAugment.views, without its [B, V, ...] stack copy.
-                x = torch.cat([self.augment(x01, gen), self.augment(x01, gen)], 0)
+                x = torch.cat([aug(x01, gen), aug(x01, gen)], 0)
             else:
-                x = self.augment(x01, gen)
+                x = aug(x01, gen)
             x = x.sub_(mean).div_(std)
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -68,25 +73,31 @@ class TrainerBatches:
 
     def batch(
         self, idx: torch.Tensor, gen, stage: Stage, *, views: int | None = None,
-        augment: bool | None = None,
+        augment: bool | None = None, augmenter=None,
     ) -> Batch:  # fmt: skip
         """One :class:`Batch` as the method sees it (bias labels only if it reads them);
-        ``views`` and ``augment`` default to the stage's and the run's."""
+        ``views`` and ``augment`` default to the stage's and the run's, ``augmenter`` to the
+        run's views."""
         ds = self.train_set
         views = stage.views if views is None else views
         if views not in (1, 2):
             raise ValueError(f"stage {stage.name!r}: views must be 1 or 2, got {views}")
         augment = bool(self.cfg.augment) if augment is None else augment
-        x = self.inputs(idx, gen, two_view=views == 2, augment=augment)
+        x = self.inputs(idx, gen, two_view=views == 2, augment=augment, augmenter=augmenter)
         bias = ds.bias[idx] if self.reads_bias else None
         return Batch(index=idx, x=x, y=ds.targets[idx], bias=bias, views=views)
 
     def step_batch(self, idx: torch.Tensor, gen, stage: Stage, stream, step: int) -> Batch:
         """The batch of one step, with the method's second stream's batch as ``extra``
-        (always augmented: it is the contrastive stream)."""
-        batch = self.batch(idx, gen, stage)
+        (always augmented: it is the contrastive stream; the CE batch then by ``ce_views``
+        when the run sets it)."""
         if stream is None:
-            return batch
+            return self.batch(idx, gen, stage)
+        if self.ce_augment is None:
+            batch = self.batch(idx, gen, stage)
+        else:
+            plain = self.cfg.ce_views == "none"  # the stored image itself, no float round trip
+            batch = self.batch(idx, gen, stage, augment=not plain, augmenter=self.ce_augment)
         rows, views = stream
         extra = self.batch(rows[step].to(self.device), gen, stage, views=views, augment=True)
         return batch._replace(extra=extra)

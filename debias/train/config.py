@@ -190,7 +190,8 @@ class TrainConfig:
         None,
         "method",
         "a published recipe whose options become the defaults (`debias recipes`: supcontrast, "
-        "biascon, bc+bb, fairkl, cpu-geometry); every option given overrides it, the recipe's "
+        "biascon, bc+bb and their -utkface and -celeba variants, fairkl, cpu-geometry); every "
+        "option given overrides it, the recipe's "
         "loss is the method unless --method swaps it",
     )
     mode: str = _opt(
@@ -300,7 +301,15 @@ class TrainConfig:
         "the augmented views (debias.data.augment.VIEW_SETS): geometry (the dataset's crop + "
         "rotation, today's CPU protocol) | none | supcontrast (RandomResizedCrop 0.2-1, flip, "
         "ColorJitter(.4,.4,.4,.1) p .8, grayscale p .2) | biascon-mnist (rotation 20, the same "
-        "jitter p .8)",
+        "jitter p .8) | biascon-utkface-plain (RandomResizedCrop 0.08-1, flip) | flip",
+        choices=tuple(VIEW_SETS),
+    )
+    ce_views: str | None = _opt(
+        None,
+        "optim",
+        "joint runs with a second stream (stream_batch_size): the view set of the "
+        "cross-entropy batch, `views` then being the stream's (BiasCon: none on Biased-MNIST, "
+        "biascon-utkface-plain, flip on CelebA); unset: `views` if augment is on",
         choices=tuple(VIEW_SETS),
     )
     max_steps: int | None = _opt(
@@ -754,6 +763,12 @@ def _check_optimisation_values(cfg: TrainConfig) -> None:
     )  # fmt: skip
     _check_number("colour_jitter", cfg.colour_jitter, low=0)
     view_config(cfg.views, {}, cfg.colour_jitter)  # an unknown set, or jitter on a published one
+    if cfg.ce_views is not None and not cfg.method_options.get("stream_batch_size"):
+        # Without a second stream the CE batch is the contrastive one: `views` augments it.
+        raise ValueError(
+            f"ce_views={cfg.ce_views!r} applies to joint runs with a second stream only "
+            "(method option stream_batch_size); use views for the run's one batch"
+        )
     _check_number("eval_batch_size", cfg.eval_batch_size, low=1, integer=True)
     _check_number(
         "eval_every (epochs between test evaluations; 0: the reported epoch only)",
