@@ -7,7 +7,7 @@
 #   3. the ReBias paper protocol for cross-entropy at rho 0.997, one seed (SimpleConvNet,
 #      80 epochs, lr x0.1 at 20/40/60, batch 256), printed beside ReBias's published 33.4;
 #   4. the published-recipe sweeps, short (bench/gpu_recipes.py: every method of
-#      sweeps/{waterbirds,celeba}_subpopbench.yaml and sweeps/{utkface,celeba}_biascon.yaml,
+#      sweeps/{waterbirds,celeba}_subpopbench.yaml and sweeps/{utkface,celeba}_biascon*.yaml,
 #      one epoch of 20 steps each: pretrained torchvision weights from TORCH_HOME, or the
 #      offline message and random stand-ins; Waterbirds' layout, or a synthetic tree).
 #      `python bench/gpu_recipes.py --toy` runs the same path on a CPU.

@@ -1,6 +1,6 @@
 """Short versions of the published-recipe sweeps, end to end: every method of
-``sweeps/{waterbirds,celeba}_subpopbench.yaml`` and ``sweeps/{utkface,celeba}_biascon.yaml``,
-one run each (seed 0, the first value of the other grid keys), a few steps, so that the first
+``sweeps/{waterbirds,celeba}_subpopbench.yaml`` and ``sweeps/{utkface,celeba}_biascon*.yaml``,
+one run each (seed 0, every training recipe, the first value of the other grid keys), a few steps, so that the first
 session on a GPU proves the path: pretrained torchvision weights from TORCH_HOME, their
 preprocessing, SGD with momentum, Waterbirds' official layout, the adjusted average.
 
@@ -8,8 +8,8 @@ preprocessing, SGD with momentum, Waterbirds' official layout, the adjusted aver
     python bench/gpu_recipes.py --toy      # the same path on a CPU: 2 steps, 32 px images
 
 The runs are the YAMLs' own (loaded and expanded by ``debias.sweep``), with only the length
-shortened (``epochs`` 1 without lr milestones, ``max_steps``, JTT's ``identify_epochs`` 1, ``eval_limit``; ``--toy``
-also 32 px images and batch 8). Their numbers mean nothing beyond "it trains": the published
+shortened (``epochs`` 1 at a constant lr, ``max_steps``, JTT's ``identify_epochs`` 1, ``eval_limit``; ``--toy``
+also 32 px images, batch 8 and a contrastive stream of 8). Their numbers mean nothing beyond "it trains": the published
 numbers need the full sweeps.
 
 Data: Waterbirds from ``$DEBIAS_DATA`` when the official release is there, else a synthetic
@@ -30,28 +30,41 @@ import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = ("waterbirds_subpopbench", "celeba_subpopbench", "utkface_biascon", "celeba_biascon")
+RECIPES = (
+    "waterbirds_subpopbench", "celeba_subpopbench", "utkface_biascon", "celeba_biascon",
+    "celeba_biascon_blond",
+)  # fmt: skip
 SHORT = {
-    "gpu": {"epochs": 1, "lr_milestones": [], "max_steps": 20, "eval_limit": 512, "device": "cuda"},
+    "gpu": {
+        "epochs": 1, "lr_milestones": [], "lr_schedule": "constant", "max_steps": 20,
+        "eval_limit": 512, "device": "cuda",
+    },
     "toy": {
-        "epochs": 1, "lr_milestones": [], "max_steps": 2, "eval_limit": 16, "batch_size": 8, "image_size": 32,
+        "epochs": 1, "lr_milestones": [], "lr_schedule": "constant", "max_steps": 2, "eval_limit": 16, "batch_size": 8, "image_size": 32,
         "device": "cpu", "represent": False, "eval_batch_size": 64,
     },
 }  # fmt: skip
 
 
 def short_runs(recipe: str, scale: str) -> list[dict]:
-    """One shortened config per method of ``sweeps/<recipe>.yaml``."""
+    """One shortened config per method (and training recipe: BiasCon and BC+BB) of
+    ``sweeps/<recipe>.yaml``, with its training recipe's options merged in."""
+    from debias.recipes import recipe_options
     from debias.sweep.config import load_sweep
 
     spec = load_sweep(REPO / "sweeps" / f"{recipe}.yaml")
-    first = {k: [v[0]] for k, v in spec.grid.items() if k != "method"}
+    first = {k: [v[0]] for k, v in spec.grid.items() if k not in ("method", "recipe")}
     out = []
     for run in spec.expand(only=first):
-        cfg = {**run.config, **SHORT[scale], "progress": False}
+        cfg = dict(run.config)
+        if cfg.get("recipe"):
+            cfg = recipe_options(cfg["recipe"], cfg)  # its model and weights, for run_one
+        cfg = {**cfg, **SHORT[scale], "progress": False}
         options = dict(cfg.get("method_options") or {})
         if "identify_epochs" in options:
             options["identify_epochs"] = 1
+        if "stream_batch_size" in options and scale == "toy":
+            options["stream_batch_size"] = SHORT[scale]["batch_size"]
         cfg["method_options"] = options
         out.append({"name": f"{recipe}/{run.name}", **cfg})
     return out

@@ -1,7 +1,7 @@
 """What the test modules share: where the real data is, the marker for tests that need real
-MNIST, and a silent ``log=`` for training runs.
+MNIST, a silent ``log=`` for training runs, and the tiny digits run many tests train.
 
-Import them by name (``from conftest import needs_mnist, quiet``); pytest puts this folder on
+Import them by name (``from conftest import needs_mnist, quiet, tiny``); pytest puts this folder on
 ``sys.path``. Tests marked ``slow`` (longer end-to-end runs, notebooks, processes) are skipped by
 ``make test-quick`` (``pytest -m "not slow"``); ``make test`` and CI run everything.
 """
@@ -36,6 +36,19 @@ needs_mnist = pytest.mark.skipif(
     not have_mnist(),
     reason=f"MNIST IDX files not found in {MNIST_DIR} (set DEBIAS_DATA to the shared data folder)",
 )
+
+
+def tiny(out, **kw):
+    """The tests' seconds-long CE run on the scikit-learn digits (no files needed): a
+    :class:`~debias.train.TrainConfig` of 2 epochs of at most 3 steps at a constant lr on the
+    CPU; ``kw`` overrides any option."""
+    from debias.train import TrainConfig
+
+    base = dict(
+        out=str(out), dataset="digits", rho=0.95, model="smallconvnet", epochs=2,
+        batch_size=64, max_steps=3, lr_milestones=[], progress=False, device="cpu",
+    )  # fmt: skip
+    return TrainConfig(**(base | kw))
 
 
 def quiet(*_) -> None:

@@ -9,19 +9,15 @@ import json
 import pandas as pd
 import pytest
 from conftest import quiet
+from conftest import tiny as conftest_tiny
 
 from debias.cli import main
 from debias.train import RunConflictError, TrainConfig, train
 
 
 def tiny(out, **kw) -> TrainConfig:
-    """A seconds-long CE run on the scikit-learn digits, constant lr."""
-    base = dict(
-        out=str(out), dataset="digits", rho=0.95, model="smallconvnet", epochs=2,
-        batch_size=64, max_steps=4, lr_milestones=[], progress=False, device="cpu",
-        represent=False,
-    )  # fmt: skip
-    return TrainConfig(**(base | kw))
+    """conftest's tiny run, 4 steps an epoch, no representation record."""
+    return conftest_tiny(out, **{"max_steps": 4, "represent": False, **kw})
 
 
 def same(a, b) -> bool:

@@ -10,6 +10,7 @@ import sys
 import pandas as pd
 import pytest
 from conftest import quiet
+from conftest import tiny as conftest_tiny
 
 from debias.cli import main
 from debias.train import TrainConfig, train
@@ -18,11 +19,8 @@ from debias.train import loop as train_loop
 
 
 def tiny(out, **kw) -> TrainConfig:
-    base = dict(
-        out=str(out), dataset="digits", rho=0.95, model="smallconvnet", epochs=3, batch_size=64,
-        max_steps=3, lr_milestones=[], progress=False, device="cpu",
-    )  # fmt: skip
-    return TrainConfig(**(base | kw))
+    """conftest's tiny run with 3 epochs (a thinned evaluation has epochs to skip)."""
+    return conftest_tiny(out, **{"epochs": 3, **kw})
 
 
 def evaluated(hist: pd.DataFrame, column: str) -> list[bool]:

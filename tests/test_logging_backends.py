@@ -11,19 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import quiet
+from conftest import quiet, tiny
 
 from debias.train import TrainConfig, train
 
 HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
-
-
-def tiny(out, **kw) -> TrainConfig:
-    base = dict(
-        out=str(out), dataset="digits", rho=0.95, model="smallconvnet", epochs=2,
-        batch_size=64, max_steps=3, lr_milestones=[], progress=False, device="cpu",
-    )  # fmt: skip
-    return TrainConfig(**(base | kw))
 
 
 def test_log_to_off_by_default_and_bad_names_refused(tmp_path):

@@ -16,15 +16,19 @@ SWAPS = ("contex", "supcon", "biascon", "fairkl", "simclr", "cacr")
 
 
 def test_every_recipe_names_its_official_sources_and_runs_its_own_loss():
-    assert set(RECIPES) == {"supcontrast", "biascon", "bc+bb", "fairkl", "cpu-geometry"}
+    faces = {f"{r}-{d}" for r in ("biascon", "bc+bb") for d in ("utkface", "celeba")}
+    assert set(RECIPES) == {"supcontrast", "biascon", "bc+bb", "fairkl", "cpu-geometry"} | faces
     repos = {
         "supcontrast": "HobbitLong/SupContrast", "biascon": "grayhong/bias-contrastive-learning",
         "bc+bb": "grayhong/bias-contrastive-learning",
         "fairkl": "EIDOSLAB/unbiased-contrastive-learning", "cpu-geometry": "sweeps/",
-    }  # fmt: skip
+    } | dict.fromkeys(faces, "grayhong/bias-contrastive-learning")  # fmt: skip
+    data = {"utkface": {"dataset": "utkface", "bias": "race"},
+            "celeba": {"dataset": "celeba", "target": "Heavy_Makeup", "bias": "Male"}}  # fmt: skip
     for name, recipe in RECIPES.items():
         assert any(repos[name] in s for s in recipe.sources), name
-        cfg = TrainConfig(out="x", rho=0.99, recipe=name)
+        kw = data.get(name.rpartition("-")[2], {"rho": 0.99})
+        cfg = TrainConfig(out="x", recipe=name, **kw)
         assert (cfg.recipe, cfg.method) == (name, recipe.loss)
         for key, value in recipe.options.items():
             if key not in ("method_options", "temperature", "base_temperature"):
@@ -50,6 +54,7 @@ def test_published_values_of_the_recipes():
         "none",
         False,
     )
+    assert bc.ce_views == "none"  # the CE loader is get_color_mnist(aug=False)
     assert TrainConfig(out="x", rho=0.99, recipe="bc+bb").method_options["bb_logits"] is True
     fk = TrainConfig(out="x", rho=0.99, recipe="fairkl")
     assert (fk.mode, fk.views, fk.optimizer, fk.momentum, fk.lr, fk.batch_size) == (
@@ -66,6 +71,35 @@ def test_published_values_of_the_recipes():
     )
     assert sc.method_options["linear_milestones"] == [60, 75, 90]
     assert sc.method_options["linear_gamma"] == 0.2 and sc.method_options["linear_lr"] == 0.1
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "clip", "epochs", "ce_views"),
+    [
+        ("utkface", {"dataset": "utkface", "bias": "age"}, 10.0, 20, "biascon-utkface-plain"),
+        ("celeba", {"dataset": "celeba", "target": "Heavy_Makeup", "bias": "Male"}, 50.0, 40,
+         "flip"),
+    ],
+)  # fmt: skip
+def test_published_values_of_the_face_recipes(name, data, clip, epochs, ce_views):
+    """train_utk_face_bc.py / train_celeba_bc.py (task makeup) as read: FCResNet18 =
+    resnet18(pretrained=True), the stream's aug=1 views, the CE loader's aug=False transform."""
+    for recipe, bb in ((f"biascon-{name}", False), (f"bc+bb-{name}", True)):
+        cfg = TrainConfig(out="x", recipe=recipe, **data)
+        assert (cfg.model, cfg.weights, cfg.mode, cfg.views, cfg.ce_views) == (
+            "tv_resnet18", "IMAGENET1K_V1", "joint", "supcontrast", ce_views
+        )  # fmt: skip
+        assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.epochs) == (
+            "adam", 1e-3, 1e-4, 128, epochs
+        )  # fmt: skip
+        assert cfg.lr_milestones == [epochs // 3, epochs * 2 // 3]
+        mo = cfg.method_options
+        assert (mo["ce_weight"], mo["lambda_con"], mo["stream_batch_size"], mo["temperature"]) == (
+            0.01, 1.0, 64, 0.07
+        )  # fmt: skip
+        assert (mo["stream_sampler"], mo["sampler_clip"], mo["projection"], mo["bb_logits"]) == (
+            "bias-balanced", clip, "none", bb
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize("recipe", ["supcontrast", "biascon", "bc+bb", "cpu-geometry"])

@@ -10,21 +10,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import quiet
+from conftest import quiet, tiny
 
 from debias import results
 from debias.report.markdown import limits_markdown
-from debias.train import TrainConfig, load_trained, train
+from debias.train import load_trained, train
 from debias.train.checkpoint import save_json
 from debias.train.limits import eval_limit_note, limits_text, run_limits
-
-
-def tiny(out, **kw) -> TrainConfig:
-    base = dict(
-        out=str(out), dataset="digits", rho=0.95, model="smallconvnet", epochs=2,
-        batch_size=64, max_steps=3, lr_milestones=[], progress=False, device="cpu",
-    )  # fmt: skip
-    return TrainConfig(**(base | kw))
 
 
 def strict(text: str):

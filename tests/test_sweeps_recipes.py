@@ -13,7 +13,10 @@ from debias.cli import main
 from debias.sweep.config import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = ("waterbirds_subpopbench", "celeba_subpopbench", "utkface_biascon", "celeba_biascon")
+RECIPES = (
+    "waterbirds_subpopbench", "celeba_subpopbench", "utkface_biascon", "celeba_biascon",
+    "celeba_biascon_blond",
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -47,25 +50,32 @@ def test_subpopbench_recipes_hold_hparams_registry_defaults():
         assert runs["groupdro"].method_options["step_size"] == 0.01
 
 
-def test_biascon_recipes_hold_the_official_scripts_settings():
-    for recipe, epochs, milestones in (("utkface_biascon", 20, [6, 13]),
-                                       ("celeba_biascon", 40, [13, 26])):  # fmt: skip
-        for run in load_sweep(REPO / "sweeps" / f"{recipe}.yaml").expand(only={"seed": [0]}):
-            cfg = run.train_config("x")
-            assert (cfg.model, cfg.weights, cfg.optimizer) == (
-                "tv_resnet18",
-                "IMAGENET1K_V1",
-                "adam",
-            )
-            assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.epochs) == (
-                1e-3,
-                1e-4,
-                128,
-                epochs,
-            )
-            assert cfg.lr_milestones == [epochs // 3, 2 * epochs // 3] == milestones
-            if cfg.method == "biascon":  # 0.01 CE + L_con, as CE + 100 L_con
-                assert cfg.mode == "joint" and cfg.lambda_con == 100.0
+@pytest.mark.parametrize(
+    ("recipe", "epochs", "views", "clip"),
+    [("utkface_biascon", 20, "biascon-utkface-plain", 10.0), ("celeba_biascon", 40, "flip", 50.0),
+     ("celeba_biascon_blond", 10, "flip", 30.0)],
+)  # fmt: skip
+def test_biascon_recipes_hold_the_official_scripts_settings(recipe, epochs, views, clip):
+    """Vanilla and BiasBal as train_*_ce.py / train_*_bb.py, BiasCon and BC+BB as the face
+    recipes (train_*_bc.py --bb 0 / 1), the task's epochs and --ratio."""
+    runs = {}
+    for run in load_sweep(REPO / "sweeps" / f"{recipe}.yaml").expand(only={"seed": [0]}):
+        cfg = run.train_config("x")
+        runs.setdefault((cfg.method, cfg.recipe), cfg)
+        assert (cfg.model, cfg.weights, cfg.optimizer) == ("tv_resnet18", "IMAGENET1K_V1", "adam")
+        assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.epochs) == (1e-3, 1e-4, 128, epochs)
+        assert cfg.lr_milestones == [epochs // 3, 2 * epochs // 3]
+        assert cfg.select == "val/unbiased_accuracy"
+        if cfg.method == "biascon":  # the CE loader's transform; the stream's aug=1 views
+            assert (cfg.mode, cfg.ce_views, cfg.views) == ("joint", views, "supcontrast")
+            mo = cfg.method_options
+            assert (mo["ce_weight"], mo["lambda_con"], mo["sampler_clip"]) == (0.01, 1.0, clip)
+            assert mo["bb_logits"] == (cfg.recipe.startswith("bc+bb"))
+        else:
+            assert (cfg.recipe, cfg.augment, cfg.views) == (None, True, views)
+    data = "utkface" if recipe.startswith("utkface") else "celeba"
+    assert set(runs) == {("ce", None), ("biasbal", None), ("biascon", f"biascon-{data}"),
+                         ("biascon", f"bc+bb-{data}")}  # fmt: skip
 
 
 def test_waterbirds_recipe_runs_at_toy_scale(tmp_path, monkeypatch):
@@ -91,3 +101,53 @@ def test_waterbirds_recipe_runs_at_toy_scale(tmp_path, monkeypatch):
         assert f"waterbirds_subpopbench/method={method}/seed=0:" in text
     assert text.count("adjusted ") == 2 and text.count("path check only") == 2
     assert "input [32, 32] normalised by ResNet50_Weights.IMAGENET1K_V1" in text
+
+
+def _synthetic_faces(folder: Path) -> None:
+    """40 faces in UTKFace's naming: 16 (male, White), 16 (female, non-White), 4 of each
+    conflicting group; 40 x 40 JPEGs of one random colour each plus noise."""
+    import numpy as np
+    from PIL import Image
+
+    groups = [(0, 0, 16), (1, 1, 16), (1, 0, 4), (0, 1, 4)]  # (gender, race, count)
+    k = 0
+    for gender, race, n in groups:
+        for _ in range(n):
+            rng = np.random.default_rng(k)
+            arr = np.clip(rng.integers(0, 256, 3) + rng.integers(-20, 20, (40, 40, 3)), 0, 255)
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"{25 + k % 30}_{gender}_{race}_20170101{k:09d}.jpg.chip.jpg"
+            Image.fromarray(arr.astype(np.uint8)).save(folder / name, quality=95)
+            k += 1
+
+
+def test_face_recipe_runs_at_toy_scale(tmp_path, monkeypatch):
+    """bc+bb-utkface on a 40-face synthetic tree, ResNet-18 from scratch at 32 px, 2 steps: the
+    CE batch of 8 and the bias-balanced stream of 8 x 2 views, 0.01 CE (with log P(y|b)) +
+    BiasCon; the run records the recipe's values."""
+    from debias.train import train
+
+    monkeypatch.setenv("DEBIAS_CACHE", str(tmp_path / "cache"))
+    _synthetic_faces(tmp_path / "data" / "utkface")
+    done = train(dict(
+        out=str(tmp_path / "r"), root=str(tmp_path / "data"), dataset="utkface", bias="race",
+        recipe="bc+bb-utkface", weights=None, image_size=32, epochs=1, lr_milestones=[],
+        lr_schedule="constant", batch_size=8, max_steps=2, method_options={"stream_batch_size": 8},
+        progress=False, device="cpu", represent=False,
+    ), log=lambda *a, **k: None)  # fmt: skip
+    cfg = done["config"]
+    assert (cfg["recipe"], cfg["model"], cfg["views"], cfg["ce_views"]) == (
+        "bc+bb-utkface", "tv_resnet18", "supcontrast", "biascon-utkface-plain"
+    )  # fmt: skip
+    mo = cfg["method_options"]
+    assert (mo["ce_weight"], mo["sampler_clip"], mo["bb_logits"], mo["stream_batch_size"]) == (
+        0.01, 10.0, True, 8
+    )  # fmt: skip
+    assert done["supervision"] == "train_bias"
+    assert done["method"]["stages"][0]["views"] == 1  # the CE stream; the stream has two
+    import pandas as pd
+
+    epoch = pd.read_csv(tmp_path / "r" / done["history"]).iloc[-1]
+    assert epoch["steps"] == 2
+    total = 0.01 * epoch["train_ce"] + epoch["train_contrastive"]
+    assert epoch["train_loss"] == pytest.approx(total, rel=1e-5)

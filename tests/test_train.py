@@ -8,27 +8,15 @@ import math
 import pandas as pd
 import pytest
 from conftest import needs_mnist, quiet
+from conftest import tiny as conftest_tiny
 
 from debias.cli import main
 from debias.train import RunConflictError, TrainConfig, train
 
 
 def tiny(out, **kw) -> TrainConfig:
-    """A seconds-long CE run on the scikit-learn digits (no files needed)."""
-    base = dict(
-        out=str(out),
-        dataset="digits",
-        rho=0.95,
-        model="smallconvnet",
-        epochs=3,
-        batch_size=64,
-        max_steps=4,
-        lr_milestones=[],
-        progress=False,
-        device="cpu",
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    """conftest's seconds-long CE run on the scikit-learn digits, 3 epochs of 4 steps."""
+    return conftest_tiny(out, **{"epochs": 3, "max_steps": 4, **kw})
 
 
 def same(a, b) -> bool:

@@ -1,4 +1,4 @@
-"""Heads put on top of an encoder's features."""
+"""Heads put on top of an encoder's features, and the encoder + linear classifier shape."""
 
 from __future__ import annotations
 
@@ -29,3 +29,19 @@ class LinearProbe(nn.Linear):
 
     def __init__(self, in_dim: int, num_classes: int) -> None:
         super().__init__(in_dim, num_classes)
+
+
+class EncoderClassifier(nn.Module):
+    """An ``encoder`` whose output is the feature and a linear ``fc`` on it: the models'
+    interface (:mod:`debias.models`) for a subclass that sets ``encoder``, ``feature_dim``
+    and ``fc`` in its ``__init__``. ``logits = fc(encoder(x))``."""
+
+    encoder: nn.Module
+    fc: nn.Linear
+    feature_dim: int
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))

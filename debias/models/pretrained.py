@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from debias.models.heads import EncoderClassifier
+
 __all__ = [
     "ARCHITECTURES",
     "TorchvisionEncoder",
@@ -146,7 +148,7 @@ def preprocessing(arch: str, pretrained: str | os.PathLike | None) -> dict[str, 
     }
 
 
-class TorchvisionEncoder(nn.Module):
+class TorchvisionEncoder(EncoderClassifier):
     """A torchvision classifier as a debias encoder (see the module docstring).
 
     Args:
@@ -185,12 +187,6 @@ class TorchvisionEncoder(nn.Module):
         self.arch = arch
         self.encoder = net
         self.fc = nn.Linear(self.feature_dim, num_classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
 
 
 def _head_in_features(head: nn.Module) -> int:

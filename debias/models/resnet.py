@@ -8,8 +8,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from debias.models.heads import EncoderClassifier
 
-class ResNet18(nn.Module):
+
+class ResNet18(EncoderClassifier):
     """torchvision ResNet-18 adapted to 64x64 input.
 
     The stem keeps its 7x7 convolution (so ImageNet weights load unchanged) but with stride 1
@@ -49,9 +51,3 @@ class ResNet18(nn.Module):
         net.fc = nn.Identity()
         self.encoder = net
         self.fc = nn.Linear(self.feature_dim, num_classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))

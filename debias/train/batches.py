@@ -19,6 +19,9 @@ class TrainerBatches:
     ``cfg``, ``train_set``, ``augment``, ``ce_augment``, ``net``, ``method``, ``dist`` and
     ``device``)."""
 
+    # a two-stream run's CE-batch views (TrainConfig.ce_views); None: the run's augment and views
+    ce_augment = None
+
     # -- batches ---------------------------------------------------------------------------------
     def generator(self, epoch: int) -> torch.Generator:
         """The random stream of one epoch (batch order, augmentation, resampling)."""

@@ -141,7 +141,6 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
             view_config(cfg.views, dict(spec.augment), cfg.colour_jitter),
             bias_is_colour=spec.colour_bias,
         )
-        self.ce_augment = None  # a two-stream run's CE batch: the run's augment and views
         if cfg.ce_views is not None:
             self.ce_augment = BatchAugment(
                 view_config(cfg.ce_views, dict(spec.augment)), bias_is_colour=spec.colour_bias

@@ -103,6 +103,9 @@ def machine() -> dict[str, str]:
 class TrainerRecord:
     """The files a finished :class:`~debias.train.loop.Trainer` run writes."""
 
+    # the pretrained weights' own transforms as applied (load_data; None: no weights)
+    preprocessing: dict[str, Any] | None = None
+
     def _method_record(self) -> dict[str, Any]:
         cls = type(self.method)
         kind = self.method.supervision_of(self.method.hp)
@@ -171,7 +174,7 @@ class TrainerRecord:
         }
         if self.continued_from:  # trained on from finished runs with fewer epochs
             result["continued_from"] = self.continued_from
-        if getattr(self, "preprocessing", None) is not None:
+        if self.preprocessing is not None:
             # the weights' own transforms (debias.models.model_preprocessing), as applied
             result["preprocessing"] = self.preprocessing
         if cfg.save_embeddings:

@@ -30,6 +30,11 @@ class TrainerSelection:
     eval_seconds: float = 0.0
     eval_bar_delay = EVAL_BAR_DELAY_S  # the progress-bar delay of evaluations and probing
     _eval_depth: int = 0
+    # the adjusted average's weights, training (y, b) counts (load_data; None: not reported)
+    group_weights: dict[tuple[int, int], int] | None = None
+    # (epoch, reports) of the last and of the best epoch evaluated, for the final report
+    _last_reports: tuple[int, dict[str, Any]] | None = None
+    _best_reports: tuple[int, dict[str, Any]] | None = None
 
     @contextlib.contextmanager
     def evaluating(self):
@@ -51,7 +56,7 @@ class TrainerSelection:
             pred.cpu().numpy(),
             ds.bias.cpu().numpy(),
             aligned=ds.aligned_groups,
-            group_weights=getattr(self, "group_weights", None),
+            group_weights=self.group_weights,
             derived_aligned=getattr(ds, "aligned_rule", "given") != "given",
         )
 
@@ -166,9 +171,9 @@ class TrainerSelection:
             self.enter_stage(last)
         runner = self._runner
         if cfg.select == "last":
-            chosen, cached = self.history[-1]["epoch"], getattr(self, "_last_reports", None)
+            chosen, cached = self.history[-1]["epoch"], self._last_reports
         else:
-            chosen, cached = self.best["epoch"], getattr(self, "_best_reports", None)
+            chosen, cached = self.best["epoch"], self._best_reports
             runner.load_selected(self, self.best["state"])
         reports = dict(cached[1]) if cached is not None and cached[0] == chosen else {}
         # A run resumed after its last epoch, or a selected epoch whose test splits eval_every
