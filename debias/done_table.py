@@ -10,7 +10,8 @@ this module answers it once (:func:`options_diff`): the flattened options
 (:func:`debias.results.flatten_config`) compared one by one, where
 
 * runtime options are left out (:data:`~debias.train.config.RUNTIME_FIELDS`: where and how a
-  run executes, as when a sweep decides whether to resume a run);
+  run executes, as when a sweep decides whether to resume a run), except
+  ``represent_refits``: the DFR head's refits change the representation section's numbers;
 * numbers compare as numbers (a CSV column with empty cells writes ``3`` as ``3.0``), other
   values as the text ``runs.csv`` holds (``str`` of the value: ``(20, 40)``, ``True``), an
   empty cell as an unset option (None);
@@ -42,6 +43,7 @@ __all__ = [
     "done_runs",
     "option_columns",
     "options_diff",
+    "outside_grid",
     "read_runs",
     "run_options",
     "table_file",
@@ -95,6 +97,21 @@ def done_runs(table: pd.DataFrame) -> dict[tuple[str, str], dict[str, str]]:
     return {(r["sweep"], r["run"]): r for r in done.to_dict("records")}
 
 
+def outside_grid(table: pd.DataFrame, sweep: str, grid: set[str]) -> str:
+    """One line naming the finished runs of ``sweep`` in ``table`` that its grid (the run
+    names ``grid``) does not have (a grid changed since the table was written: joining them
+    would bring them back), else ``""``."""
+    mine = table[(table["sweep"] == sweep) & (table["status"] == RunStatus.DONE)]
+    extra = [r for r in mine["run"] if r not in grid]
+    if not extra:
+        return ""
+    more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
+    return (
+        f"it lists run {extra[0]}{more} of sweep {sweep} as done, which the sweep's grid does "
+        "not have (the grid changed since the table was written)"
+    )
+
+
 def run_options(config: Mapping[str, Any]) -> dict[str, Any]:
     """A run's options as ``runs.csv`` records them: its config in today's terms
     (:func:`~debias.train.runfolder.with_dataset_defaults`, as :func:`debias.results.load`
@@ -122,8 +139,13 @@ def options_diff(
     return diff
 
 
+# Runtime options that change a number the report shows (the DFR head is averaged over them).
+_COMPARED_RUNTIME = frozenset({"represent_refits"})
+
+
 def _runtime(key: str) -> bool:
-    return key.split(".", 1)[0] in RUNTIME_FIELDS
+    top = key.split(".", 1)[0]
+    return top in RUNTIME_FIELDS and top not in _COMPARED_RUNTIME
 
 
 @cache

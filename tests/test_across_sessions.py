@@ -129,6 +129,16 @@ def test_a_run_with_other_options_there_is_refused_in_one_line(
     assert "\n" not in message and run_name("contex", 0.997, 1) in message
     assert "lr: 0.001 there vs 0.5 here" in message
     assert (pub / "runs.csv").read_bytes() == before  # refused before anything was written
+    # A grid changed since: the table's seed-1 runs are not in this sweep's grid any more.
+    path.write_text(json.dumps(m | {"config": m["config"] | {"lr": 0.001}}))
+    manifest = json.loads((sweep / "sweep.json").read_text())
+    grid = {"rho": [0.997, 0.99], "method": ["ce", "contex"], "seed": [0]}
+    spec = {"name": "fake", "base": {"dataset": "biased-mnist"}, "grid": grid}
+    (sweep / "sweep.json").write_text(json.dumps(manifest | {"spec": spec}))
+    with pytest.raises(ValueError, match=r"lists run rho=0.997/method=ce/seed=1 and 1 more of "
+                       "sweep fake as done, which the sweep's grid does not have"):  # fmt: skip
+        make_report(sweep, pub, prior=pub)
+    assert (pub / "runs.csv").read_bytes() == before
 
 
 # -- debias sweep --done-in ---------------------------------------------------------------------
@@ -203,5 +213,13 @@ def test_done_in_refuses_a_run_done_there_with_other_options(tmp_path, no_figure
     assert "\n" not in message and "rho=0.997/method=ce/seed=0" in message
     assert "lr: 0.001 there vs 0.01 now" in message and "(and 2 more run(s))" in message
     assert not (tmp_path / "s2").exists()
+    with pytest.raises(ValueError, match="represent_refits: 20 there vs 3 now"):
+        # a runtime option, but the DFR numbers depend on it
+        run_sweep(
+            GRID, out=tmp_path / "s2", done_in=pub, overrides={"represent_refits": 3}, dry_run=True
+        )
+    with pytest.raises(ValueError, match="seed=1 of sweep grid as done, which the sweep's grid"):
+        only_seed_0 = GRID | {"grid": GRID["grid"] | {"seed": [0]}}
+        run_sweep(only_seed_0, out=tmp_path / "s2", done_in=pub, dry_run=True)
     with pytest.raises(FileNotFoundError, match="expected a report's runs.csv"):
         run_sweep(GRID, out=tmp_path / "s2", done_in=tmp_path / "nowhere", dry_run=True)

@@ -131,7 +131,7 @@ def make_report(
     text = "" if notes is None else read_notes(notes)
     before = None if prior is None else read_prior(prior)  # before out (maybe prior) is written
     if before is not None:
-        check_prior(before, _recorded_options(sweep_dir))
+        check_prior(before, _recorded_options(sweep_dir), _grids(sweep_dir))
     data = load_sweep_data(sweep_dir)
     data.generated, data.version = _generated_at(), debias.__version__
     claim_folder(out, names=REPORT_FILES, kind="report", what="report folder")
@@ -187,6 +187,25 @@ def _recorded_options(sweep_dir: Any) -> dict[tuple[str, str], dict[str, Any]]:
         for r in results.find_runs(sweep_dir)
         if (r.path / METRICS).is_file() or (r.path / RUN_CONFIG).is_file()
     }
+
+
+def _grids(sweep_dir: Any) -> dict[str, set[str]]:
+    """``{sweep name: its grid's run names}`` of the local sweep folders whose ``sweep.json``
+    records the sweep's spec (a grid sweep written by ``debias sweep``)."""
+    import json
+
+    from debias.sweep.config import SweepSpec
+
+    grids = {}
+    for folder in _as_list(sweep_dir):
+        try:
+            manifest = json.loads((Path(folder) / "sweep.json").read_text())
+            spec = SweepSpec.from_dict(manifest["spec"], source=manifest.get("source"))
+            if spec.search is None:
+                grids[spec.name] = {r.name for r in spec.expand()}
+        except (OSError, ValueError, KeyError, TypeError):  # no spec: a run folder, an old sweep
+            continue
+    return grids
 
 
 def _merged_data(out: Path, history: Any) -> SweepData:

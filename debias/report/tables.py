@@ -252,12 +252,20 @@ def _keys(frame: pd.DataFrame) -> list[tuple[str, str]]:
     return list(zip(frame["sweep"], frame["run"]))
 
 
-def check_prior(prior: Prior, options: dict[tuple[str, str], dict[str, Any]]) -> None:
+def check_prior(
+    prior: Prior, options: dict[tuple[str, str], dict[str, Any]], grids: dict[str, set[str]]
+) -> None:
     """A ValueError (one line) when a run the prior table lists as done has other options
     than this session's run at the same path (``options``: the local runs' flattened options,
-    :func:`debias.done_table.run_options`, of those that recorded them)."""
-    from debias.done_table import done_runs, options_diff
+    :func:`debias.done_table.run_options`, of those that recorded them), or is not in its
+    sweep's grid (``grids``: the run names of each local sweep whose grid is known)."""
+    from debias.done_table import done_runs, options_diff, outside_grid
 
+    for sweep, names in grids.items():
+        stray = outside_grid(prior.runs, sweep, names)
+        if stray:
+            raise ValueError(f"--prior {prior.folder}: {stray}; report this session's runs "
+                             "without --prior, or remove those rows from the table")  # fmt: skip
     for key, row in done_runs(prior.runs).items():
         if key not in options:
             continue

@@ -9,7 +9,8 @@ run nor written to ``sweep.json`` or the ledger (its numbers are the table's;
 ``debias report ... --prior FOLDER`` joins them to this pass's runs). A run the table lists as
 done with *other* options is refused before anything starts, with the run and the option that
 differs: the protocol changed since the table was written, and its runs and this pass's would
-not be one sweep (drop ``--done-in`` to run the whole grid again under the new options).
+not be one sweep (drop ``--done-in`` to run the whole grid again under the new options). So is a
+table listing a finished run of this sweep that its grid does not have (a changed grid).
 """
 
 from __future__ import annotations
@@ -40,7 +41,14 @@ def split_done(spec: SweepSpec, runs: list[RunSpec], out: Path, table: str | Pat
     """``runs`` split into those to run and those ``table`` (a ``runs.csv`` or its folder)
     lists as done with the same options; a ValueError naming the run and the option when the
     table lists one as done with other options."""
-    from debias.done_table import done_runs, options_diff, read_runs, run_options, table_file
+    from debias.done_table import (
+        done_runs,
+        options_diff,
+        outside_grid,
+        read_runs,
+        run_options,
+        table_file,
+    )
 
     file = table_file(table)
     if spec.search is not None:
@@ -49,6 +57,10 @@ def split_done(spec: SweepSpec, runs: list[RunSpec], out: Path, table: str | Pat
             "draw; --done-in takes a grid sweep"
         )
     rows = read_runs(file)
+    stray = outside_grid(rows, spec.name, {r.name for r in spec.expand()})
+    if stray:
+        raise ValueError(f"--done-in {file}: {stray}; remove its rows from the table, or "
+                         "run without --done-in")  # fmt: skip
     done = done_runs(rows)
     todo, skipped, conflicts = [], [], []
     for run in runs:
