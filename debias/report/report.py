@@ -120,7 +120,8 @@ def make_report(
     finished in both is this session's, how many is logged and kept in ``tables.json``), every
     number recomputed from the merged tables; the convergence figure draws this session's runs
     only (histories are not in the tables). A run there with other options than the run at the
-    same path here is refused (a ValueError naming both): docs/SWEEPS.md, "Across sessions".
+    same path here, or one its sweep's grid (``sweep.json``) no longer has, is refused before
+    anything is written (a one-line ValueError naming it): docs/SWEEPS.md, "Across sessions".
 
     Example:
         >>> make_report(["runs/sweeps/biased_mnist_cpu"], "docs/results/biased_mnist_cpu",

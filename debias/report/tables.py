@@ -252,6 +252,10 @@ def _keys(frame: pd.DataFrame) -> list[tuple[str, str]]:
     return list(zip(frame["sweep"], frame["run"]))
 
 
+# How to report a session's runs without an earlier table (a new protocol's first slice).
+_ALONE = "debias report without --prior; python docs/build_results.py --no-prior"
+
+
 def check_prior(
     prior: Prior, options: dict[tuple[str, str], dict[str, Any]], grids: dict[str, set[str]]
 ) -> None:
@@ -265,7 +269,7 @@ def check_prior(
         stray = outside_grid(prior.runs, sweep, names)
         if stray:
             raise ValueError(f"--prior {prior.folder}: {stray}; report this session's runs "
-                             "without --prior, or remove those rows from the table")  # fmt: skip
+                             f"without it ({_ALONE}), or remove those rows from the table")  # fmt: skip
     for key, row in done_runs(prior.runs).items():
         if key not in options:
             continue
@@ -275,7 +279,7 @@ def check_prior(
             raise ValueError(
                 f"--prior {prior.folder}: run {key[1]} of sweep {key[0]} has other options "
                 f"there than here ({option}: {there} there vs {here} here); a changed protocol "
-                "does not mix with that table: report this session's runs without --prior"
+                f"does not mix with that table: report this session's runs without it ({_ALONE})"
             )
 
 
