@@ -1,6 +1,6 @@
 """Build docs/RESULTS.md from the CPU sweeps: one generated report per sweep, one page.
 
-    python docs/build_results.py [--runs runs/sweeps]
+    python docs/build_results.py [--runs runs/sweeps] [--no-prior]
 
 For each section in SECTIONS whose run folders all exist, ``debias report`` writes
 ``docs/results/<name>/`` (report.md, summary.csv, paired.csv, figures) with the hand-written
@@ -16,7 +16,10 @@ report has one, else from the committed ``report.md`` with its paired tables reg
 the committed paired CSVs and its notes from ``docs/results_notes`` (:func:`from_tables`). So
 the page is rebuilt on a machine that ran only some sweeps, or none, and never loses a
 section's companion sweep; ``tests/test_results_page.py`` rebuilds it from a copy of the
-committed files and checks it equals ``docs/RESULTS.md``.
+committed files and checks it equals ``docs/RESULTS.md``. A section whose committed
+``runs.csv`` lists finished runs that the local folders lack (a sweep finished over several
+sessions, docs/SWEEPS.md "Across sessions") is made from the local runs joined with the
+table's (:func:`prior_for`), unless ``--no-prior``.
 """
 
 from __future__ import annotations
@@ -59,26 +62,53 @@ SECTIONS = (
 )
 
 
-def build_report(sec: Section, runs: Path) -> Path | None:
+def build_report(sec: Section, runs: Path, use_prior: bool = True) -> Path | None:
     """Regenerate ``docs/results/<name>/report.md``: from the runs if all the section's sweeps
-    are in ``runs``, else from the committed tables (:func:`from_tables`)."""
+    are in ``runs``, else from the committed tables (:func:`from_tables`). Where the committed
+    ``runs.csv`` lists finished runs that ``runs`` lacks (a sweep finished over several
+    sessions, some of its sweeps or runs made on another machine), the report joins them to
+    the runs here (``make_report(..., prior=)``, :func:`prior_for`; not with ``use_prior``
+    false: a new protocol's first slice)."""
     out = DOCS / "results" / sec.name
     folders = [runs / s for s in sec.sweeps]
+    present = [f for f in folders if (f / "sweep.json").is_file()]
     notes = NOTES / f"{sec.name}.md"
     notes = notes if notes.is_file() else None
-    if all((f / "sweep.json").is_file() for f in folders):
+    prior = prior_for(sec, out, present) if use_prior and not sec.search else None
+    if present and (len(present) == len(folders) or prior is not None):
         if sec.search:
             from debias.report.search import make_search_report
 
             _with_notes(make_search_report(folders[0], out)["report"], notes)
         else:
-            make_report(folders if len(folders) > 1 else folders[0], out, notes=notes)
+            source = present if len(present) > 1 else present[0]
+            make_report(source, out, notes=notes, **({"prior": prior} if prior else {}))
     else:
         if any((f / "sweep.json").is_file() for f in folders):
             print(f"{sec.name}: not all of {', '.join(sec.sweeps)} in {runs}; rebuilt from the "
                   "committed tables")  # fmt: skip
         from_tables(sec, out, notes)
     return out / "report.md" if (out / "report.md").is_file() else None
+
+
+def prior_for(sec: Section, out: Path, present: list[Path]) -> Path | None:
+    """``out`` when its committed ``runs.csv`` lists finished runs that the sweep folders
+    ``present`` do not hold finished, else None (the runs here cover the table)."""
+    from debias import results
+    from debias.done_table import RUNS_CSV, done_runs, read_runs
+
+    if not present or not (out / RUNS_CSV).is_file():
+        return None
+    try:
+        here = {(r.sweep, r.run) for r in results.find_runs(present) if r.status == "done"}
+    except FileNotFoundError:  # sweep folders with no run (every run done in the table)
+        here = set()
+    missing = set(done_runs(read_runs(out))) - here
+    if not missing or not here:  # nothing missing, or nothing here to add to the table
+        return None
+    print(f"{sec.name}: {len(missing)} finished run(s) of {out / RUNS_CSV} are not in "
+          f"{', '.join(p.as_posix() for p in present)}; the report joins them (prior=)")  # fmt: skip
+    return out
 
 
 def from_tables(sec: Section, out: Path, notes: Path | None) -> None:
@@ -240,13 +270,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--readme-table", action="store_true", help="print the README's Biased-MNIST table only"
     )
+    parser.add_argument(
+        "--no-prior",
+        action="store_true",
+        help="make a section whose runs are here from them alone, not joined with the runs its "
+        "committed runs.csv holds (a new protocol's first slice; docs/SWEEPS.md)",
+    )
     args = parser.parse_args(argv)
     if args.readme_table:
         print(readme_table())
         return
     parts = [(NOTES / "intro.md").read_text().strip() + "\n"]
     for sec in SECTIONS:
-        report = build_report(sec, args.runs)
+        report = build_report(sec, args.runs, use_prior=not args.no_prior)
         parts.append(section(sec.name, sec.title, report) if report else not_run(sec))
     (DOCS / "RESULTS.md").write_text("\n".join(parts))
     print(f"wrote {DOCS / 'RESULTS.md'}")

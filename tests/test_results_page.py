@@ -8,6 +8,7 @@ shows up here as a mismatch (no runs needed: only committed files are read).
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,43 @@ def test_a_section_missing_a_companion_sweep_keeps_its_report(
     (tmp_path / "runs" / "b" / "sweep.json").write_text("{}")
     build_results.build_report(sec, tmp_path / "runs")
     assert called == [([tmp_path / "runs/a", tmp_path / "runs/b"], docs / "results/s")]
+
+
+def test_a_section_lacking_runs_of_its_committed_table_is_joined_with_it(
+    build_results, tmp_path, monkeypatch
+) -> None:
+    """Local runs that lack finished runs of the committed runs.csv (a sweep over several
+    sessions): make_report joins the committed tables (prior=); local runs that cover them, or
+    --no-prior: the report of the local runs alone, as before."""
+    runs, docs = tmp_path / "runs", tmp_path / "docs"
+
+    def local_sweep(name: str, done: list[str]) -> None:
+        (runs / name).mkdir(parents=True)
+        listed = [{"run": r} for r in done]
+        (runs / name / "sweep.json").write_text(json.dumps({"name": name, "runs": listed}))
+        for r in done:
+            (runs / name / r).mkdir()
+            (runs / name / r / "metrics.json").write_text('{"config": {}, "splits": {}}')
+
+    out = docs / "results" / "s"
+    out.mkdir(parents=True)
+    (out / "runs.csv").write_text(
+        "sweep,run,status\na,r1,done\na,r2,done\nb,r1,done\nb,r2,failed\n"
+    )
+    monkeypatch.setattr(build_results, "DOCS", docs)
+    monkeypatch.setattr(build_results, "NOTES", docs / "results_notes")
+    called = []
+    monkeypatch.setattr(build_results, "make_report", lambda *a, **k: called.append((a, k)))
+    sec = build_results.Section("s", "S", ("a", "b"))
+    local_sweep("a", ["r1", "r2"])  # b's runs were made in another session
+    build_results.build_report(sec, runs)
+    assert called == [((runs / "a", out), {"notes": None, "prior": out})]
+    local_sweep("b", ["r1"])  # every run the table holds as done is here
+    build_results.build_report(sec, runs)
+    assert called[1] == (([runs / "a", runs / "b"], out), {"notes": None})
+    (out / "runs.csv").write_text("sweep,run,status\na,r1,done\na,r3,done\n")
+    build_results.build_report(sec, runs, use_prior=False)  # --no-prior: a new protocol
+    assert called[2] == (([runs / "a", runs / "b"], out), {"notes": None})
 
 
 def test_readme_table_is_the_generated_one(build_results) -> None:

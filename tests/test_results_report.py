@@ -896,6 +896,23 @@ def test_two_sweeps_that_differ_in_a_loss_option_keep_it_as_a_condition(sweep, t
     assert head.startswith(f"Source: `{sweep.as_posix()}`, `{other.as_posix()}`. 7 finished")
 
 
+def test_seeds_that_draw_their_own_data_are_replicates_of_one_condition(sweep):
+    """data_draw: seed (every shipped sweep): a run's data_seed is its seed; the seeds of a
+    condition still pool into one mean and interval, and pair on the seed."""
+    for method, rho, seed, *_ in RUNS:
+        path = sweep / run_name(method, rho, seed) / "metrics.json"
+        m = json.loads(path.read_text())
+        m["config"]["data_seed"] = seed
+        path.write_text(json.dumps(m))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary, info = summarize(results.load(sweep))
+    assert "data_seed" not in info.keys and "data_seed" not in summary
+    unb = summary[(summary["metric"] == "unbiased") & (summary["rho"] == 0.997)]
+    assert unb.set_index("label")["n"].to_dict() == {"ce": 2, "contex": 2}
+    assert unb.set_index("label").loc["ce", "mean_pct"] == pytest.approx(65.0)
+
+
 # -- the per-run tables (issue 35) --------------------------------------------------------------
 def test_report_rebuilt_from_its_tables_alone_is_the_same_report(sweep, tmp_path, monkeypatch):
     """runs.csv / groups.csv / tables.json hold everything report.md and the CSVs are computed

@@ -1,4 +1,5 @@
-"""``debias report SWEEP_DIR [--out DIR]``: Markdown + CSV + figures for a sweep."""
+"""``debias report SWEEP_DIR [--out DIR] [--notes FILE] [--prior FOLDER]``: Markdown + CSV +
+figures for a sweep."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     source = args.sweep_dir if len(args.sweep_dir) > 1 else args.sweep_dir[0]
     if len(args.sweep_dir) == 1 and is_search_sweep(source):
         # A random search: every method under every selection rule (debias.report.search).
+        if args.prior is not None:
+            raise ValueError(f"--prior takes a grid sweep's report; {source} is a random search")
         paths = make_search_report(source, out)
     else:
-        paths = make_report(source, out, notes=None if args.notes is None else Path(args.notes))
+        notes = None if args.notes is None else Path(args.notes)
+        paths = make_report(source, out, notes=notes, prior=args.prior)
     for key, path in paths.items():
         print(f"{key:>16}: {path}")
     return 0
@@ -39,6 +43,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--notes",
         help="a Markdown file appended after the paired comparisons (e.g. what we learned)",
+    )
+    p.add_argument(
+        "--prior",
+        metavar="FOLDER",
+        help="a report folder of an earlier session (its runs.csv): report these runs together "
+        "with the ones it holds and these lack (a run in both: this one); see docs/SWEEPS.md",
     )
     p.set_defaults(func=cmd_report)
     return p

@@ -269,7 +269,8 @@ def render_markdown(data: SweepData, paths: dict[str, Path], out: Path, notes: s
     md += _representation_markdown(data)
     if notes:
         md += [notes.strip(), ""]
-    md += _figures_markdown(paths, out, heatmap_note(data) if "group_heatmap" in paths else "")
+    heat_note = heatmap_note(data) if "group_heatmap" in paths else ""
+    md += _figures_markdown(paths, out, heat_note, _convergence_note(data))
     md += _not_done_markdown(data.not_done)
     return "\n".join(md)
 
@@ -291,7 +292,7 @@ def _header_markdown(data: SweepData) -> list[str]:
     return [
         f"# Sweep report: {', '.join(names)}",
         "",
-        f"Source: {_sources(data.source)}. {n_done} finished run(s)"
+        f"Source: {_sources(data.source)}{_prior_sentence(data.prior)}. {n_done} finished run(s)"
         + (f", {len(not_done)} not finished (listed at the end)" if not_done else "")
         + f". Generated {data.generated or _generated_at()} by debias "
         + f"{data.version or debias.__version__}.",
@@ -450,7 +451,30 @@ def _leakage_baseline_markdown(rep: RepresentationSummary) -> list[str]:
     ]
 
 
-def _figures_markdown(paths: dict[str, Path], out: Path, heat_note: str) -> list[str]:
+def _prior_sentence(prior: dict | None) -> str:
+    """What a report over several sessions took from the earlier session's table."""
+    if not prior:
+        return ""
+    return (
+        f" and the per-run table of an earlier session, `{prior['table']}` ({prior['runs']} "
+        f"finished run(s) taken from it; {prior['finished_in_both']} finished both there and "
+        "here, this session's kept)"
+    )
+
+
+def _convergence_note(data: SweepData) -> str:
+    """One line under the convergence figure when some runs came from a prior table."""
+    if not data.prior or not data.prior["runs"]:
+        return ""
+    return (
+        f"The convergence figure draws this session's runs only: the {data.prior['runs']} run(s) "
+        f"taken from `{data.prior['table']}` have no history in it (the table holds none)."
+    )
+
+
+def _figures_markdown(
+    paths: dict[str, Path], out: Path, heat_note: str, convergence_note: str = ""
+) -> list[str]:
     md = ["## Figures", ""]
     captions = {
         "worst_group_gap": "Average (circle) and worst-group (square) test accuracy per method "
@@ -472,6 +496,8 @@ def _figures_markdown(paths: dict[str, Path], out: Path, heat_note: str) -> list
         if key in paths:
             rel = Path(paths[key]).relative_to(out)
             md += [f"![{cap}]({rel.as_posix()})", "", f"*{cap}.*", ""]
+            if key == "convergence" and convergence_note:
+                md += [convergence_note, ""]
     return md
 
 

@@ -16,7 +16,7 @@ puts them together and keeps the names it used to define importable from here.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,14 @@ from debias.report.summary import (
     worst_groups,
 )
 from debias.report.sweep_data import SweepData, load_sweep_data, sweep_data_from_tables
-from debias.report.tables import group_rows, runs_table, write_tables
+from debias.report.tables import (
+    check_prior,
+    group_rows,
+    merge_prior,
+    read_prior,
+    runs_table,
+    write_tables,
+)
 from debias.report.vocabulary import (
     DEFAULT_TABLE_METRICS,
     DERIVED_METRICS,
@@ -95,6 +102,8 @@ def make_report(
     out_dir: str | Path,
     *,
     notes: str | Path | None = None,
+    prior: str | Path | None = None,
+    log: Callable[[str], Any] = print,
 ) -> dict[str, Path]:
     """Write ``report.md``, ``summary.csv``, ``paired.csv`` and the figures for a sweep; returns
     their paths.
@@ -104,14 +113,37 @@ def make_report(
     ``group_heatmap`` and ``convergence`` (the last two only when group records / histories
     exist). ``notes``: a Markdown file (or text) appended after the comparisons, for the
     reader-facing conclusions a person writes from the numbers.
+
+    ``prior``: a report folder of an earlier session (its ``runs.csv``, ``groups.csv``,
+    ``tables.json``; it may be ``out_dir`` itself): the report is made of this session's runs
+    and the table's runs not finished here (:func:`~debias.report.tables.merge_prior`; a run
+    finished in both is this session's, how many is logged and kept in ``tables.json``), every
+    number recomputed from the merged tables; the convergence figure draws this session's runs
+    only (histories are not in the tables). A run there with other options than the run at the
+    same path here, or one its sweep's grid (``sweep.json``) no longer has, is refused before
+    anything is written (a one-line ValueError naming it): docs/SWEEPS.md, "Across sessions".
+
+    Example:
+        >>> make_report(["runs/sweeps/biased_mnist_cpu"], "docs/results/biased_mnist_cpu",
+        ...             prior="docs/results/biased_mnist_cpu")  # doctest: +SKIP
     """
     out = check_out_path(out_dir, "report folder")  # before Path(): Path("") is "."
     _check_report_folder(out)
     text = "" if notes is None else read_notes(notes)
+    before = None if prior is None else read_prior(prior)  # before out (maybe prior) is written
+    if before is not None:
+        check_prior(before, _recorded_options(sweep_dir), _grids(sweep_dir))
     data = load_sweep_data(sweep_dir)
     data.generated, data.version = _generated_at(), debias.__version__
     claim_folder(out, names=REPORT_FILES, kind="report", what="report folder")
-    paths = _write_tables(data, sweep_dir, out)
+    table, groups, meta = _tables(data, sweep_dir)
+    if before is None:
+        paths = write_tables(out, table, groups, meta)
+    else:
+        merged = merge_prior(table, groups, before)
+        paths = write_tables(out, merged.runs, merged.groups, meta | {"prior": merged.record})
+        data = _merged_data(out, data.history)
+        log(f"report: {_prior_counts(merged.record)}")
     paths |= _write_csvs(data, out)
     for name in make_figures(data, out):
         paths[name] = out / f"{name}.png"
@@ -145,8 +177,58 @@ def _notes_text(notes: str | Path | None) -> str:
     return Path(notes).read_text() if Path(str(notes)).is_file() else str(notes)
 
 
-def _write_tables(data: SweepData, sweep_dir: Any, out: Path) -> dict[str, Path]:
-    """``runs.csv``, ``groups.csv``, ``tables.json`` (:mod:`debias.report.tables`)."""
+def _recorded_options(sweep_dir: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """``{(sweep, run): flattened options}`` of the local runs that recorded their options
+    (``metrics.json`` or ``run_config.json``; a run not started has only the manifest's)."""
+    from debias.done_table import run_options
+    from debias.train.runfolder import METRICS, RUN_CONFIG
+
+    return {
+        (r.sweep, r.run): run_options(r.config)
+        for r in results.find_runs(sweep_dir)
+        if (r.path / METRICS).is_file() or (r.path / RUN_CONFIG).is_file()
+    }
+
+
+def _grids(sweep_dir: Any) -> dict[str, set[str]]:
+    """``{sweep name: its grid's run names}`` of the local sweep folders whose ``sweep.json``
+    records the sweep's spec (a grid sweep written by ``debias sweep``)."""
+    import json
+
+    from debias.sweep.config import SweepSpec
+
+    grids = {}
+    for folder in _as_list(sweep_dir):
+        try:
+            manifest = json.loads((Path(folder) / "sweep.json").read_text())
+            spec = SweepSpec.from_dict(manifest["spec"], source=manifest.get("source"))
+            if spec.search is None:
+                grids[spec.name] = {r.name for r in spec.expand()}
+        except (OSError, ValueError, KeyError, TypeError):  # no spec: a run folder, an old sweep
+            continue
+    return grids
+
+
+def _merged_data(out: Path, history: Any) -> SweepData:
+    """The report's data from the merged tables just written in ``out``, with this session's
+    histories (the convergence figure's)."""
+    data = sweep_data_from_tables(out, history=history)
+    if data.history is not None:  # an option only the table's runs vary: unset here
+        missing = [k for k in data.info.keys if k not in data.history]
+        data.history = data.history.assign(**dict.fromkeys(missing))
+    return data
+
+
+def _prior_counts(record: dict[str, Any]) -> str:
+    """What a report took from the prior table, in words."""
+    return (
+        f"{record['runs']} finished run(s) taken from {record['table']}; "
+        f"{record['finished_in_both']} finished both there and here (this session's kept)"
+    )
+
+
+def _tables(data: SweepData, sweep_dir: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """``runs.csv``, ``groups.csv`` and ``tables.json``'s rows (:mod:`debias.report.tables`)."""
     rep = data.representation.frame if data.representation is not None else None
     table = runs_table(data.df, rep, sweep_dir)
     splits = {"test"} | {s.split("/")[0] for v in data.info.sources.values() for s in v}
@@ -158,7 +240,7 @@ def _write_tables(data: SweepData, sweep_dir: Any, out: Path) -> dict[str, Path]
         "generated": data.generated,
         "debias": data.version,
     }
-    return write_tables(out, table, groups, meta)
+    return table, groups, meta
 
 
 def _as_list(sweep_dir: Any) -> list:

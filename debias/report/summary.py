@@ -62,7 +62,9 @@ __all__ = [
 N_BOOT = 2000
 
 
-_REPLICATE = ("seed",)
+# What varies between the replicates of one condition: the training seed and, in a sweep whose
+# seeds draw their own data (data_draw: seed, every shipped sweep), the data draw with it.
+_REPLICATE = ("seed", "data_seed")
 
 
 _NOT_CONDITIONS = set(RUNTIME_FIELDS) | set(_REPLICATE)

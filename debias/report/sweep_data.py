@@ -43,6 +43,9 @@ class SweepData:
     # them keeps both); None: now and this version.
     generated: str | None = None
     version: str | None = None
+    # tables.json's "prior" of a report made over several sessions (the earlier session's
+    # table, how many of its runs were taken: debias.report.tables.merge_prior), else None.
+    prior: dict[str, Any] | None = None
 
 
 def load_sweep_data(sweep_dir: str | Path | Sequence[str | Path]) -> SweepData:
@@ -68,15 +71,19 @@ def load_sweep_data(sweep_dir: str | Path | Sequence[str | Path]) -> SweepData:
     return _sweep_data(sweep_dir, df, groups, history, not_done, None)
 
 
-def sweep_data_from_tables(folder: str | Path) -> SweepData:
+def sweep_data_from_tables(folder: str | Path, history: pd.DataFrame | None = None) -> SweepData:
     """The :class:`SweepData` of a report folder's committed tables (``runs.csv``,
     ``groups.csv``, ``tables.json``: :mod:`debias.report.tables`), without the run folders;
-    no histories (the convergence figure needs them)."""
+    no histories (the convergence figure needs them) unless given (:func:`debias.results.
+    load_history` rows of the runs at hand)."""
     from debias.report.tables import load_tables
 
     t = load_tables(folder)
-    data = _sweep_data(t["source"], t["df"], t["groups"], None, t["not_done"], t["representation"])
+    data = _sweep_data(
+        t["source"], t["df"], t["groups"], history, t["not_done"], t["representation"]
+    )
     data.generated, data.version = t["meta"]["generated"], t["meta"]["debias"]
+    data.prior = t["meta"].get("prior")
     return data
 
 

@@ -36,13 +36,15 @@ import pandas as pd
 
 from debias import results
 from debias._types import RunStatus
+from debias.done_table import REP, RUNS_CSV, option_columns
 
-__all__ = ["GROUPS_CSV", "META_JSON", "RUNS_CSV", "TableRun", "load_tables", "runs_table"]
+__all__ = [
+    "GROUPS_CSV", "META_JSON", "RUNS_CSV", "Merged", "TableRun", "load_tables", "merge_prior",
+    "read_prior", "runs_table",
+]  # fmt: skip
 
-RUNS_CSV = "runs.csv"
 GROUPS_CSV = "groups.csv"
 META_JSON = "tables.json"
-REP = "representation:"
 _RESULT = [c for c in results.RESULT_COLUMNS if c not in ("split", "metric", "value")]
 _GROUP_COLUMNS = [
     "sweep", "run", "split", "y", "b", "y_name", "b_name", "aligned", "n", "correct", "accuracy"
@@ -182,10 +184,8 @@ def load_tables(folder: str | Path) -> dict[str, Any]:
     extra = {"error", "source"} | {c for c in table if c.startswith(("versions.", "dfr."))}
     numbers = [c for c in table if "/" in c and not c.startswith(REP) and c not in extra]
     rep_cols = [c for c in table if c.startswith(REP)]
-    config = [
-        c for c in table
-        if c not in extra and c not in numbers and c not in rep_cols and c not in _RESULT
-    ]  # fmt: skip
+    options = set(option_columns(table.columns))
+    config = [c for c in table if c in ("sweep", "run", "status") or c in options]
     df = _long(done, numbers, config)
     df = df.merge(done[["sweep", "run", *_RESULT]], on=["sweep", "run"], how="left")
     rep = pd.DataFrame()
@@ -207,3 +207,116 @@ def load_tables(folder: str | Path) -> dict[str, Any]:
         "source": meta["source"][0] if len(meta["source"]) == 1 else meta["source"],
         "meta": meta,
     }  # fmt: skip
+
+
+# -- a report over several sessions (--prior) ---------------------------------------------------
+class Prior(NamedTuple):
+    """A committed report's tables as text (read before anything is written: the report being
+    made may replace them)."""
+
+    folder: Path
+    runs: pd.DataFrame
+    groups: pd.DataFrame
+    meta: dict[str, Any]
+
+
+class Merged(NamedTuple):
+    """The rows of this session's runs and the prior table's (text), and what was taken."""
+
+    runs: pd.DataFrame
+    groups: pd.DataFrame
+    record: dict[str, Any]  # tables.json's "prior": the table, counts, its own tables.json
+
+
+def read_prior(folder: str | Path) -> Prior:
+    """A report folder's ``runs.csv``, ``groups.csv`` and ``tables.json``, as text."""
+    from debias.done_table import read_runs, table_file
+
+    folder = table_file(folder).parent
+    missing = [n for n in (GROUPS_CSV, META_JSON) if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"--prior {folder}: no {', '.join(missing)} beside {RUNS_CSV}")
+    groups = pd.read_csv(folder / GROUPS_CSV, dtype=str, keep_default_na=False)
+    meta = json.loads((folder / META_JSON).read_text())
+    return Prior(folder, read_runs(folder), groups, meta)
+
+
+def as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as its CSV holds it (every cell text, empty ``""``)."""
+    if frame.columns.empty:  # no rows of any run (e.g. no group counts)
+        return pd.DataFrame(columns=["sweep", "run"], dtype=str)
+    return pd.read_csv(io.StringIO(frame.to_csv(index=False)), dtype=str, keep_default_na=False)
+
+
+def _keys(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    return list(zip(frame["sweep"], frame["run"]))
+
+
+# How to report a session's runs without an earlier table (a new protocol's first slice).
+_ALONE = "debias report without --prior; python docs/build_results.py --no-prior"
+
+
+def check_prior(
+    prior: Prior, options: dict[tuple[str, str], dict[str, Any]], grids: dict[str, set[str]]
+) -> None:
+    """A ValueError (one line) when a run the prior table lists as done has other options
+    than this session's run at the same path (``options``: the local runs' flattened options,
+    :func:`debias.done_table.run_options`, of those that recorded them), or is not in its
+    sweep's grid (``grids``: the run names of each local sweep whose grid is known)."""
+    from debias.done_table import done_runs, options_diff, outside_grid
+
+    for sweep, names in grids.items():
+        stray = outside_grid(prior.runs, sweep, names)
+        if stray:
+            raise ValueError(f"--prior {prior.folder}: {stray}; report this session's runs "
+                             f"without it ({_ALONE}), or remove those rows from the table")  # fmt: skip
+    for key, row in done_runs(prior.runs).items():
+        if key not in options:
+            continue
+        diff = options_diff(row, prior.runs.columns, options[key])
+        if diff:
+            option, (there, here) = next(iter(diff.items()))
+            raise ValueError(
+                f"--prior {prior.folder}: run {key[1]} of sweep {key[0]} has other options "
+                f"there than here ({option}: {there} there vs {here} here); a changed protocol "
+                f"does not mix with that table: report this session's runs without it ({_ALONE})"
+            )
+
+
+def merge_prior(local: pd.DataFrame, local_groups: pd.DataFrame, prior: Prior) -> Merged:
+    """This session's rows (``local``: :func:`runs_table`, ``local_groups``: :func:`group_rows`)
+    and the prior table's rows of the runs not finished here, keyed by ``(sweep, run)``: a run
+    finished in both is this session's; a run not finished here but done there is the table's.
+    Order: per sweep (the table's first), the table's runs this session has no row of, then
+    this session's in its order (a sweep cut along rho, its grid's outer key, keeps the grid's
+    order)."""
+    local = as_text(local)
+    mine, theirs = _keys(local), _keys(prior.runs)
+    done_here = set(_keys(local[local["status"] == RunStatus.DONE]))
+    done_there = set(_keys(prior.runs[prior.runs["status"] == RunStatus.DONE]))
+    take = {k for k in theirs if k not in mine or (k in done_there and k not in done_here)}
+    at = {k: i for i, k in enumerate(theirs)}
+    picks = []  # (frame, row) in the merged order
+    for sweep in dict.fromkeys([*prior.runs["sweep"], *local["sweep"]]):
+        picks += [(prior.runs, i) for i, k in enumerate(theirs) if k[0] == sweep and k not in mine]
+        picks += [
+            (prior.runs, at[k]) if k in take else (local, i)
+            for i, k in enumerate(mine) if k[0] == sweep
+        ]  # fmt: skip
+    columns = list(dict.fromkeys([*local.columns, *prior.runs.columns]))
+    runs = pd.concat([f.iloc[[i]] for f, i in picks], ignore_index=True)
+    runs = runs.reindex(columns=columns).fillna("")
+    order = {k: i for i, k in enumerate(_keys(runs))}
+    groups = as_text(local_groups)
+    groups = pd.concat(
+        [groups[[k not in take for k in _keys(groups)]],
+         prior.groups[[k in take for k in _keys(prior.groups)]]], ignore_index=True,
+    ).fillna("")  # fmt: skip
+    rank = [order.get(k, len(order)) for k in _keys(groups)]
+    groups = groups.iloc[sorted(range(len(groups)), key=rank.__getitem__)]
+    record = {
+        "table": (prior.folder / RUNS_CSV).as_posix(),
+        "runs": len(take & done_there), "finished_in_both": len(done_here & done_there),
+        "meta": prior.meta,
+    }  # fmt: skip
+    return Merged(runs, groups.reset_index(drop=True), record)

@@ -1,6 +1,6 @@
 """``debias sweep CONFIG.yaml [--jobs N] [--backend local|ray|slurm] [--out DIR] [--set K=V]
-[--only K=V1,V2] [--process-per-run] [--dry-run] [--status]`` and the SLURM options
-(:data:`debias.sweep.slurm_options.FIELDS`: ``--partition``, ``--time``, ``--max-parallel``,
+[--only K=V1,V2] [--done-in TABLE] [--process-per-run] [--dry-run] [--status]`` and the SLURM
+options (:data:`debias.sweep.slurm_options.FIELDS`: ``--partition``, ``--time``, ``--max-parallel``,
 ``--runs-per-task``, ``--sbatch KEY=VALUE``, ..., ``--detach``)."""
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             ray_address=args.ray_address,
             overrides=_parse_set(args.set),
             only=_parse_only(args.only),
+            done_in=args.done_in,
             process_per_run=args.process_per_run,
             slurm=_slurm_flags(args),
             wait=not args.detach,
@@ -181,6 +182,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="KEY=VALUE[,VALUE]",
         help="run only these values of a grid key, e.g. --only rho=0.997,0.99 --only seed=0 "
         "(repeatable; values must be in the grid)",
+    )
+    p.add_argument(
+        "--done-in",
+        metavar="TABLE",
+        help="a report's runs.csv (or its folder) from an earlier session: leave out the runs "
+        "it lists as done with the same options (refused if it lists one with other options); "
+        "see docs/SWEEPS.md, 'Across sessions'",
     )
     p.add_argument(
         "--process-per-run",

@@ -82,6 +82,11 @@ _DRY = {"skip": "finished: skip", "resume": "resume from checkpoint", "run": "ru
 def _dry_run(sweep: _Sweep, log: Callable[[str], Any]) -> SweepResult:
     """List what each run would do after the checks a real pass makes; an error if any fails."""
     problems = []
+    done_in = sweep.done_in
+    for r in done_in.runs if done_in is not None else ():
+        cfg = r.train_config(sweep.out)
+        log(f"{r.name}: done in {done_in.table}: skip | method {cfg.method}, mode {cfg.mode}, "
+            f"epochs {cfg.epochs}")  # fmt: skip
     for r in sweep.runs:
         what, why = sweep.inspect(r)
         cfg = sweep.config(r)
@@ -102,7 +107,8 @@ def _dry_run(sweep: _Sweep, log: Callable[[str], Any]) -> SweepResult:
             f"{', '.join(search.rerun_rules)} re-run with seeds {list(search.rerun_seeds)} "
             "(under rerun/)"
         )
-    log(f"dry run: {len(sweep.runs)} run(s) in {sweep.out}; nothing was started")
+    log(f"dry run: {len(sweep.runs)} run(s) in {sweep.out}{_done_in_text(sweep)}; nothing was "
+        "started")  # fmt: skip
     return SweepResult(out=sweep.out, runs=list(sweep.status.values()))
 
 
@@ -116,6 +122,7 @@ def run_sweep(
     ray_address: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     only: Mapping[str, list[Any]] | None = None,
+    done_in: str | Path | None = None,
     process_per_run: bool = False,
     slurm: Mapping[str, Any] | None = None,
     wait: bool = True,
@@ -133,6 +140,9 @@ def run_sweep(
         overrides: options that replace the YAML's ``base`` (e.g. ``{"device": "cpu"}``); one
             on a grid key narrows the grid to that value (see :meth:`SweepSpec.narrowed`).
         only: ``{grid key: [values]}``: run only these values of the grid (``--only``).
+        done_in: a report's ``runs.csv`` (or its folder) from an earlier session: the runs it
+            lists as done with the same options are left out of this pass (``--done-in``;
+            :mod:`debias.sweep.done_in`), a run it lists with other options is refused.
         process_per_run: local backend: a fresh process for every run instead of ``jobs``
             persistent workers (slower by the fixed cost of a process; ``--process-per-run``).
         slurm: SLURM options over the YAML's ``slurm:`` block (``partition``, ``time``,
@@ -161,8 +171,8 @@ def run_sweep(
     runs = spec.expand(overrides=overrides, only=only)
     # check_out_path before Path(): Path("") is the current folder, an empty --out is a mistake.
     out_dir = runfolder.check_out_path(out, "sweep out") if out is not None else spec.default_out
-    sweep = _Sweep(spec, runs, out_dir, log)
     runfolder.check_out_path(out_dir, "sweep out")
+    sweep = _sweep_of(spec, runs, out_dir, log, done_in)
     if dry_run:
         return _dry_run(sweep, log)
 
@@ -177,6 +187,29 @@ def run_sweep(
     with runfolder.lock(out_dir, runfolder.SWEEP_LOCK, "running a sweep in"):
         how = (options, wait) if backend == "slurm" else (ray_address, process_per_run)
         return _run_phases(sweep, jobs, backend, how)
+
+
+def _sweep_of(
+    spec: SweepSpec, runs: list[RunSpec], out: Path, log: Callable, done_in: str | Path | None
+) -> _Sweep:
+    """The pass's :class:`_Sweep`: ``runs`` less those ``done_in`` lists as finished."""
+    if done_in is None:
+        return _Sweep(spec, runs, out, log)
+    from debias.sweep.done_in import split_done
+
+    todo, done = split_done(spec, runs, out, done_in)
+    if not done.runs:
+        held = ", ".join(done.sweeps[:5]) or "none"
+        log(f"sweep {spec.name}: {done.table} lists no finished run of it (its sweeps: {held})")
+    sweep = _Sweep(spec, todo, out, log)
+    sweep.done_in = done
+    return sweep
+
+
+def _done_in_text(sweep: _Sweep) -> str:
+    """`` and N done in TABLE`` for a pass given ``--done-in`` (else ``""``)."""
+    done = sweep.done_in
+    return "" if done is None else f" and {len(done.runs)} done in {done.table}"
 
 
 def _run_phases(sweep: _Sweep, jobs: int, backend: str, how: tuple[Any, Any]) -> SweepResult:
@@ -207,7 +240,8 @@ def _execute(sweep: _Sweep, what: str, jobs: int, backend: str, *how: Any) -> Sw
     n_skip = sum(s["status"] == RunStatus.SKIPPED for s in sweep.status.values())
     name = f"{spec.name} ({what})" if what else spec.name
     log(
-        f"sweep {name}: {len(runs)} run(s) in {out_dir} | {n_skip} already finished | "
+        f"sweep {name}: {len(runs)} run(s) in {out_dir}{_done_in_text(sweep)} | {n_skip} "
+        "already finished | "
         f"{len(todo)} to run {_how(backend, jobs, *how)}"
     )
     if todo:

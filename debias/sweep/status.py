@@ -142,6 +142,8 @@ class _Sweep:
         # Shared (SLURM): several processes write the ledger; each merges the rows it changed.
         self.shared = False
         self.touched: set[str] = set()
+        # The runs an earlier session's runs.csv lists as done, left out (--done-in).
+        self.done_in: Any = None
 
     def dir(self, run: RunSpec) -> Path:
         return self.out / run.name
