@@ -63,12 +63,13 @@ MAX_STEPS = 20  # a whole LeNet epoch is 215-430 steps; the first 20 show the ra
 def make_trainer(
     recipe: str, *, reference: bool, max_steps: int | None, method: str = "contex",
     root: str | None = None, seed: int = 0, channels_last: bool = False,
+    dataset: str = "biased-mnist", rho: float = RHO,
 ) -> Trainer:  # fmt: skip
     """A LeNet :class:`Trainer` of ``recipe`` with data, model and first stage built (no
-    files), its augmentation the reference path or today's."""
+    files), its augmentation the reference path or today's (``dataset``: the tests' digits)."""
     cfg = TrainConfig(
         out="runs/bench-unused",  # nothing is written; the recipe's own epochs (only epoch 0 runs)
-        dataset="biased-mnist", rho=RHO, root=root, model="lenet", recipe=recipe,
+        dataset=dataset, rho=rho, root=root, model="lenet", recipe=recipe,
         method=method, method_options={"n_views": 2}, max_steps=max_steps,
         seed=seed, device="cpu", progress=False, channels_last=channels_last,
     )  # fmt: skip
@@ -140,9 +141,10 @@ def _epoch(trainer: Trainer, *, fill: bool) -> Callable[[], int]:
 
 def run_recipe(
     recipe: str, *, repeats: int, max_steps: int | None, method: str = "contex",
-    root: str | None = None, log: Callable[[str], None] | None = None,
+    root: str | None = None, log: Callable[[str], None] | None = None, **data: Any,
 ) -> dict[str, Any]:  # fmt: skip
-    """Time the variants of one recipe, interleaved; seconds scaled to a whole epoch."""
+    """Time the variants of one recipe, interleaved; seconds scaled to a whole epoch.
+    ``data``: ``dataset`` and ``rho`` of :func:`make_trainer` (the tests' digits)."""
     with bench_train.deterministic_cpu():
         made = {
             (ref, cl): make_trainer(
@@ -152,7 +154,8 @@ def run_recipe(
                 method=method,
                 root=root,
                 channels_last=cl,
-            )  # fmt: skip
+                **data,
+            )
             for ref in (True, False)
             for cl in (False, True)
         }
