@@ -160,6 +160,9 @@ def test_step_recipes_move_their_milestones_with_the_epochs_as_the_official_code
         assert recipe_options(name, {"epochs": 80})["lr_milestones"] == [26, 53]
         assert recipe_options(name, {"epochs": 16})["lr_milestones"] == [5, 10]
         assert recipe_options(name, {"epochs": 4})["lr_milestones"] == [1, 2]
+        assert recipe_options(name, {"epochs": 2})["lr_milestones"] == [1]
+        one = recipe_options(name, {"epochs": 1})  # no step fits: a constant lr
+        assert (one["lr_schedule"], one["lr_milestones"]) == ("constant", [])
         # given milestones, or another schedule, are the run's own
         assert recipe_options(name, {"epochs": 16, "lr_milestones": [3]})["lr_milestones"] == [3]
     assert "lr_milestones" not in recipe_options("supcontrast", {"epochs": 16})  # cosine

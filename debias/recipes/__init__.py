@@ -125,8 +125,8 @@ def scaled_milestones(
     recipe: Recipe, given: Mapping[str, Any], merged: Mapping[str, Any]
 ) -> dict[str, Any]:
     """``{"lr_milestones": [...]}`` at the recipe's ``milestone_fractions`` of the run's own
-    ``epochs`` (``epochs * n // d``, those >= 1), when the run sets ``epochs`` but neither
-    ``lr_milestones`` nor another schedule; else ``{}``.
+    ``epochs`` (``epochs * n // d``, those >= 1; none: a constant lr), when the run sets
+    ``epochs`` but neither ``lr_milestones`` nor another schedule; else ``{}``.
 
     >>> recipe_options("biascon", {"epochs": 16})["lr_milestones"]
     [5, 10]
@@ -135,5 +135,6 @@ def scaled_milestones(
         return {}
     if merged.get("lr_schedule") != "multistep" or not isinstance(given["epochs"], int):
         return {}
-    at = [given["epochs"] * n // d for n, d in recipe.milestone_fractions]
-    return {"lr_milestones": sorted({m for m in at if m >= 1})}
+    at = sorted({given["epochs"] * n // d for n, d in recipe.milestone_fractions} - {0})
+    # A run too short for any step (1 epoch: epochs // 3 = 0) has a constant lr.
+    return {"lr_milestones": at} if at else {"lr_milestones": [], "lr_schedule": "constant"}
