@@ -135,7 +135,7 @@ class BatchAugment:
     Each view is drawn (:meth:`draw`: every random parameter, from the CPU generator, in a
     fixed order) then applied (:meth:`apply`: deterministic). ``view_major`` draws the views
     one after the other, as that many calls would, and applies them to all ``n`` copies of the
-    batch at once. ``reference=True`` is the path before issue 33, kept for
+    batch at once (views with colour ops; the others are one warp per view either way). ``reference=True`` is the path before issue 33, kept for
     ``bench/bench_two_view.py`` and the tests: one view at a time, ColorJitter by
     :func:`~debias.data.transforms.apply_jitter_reference` (every op on the whole batch at
     every position). Both give the same images from the same generator.
@@ -165,7 +165,8 @@ class BatchAugment:
     ) -> torch.Tensor:
         """``n`` independent views stacked view-major, ``[nB, C, H, W]`` (row ``v·B + i``):
         the same images as ``torch.cat([aug(x, generator) for _ in range(n)])``."""
-        if self.reference:
+        # Views without colour ops are one warp each: a batched pass would only add a copy.
+        if self.reference or not self.config.perturbs_colour:
             return torch.cat([self(x, generator) for _ in range(n)], 0)
         rand = _rand(generator, x.device)
         drawn = [self.draw(x.shape, rand) for _ in range(n)]
