@@ -207,3 +207,74 @@ def test_biascon_rotation_fills_black_corners():
     corner = y[:, :, 0, 0]
     black = (corner.abs().sum(1) < 1e-6).float().mean()
     assert float(black) > 0.5  # torchvision's fill=0; the geometry views replicate the border
+
+
+# -- the fast path (issue 33) against the path before it ---------------------------------------
+def _hue_cases(seed=0):
+    """Random colours plus the branch edges of rgb->hsv: grey pixels (max == min), ties of the
+    max between channels, black and white, and the Biased-MNIST palette on a white stroke."""
+    x = _photo(8, seed)
+    x[0] = 0.5  # grey: saturation 0
+    x[1, 0], x[1, 1] = 0.9, 0.9  # max shared by R and G
+    x[2, 1], x[2, 2] = 0.7, 0.7  # max shared by G and B
+    x[3] = 0.0
+    x[4] = 1.0
+    x[5] = torch.tensor([225, 0, 225]).view(3, 1, 1) / 255.0
+    x[5, :, 10:18, 12:16] = 1.0
+    return x
+
+
+def test_fast_hue_is_the_reference_hue_bit_for_bit():
+    from debias.data import transforms as T
+
+    x = _hue_cases()
+    for shift in (torch.linspace(-0.1, 0.1, 8), torch.tensor([0.5, -0.5, 0.99, 0, 0, 0.25, -1, 1])):
+        torch.testing.assert_close(
+            T.adjust_hue(x, shift), T.adjust_hue_reference(x, shift), atol=1e-6, rtol=0
+        )  # measured equal bit for bit; the tolerance allows another CPU's rounding
+        assert torch.equal(T.adjust_hue(x, shift), T.adjust_hue_reference(x, shift))
+
+
+def test_fast_jitter_is_the_reference_jitter_on_drawn_parameters():
+    from debias.data import transforms as T
+
+    x = torch.cat([_hue_cases(0), _photo(56, 1)])
+    params = T.draw_jitter(_rand(4), 64, (0.4, 0.4, 0.4, 0.1), 0.8)
+    assert 0 < int(params["apply"].sum()) < 64  # some rows jittered, some left alone
+    fast, ref = T.apply_jitter(x, params), T.apply_jitter_reference(x, params)
+    torch.testing.assert_close(fast, ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(fast[~params["apply"]], x[~params["apply"]], atol=0, rtol=0)
+    assert not torch.equal(fast, x)
+    snapshot = x.clone()
+    T.apply_jitter(x, params)
+    assert torch.equal(x, snapshot)  # the input is not modified in place
+
+
+@pytest.mark.parametrize("views", ["supcontrast", "biascon-mnist", "none", "geometry"])
+def test_fast_views_are_the_reference_views_from_the_same_generator(views):
+    from debias.data.augment import view_config
+
+    cfg = view_config(views, {"crop_padding": 2, "rotation": 10.0}, 0.0)
+    x = torch.cat([_coloured_batch(16), _photo(16, 2)])
+    g_fast, g_ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    fast = BatchAugment(cfg).view_major(x, 2, g_fast)
+    ref = BatchAugment(cfg, reference=True).view_major(x, 2, g_ref)
+    assert fast.shape == (64, 3, 28, 28)
+    torch.testing.assert_close(fast, ref, atol=1e-6, rtol=0)
+    # the same draws consumed: the next batch's views agree too
+    assert torch.equal(g_fast.get_state(), g_ref.get_state())
+    # view-major rows: view v of image i is row v*B + i, each view as one call would make it
+    one = BatchAugment(cfg)
+    g = torch.Generator().manual_seed(7)
+    torch.testing.assert_close(fast, torch.cat([one(x, g), one(x, g)]), atol=1e-6, rtol=0)
+    if views != "none":
+        assert not torch.allclose(fast[:32], fast[32:])
+
+
+def test_geometry_colour_jitter_views_match_the_reference_path():
+    cfg = AugmentConfig(crop_padding=2, rotation=10.0, hflip=True, colour_jitter=0.4)
+    x = _photo(32, 3)
+    fast = BatchAugment(cfg).view_major(x, 3, torch.Generator().manual_seed(1))
+    ref = BatchAugment(cfg, reference=True).view_major(x, 3, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(fast, ref, atol=1e-6, rtol=0)
+    assert (fast - x.repeat(3, 1, 1, 1)).abs().amax() > 0.05

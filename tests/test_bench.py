@@ -415,3 +415,24 @@ def test_bench_sweep_runs_the_grid_options_and_splits_the_wall_time(tmp_path):
     ]
     row = bench_sweep.table(recs).splitlines()[1].split()
     assert row[:4] == ["ce", "95.0", "50.0", "1.90"]
+
+
+def test_bench_two_view_smoke():
+    import bench_two_view
+
+    res = bench_two_view.run_recipe(
+        "supcontrast", repeats=1, max_steps=1, dataset="digits", rho=0.95
+    )
+    # the path before issue 33 and today's feed the model the same images
+    assert res["same_inputs"] is True and res["steps"] == 1
+    s = res["seconds"]
+    assert set(s) == {"epoch/ref", "epoch/fast", "epoch/ref+nhwc", "epoch/fast+nhwc",
+                      "feed/ref", "feed/fast"}  # fmt: skip
+    # seconds are scaled from the measured steps to a whole epoch's
+    scale = res["epoch_steps"] / res["steps"]
+    assert s["feed/fast"]["median"] == pytest.approx(res["raw_seconds"]["feed/fast"][0] * scale)
+    rows = bench_two_view.rows([res])
+    assert [r.measure.split(" (")[0] for r in rows] == [
+        "epoch", "epoch, channels-last", "feed alone"
+    ]  # fmt: skip
+    assert rows[0].ratio == pytest.approx(s["epoch/ref"]["median"] / s["epoch/fast"]["median"])

@@ -59,6 +59,7 @@ def test_runtime_fields_are_declared_at_their_fields_and_leave_the_identity():
         "out", "device", "root", "download", "progress", "log_to",  # where and how it runs
         "eval_batch_size", "eval_every", "save_embeddings", "represent",  # change no number
         "represent_refits",  # of the run's own: only its representation section's DFR head
+        "represent_every",  # adds history columns (the validation read-out) only
     }  # fmt: skip
     cfg = parse(*TINY, "--out", "a")
     other = parse(*TINY, "--out", "b", "--eval-every", "0", "--no-represent")

@@ -183,3 +183,22 @@ def test_a_recipe_run_trains_with_its_components(tmp_path):
     ), log=lambda *a: None)  # fmt: skip
     assert done["config"]["recipe"] == "bc+bb" and done["supervision"] == "train_bias"
     assert done["method"]["stages"][0]["views"] == 1  # the CE stream; the stream has two
+
+
+def test_step_recipes_move_their_milestones_with_the_epochs_as_the_official_code():
+    from debias.recipes import recipe_options
+
+    # train_biased_mnist_bc.py: decay_epochs = [epochs // 3, epochs * 2 // 3]
+    for name in ("biascon", "bc+bb", "fairkl"):
+        assert recipe_options(name, {})["lr_milestones"] == [26, 53]
+        assert recipe_options(name, {"epochs": 80})["lr_milestones"] == [26, 53]
+        assert recipe_options(name, {"epochs": 16})["lr_milestones"] == [5, 10]
+        assert recipe_options(name, {"epochs": 4})["lr_milestones"] == [1, 2]
+        assert recipe_options(name, {"epochs": 2})["lr_milestones"] == [1]
+        one = recipe_options(name, {"epochs": 1})  # no step fits: a constant lr
+        assert (one["lr_schedule"], one["lr_milestones"]) == ("constant", [])
+        # given milestones, or another schedule, are the run's own
+        assert recipe_options(name, {"epochs": 16, "lr_milestones": [3]})["lr_milestones"] == [3]
+    assert "lr_milestones" not in recipe_options("supcontrast", {"epochs": 16})  # cosine
+    cfg = TrainConfig(out="x", rho=0.997, recipe="biascon", epochs=16)
+    assert (cfg.lr_schedule, cfg.lr_milestones) == ("multistep", [5, 10])

@@ -20,7 +20,6 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 
 from debias.data import transforms as T
 
@@ -134,15 +133,32 @@ def view_config(name: str, dataset_augment: dict, colour_jitter: float = 0.0) ->
     return VIEW_SETS[name][0]
 
 
+Params = dict[str, "torch.Tensor | dict[str, torch.Tensor]"]  # one view's draws, [B, ...] each
+
+
 class BatchAugment:
     """Random two-view (or n-view) augmentation of a uint8 or float image batch ``[B, C, H, W]``.
 
     Call ``aug(batch, generator)`` for one view, ``aug.views(batch, n, generator)`` for
-    ``[B, n, C, H, W]``. Inputs are float images in ``[0, 1]`` (use before normalisation).
+    ``[B, n, C, H, W]``, ``aug.view_major(batch, n, generator)`` for ``[nB, C, H, W]`` (row
+    ``v·B + i``, what training feeds). Inputs are float images in ``[0, 1]`` (use before
+    normalisation).
+
+    Each view is drawn (:meth:`draw`: every random parameter, from the CPU generator, in a
+    fixed order) then applied (:meth:`apply`: deterministic). ``view_major`` draws the views
+    one after the other, as that many calls would, and applies them to all ``n`` copies of the
+    batch at once (views with colour ops; the others are one warp per view either way). ``reference=True`` is the path before issue 33, kept for
+    ``bench/bench_two_view.py`` and the tests: one view at a time, ColorJitter by
+    :func:`~debias.data.transforms.apply_jitter_reference` (every op on the whole batch at
+    every position). Both give the same images from the same generator.
     """
 
-    def __init__(self, config: AugmentConfig | None = None, *, bias_is_colour: bool = False):
+    def __init__(
+        self, config: AugmentConfig | None = None, *, bias_is_colour: bool = False,
+        reference: bool = False,
+    ) -> None:  # fmt: skip
         self.config = config or AugmentConfig()
+        self.reference = reference
         if self.config.perturbs_colour and bias_is_colour:
             warnings.warn(
                 "colour jitter is on while the bias attribute is colour (Biased-MNIST): it "
@@ -154,82 +170,135 @@ class BatchAugment:
             )
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        cfg = self.config
-        b, _, h, w = x.shape
-        dev = x.device
+        return self.apply(x, self.draw(x.shape, _rand(generator, x.device)))
 
-        def rand(*shape: int) -> torch.Tensor:
-            # Draw on the CPU generator then move: the same seed gives the same views on any device.
-            return torch.rand(*shape, generator=generator).to(dev)
-
-        if cfg.published:
-            return self._published(x, rand)
-
-        if cfg.rotation > 0 or cfg.crop_padding > 0 or cfg.hflip:
-            angle = (rand(b) * 2 - 1) * math.radians(cfg.rotation)
-            # Integer pixel shifts like RandomCrop, expressed in grid units ([-1, 1] spans W pixels).
-            shift = torch.floor(rand(b, 2) * (2 * cfg.crop_padding + 1)) - cfg.crop_padding
-            tx, ty = shift[:, 0] * 2 / w, shift[:, 1] * 2 / h
-            flip = torch.ones(b, device=dev)
-            if cfg.hflip:
-                flip = torch.where(rand(b) < 0.5, -1.0, 1.0)
-            cos, sin = torch.cos(angle), torch.sin(angle)
-            theta = torch.stack(
-                [
-                    torch.stack([cos * flip, -sin, tx], dim=1),
-                    torch.stack([sin * flip, cos, ty], dim=1),
-                ],
-                dim=1,
-            )
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        if cfg.colour_jitter > 0:
-            x = _colour_jitter(x, cfg.colour_jitter, rand)
-        return x
-
-    def _published(self, x: torch.Tensor, rand) -> torch.Tensor:
-        """Geometry (resized crop + flip, or rotation), then ColorJitter under RandomApply, then
-        RandomGrayscale: the published order (:mod:`debias.data.transforms`)."""
-        cfg = self.config
-        b, c, h, w = x.shape
-        flip = torch.ones(b, device=x.device)
-        if cfg.hflip:
-            flip = torch.where(rand(b) < 0.5, -1.0, 1.0)
-        if cfg.resized_crop_scale is not None:
-            boxes = T.draw_resized_crop(rand, b, h, w, cfg.resized_crop_scale)
-            x = T.warp(x, T.crop_theta(boxes, h, w, flip), fill="border", mode=cfg.interpolation)
-        elif cfg.rotation > 0 or cfg.hflip:
-            angle = (rand(b) * 2 - 1) * math.radians(cfg.rotation)
-            cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros(b, device=x.device)
-            theta = torch.stack(
-                [torch.stack([cos * flip, -sin, zero], 1), torch.stack([sin * flip, cos, zero], 1)],
-                1,
-            )
-            x = T.warp(x, theta, fill=cfg.rotation_fill, mode=cfg.interpolation)
-        if cfg.jitter is not None and c == 3:
-            x = T.apply_jitter(x, T.draw_jitter(rand, b, cfg.jitter, cfg.jitter_p))
-        if cfg.grayscale_p > 0 and c == 3:
-            x = T.apply_grayscale(x, rand(b) < cfg.grayscale_p)
-        return x
+    def view_major(
+        self, x: torch.Tensor, n: int = 2, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``n`` independent views stacked view-major, ``[nB, C, H, W]`` (row ``v·B + i``):
+        the same images as ``torch.cat([aug(x, generator) for _ in range(n)])``."""
+        # Views without colour ops are one warp each: a batched pass would only add a copy.
+        if self.reference or not self.config.perturbs_colour:
+            return torch.cat([self(x, generator) for _ in range(n)], 0)
+        rand = _rand(generator, x.device)
+        drawn = [self.draw(x.shape, rand) for _ in range(n)]
+        return self.apply(x if n == 1 else x.repeat(n, 1, 1, 1), _cat_params(drawn))
 
     def views(
         self, x: torch.Tensor, n: int = 2, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """``n`` independent views stacked as ``[B, n, C, H, W]``."""
-        return torch.stack([self(x, generator) for _ in range(n)], dim=1)
+        return self.view_major(x, n, generator).unflatten(0, (n, x.shape[0])).transpose(0, 1)
+
+    def draw(self, shape: torch.Size | tuple[int, ...], rand: T.Rand) -> Params:
+        """Every random parameter of one view of a batch of ``shape`` ``[B, C, H, W]``, drawn in
+        the order the transforms are applied: geometry (flip, then crop or rotation), then
+        colour."""
+        cfg = self.config
+        b, c, h, w = shape
+        params: Params = {}
+        if cfg.published:
+            flip = torch.where(rand(b) < 0.5, -1.0, 1.0) if cfg.hflip else None
+            if cfg.resized_crop_scale is not None:
+                boxes = T.draw_resized_crop(rand, b, h, w, cfg.resized_crop_scale)
+                ones = torch.ones_like(boxes[:, 0])
+                params["theta"] = T.crop_theta(boxes, h, w, ones if flip is None else flip)
+            elif cfg.rotation > 0 or cfg.hflip:
+                params["theta"] = _rotation_theta(rand(b) * 2 - 1, cfg.rotation, 0, flip, b)
+            if cfg.jitter is not None and c == 3:
+                params["jitter"] = T.draw_jitter(rand, b, cfg.jitter, cfg.jitter_p)
+            if cfg.grayscale_p > 0 and c == 3:
+                params["grey"] = rand(b) < cfg.grayscale_p
+            return params
+        if cfg.rotation > 0 or cfg.crop_padding > 0 or cfg.hflip:
+            angle = rand(b) * 2 - 1
+            # Integer pixel shifts like RandomCrop, expressed in grid units ([-1, 1] spans W pixels).
+            shift = torch.floor(rand(b, 2) * (2 * cfg.crop_padding + 1)) - cfg.crop_padding
+            flip = torch.where(rand(b) < 0.5, -1.0, 1.0) if cfg.hflip else None
+            shift = shift * torch.tensor([2 / w, 2 / h], device=shift.device)
+            params["theta"] = _rotation_theta(angle, cfg.rotation, shift, flip, b)
+        if cfg.colour_jitter > 0:
+            params["colour"] = _draw_colour_jitter(rand, b, c)
+        return params
+
+    def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        """The views :meth:`draw`'s ``params`` describe (one row of them per image of ``x``)."""
+        cfg = self.config
+        if cfg.published:
+            # RandomResizedCrop never samples outside the image; RandomRotation fills corners.
+            fill = "border" if cfg.resized_crop_scale is not None else cfg.rotation_fill
+            if "theta" in params:
+                x = T.warp(x, params["theta"], fill=fill, mode=cfg.interpolation)
+            if "jitter" in params:
+                jitter = T.apply_jitter_reference if self.reference else T.apply_jitter
+                x = jitter(x, params["jitter"])
+            if "grey" in params:
+                x = T.apply_grayscale(x, params["grey"])
+            return x
+        if "theta" in params:
+            x = T.warp(x, params["theta"], fill="border", mode="bilinear")
+        if "colour" in params:
+            x = _colour_jitter(x, cfg.colour_jitter, params["colour"])
+        return x
 
 
-def _colour_jitter(x: torch.Tensor, s: float, rand) -> torch.Tensor:
+def _rand(generator: torch.Generator | None, device: torch.device) -> T.Rand:
+    # Draw on the CPU generator then move: the same seed gives the same views on any device.
+    return lambda *shape: torch.rand(*shape, generator=generator).to(device)
+
+
+def _rotation_theta(
+    u: torch.Tensor, degrees: float, shift: torch.Tensor | int, flip: torch.Tensor | None, b: int
+) -> torch.Tensor:
+    """``[B, 2, 3]`` affine maps: rotation by ``u·degrees`` (``u`` in ``[-1, 1]``), mirrored
+    where ``flip`` is -1, translated by ``shift`` ``[B, 2]`` in grid units."""
+    angle = u * math.radians(degrees)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    flip = torch.ones_like(cos) if flip is None else flip
+    shift = torch.zeros(b, 2, device=cos.device) if isinstance(shift, int) else shift
+    return torch.stack(
+        [
+            torch.stack([cos * flip, -sin, shift[:, 0]], dim=1),
+            torch.stack([sin * flip, cos, shift[:, 1]], dim=1),
+        ],
+        dim=1,
+    )
+
+
+def _cat_params(drawn: list[Params]) -> Params:
+    """The draws of several views as one batch of parameters (view-major rows)."""
+    out: Params = {}
+    for key, first in drawn[0].items():
+        if isinstance(first, dict):
+            out[key] = {k: torch.cat([p[key][k] for p in drawn]) for k in first}
+        else:
+            out[key] = torch.cat([p[key] for p in drawn])
+    return out
+
+
+def _draw_colour_jitter(rand: T.Rand, b: int, c: int) -> dict[str, torch.Tensor]:
+    """The ``geometry`` views' colour jitter draws: brightness, contrast and (colour images)
+    saturation factors in ``[0, 1)`` (scaled by the strength when applied), and a hue draw."""
+    drawn = {"brightness": rand(b), "contrast": rand(b)}
+    if c == 3:
+        drawn |= {"saturation": rand(b), "hue": rand(b)}
+    return drawn
+
+
+def _colour_jitter(x: torch.Tensor, s: float, drawn: dict[str, torch.Tensor]) -> torch.Tensor:
     b = x.shape[0]
-    factor = lambda: (1 - s + 2 * s * rand(b)).view(b, 1, 1, 1)  # noqa: E731
-    x = (x * factor()).clamp(0, 1)  # brightness
+
+    def factor(u: torch.Tensor) -> torch.Tensor:
+        return (1 - s + 2 * s * u).view(b, 1, 1, 1)
+
+    x = (x * factor(drawn["brightness"])).clamp(0, 1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = ((x - mean) * factor() + mean).clamp(0, 1)  # contrast
+    x = ((x - mean) * factor(drawn["contrast"]) + mean).clamp(0, 1)
     if x.shape[1] == 3:
         grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
-        x = ((x - grey) * factor() + grey).clamp(0, 1)  # saturation
+        x = ((x - grey) * factor(drawn["saturation"]) + grey).clamp(0, 1)
         # Hue: rotate the chroma plane of YIQ, a cheap batched stand-in for HSV hue shifts.
-        hue = ((rand(b) * 2 - 1) * (s / 4) * 2 * math.pi).view(b, 1, 1)
+        hue = ((drawn["hue"] * 2 - 1) * (s / 4) * 2 * math.pi).view(b, 1, 1)
         yiq = torch.tensor(
             [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
             device=x.device,

@@ -59,6 +59,10 @@ class StageRunner:
     epoch, handed back to :meth:`enter` as ``saved``).
     """
 
+    # Whether its epochs change the encoder's features (the per-epoch validation read-out,
+    # ``represent_every``, runs after those only).
+    changes_features = False
+
     def enter(self, loop: Any, stage: Any, saved: Mapping[str, Any] | None) -> None:
         """Set the stage up (optimizers...), after ``method.start_stage``; ``saved`` holds
         :meth:`state`'s entries when the run resumes inside this stage, else ``None``."""
@@ -111,6 +115,8 @@ class GradientStage(StageRunner):
     ``weight_decay``), its lr set by the run's schedule (``lr_schedule``: constant, multistep
     at the stage's milestones, cosine; optional warm-up; :class:`debias.optim.Schedule`);
     the classifier evaluated every epoch."""
+
+    changes_features = True
 
     optimizer: torch.optim.Optimizer | None = None
     scheduler: Any = None

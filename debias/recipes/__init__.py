@@ -50,6 +50,9 @@ class Recipe:
     options: dict[str, Any]
     notes: tuple[str, ...] = field(default_factory=tuple)
     path: str = ""
+    # ``[[n, d], ...]``: the lr milestones as fractions of the epochs (BiasCon's decay_epochs =
+    # [epochs // 3, epochs * 2 // 3]): a run that sets its own epochs gets epochs * n // d.
+    milestone_fractions: tuple[tuple[int, int], ...] = ()
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -58,7 +61,7 @@ def load_recipe(path: str | Path) -> Recipe:
 
     path = Path(path)
     data = yaml.safe_load(path.read_text())
-    keys = {"name", "title", "sources", "loss", "options", "notes"}
+    keys = {"name", "title", "sources", "loss", "options", "notes", "milestone_fractions"}
     if not isinstance(data, dict) or not {"name", "title", "sources", "loss", "options"} <= set(
         data
     ):
@@ -75,6 +78,7 @@ def load_recipe(path: str | Path) -> Recipe:
         name=data["name"], title=data["title"], sources=tuple(data["sources"]),
         loss=data["loss"], options=dict(data["options"]), notes=tuple(data.get("notes") or ()),
         path=str(path),
+        milestone_fractions=tuple(tuple(f) for f in data.get("milestone_fractions") or ()),
     )  # fmt: skip
 
 
@@ -116,4 +120,23 @@ def recipe_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
         given_too = short in (given.get("method_options") or {})
         if short in out and short not in given and (short not in takes or given_too):
             del out[short]
-    return out
+    return out | scaled_milestones(recipe, given, out)
+
+
+def scaled_milestones(
+    recipe: Recipe, given: Mapping[str, Any], merged: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``{"lr_milestones": [...]}`` at the recipe's ``milestone_fractions`` of the run's own
+    ``epochs`` (``epochs * n // d``, those >= 1; none: a constant lr), when the run sets
+    ``epochs`` but neither ``lr_milestones`` nor another schedule; else ``{}``.
+
+    >>> recipe_options("biascon", {"epochs": 16})["lr_milestones"]
+    [5, 10]
+    """
+    if not recipe.milestone_fractions or "lr_milestones" in given or "epochs" not in given:
+        return {}
+    if merged.get("lr_schedule") != "multistep" or not isinstance(given["epochs"], int):
+        return {}
+    at = sorted({given["epochs"] * n // d for n, d in recipe.milestone_fractions} - {0})
+    # A run too short for any step (1 epoch: epochs // 3 = 0) has a constant lr.
+    return {"lr_milestones": at} if at else {"lr_milestones": [], "lr_schedule": "constant"}

@@ -64,11 +64,8 @@ class TrainerBatches:
         else:
             aug = augmenter or self.augment
             x01 = raw.float().mul_(1.0 / 255.0)
-            if two_view:
-                # Same random draws as BatchAugment.views, without its [B, V, ...] stack copy.
-                x = torch.cat([aug(x01, gen), aug(x01, gen)], 0)
-            else:
-                x = aug(x01, gen)
+            # Both views drawn one after the other, then made in one batched pass.
+            x = aug.view_major(x01, 2 if two_view else 1, gen)
             x = x.sub_(mean).div_(std)
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -372,6 +372,15 @@ class TrainConfig:
         "sweeps of 2026-12-04 and before: 2)",
         identity=False,
     )
+    # Only adds history.csv columns (debias.train.readout); the selection never reads them.
+    represent_every: int = _opt(
+        0,
+        "eval",
+        "every N epochs of a stage that trains the encoder (and at its last epoch), a DFR "
+        "read-out cross-fitted on the two halves of the validation split, into history.csv "
+        "(readout/val/*; reads validation bias labels, no test split); 0: none",
+        identity=False,
+    )
     device: str = _opt("auto", "runtime", "auto | cpu | cuda | cuda:1 ...")
     progress: bool = _opt(True, "runtime", "no progress bars", false_flag="--quiet")
     log_to: str | None = _opt(
@@ -722,6 +731,7 @@ def _check_data_values(cfg: TrainConfig, spec: DatasetSpec) -> None:
     (which may normalise it: a protocol's deprecated name)."""
     _check_number("data_seed", cfg.data_seed, low=0, high=2**32 - 1, integer=True)
     _check_number("represent_refits", cfg.represent_refits, low=1, integer=True)
+    _check_number("represent_every", cfg.represent_every, low=0, integer=True)
     own = dict(cfg.data_options)
     for opt in spec.options:
         value = cfg.data_value(opt.name)

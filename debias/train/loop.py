@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+import torch.utils.deterministic
 from torch import nn
 
 from debias._checks import OptionTypeError
@@ -81,6 +82,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
         )
     return dev
+
+
+def deterministic_cpu() -> None:
+    """What a CPU run sets before training: deterministic algorithms (warning where an op has
+    none), without their filling of every new tensor with NaN. That filling only makes a bug
+    that reads uninitialised memory visible; no op here reads it (the same seed gives the same
+    weights bit for bit either way: tests/test_train.py), and the fills cost 10-35% of a LeNet
+    training step on 2 CPU cores (bench/bench_two_view.py)."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 # The Trainer's parts, one module per job (stages and checkpoints, batches and gradient steps,
@@ -217,7 +228,7 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
             return done
 
         if cfg.device == "cpu" or self.device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)
+            deterministic_cpu()
         # absent pretrained weights fail now, not after minutes of decoding (a finished run's
         # model.pt needs no weights file: load_trained does not call this)
         check_weights(cfg.model, cfg.weights)
@@ -248,13 +259,14 @@ class Trainer(TrainerStages, TrainerBatches, TrainerSelection, TrainerRecord):
 
     def _run_epoch(self, epoch: int, ckpt_path: Path) -> None:
         """One epoch of whatever stage it belongs to, then its history row and checkpoint."""
-        index, stage, _ = self.stage_of(epoch)
+        index, stage, k = self.stage_of(epoch)
         t0 = time.perf_counter()
         if self._current != index:
             self.enter_stage(index)
         row: dict[str, Any] = {"epoch": epoch + 1, "stage": stage.name}
         self.eval_seconds = 0.0
         row |= self._runner.epoch(self, stage, epoch, index == len(self.stages) - 1)
+        row |= self.readout_row(stage, k)  # represent_every: validation only
         row["epoch_seconds"] = time.perf_counter() - t0
         # Forward passes over whole splits (evaluation, probing, frozen features) in the epoch.
         row["eval_seconds"] = self.eval_seconds
@@ -279,6 +291,7 @@ def _epoch_line(row: dict[str, Any]) -> str:
         ("test_biased/accuracy", "biased"),
         ("probe/val/accuracy", "probe val acc"),
         ("probe/test/unbiased_accuracy", "probe unbiased"),
+        ("readout/val/unbiased_accuracy", "val read-out unbiased"),
     ):
         if key in row:
             parts.append(f"{label} {100 * row[key]:.1f}%")

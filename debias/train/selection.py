@@ -18,6 +18,7 @@ from debias.metrics import group_report
 from debias.metrics.groups import SELECTION_DIRECTION
 from debias.train import batches
 from debias.train.evaluate import encode
+from debias.train.readout import val_readout
 
 # A per-epoch evaluation shows a progress bar only when it takes longer than this.
 EVAL_BAR_DELAY_S = 3.0
@@ -127,6 +128,24 @@ class TrainerSelection:
         """The features the run's last evaluation kept, by split, if it evaluated ``epoch``."""
         evaluated, features = self._last_features
         return features if evaluated == epoch else {}
+
+    def readout_row(self, stage: Any, k: int) -> dict[str, Any]:
+        """The validation read-out (:mod:`debias.train.readout`) due after epoch ``k`` (0-based)
+        of ``stage``: every ``represent_every`` epochs of a stage whose runner changes the
+        features, and at its last epoch; ``{}`` when none is due."""
+        every = self.cfg.represent_every
+        if not every or "val" not in self.splits or not self._runner.changes_features:
+            return {}
+        if (k + 1) % every and k + 1 != stage.epochs:
+            return {}
+        ds = self.splits["val"]
+        with self.evaluating():
+            z = self.encode("val", what="read-out", delay=self.eval_bar_delay)
+            return val_readout(
+                z.float().cpu().numpy(), ds.targets.cpu().numpy(), ds.bias.cpu().numpy(),
+                ds.aligned_groups, seed=self.cfg.seed, refits=self.cfg.represent_refits,
+                derived_aligned=getattr(ds, "aligned_rule", "given") != "given",
+            )  # fmt: skip
 
     def splits_now(self, epoch: int, final: bool) -> list[str]:
         """The evaluation splits of ``epoch``. ``eval_every=N``: all of them every N epochs and at
