@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from debias.sweep.runner import available_cores
 
@@ -387,7 +388,10 @@ def test_bench_sweep_runs_the_grid_options_and_splits_the_wall_time(tmp_path):
         ("ce", 1, 0.997),
         ("supcon", 1, 0.997),
     ]
-    assert cfgs[0]["epochs"] == 3 and cfgs[1]["epochs"] == 2  # the YAML's per-method epochs
+    grid = yaml.safe_load((BENCH.parent / "sweeps" / "biased_mnist_cpu.yaml").read_text())
+    # the YAML's per-method epochs (8 and 6 since the budget was chosen on validation)
+    assert cfgs[0]["epochs"] == grid["base"]["epochs"] == 8
+    assert cfgs[1]["epochs"] == grid["methods"]["supcon"]["epochs"] == 6
     assert cfgs[0]["channels_last"] is True and cfgs[0]["eval_every"] == 0  # the grid's own
     old = json.loads(
         (bench_sweep.write_run(cfgs[0], "old", tmp_path) / "run_config.json").read_text()
