@@ -6,13 +6,20 @@ rerun with each seed drawing its own data (``data_draw: seed``). Per (table, met
 pairs the two 95% t-interval half widths on unbiased accuracy and writes their ratio; the
 printout gives the median ratio per table and per method.
 
+The like-for-like check is CE at the old budget (3 epochs, no decay): the budget sweep
+(``sweeps/biased_mnist_cpu_budget.yaml``, seeded draws) scores those runs on the test splits
+once, at the end, and ``--budget-runs`` writes their unbiased accuracy per seed
+(``ce_3_epochs_seeded.csv``) beside the fixed-draw grid's CE row; every other comparison also
+changes the budget (3 -> 8 epochs) and so mixes the two effects.
+
 Usage (the fixed-draw tables from git, the seeded ones from the working tree)::
 
     git show 1c0ffee:docs/results/biased_mnist_cpu/summary.csv > /tmp/fixed_summary.csv
     git show 1c0ffee:docs/results/biased_mnist_cpu/representation.csv > /tmp/fixed_rep.csv
     python docs/experiments/compare_draws.py --fixed /tmp/fixed_summary.csv /tmp/fixed_rep.csv \\
         --seeded docs/results/biased_mnist_cpu/summary.csv \\
-        docs/results/biased_mnist_cpu/representation.csv --out docs/experiments/data_draw
+        docs/results/biased_mnist_cpu/representation.csv --out docs/experiments/data_draw \
+        --budget-runs runs/sweeps/biased_mnist_cpu_budget
 """
 
 from __future__ import annotations
@@ -30,7 +37,10 @@ def unbiased(path: Path, seeds: int = 3) -> pd.DataFrame:
     """The unbiased-accuracy rows of a summary table, at ``seeds`` seeds (widths at equal n)."""
     df = pd.read_csv(path)
     df = df[(df["metric"] == "unbiased") & (df["n"] == seeds)]
-    df = df.assign(**{"loss_options.self_weight": df.get("loss_options.self_weight")})
+    weight = df["loss_options.self_weight"] if "loss_options.self_weight" in df else None
+    # the ConTeX-weight variant's key, as text on both sides (empty: the default weight)
+    weight = "" if weight is None else weight.map(lambda w: "" if pd.isna(w) else f"{float(w):g}")
+    df = df.assign(**{"loss_options.self_weight": weight})
     return df[KEYS + ["mean_pct", "std_pct", "ci95_half_width_pct"]]
 
 
@@ -41,12 +51,33 @@ def widening(fixed: Path, seeded: Path, table: str) -> pd.DataFrame:
     return both.assign(table=table, ratio=ratio)
 
 
+def ce_seeded(budget_runs: Path, epochs: int = 3) -> pd.DataFrame:
+    """CE's test unbiased accuracy (%) per seed in the budget sweep's no-decay runs of ``epochs``
+    epochs, read from each run's ``metrics.json``."""
+    import json
+
+    rows = []
+    pattern = f"rho=*/lr_schedule=constant/epochs={epochs}/seed=*/metrics.json"
+    for f in sorted(budget_runs.glob(pattern)):
+        rho, seed = f.parts[-5].split("=")[1], f.parts[-2].split("=")[1]
+        value = json.loads(f.read_text())["splits"]["test"]["unbiased_accuracy"] * 100
+        rows.append({"rho": float(rho), "seed": int(seed), "epochs": epochs, "unbiased_pct": value})
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fixed", type=Path, nargs=2, required=True, help="summary, representation")
-    parser.add_argument("--seeded", type=Path, nargs=2, required=True, help="summary, representation")
+    two = {"type": Path, "nargs": 2, "required": True, "help": "summary.csv representation.csv"}
+    parser.add_argument("--fixed", **two)
+    parser.add_argument("--seeded", **two)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--budget-runs", type=Path, help="runs/sweeps/biased_mnist_cpu_budget")
     args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.budget_runs is not None:
+        ce = ce_seeded(args.budget_runs)
+        ce.to_csv(args.out / "ce_3_epochs_seeded.csv", index=False)
+        print(ce.groupby("rho")["unbiased_pct"].agg(["mean", "std", "count"]).round(2))
     frames = [widening(f, s, t) for t, f, s in zip(TABLES, args.fixed, args.seeded)]
     df = pd.concat(frames, ignore_index=True)
     args.out.mkdir(parents=True, exist_ok=True)
