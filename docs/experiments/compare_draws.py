@@ -12,14 +12,16 @@ once, at the end, and ``--budget-runs`` writes their unbiased accuracy per seed
 (``ce_3_epochs_seeded.csv``) beside the fixed-draw grid's CE row; every other comparison also
 changes the budget (3 -> 8 epochs) and so mixes the two effects.
 
-Usage (the fixed-draw tables from git, the seeded ones from the working tree)::
+Usage, as run for docs/experiments/data_draw/ (the fixed-draw tables from git at 4e52696, the
+last commit of the 2026-12-04 grid; the seeded ones from a report of the main grid alone, where
+every condition has n = 3 -- the page's report adds ConTeX and SupCon seeds 3-4)::
 
-    git show 1c0ffee:docs/results/biased_mnist_cpu/summary.csv > /tmp/fixed_summary.csv
-    git show 1c0ffee:docs/results/biased_mnist_cpu/representation.csv > /tmp/fixed_rep.csv
+    git show 4e52696:docs/results/biased_mnist_cpu/summary.csv > /tmp/fixed_summary.csv
+    git show 4e52696:docs/results/biased_mnist_cpu/representation.csv > /tmp/fixed_rep.csv
+    debias report runs/sweeps/biased_mnist_cpu --out /tmp/rep_main
     python docs/experiments/compare_draws.py --fixed /tmp/fixed_summary.csv /tmp/fixed_rep.csv \\
-        --seeded docs/results/biased_mnist_cpu/summary.csv \\
-        docs/results/biased_mnist_cpu/representation.csv --out docs/experiments/data_draw \
-        --budget-runs runs/sweeps/biased_mnist_cpu_budget
+        --seeded /tmp/rep_main/summary.csv /tmp/rep_main/representation.csv \\
+        --out docs/experiments/data_draw --budget-runs runs/sweeps/biased_mnist_cpu_budget
 """
 
 from __future__ import annotations
@@ -53,16 +55,16 @@ def widening(fixed: Path, seeded: Path, table: str) -> pd.DataFrame:
 
 def ce_seeded(budget_runs: Path, epochs: int = 3) -> pd.DataFrame:
     """CE's test unbiased accuracy (%) per seed in the budget sweep's no-decay runs of ``epochs``
-    epochs, read from each run's ``metrics.json``."""
-    import json
+    epochs (:func:`debias.results.load` rows)."""
+    from debias import results
 
-    rows = []
-    pattern = f"rho=*/lr_schedule=constant/epochs={epochs}/seed=*/metrics.json"
-    for f in sorted(budget_runs.glob(pattern)):
-        rho, seed = f.parts[-5].split("=")[1], f.parts[-2].split("=")[1]
-        value = json.loads(f.read_text())["splits"]["test"]["unbiased_accuracy"] * 100
-        rows.append({"rho": float(rho), "seed": int(seed), "epochs": epochs, "unbiased_pct": value})
-    return pd.DataFrame(rows)
+    df = results.load(budget_runs)
+    keep = (
+        (df["lr_schedule"] == "constant") & (df["epochs"] == epochs)
+        & (df["split"] == "test") & (df["metric"] == "unbiased_accuracy")
+    )  # fmt: skip
+    rows = df[keep][["rho", "seed", "epochs", "value"]].sort_values(["rho", "seed"])
+    return rows.assign(value=rows["value"] * 100).rename(columns={"value": "unbiased_pct"})
 
 
 def main(argv: list[str] | None = None) -> None:
