@@ -200,7 +200,8 @@ def _sweep_of(
     todo, done = split_done(spec, runs, out, done_in)
     if not done.runs:
         held = ", ".join(done.sweeps[:5]) or "none"
-        log(f"sweep {spec.name}: {done.table} lists no finished run of it (its sweeps: {held})")
+        log(f"sweep {spec.name}: {done.table} lists none of this pass's {len(runs)} run(s) as "
+            f"finished (its sweeps: {held})")  # fmt: skip
     sweep = _Sweep(spec, todo, out, log)
     sweep.done_in = done
     return sweep
