@@ -24,6 +24,13 @@ from debias.train.readout import val_readout
 EVAL_BAR_DELAY_S = 3.0
 
 
+def derived_aligned(ds: Any) -> bool:
+    """Whether ``ds``'s aligned groups were derived by a rule (CelebA, a metadata table without
+    them) rather than given: such groups are not checked as a user's would be. Datasets without
+    ``aligned_rule`` (Biased-MNIST, UTKFace) give theirs."""
+    return getattr(ds, "aligned_rule", "given") != "given"
+
+
 class TrainerSelection:
     """Evaluation and selection of a :class:`~debias.train.loop.Trainer` (which sets ``cfg``,
     ``splits``, ``eval_splits``, ``model``, ``dist``, ``history``, ``best``, ``stages``)."""
@@ -58,7 +65,7 @@ class TrainerSelection:
             ds.bias.cpu().numpy(),
             aligned=ds.aligned_groups,
             group_weights=self.group_weights,
-            derived_aligned=getattr(ds, "aligned_rule", "given") != "given",
+            derived_aligned=derived_aligned(ds),
         )
 
     def evaluate(self, classify, splits: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
@@ -144,7 +151,7 @@ class TrainerSelection:
             return val_readout(
                 z.float().cpu().numpy(), ds.targets.cpu().numpy(), ds.bias.cpu().numpy(),
                 ds.aligned_groups, seed=self.cfg.seed, refits=self.cfg.represent_refits,
-                derived_aligned=getattr(ds, "aligned_rule", "given") != "given",
+                derived_aligned=derived_aligned(ds),
             )  # fmt: skip
 
     def splits_now(self, epoch: int, final: bool) -> list[str]:
