@@ -102,3 +102,14 @@ def test_main_writes_the_choice_files(cb, tmp_path, monkeypatch):
     assert "no test split" in choice["rule"]
     for name in ("curves.csv", "curve_means.csv", "budgets.csv", "curves.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
+
+
+def test_a_run_whose_read_out_was_skipped_is_refused_not_averaged_away(cb):
+    h = _history({("biascon", "contex", 0): [50, 60, 70, 70.2, 70.3],
+                  ("biascon", "contex", 1): [50, 60, 70, 70.2, 70.3]})  # fmt: skip
+    one = h["run"].eq("recipe=biascon/method=contex/seed=1") & h["stage"].eq("pretrain")
+    h.loc[one, "readout/val/unbiased_accuracy"] = np.nan
+    h["readout/val/skipped"] = np.where(one, "a (target, bias) group ... has no image", None)
+    with pytest.raises(ValueError, match="seed=1 has epochs without a read-out"):
+        cb.curves(h)
+    assert len(cb.curves(h[~one].drop(columns="readout/val/skipped"))) == 5

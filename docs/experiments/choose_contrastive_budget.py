@@ -63,6 +63,14 @@ def curves(history: pd.DataFrame) -> pd.DataFrame:
             f"no {METRIC} column in the runs' history.csv: they ran without represent_every "
             "(sweeps/biased_mnist_contrastive_cpu_budget.yaml sets it)"
         )
+    skipped = f"{METRIC.rsplit('/', 1)[0]}/skipped"
+    if skipped in history and history[skipped].notna().any():
+        bad = history[history[skipped].notna()].drop_duplicates("run").iloc[0]
+        raise ValueError(
+            f"run {bad['run']} has epochs without a read-out ({bad[skipped]}): its curve would "
+            "be missing from the seed means; rerun the study with a validation split every "
+            "group fills (the YAML's val_size)"
+        )
     h = history[history[METRIC].notna()]
     out = h[["run", *KEYS, "seed", "epoch"]].copy()
     out["recipe"] = out["recipe"].fillna("none")
