@@ -96,6 +96,58 @@ def test_method_override_wins_and_duplicates_collapse():
     ]
 
 
+def test_recipe_overrides_apply_per_recipe_before_the_method_overrides():
+    # Each recipe its own budget (issue 33: a CPU budget chosen per recipe); a method override
+    # of the same option still wins, and a recipe's published values stay the defaults.
+    spec = SweepSpec.from_dict(
+        {
+            "name": "r",
+            "base": {"dataset": "biased-mnist", "rho": 0.997, "epochs": 16},
+            "grid": {"method": ["contex", "supcon"], "recipe": ["supcontrast", "biascon"]},
+            "recipes": {"supcontrast": {"epochs": 8, "lr": 0.1}, "biascon": {"epochs": 12}},
+            "methods": {"supcon": {"lr": 0.2}},
+        }
+    )
+    got = {r.name: (r.config["epochs"], r.config.get("lr")) for r in spec.expand()}
+    assert got == {
+        "method=contex/recipe=supcontrast": (8, 0.1),
+        "method=contex/recipe=biascon": (12, None),
+        "method=supcon/recipe=supcontrast": (8, 0.2),
+        "method=supcon/recipe=biascon": (12, 0.2),
+    }
+    assert spec.to_dict()["recipes"]["biascon"] == {"epochs": 12}
+    # --only on the recipe leaves the other recipe's overrides unused: allowed when narrowed
+    assert len(spec.expand(only={"recipe": ["biascon"]})) == 2
+    with pytest.raises(ValueError, match=r"recipes: overrides for \['fairkl'\], which no run"):
+        SweepSpec.from_dict(
+            {
+                "name": "u",
+                "base": {"rho": 0.9, "recipe": "biascon", "method": "supcon"},
+                "recipes": {"fairkl": {"epochs": 2}},
+            }
+        ).expand()
+
+
+@pytest.mark.parametrize(
+    ("doc", "needle"),
+    [
+        ({"name": "x", "recipes": {"supcontrst": {}}}, "unknown recipe(s) ['supcontrst']"),
+        (
+            {"name": "x", "recipes": {"biascon": {"epoch": 3}}},
+            "recipes.biascon: unknown training option(s) ['epoch']",
+        ),
+        (
+            {"name": "x", "data_draw": "seed", "recipes": {"biascon": {"data_seed": 1}}},
+            "recipes.biascon also set(s) data_seed",
+        ),
+    ],
+)
+def test_recipe_override_errors_name_the_recipe_and_option(doc, needle):
+    with pytest.raises(ValueError) as exc:
+        SweepSpec.from_dict(doc).expand()
+    assert needle in str(exc.value)
+
+
 @pytest.mark.parametrize(
     ("doc", "needle"),
     [

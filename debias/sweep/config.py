@@ -14,6 +14,8 @@ Schema (every key but ``grid``/``base`` is optional)::
       rho: [0.999, 0.997, 0.995, 0.99]
       method: [ce, supcon, contex]
       seed: [0, 1, 2]
+    recipes:                            # per-recipe overrides (a run's recipe: grid or base),
+      supcontrast: {epochs: 8}          # applied after the grid point, before methods
     methods:                            # per-method overrides, applied last (they win over grid)
       ce: {mode: ce}
       contex: {temperature: 0.1}
@@ -28,19 +30,22 @@ Schema (every key but ``grid``/``base`` is optional)::
 
 Rules:
 
-* Every key of ``base``, ``grid`` and ``methods.<m>`` must be a :class:`TrainConfig` field
+* Every key of ``base``, ``grid``, ``recipes.<r>`` and ``methods.<m>`` must be a :class:`TrainConfig` field
   (``debias train --help`` lists them with ``-`` for ``_``); ``out`` is set by the sweep. Unknown
   keys are an error that names them, raised before any run starts; every expanded run is also
   validated by ``TrainConfig`` first, and all problems are reported together.
 * ``grid`` values are non-empty lists without repeats (a list-valued option such as
   ``lr_milestones`` is a list of lists); a value listed twice (``seed: [0, 0]``, or
-  ``rho: [0.997, 0.9970]``, one float) is an error. ``base`` and ``methods`` values are literal.
+  ``rho: [0.997, 0.9970]``, one float) is an error. ``base``, ``recipes`` and ``methods`` values
+  are literal; ``recipes`` names published recipes (``debias recipes``).
 * ``debias sweep --set KEY=VALUE`` overrides ``base``; on a grid key it narrows the grid to that
   one value, which must be one of the grid's values (else an error: a typo would start runs the
   YAML never declared). ``--only KEY=V1,V2`` (repeatable) keeps some values of a grid key. Run
   folders keep their names, so a narrowed pass and a full one share finished runs.
-* A run's options are ``base``, then its grid point, then ``methods[<its method>]``; dict-valued
-  options (``loss_options``) are merged key by key instead of replaced.
+* A run's options are ``base``, then its grid point, then ``recipes[<its recipe>]`` (what a
+  recipe needs in this sweep beyond its published values, e.g. the CPU budget chosen for it),
+  then ``methods[<its method>]``; dict-valued options (``loss_options``) are merged key by key
+  instead of replaced.
 * Each run lives in ``<out>/<k1>=<v1>/<k2>=<v2>/...`` with one level per grid key, in grid
   order, using the run's *final* value (so with ``methods: {ce: {mode: ce}}`` and a ``mode`` grid,
   CE runs are named ``mode=ce``; grid points that end up as the same run are run once). Values
@@ -52,7 +57,7 @@ Rules:
   Biased-MNIST, which images are held out for validation, the faces' subsamples), so the
   seeds of a condition differ in the data too and its interval covers which images are the
   minority; runs of one seed still share their data, so paired comparisons stay paired.
-  ``base``, ``grid`` and ``methods`` may then not set ``data_seed`` (an error). ``fixed``
+  ``base``, ``grid``, ``recipes`` and ``methods`` may then not set ``data_seed`` (an error). ``fixed``
   (the default, the sweeps of 2026-12-04 and before): every run uses ``base``'s
   ``data_seed`` (default 0), whatever its seed. Either way each run records its
   ``data_seed`` in its config, and the sweep's ``sweep.json`` the rule.
@@ -95,6 +100,7 @@ SWEEP_KEYS = (
     "out",
     "base",
     "grid",
+    "recipes",
     "methods",
     "search",
     "slurm",
@@ -155,6 +161,7 @@ class SweepSpec:
     grid: dict[str, list[Any]] = field(default_factory=dict)
     base: dict[str, Any] = field(default_factory=dict)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
     out: str | None = None
     description: str = ""
     source: str | None = None
@@ -202,6 +209,7 @@ class SweepSpec:
             )
         for m, over in methods.items():
             _check_keys(_mapping(over, f"{where}: methods.{m}"), f"{where}: methods.{m}")
+        recipes = _recipe_overrides(d.get("recipes"), where)
         sweep_name = d.get("name") or name
         if not sweep_name:
             raise ValueError(f"{where}: needs a 'name'")
@@ -211,13 +219,20 @@ class SweepSpec:
 
             search = SearchSpec.from_dict(d["search"], where)
             check_grid(search, grid, base, where)
+            if recipes:
+                raise ValueError(
+                    f"{where}: recipes (per-recipe overrides) apply to grid sweeps; a search "
+                    "sweep draws its options: set the recipe's in base"
+                )
         SlurmOptions.from_dict(d.get("slurm"), f"{where}: slurm")  # checked now, used on submit
-        data_draw = _data_draw(d.get("data_draw", "fixed"), base, grid, methods, where)
+        blocks = {"recipes": recipes, "methods": methods}
+        data_draw = _data_draw(d.get("data_draw", "fixed"), base, grid, blocks, where)
         return cls(
             name=str(sweep_name),
             grid={k: list(v) for k, v in grid.items()},
             base=dict(base),
             methods={m: dict(o or {}) for m, o in methods.items()},
+            recipes=recipes,
             out=None if d.get("out") is None else str(d["out"]),
             description=str(d.get("description") or ""),
             source=source,
@@ -257,6 +272,8 @@ class SweepSpec:
         if self.out is not None:
             d["out"] = self.out
         d |= {"base": self.base, "grid": self.grid}
+        if self.recipes:
+            d["recipes"] = self.recipes
         if self.methods:
             d["methods"] = self.methods
         if self.search is not None:
@@ -346,9 +363,10 @@ class SweepSpec:
     def _grid_run(
         self, base: dict[str, Any], point: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any], None]:
-        """``(params, options, None)`` of one grid point: base, the point, its method's
-        overrides; ``params`` are the grid keys' final values."""
+        """``(params, options, None)`` of one grid point: base, the point, its recipe's and
+        then its method's overrides; ``params`` are the grid keys' final values."""
         cfg = _merge(base, point)
+        cfg = _merge(cfg, self.recipes.get(cfg.get("recipe"), {}))
         cfg = _merge(cfg, self.methods.get(cfg.get("method", TrainConfig.method), {}))
         return {k: cfg[k] for k in point}, cfg, None
 
@@ -358,12 +376,14 @@ class SweepSpec:
         """:class:`RunSpec` of every ``(params, options, search record)``, each validated by
         :class:`TrainConfig`; every problem raised together."""
         used_methods: set[str] = set()
+        used_recipes: set[str] = set()
         runs: dict[str, RunSpec] = {}
         errors: list[str] = []
         for params, cfg, record in triples:
             if self.data_draw == "seed":
                 cfg = {**cfg, "data_seed": cfg.get("seed", TrainConfig.seed)}
             used_methods.add(cfg.get("method", TrainConfig.method))
+            used_recipes.add(cfg.get("recipe"))
             name = prefix + run_dir_name(params)
             try:
                 TrainConfig.from_dict({**cfg, "out": name})
@@ -384,6 +404,12 @@ class SweepSpec:
                 f"  methods: overrides for {unused}, which no run uses (methods in "
                 f"this sweep: {sorted(used_methods)})"
             )
+        unused = sorted(set(self.recipes) - used_recipes)
+        if unused and not narrowed:
+            errors.append(
+                f"  recipes: overrides for {unused}, which no run uses (recipes in this "
+                f"sweep: {sorted(r for r in used_recipes if r is not None)})"
+            )
         if errors:
             where = f"sweep {self.source or self.name}"
             raise ValueError(
@@ -392,20 +418,41 @@ class SweepSpec:
         return list(runs.values())
 
 
-def _data_draw(value: Any, base: dict, grid: dict, methods: dict, where: str) -> str:
+def _data_draw(value: Any, base: dict, grid: dict, blocks: dict, where: str) -> str:
     """The sweep's ``data_draw`` (module docstring), checked: one of :data:`DATA_DRAWS`, and
     with ``seed`` no ``data_seed`` of its own anywhere (it would be silently replaced)."""
     if value not in DATA_DRAWS:
         raise ValueError(f"{where}: data_draw must be one of {list(DATA_DRAWS)}; got {value!r}")
     if value == "seed":
         setting = [w for w, d in (("base", base), ("grid", grid)) if "data_seed" in d]
-        setting += [f"methods.{m}" for m, o in methods.items() if "data_seed" in (o or {})]
+        setting += [
+            f"{block}.{k}"
+            for block, overrides in blocks.items()
+            for k, o in overrides.items()
+            if "data_seed" in (o or {})
+        ]
         if setting:
             raise ValueError(
                 f"{where}: data_draw: seed sets each run's data_seed to its seed, but "
                 f"{', '.join(setting)} also set(s) data_seed: remove one of the two"
             )
     return str(value)
+
+
+def _recipe_overrides(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    """The YAML's ``recipes`` block, checked: published recipe names, training options."""
+    from debias.recipes import RECIPES
+
+    recipes = _mapping(value, f"{where}: 'recipes'")
+    bad = sorted(r for r in recipes if r not in RECIPES)
+    if bad:
+        raise ValueError(
+            f"{where}: recipes has unknown recipe(s) {bad}; expected names from "
+            f"{sorted(RECIPES)} (`debias recipes`)"
+        )
+    for r, over in recipes.items():
+        _check_keys(_mapping(over, f"{where}: recipes.{r}"), f"{where}: recipes.{r}")
+    return {r: dict(o or {}) for r, o in recipes.items()}
 
 
 def _mapping(value: Any, what: str) -> dict[str, Any]:
