@@ -766,6 +766,41 @@ def test_paired_differences_refuses_pairs_across_recipes_modes_and_views():
     assert sorted(base["mean_diff_pp"]) == pytest.approx([14.0, 31.0])
 
 
+def test_contex_is_paired_with_each_recipes_own_loss_under_that_recipe_only():
+    """Issue 33: ConTeX − SupCon, and ConTeX − the recipe's own loss (BiasCon under biascon,
+    FairKL under fairkl), each inside one recipe; a two-view loss under FairKL's one-view
+    recipe (n_views 2 against 1) is still the same protocol; no pair crosses recipes."""
+    from debias.report.compare import paired_tables
+    from debias.report.summary import SummaryInfo
+
+    rows = []
+    for seed in (0, 1, 2):
+        for method, recipe, mode, views, v in (
+            ("contex", "fairkl", "online", 2, 60.0 + seed),
+            ("supcon", "fairkl", "online", 2, 58.0),
+            ("fairkl", "fairkl", "online", 1, 50.0 + 2 * seed),  # diffs 10, 9, 8
+            ("contex", "biascon", "joint", 2, 70.0 + seed),
+            ("supcon", "biascon", "joint", 2, 75.0 + seed),
+            ("biascon", "biascon", "joint", 2, 80.0 + seed),
+            ("fairkl", "biascon", "joint", 1, 20.0),
+        ):
+            rows.append({"method": method, "seed": seed, "rho": 0.997, "recipe": recipe,
+                         "mode": mode, "method_options.n_views": views, "supervision": "B",
+                         "unbiased": v})  # fmt: skip
+    per_run = pd.DataFrame(rows)
+    info = SummaryInfo(keys=["method", "recipe", "mode", "rho"], level="rho", sources={},
+                       per_run=per_run, table_metrics=("unbiased",))  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no pair refused for n_views
+        out = paired_tables(info, metrics=["unbiased"])
+    claims = out[out["method"] == "contex"].set_index(["baseline", "recipe"])["mean_diff_pp"]
+    assert claims.to_dict() == pytest.approx({
+        ("supcon", "fairkl"): 61.0 - 58.0, ("supcon", "biascon"): -5.0,
+        ("fairkl", "fairkl"): 9.0, ("biascon", "biascon"): -10.0,
+    })  # fmt: skip
+    assert out["p_holm"].notna().any()
+
+
 # -- the committed reference reports ------------------------------------------------------------
 # A report of the fixture sweeps above, byte for byte: a refactor of the report that changes
 # its text fails here. When the text changes on purpose, regenerate the references with

@@ -43,9 +43,12 @@ __all__ = [
 ]
 
 # Paired comparisons the report makes when both methods are in the sweep: every method against
-# the cross-entropy baseline, and the seed paper's claim (ConTeX against SupCon).
+# the cross-entropy baseline, and the seed paper's claim: ConTeX against SupCon and, under each
+# published recipe, against that recipe's own loss (RECIPE_LOSS: BiasCon under biascon and
+# bc+bb, FairKL under fairkl; issue 33).
 PAIRED_BASELINE = "ce"
-PAIRED_CLAIMS = (("contex", "supcon"),)
+RECIPE_LOSS = "<the recipe's own loss>"
+PAIRED_CLAIMS = (("contex", "supcon"), ("contex", RECIPE_LOSS))
 # Columns of a paired_differences row that are results, not condition options.
 PAIRED_OUTPUT = (
     "n", "mean_diff_pp", "ci95_low_pp", "ci95_high_pp", "p_value", "wins",
@@ -54,6 +57,10 @@ PAIRED_OUTPUT = (
 
 # Options that differ between two methods by construction, not a different condition.
 _METHOD_BOUND = ("method", "mode", "augment", "method_options", "label", "supervision")
+# Method options that belong to the loss even under one protocol: a two-view loss (ConTeX,
+# SupCon) under FairKL's one-view recipe contrasts 2 views where FairKL contrasts 1 (the sweep
+# YAMLs label that change); they are not a protocol difference that refuses the pair.
+_LOSS_BOUND = ("method_options.n_views",)
 # The training protocol besides the loss (issue 33): a method's runs under two of them are two
 # variants, never pooled; two losses are compared only under one (``same_protocol``).
 PROTOCOL = ("recipe", "mode", "augment", "views", "ce_views")
@@ -74,7 +81,11 @@ def _variant_columns(per_run: pd.DataFrame, keys: Sequence[str]) -> list[str]:
 def _protocol_columns(per_run: pd.DataFrame) -> list[str]:
     """Every protocol column of the runs and their method options, keys or not (an option the
     report does not list because no method varies it can still differ between two methods)."""
-    return [c for c in per_run if c in PROTOCOL or c.startswith("method_options.")]
+    return [
+        c
+        for c in per_run
+        if (c in PROTOCOL or c.startswith("method_options.")) and c not in _LOSS_BOUND
+    ]
 
 
 def _variants(rows: pd.DataFrame, cols: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -223,17 +234,18 @@ def paired_tables(info: SummaryInfo, metrics: Sequence[str] | None = None) -> pd
             )
         )
         for a, b in PAIRED_CLAIMS:
-            frames.append(
-                paired_differences(
-                    per_run,
-                    metric=label,
-                    keys=keys,
-                    baseline=b,
-                    methods=[a],
-                    lower_is_better=low,
-                    same_protocol=True,
-                )  # fmt: skip
-            )
+            for runs, baseline in _claim_baselines(per_run, a, b):
+                frames.append(
+                    paired_differences(
+                        runs,
+                        metric=label,
+                        keys=keys,
+                        baseline=baseline,
+                        methods=[a],
+                        lower_is_better=low,
+                        same_protocol=True,
+                    )  # fmt: skip
+                )
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame()
@@ -241,6 +253,24 @@ def paired_tables(info: SummaryInfo, metrics: Sequence[str] | None = None) -> pd
     # A method's mark from its runs' records (joined when its runs read different kinds).
     marks = per_run.groupby("method")["supervision"].agg(lambda m: "/".join(sorted(set(m))))
     return with_holm(out.assign(supervision=out["method"].map(marks)))
+
+
+def _claim_baselines(per_run: pd.DataFrame, method: str, baseline: str):
+    """``(runs, baseline)`` of one claim pair: all runs and ``baseline``; for
+    :data:`RECIPE_LOSS`, each published recipe's runs and its own loss (not when that loss is
+    ``method`` itself or already a named claim baseline such as SupCon under supcontrast)."""
+    if baseline != RECIPE_LOSS:
+        yield per_run, baseline
+        return
+    if "recipe" not in per_run:
+        return
+    from debias.recipes import RECIPES
+
+    named = {b for a, b in PAIRED_CLAIMS if a == method and b != RECIPE_LOSS}
+    for recipe in dict.fromkeys(per_run["recipe"].dropna()):
+        own = RECIPES[recipe].loss if recipe in RECIPES else None
+        if own is not None and own != method and own not in named:
+            yield per_run[per_run["recipe"] == recipe], own
 
 
 def with_holm(paired: pd.DataFrame) -> pd.DataFrame:
