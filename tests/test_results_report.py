@@ -1139,3 +1139,30 @@ def test_notes_naming_a_missing_file_is_an_error(sweep, tmp_path):
     assert not (tmp_path / "rep").exists()
     text = make_report(sweep, tmp_path / "rep", notes="We learned *this*.")["report"].read_text()
     assert "We learned *this*." in text
+
+
+def test_paired_tables_have_one_column_per_condition_when_claim_rows_carry_a_protocol():
+    """The page of 2026-12-07 had one column per paired row: the ConTeX - SupCon rows carry
+    their matched protocol (mode, views, method options), the rows against CE leave it unset,
+    and NaN never equalled NaN, so every CE cell read '–'."""
+    from debias.report.markdown import paired_markdown
+
+    rows = []
+    for rho in (0.997, 0.99):
+        for method, baseline, mode in (("reweight", "ce", math.nan), ("lff", "ce", math.nan),
+                                       ("contex", "supcon", "two-stage")):  # fmt: skip
+            rows.append({"rho": rho, "method": method, "variant": "", "baseline": baseline,
+                         "metric": "unbiased", "n": 3, "mean_diff_pp": rho * 10,
+                         "ci95_low_pp": 1.0, "ci95_high_pp": 2.0, "p_value": 0.01, "wins": 3,
+                         "method_mean_pct": 50.0, "baseline_mean_pct": 40.0, "recipe": math.nan,
+                         "mode": mode, "method_options.linear_epochs": 2 if mode == mode else
+                         math.nan, "supervision": "B", "p_holm": 0.02})  # fmt: skip
+    md = "\n".join(paired_markdown(pd.DataFrame(rows), "rho"))
+    headers = [line for line in md.splitlines() if line.startswith("| method |")]
+    assert headers == ["| method | supervision | rho=0.997 | rho=0.99 |"] * 2
+    assert "| reweight | B | +10.0 [+1.0, +2.0] p=0.010 (Holm 0.020), 3/3 | +9.9" in md
+    # a recipe, where the sweep varies it, stays a column: it is the condition
+    rows2 = [dict(r, recipe=rec) for r in rows if r["method"] == "contex"
+             for rec in ("biascon", "fairkl")]  # fmt: skip
+    md2 = "\n".join(paired_markdown(pd.DataFrame(rows2), "rho"))
+    assert "| method | supervision | rho=0.997, recipe=biascon | rho=0.997, recipe=fairkl |" in md2

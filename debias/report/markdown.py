@@ -19,7 +19,7 @@ import pandas as pd
 from debias import results
 from debias._markdown import markdown_table as _md_table
 from debias.report import plots
-from debias.report.compare import PAIRED_OUTPUT
+from debias.report.compare import PAIRED_OUTPUT, PROTOCOL
 from debias.report.figures import heatmap_note
 from debias.report.representation import RepresentationSummary
 from debias.report.representation import table_metrics as representation_metrics
@@ -28,6 +28,9 @@ from debias.report.sweep_data import SweepData
 from debias.report.vocabulary import LEAKAGE, unit
 
 __all__ = ["PUBLISHED_COLUMN", "format_ci", "render_markdown", "summary_cell"]
+
+# The protocol options besides the recipe's name (which stays a column: it is the condition).
+PROTOCOL_DETAILS = tuple(c for c in PROTOCOL if c != "recipe")
 
 # The Biased-MNIST spec's published CE reference (REBIAS_VANILLA, PROTOCOLS §1), as a column.
 PUBLISHED_COLUMN = "ReBias Vanilla unbiased, published"
@@ -179,12 +182,20 @@ def _paired_columns(paired: pd.DataFrame, level: str | None) -> tuple[list[str],
     """The condition options that vary across the paired rows, and their value combinations
     (one table column each; the bias level strongest first)."""
     out = set(PAIRED_OUTPUT) | {"method", "variant", "baseline", "metric", "supervision"}
+    # A claim pair's protocol options (mode, views, method options) were matched between its
+    # two methods and are implied by its recipe: they are not columns of their own (the CE
+    # rows leave them unset, which would split every column in two).
+    out |= {c for c in paired.columns if _protocol_detail(c)}
     cols = [c for c in paired.columns if c not in out and n_values(paired[c]) > 1]
     combos = plots.condition_combos(paired, cols)
     if level in cols:
         i = cols.index(level)
         combos.sort(key=lambda t: -float(t[i]))
     return cols, combos
+
+
+def _protocol_detail(column: str) -> bool:
+    return column in PROTOCOL_DETAILS or column.startswith(("method_options.", "loss_options."))
 
 
 def paired_markdown(

@@ -333,15 +333,26 @@ def condition_combos(df: pd.DataFrame, cols: Sequence[str]) -> list[tuple]:
     table column each); ``[()]`` when ``cols`` is empty. :func:`rows_matching` selects one."""
     if not cols:
         return [()]
-    return list(dict.fromkeys(df[list(cols)].itertuples(index=False, name=None)))
+    rows = df[list(cols)].itertuples(index=False, name=None)
+    # An unset option (NaN, None) is one value: NaN != NaN would make each row its own combo.
+    return list(dict.fromkeys(tuple(None if _unset(v) else v for v in r) for r in rows))
 
 
 def rows_matching(df: pd.DataFrame, cols: Sequence[str], values: Sequence[Any]) -> pd.DataFrame:
-    """The rows of ``df`` whose ``cols`` equal ``values`` (compared as text, so 0.9 == "0.9");
-    all rows when ``cols`` is empty."""
+    """The rows of ``df`` whose ``cols`` equal ``values`` (compared as text, so 0.9 == "0.9";
+    an unset value, NaN or None, matches an unset one); all rows when ``cols`` is empty."""
     if not cols:
         return df
-    return df[(df[list(cols)].astype(str) == [str(v) for v in values]).all(axis=1)]
+    text = df[list(cols)].map(_as_text)
+    return df[(text == [_as_text(v) for v in values]).all(axis=1)]
+
+
+def _unset(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+def _as_text(v: Any) -> str:
+    return "\0unset" if _unset(v) else str(v)
 
 
 def _dumbbell(ax, rows: pd.DataFrame, y: int, colour: str) -> None:
