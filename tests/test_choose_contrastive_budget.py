@@ -113,3 +113,10 @@ def test_a_run_whose_read_out_was_skipped_is_refused_not_averaged_away(cb):
     with pytest.raises(ValueError, match="seed=1 has epochs without a read-out"):
         cb.curves(h)
     assert len(cb.curves(h[~one].drop(columns="readout/val/skipped"))) == 5
+
+
+def test_an_unfinished_run_is_refused_not_read_as_a_short_curve(cb):
+    h = _history({("fairkl", "contex", 0): [50, 60, 70, 70.2, 70.3, 70.4],
+                  ("fairkl", "contex", 1): [50, 60, 70]})  # fmt: skip
+    with pytest.raises(ValueError, match="seed=1 has read-outs up to epoch 3 of the longest"):
+        cb.curves(h)

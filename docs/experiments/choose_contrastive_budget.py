@@ -72,6 +72,14 @@ def curves(history: pd.DataFrame) -> pd.DataFrame:
             "group fills (the YAML's val_size)"
         )
     h = history[history[METRIC].notna()]
+    last = h.groupby("run")["epoch"].max()
+    if len(last) and last.min() < last.max():
+        short = last[last < last.max()]
+        raise ValueError(
+            f"run {short.index[0]} has read-outs up to epoch {int(short.iloc[0])} of the longest "
+            f"run's {int(last.max())}: unfinished runs ({len(short)}) would cut their curves "
+            "short; let the sweep finish (it resumes) before choosing"
+        )
     out = h[["run", *KEYS, "seed", "epoch"]].copy()
     out["recipe"] = out["recipe"].fillna("none")
     for m in CURVE_METRICS:
