@@ -51,6 +51,12 @@ SECTIONS = (
         "Biased-MNIST (CPU protocol)",
         ("biased_mnist_cpu", "biased_mnist_cpu_contex_weight", "biased_mnist_cpu_pairs"),
     ),
+    # Issue 33's comparison; its ConTeX 0.7 companion joins when it has run.
+    Section(
+        "biased_mnist_contrastive_cpu",
+        "Biased-MNIST: the contrastive losses under their papers' recipes (CPU-sized)",
+        ("biased_mnist_contrastive_cpu",),
+    ),
     Section("utkface_cpu", "UTKFace (CPU protocol)", ("utkface_cpu",)),
     Section("celeba_cpu", "CelebA (CPU protocol)", ("celeba_cpu",)),
     Section(
